@@ -1,0 +1,100 @@
+//! Reading and decoding JSON bodies with errors that name the field at fault.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use eventbus::core::event::FieldError;
+use serde::de::DeserializeOwned;
+
+use super::problem::ApiError;
+
+/// Reads the whole body, refusing non-JSON media types and bodies over `limit` bytes.
+pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            ApiError::BodyTooLarge(limit)
+        } else {
+            ApiError::MalformedJson(format!("the request body could not be read: {e}"))
+        }
+    })
+}
+
+/// Decodes `bytes` as `T`; a wrong type or unknown field is reported with its path
+/// (`3/projectId`), broken JSON with its line and column.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = json_path(e.path());
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::MalformedJson(format!("the body is not valid JSON: {inner}"));
+        }
+        let message = inner.to_string();
+        let field = missing_field(&message).map_or(path.clone(), |f| join(&path, f));
+        ApiError::InvalidField(FieldError::new(if field.is_empty() { "body".into() } else { field }, strip_position(&message)))
+    })?;
+    de.end().map_err(|e| ApiError::MalformedJson(format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+fn json_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = Vec::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push(index.to_string()),
+            Segment::Map { key } => out.push(key.clone()),
+            Segment::Enum { variant } => out.push(variant.clone()),
+            Segment::Unknown => {}
+        }
+    }
+    out.join("/")
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() { field.to_owned() } else { format!("{path}/{field}") }
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventbus::NewEvent;
+
+    fn field_of(body: &str) -> String {
+        match decode::<Vec<NewEvent>>(body.as_bytes()) {
+            Err(ApiError::InvalidField(f)) => f.field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_the_field() {
+        assert_eq!(field_of(r#"[{"type":"a.b"},{"type":"a.b","projectId":5}]"#), "1/projectId");
+        assert_eq!(field_of(r#"[{"payload":{}}]"#), "0/type");
+        assert_eq!(field_of(r#"[{"type":"a.b","bogus":1}]"#), "0/bogus");
+    }
+
+    #[test]
+    fn broken_json_is_malformed() {
+        assert!(matches!(decode::<NewEvent>(b"{\"type\":"), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(decode::<NewEvent>(b"{\"type\":\"a.b\"} x"), Err(ApiError::MalformedJson(_))));
+    }
+}

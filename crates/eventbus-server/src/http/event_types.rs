@@ -1,0 +1,72 @@
+//! `/v1/event-types`: the catalogue and its JSON Schemas.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use eventbus::core::catalogue::EventTypeDef;
+use eventbus::core::event::{FieldError, validate_type};
+use serde::{Deserialize, Serialize};
+
+use super::body::{decode, read_json};
+use super::events::json;
+use super::problem::ApiError;
+use super::AppState;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/event-types", get(list_event_types))
+        .route("/v1/event-types/{type}", get(get_event_type).put(put_event_type))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListBody {
+    event_types: Vec<EventTypeDef>,
+}
+
+/// `GET /v1/event-types`.
+async fn list_event_types(State(state): State<AppState>) -> Response {
+    json(StatusCode::OK, &ListBody { event_types: state.bus.event_types() })
+}
+
+/// `GET /v1/event-types/{type}`.
+async fn get_event_type(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    validate_type(&name).map_err(|m| ApiError::InvalidParameter(FieldError::new("type", m)))?;
+    match state.bus.event_type(&name) {
+        Some(def) => Ok(json(StatusCode::OK, &def)),
+        None => Err(ApiError::NotFound(format!("`{name}` is not a registered event type"))),
+    }
+}
+
+/// The body of `PUT /v1/event-types/{type}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    schema: Option<serde_json::Value>,
+}
+
+/// `PUT /v1/event-types/{type}`: registers or replaces a type; 201 when new, 200 otherwise.
+async fn put_event_type(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    validate_type(&name).map_err(|m| ApiError::InvalidParameter(FieldError::new("type", m)))?;
+    let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
+    let body: PutBody = decode(&bytes)?;
+    if let Some(d) = &body.description
+        && d.len() > 1024
+    {
+        return Err(ApiError::InvalidField(FieldError::new("description", "must be at most 1024 bytes")));
+    }
+    let (def, created) = state.bus.register_event_type(&name, body.description, body.schema).await?;
+    Ok(json(if created { StatusCode::CREATED } else { StatusCode::OK }, &def))
+}

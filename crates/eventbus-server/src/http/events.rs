@@ -1,0 +1,105 @@
+//! `/v1/events` and `/v1/projects/{projectId}/events`: publish, query, get.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use eventbus::core::middleware::PublishContext;
+use eventbus::store::{Appended, EventPage};
+use eventbus::{Event, NewEvent};
+use serde::Serialize;
+
+use super::body::{decode, read_json};
+use super::params::event_query;
+use super::problem::ApiError;
+use super::AppState;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", get(list_events).post(create_events))
+        .route("/v1/events/{id}", get(get_event))
+        .route("/v1/projects/{project_id}/events", get(list_project_events))
+}
+
+/// `POST /v1/events`: one event (object) or an atomic batch (array). 201 with the stored
+/// event(s); 200 when a single event was already stored with the same content.
+async fn create_events(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
+    let ctx = PublishContext { principal: None, traceparent: traceparent(&headers) };
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => {
+            let events: Vec<NewEvent> = decode(&bytes)?;
+            let stored = state.bus.publish_batch_with(events, &ctx).await?;
+            let events: Vec<&Event> = stored.iter().map(|a| &*a.event).collect();
+            Ok(json(StatusCode::CREATED, &events))
+        }
+        Some(b'{') => {
+            let event: NewEvent = decode(&bytes)?;
+            let Appended { event, created } = state.bus.publish_with(event, &ctx).await?;
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(json(status, &*event))
+        }
+        _ => Err(ApiError::MalformedJson(
+            "the body must be a JSON object (one event) or an array (a batch)".into(),
+        )),
+    }
+}
+
+/// `GET /v1/events`: keyset-paginated query.
+async fn list_events(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let query = event_query(&params, None)?;
+    Ok(page(state.bus.query(&query).await?))
+}
+
+/// `GET /v1/projects/{projectId}/events`: the project's events, same paging.
+async fn list_project_events(
+    State(state): State<AppState>,
+    Path(project_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let query = event_query(&params, Some(&project_id))?;
+    Ok(page(state.bus.query(&query).await?))
+}
+
+/// `GET /v1/events/{id}`.
+async fn get_event(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match state.bus.get(&id).await? {
+        Some(event) => Ok(json(StatusCode::OK, &*event)),
+        None => Err(ApiError::NotFound(format!("no event has id `{id}`"))),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageBody<'a> {
+    events: Vec<&'a Event>,
+    next_after: Option<u64>,
+}
+
+fn page(page: EventPage) -> Response {
+    let events: Vec<&Event> = page.events.iter().map(Arc::as_ref).collect();
+    json(StatusCode::OK, &PageBody { events, next_after: page.next_after })
+}
+
+/// Serialises `value` once into the response body.
+pub(super) fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).expect("API bodies serialise");
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The W3C `traceparent` header, when it has the right shape.
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    (v.len() == 55 && v.split('-').count() == 4).then(|| v.to_owned())
+}

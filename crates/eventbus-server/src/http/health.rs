@@ -1,0 +1,52 @@
+//! `/health/live` and `/health/ready`, in the shape NestJS Terminus users know:
+//! `{"status":"ok"|"error","info":{…},"error":{…},"details":{…}}`; 503 when not ready.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use serde_json::{Map, Value, json};
+
+use super::events::json as json_response;
+use super::AppState;
+
+/// How long the store's round trip may take before it counts as down.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/health/live", get(get_live)).route("/health/ready", get(get_ready))
+}
+
+/// Liveness: the process answers.
+async fn get_live() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// Readiness: one entry per dependency.
+async fn get_ready(State(state): State<AppState>) -> Response {
+    let store = state.bus.store();
+    let backend = store.backend();
+    let store_entry = match tokio::time::timeout(STORE_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => (true, json!({"status": "up", "backend": backend, "head": store.log().head()})),
+        Ok(Err(e)) => (false, json!({"status": "down", "backend": backend, "message": e.to_string()})),
+        Err(_) => (false, json!({"status": "down", "backend": backend, "message": "no answer within 2 s"})),
+    };
+    let (mut info, mut error, mut details) = (Map::new(), Map::new(), Map::new());
+    let mut ok = true;
+    for (name, (up, entry)) in [("store", store_entry)] {
+        ok &= up;
+        if up { &mut info } else { &mut error }.insert(name.into(), entry.clone());
+        details.insert(name.into(), entry);
+    }
+    let body = json!({
+        "status": if ok { "ok" } else { "error" },
+        "info": Value::Object(info),
+        "error": Value::Object(error),
+        "details": Value::Object(details),
+    });
+    json_response(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+}

@@ -1,0 +1,65 @@
+//! Query-string parameters: parsed by hand so each error names the parameter and says what to
+//! send instead, and unknown parameters are refused rather than silently ignored.
+
+use std::collections::HashMap;
+
+use eventbus::core::filter::EventFilter;
+use eventbus::core::time::Timestamp;
+use eventbus::store::{EventQuery, MAX_PAGE};
+use eventbus::Pattern;
+
+use super::problem::ApiError;
+
+/// Page size when `limit` is absent.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// The parameters of `GET /v1/events`, as an [`EventQuery`].
+pub fn event_query(params: &HashMap<String, String>, path_project: Option<&str>) -> Result<EventQuery, ApiError> {
+    const KNOWN: &[&str] = &["type", "projectId", "tenantId", "userId", "from", "to", "after", "limit"];
+    reject_unknown(params, KNOWN)?;
+    let mut filter = EventFilter::default();
+    if let Some(t) = params.get("type") {
+        filter.types = Pattern::parse_list(t).map_err(|e| ApiError::parameter("type", e.to_string()))?;
+    }
+    filter.project_id = match path_project {
+        Some(p) => Some(p.to_owned()),
+        None => non_empty(params, "projectId")?,
+    };
+    filter.tenant_id = non_empty(params, "tenantId")?;
+    filter.user_id = non_empty(params, "userId")?;
+    filter.from = time(params, "from")?;
+    filter.to = time(params, "to")?;
+    let after = match params.get("after") {
+        None => 0,
+        Some(a) => a.parse::<u64>().map_err(|_| {
+            ApiError::parameter("after", format!("`{a}` is not a cursor; pass the `nextAfter` of the previous page (a non-negative integer)"))
+        })?,
+    };
+    let limit = match params.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => return Err(ApiError::parameter("limit", format!("`{l}` is out of range; use 1 to {MAX_PAGE}"))),
+        },
+    };
+    Ok(EventQuery { filter, after, limit })
+}
+
+/// Refuses parameters not in `known`.
+pub fn reject_unknown(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::parameter(k, format!("unknown parameter; known are: {}", known.join(", ")))),
+        None => Ok(()),
+    }
+}
+
+fn non_empty(params: &HashMap<String, String>, name: &str) -> Result<Option<String>, ApiError> {
+    match params.get(name) {
+        Some(v) if v.is_empty() => Err(ApiError::parameter(name, "must not be empty")),
+        other => Ok(other.cloned()),
+    }
+}
+
+fn time(params: &HashMap<String, String>, name: &str) -> Result<Option<Timestamp>, ApiError> {
+    params.get(name).map(|v| Timestamp::parse_rfc3339(v).map_err(|m| ApiError::parameter(name, m))).transpose()
+}

@@ -1,0 +1,205 @@
+//! Errors as RFC 9457 `application/problem+json`.
+//!
+//! [`ApiError`] is the one error type of the HTTP layer; [`ApiError::kind`] maps each variant
+//! to its status, stable problem `type` and title in one table. 5xx bodies never carry internal
+//! details; every error is logged once, here, when it becomes a response.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use eventbus::core::event::FieldError;
+use eventbus::core::middleware::{RejectKind, Rejection};
+use eventbus::{PublishError, RegisterError, StoreError};
+use serde::Serialize;
+
+/// Media type of problem bodies.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Every error the API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, or not of the expected shape at a known place.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// A field of the body is invalid.
+    #[error(transparent)]
+    InvalidField(FieldError),
+    /// A query or path parameter is invalid.
+    #[error("{0}")]
+    InvalidParameter(FieldError),
+    /// The body is not `application/json`.
+    #[error("send the body as application/json")]
+    UnsupportedMediaType,
+    /// The body is over the limit.
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// A batch is empty or too large.
+    #[error("{0}")]
+    BatchSize(String),
+    /// A middleware refused the event.
+    #[error(transparent)]
+    Rejected(Rejection),
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The id is taken by an event with other content.
+    #[error(transparent)]
+    Conflict(StoreError),
+    /// The store cannot be reached; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Too much is queued; retry shortly.
+    #[error("the server is overloaded; retry shortly")]
+    Overloaded,
+    /// Anything else; details are logged, not shown.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Status, problem type and title of one kind of error.
+struct Kind {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+}
+
+const fn kind(status: StatusCode, slug: &'static str, title: &'static str) -> Kind {
+    Kind { status, slug, title }
+}
+
+impl ApiError {
+    /// The table: every error's status, stable problem type and title.
+    fn kind(&self) -> Kind {
+        use StatusCode as S;
+        match self {
+            ApiError::MalformedJson(_) => kind(S::BAD_REQUEST, "malformed-json", "The body is not valid JSON of the expected shape"),
+            ApiError::InvalidField(_) => kind(S::BAD_REQUEST, "invalid-field", "A field is invalid"),
+            ApiError::InvalidParameter(_) => kind(S::BAD_REQUEST, "invalid-parameter", "A parameter is invalid"),
+            ApiError::UnsupportedMediaType => kind(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "The body must be JSON"),
+            ApiError::BodyTooLarge(_) => kind(S::PAYLOAD_TOO_LARGE, "body-too-large", "The request body is too large"),
+            ApiError::BatchSize(_) => kind(S::PAYLOAD_TOO_LARGE, "batch-size", "The batch size is out of range"),
+            ApiError::Rejected(r) => match r.kind {
+                RejectKind::TooLarge => kind(S::PAYLOAD_TOO_LARGE, "payload-too-large", "The payload is too large"),
+                RejectKind::UnknownType => kind(S::UNPROCESSABLE_ENTITY, "unknown-event-type", "The event type is not registered"),
+                RejectKind::SchemaViolation => kind(S::UNPROCESSABLE_ENTITY, "schema-violation", "The payload does not match the event type's schema"),
+                RejectKind::Forbidden => kind(S::FORBIDDEN, "forbidden", "Not allowed"),
+                _ => kind(S::BAD_REQUEST, "invalid-event", "The event is invalid"),
+            },
+            ApiError::NotFound(_) => kind(S::NOT_FOUND, "not-found", "Not found"),
+            ApiError::Conflict(_) => kind(S::CONFLICT, "id-conflict", "The id is already used by another event"),
+            ApiError::Unavailable(_) => kind(S::SERVICE_UNAVAILABLE, "store-unavailable", "The event store is unavailable"),
+            ApiError::Overloaded => kind(S::SERVICE_UNAVAILABLE, "overloaded", "The server is overloaded"),
+            ApiError::Internal(_) => kind(S::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+        }
+    }
+
+    /// Seconds after which a retry makes sense, for 503s.
+    fn retry_after(&self) -> Option<u32> {
+        matches!(self, ApiError::Unavailable(_) | ApiError::Overloaded).then_some(1)
+    }
+
+    fn fields(&self) -> Vec<FieldError> {
+        match self {
+            ApiError::InvalidField(f) | ApiError::InvalidParameter(f) => vec![f.clone()],
+            ApiError::Rejected(r) => r.errors.clone(),
+            ApiError::Conflict(StoreError::Conflict { index, .. }) => {
+                vec![FieldError::new(format!("{index}/id"), "already stored with different content")]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A parameter error.
+    pub fn parameter(name: &str, message: impl Into<String>) -> Self {
+        ApiError::InvalidParameter(FieldError::new(name, message))
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    problem_type: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError2>,
+}
+
+#[derive(Serialize)]
+struct FieldError2 {
+    field: String,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = self.kind();
+        let detail = if kind.status.is_server_error() {
+            tracing::error!(error = %self, status = kind.status.as_u16(), "request failed");
+            match &self {
+                ApiError::Internal(_) => "An internal error occurred; it has been logged.".to_owned(),
+                other => other.to_string(),
+            }
+        } else {
+            tracing::debug!(error = %self, status = kind.status.as_u16(), "request refused");
+            self.to_string()
+        };
+        let body = Body {
+            problem_type: format!("/problems/{}", kind.slug),
+            title: kind.title,
+            status: kind.status.as_u16(),
+            detail,
+            errors: self
+                .fields()
+                .into_iter()
+                .map(|f| FieldError2 { field: f.field, message: f.message })
+                .collect(),
+        };
+        let mut response = (kind.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            e @ StoreError::Conflict { .. } => ApiError::Conflict(e),
+            StoreError::Overloaded => ApiError::Overloaded,
+            e @ (StoreError::Unavailable(_) | StoreError::Closed) => ApiError::Unavailable(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Invalid(f) => ApiError::InvalidField(f),
+            PublishError::Rejected(r) => ApiError::Rejected(r),
+            e @ PublishError::BatchSize { .. } => ApiError::BatchSize(e.to_string()),
+            PublishError::Store(s) => s.into(),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(e: RegisterError) -> Self {
+        match e {
+            RegisterError::Definition(d) => ApiError::InvalidField(FieldError::new(
+                match d {
+                    eventbus::core::catalogue::DefinitionError::InvalidName(_) => "type",
+                    _ => "schema",
+                },
+                d.to_string(),
+            )),
+            RegisterError::Store(s) => s.into(),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}

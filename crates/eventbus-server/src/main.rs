@@ -1,0 +1,56 @@
+//! `eventbus`: parse the configuration, set up logging, run the chosen command.
+
+use anyhow::Context;
+use clap::Parser;
+use eventbus_server::config::{Cli, Command, LogFormat};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    // A missing .env is fine; a broken one is not.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        return Err(e).context("reading .env");
+    }
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match cli.config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(cli.config).await,
+            Command::Migrate => {
+                let bus = eventbus_server::build_bus(&cli.config).await?;
+                bus.shutdown().await;
+                println!("migrations applied");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn serve(config: eventbus_server::Config) -> anyhow::Result<()> {
+    let addr = config.listen_addr();
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    // Printed for scripts and tests that start the binary with PORT=0.
+    println!("eventbus listening on http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    eventbus_server::run(config, listener, shutdown).await?;
+    Ok(())
+}
+
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown signal received; draining");
+    shutdown.cancel();
+}

@@ -1,0 +1,323 @@
+//! The bus: publish runs the middleware chain, appends to the store and returns once the events
+//! are durable; delivery to subscribers and transports is driven by the store's commit log.
+//!
+//! Guarantees of the Rust API:
+//! - `publish` returns `Ok` only after the event is durable in the store (invariant 1);
+//! - a batch is atomic: every event is stored, or none;
+//! - in-process subscribers see each event committed after they subscribed exactly once, in
+//!   `seq` order (see [`crate::transport::internal`]).
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::catalogue::{DefinitionError, EventTypeDef, TypeEntry, TypeRegistry};
+use crate::core::event::{Event, FieldError, NewEvent};
+use crate::core::middleware::{
+    EnrichmentMiddleware, LoggingMiddleware, Middleware, MiddlewareChain, MiddlewareError,
+    PublishContext, Rejection, ValidationMiddleware,
+};
+use crate::core::pattern::Pattern;
+use crate::core::time::Timestamp;
+use crate::store::{Appended, EventPage, EventQuery, EventStore, StoreError};
+use crate::transport::internal::{Subscribers, Subscription};
+
+/// Default limit on a payload's size.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// Default limit on the events of one batch.
+pub const DEFAULT_MAX_BATCH: usize = 1000;
+
+/// Tunables of the bus.
+#[derive(Debug, Clone)]
+pub struct BusOptions {
+    /// Largest accepted payload, in bytes of JSON.
+    pub max_payload_bytes: usize,
+    /// Refuse types that are not in the catalogue.
+    pub strict_types: bool,
+    /// Most events in one batch.
+    pub max_batch: usize,
+    /// Queue length of each in-process subscriber.
+    pub subscriber_queue: usize,
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        BusOptions {
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            strict_types: false,
+            max_batch: DEFAULT_MAX_BATCH,
+            subscriber_queue: 1024,
+        }
+    }
+}
+
+/// Why a publish failed. Nothing of the publish was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// A field is malformed.
+    #[error(transparent)]
+    Invalid(FieldError),
+    /// A middleware refused the event.
+    #[error(transparent)]
+    Rejected(Rejection),
+    /// A middleware failed.
+    #[error("middleware `{middleware}` failed: {message}")]
+    MiddlewareFailed {
+        /// Which one.
+        middleware: String,
+        /// What happened.
+        message: String,
+    },
+    /// The batch is empty or larger than allowed.
+    #[error("a batch holds 1 to {max} events; this one holds {len}")]
+    BatchSize {
+        /// Events in the batch.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why registering an event type failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// The definition is invalid.
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Builds an [`EventBus`].
+pub struct EventBusBuilder {
+    store: Arc<dyn EventStore>,
+    options: BusOptions,
+    security: Option<Arc<dyn Middleware>>,
+    custom: Vec<Arc<dyn Middleware>>,
+}
+
+impl EventBusBuilder {
+    /// Sets the options.
+    pub fn options(mut self, options: BusOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Fills the security slot of the chain (after validation, before enrichment).
+    pub fn security(mut self, middleware: Arc<dyn Middleware>) -> Self {
+        self.security = Some(middleware);
+        self
+    }
+
+    /// Appends a custom middleware to the end of the chain.
+    pub fn middleware(mut self, middleware: Arc<dyn Middleware>) -> Self {
+        self.custom.push(middleware);
+        self
+    }
+
+    /// Loads the catalogue (adding the built-in types) and starts delivery.
+    pub async fn build(self) -> Result<EventBus, StoreError> {
+        self.store.ensure_event_types(EventTypeDef::builtins(Timestamp::now())).await?;
+        let registry = Arc::new(TypeRegistry::new());
+        for def in self.store.list_event_types().await? {
+            let name = def.name.clone();
+            match TypeEntry::compile(def) {
+                Ok(entry) => registry.insert(entry),
+                Err(e) => tracing::error!(r#type = %name, error = %e, "stored event type is invalid; ignored"),
+            }
+        }
+        let mut steps: Vec<Arc<dyn Middleware>> = vec![Arc::new(ValidationMiddleware::new(
+            registry.clone(),
+            self.options.max_payload_bytes,
+            self.options.strict_types,
+        ))];
+        steps.extend(self.security);
+        steps.push(Arc::new(EnrichmentMiddleware));
+        steps.push(Arc::new(LoggingMiddleware));
+        steps.extend(self.custom);
+
+        let tasks = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let subscribers =
+            Subscribers::new(self.store.clone(), self.options.subscriber_queue, tasks.clone(), cancel.clone());
+        subscribers.start();
+        Ok(EventBus {
+            inner: Arc::new(Inner {
+                store: self.store,
+                chain: MiddlewareChain::new(steps),
+                registry,
+                subscribers,
+                options: self.options,
+                tasks,
+                cancel,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    chain: MiddlewareChain,
+    registry: Arc<TypeRegistry>,
+    subscribers: Arc<Subscribers>,
+    options: BusOptions,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// The event bus; cheap to clone.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("store", &self.inner.store.backend())
+            .field("chain", &self.inner.chain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventBus {
+    /// A builder over `store`.
+    pub fn builder(store: Arc<dyn EventStore>) -> EventBusBuilder {
+        EventBusBuilder { store, options: BusOptions::default(), security: None, custom: Vec::new() }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    /// The options.
+    pub fn options(&self) -> &BusOptions {
+        &self.inner.options
+    }
+
+    /// The chain's step names, in order.
+    pub fn middleware_names(&self) -> Vec<&str> {
+        self.inner.chain.names()
+    }
+
+    /// Publishes one event as a trusted in-process publisher.
+    pub async fn publish(&self, event: NewEvent) -> Result<Appended, PublishError> {
+        self.publish_with(event, &PublishContext::default()).await
+    }
+
+    /// Publishes one event on behalf of `ctx`.
+    pub async fn publish_with(&self, event: NewEvent, ctx: &PublishContext) -> Result<Appended, PublishError> {
+        let mut event = event.into_event(Timestamp::now()).map_err(PublishError::Invalid)?;
+        self.run_chain(&mut event, ctx).await?;
+        let mut stored = self.inner.store.append(vec![event]).await?;
+        Ok(stored.pop().expect("one event in, one out"))
+    }
+
+    /// Publishes a batch atomically as a trusted in-process publisher.
+    pub async fn publish_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, PublishError> {
+        self.publish_batch_with(events, &PublishContext::default()).await
+    }
+
+    /// Publishes a batch atomically on behalf of `ctx`; errors name fields as `index/field`.
+    pub async fn publish_batch_with(
+        &self,
+        events: Vec<NewEvent>,
+        ctx: &PublishContext,
+    ) -> Result<Vec<Appended>, PublishError> {
+        let max = self.inner.options.max_batch;
+        if events.is_empty() || events.len() > max {
+            return Err(PublishError::BatchSize { len: events.len(), max });
+        }
+        let now = Timestamp::now();
+        let mut ready = Vec::with_capacity(events.len());
+        for (index, new) in events.into_iter().enumerate() {
+            let mut event = new.into_event(now).map_err(|e| PublishError::Invalid(e.at_index(index)))?;
+            self.run_chain(&mut event, ctx).await.map_err(|e| match e {
+                PublishError::Rejected(mut r) => {
+                    r.errors = r.errors.into_iter().map(|f| f.at_index(index)).collect();
+                    r.message = format!("event {index}: {}", r.message);
+                    PublishError::Rejected(r)
+                }
+                other => other,
+            })?;
+            ready.push(event);
+        }
+        Ok(self.inner.store.append(ready).await?)
+    }
+
+    async fn run_chain(&self, event: &mut Event, ctx: &PublishContext) -> Result<(), PublishError> {
+        self.inner.chain.run(event, ctx).await.map_err(|e| match e {
+            MiddlewareError::Rejected(r) => PublishError::Rejected(r),
+            MiddlewareError::Failed { middleware, message } => {
+                PublishError::MiddlewareFailed { middleware, message }
+            }
+        })
+    }
+
+    /// Calls `handler` for every event matching `pattern` committed from now on, in `seq` order,
+    /// on the subscriber's own task.
+    pub fn subscribe<F, Fut>(&self, pattern: Pattern, handler: F) -> Subscription
+    where
+        F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.subscribers.subscribe(pattern, Arc::new(move |e| handler(e).boxed()))
+    }
+
+    /// Number of live in-process subscribers.
+    pub fn subscriber_count(&self) -> usize {
+        self.inner.subscribers.len()
+    }
+
+    /// The event with this id.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
+        self.inner.store.get(id).await
+    }
+
+    /// A page of events.
+    pub async fn query(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        self.inner.store.query(query).await
+    }
+
+    /// The catalogue.
+    pub fn event_types(&self) -> Vec<EventTypeDef> {
+        self.inner.registry.list()
+    }
+
+    /// One catalogue entry.
+    pub fn event_type(&self, name: &str) -> Option<EventTypeDef> {
+        self.inner.registry.get(name).map(|e| e.def.clone())
+    }
+
+    /// Registers or updates a type; returns the definition and whether it was new.
+    pub async fn register_event_type(
+        &self,
+        name: &str,
+        description: Option<String>,
+        schema: Option<serde_json::Value>,
+    ) -> Result<(EventTypeDef, bool), RegisterError> {
+        let builtin = self.inner.registry.get(name).is_some_and(|e| e.def.builtin);
+        let def = EventTypeDef { name: name.to_owned(), description, schema, builtin, updated_at: Timestamp::now() };
+        let entry = TypeEntry::compile(def.clone())?;
+        let created = self.inner.store.put_event_type(def.clone()).await?;
+        self.inner.registry.insert(entry);
+        Ok((def, created))
+    }
+
+    /// Stops delivery tasks, then closes the store after its queued writes.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        self.inner.store.close().await;
+    }
+}

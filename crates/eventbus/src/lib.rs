@@ -1,0 +1,25 @@
+//! Situs Event Bus: publish once, store durably, deliver everywhere.
+//!
+//! An event published through [`EventBus::publish`] passes the middleware chain, is appended to
+//! the [`EventStore`] (durable before the call returns), and is then delivered, in `seq` order,
+//! to in-process subscribers and the transports, all of which read the log by cursor.
+//!
+//! # Layout
+//! - [`core`]: the pure core: [`core::event`] (the wire format and its validation),
+//!   [`core::pattern`] (type patterns), [`core::filter`], [`core::catalogue`] (event types and
+//!   schemas), [`core::middleware`] (the chain and its built-in steps), [`core::router`] (the
+//!   pattern index), [`core::log`] (the in-memory commit log), [`core::time`].
+//! - [`store`]: the [`EventStore`] contract and its backends ([`store::sqlite`]).
+//! - [`transport`]: delivery ([`transport::internal`]: in-process subscribers).
+//! - [`bus`]: [`EventBus`], tying the three together.
+
+pub mod bus;
+pub mod core;
+pub mod store;
+pub mod transport;
+
+pub use crate::bus::{BusOptions, EventBus, EventBusBuilder, PublishError, RegisterError};
+pub use crate::core::event::{Event, FieldError, NewEvent};
+pub use crate::core::pattern::Pattern;
+pub use crate::store::{EventStore, StoreError};
+pub use crate::transport::internal::Subscription;

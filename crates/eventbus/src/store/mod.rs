@@ -1,0 +1,154 @@
+//! Event stores: the durable log behind the bus (DESIGN.md §1, step 2).
+//!
+//! [`EventStore`] is the one contract every backend keeps:
+//! - `append` returns only after the batch is durable (fsync'd per the backend's settings), and is
+//!   atomic: every event of a batch is stored, or none is;
+//! - `seq` is global and strictly increasing, and a reader tailing with [`EventStore::read_after`]
+//!   never skips an event that commits later with a smaller `seq` (invariant 2);
+//! - an `id` already stored with the same content is a no-op returning the stored event; with other
+//!   content it is a [`StoreError::Conflict`];
+//! - every committed batch is pushed, in `seq` order, into the store's [`CommitLog`].
+//!
+//! Layout: `sqlite` (embedded default), `url` (choosing a backend from `EVENT_STORE_URL`).
+
+pub mod sqlite;
+mod url;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use self::url::{StoreUrl, open};
+use crate::core::catalogue::EventTypeDef;
+use crate::core::event::Event;
+use crate::core::filter::EventFilter;
+use crate::core::log::CommitLog;
+
+/// Most events one query page returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// A query: a filter, a keyset cursor and a page size.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Which events.
+    pub filter: EventFilter,
+    /// Only events with `seq` greater than this.
+    pub after: u64,
+    /// Page size (1 to [`MAX_PAGE`]).
+    pub limit: usize,
+}
+
+/// One page of a query.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    /// The events, in `seq` order.
+    pub events: Vec<Arc<Event>>,
+    /// The cursor for the next page, `None` when this was the last.
+    pub next_after: Option<u64>,
+}
+
+/// A tailing read: matching events and the cursor to continue from.
+#[derive(Debug, Clone)]
+pub struct TailRead {
+    /// Matching events after the cursor, in `seq` order.
+    pub events: Vec<Arc<Event>>,
+    /// Every event with `seq` up to this was considered; continue after it.
+    pub next: u64,
+    /// Whether the read reached the newest event committed when it ran.
+    pub at_end: bool,
+}
+
+/// The outcome of appending one event.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The stored event (with `seq`).
+    pub event: Arc<Event>,
+    /// `false` when an identical event with this id was already stored.
+    pub created: bool,
+}
+
+/// Store failures.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The id is stored with other content (the batch is not stored).
+    #[error("event {index} has id `{id}`, which is already stored with different content")]
+    Conflict {
+        /// Index of the event in its batch.
+        index: usize,
+        /// The id.
+        id: String,
+    },
+    /// The backend cannot be reached or refused the write; nothing was stored.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+    /// Too many appends are waiting; nothing was stored; try again shortly.
+    #[error("the event store is overloaded; retry shortly")]
+    Overloaded,
+    /// The store is shutting down.
+    #[error("the event store is closed")]
+    Closed,
+    /// Something that should not happen (corrupt row, bug).
+    #[error("event store error: {0}")]
+    Internal(String),
+}
+
+/// A durable, ordered, queryable event log.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// The in-memory tail this store feeds.
+    fn log(&self) -> &Arc<CommitLog>;
+
+    /// Appends a batch atomically; returns once it is durable.
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError>;
+
+    /// The event with this id.
+    async fn get(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError>;
+
+    /// A page of events matching a filter, in `seq` order.
+    async fn query(&self, query: &EventQuery) -> Result<EventPage, StoreError>;
+
+    /// Matching events after `after` (at most `limit`), and where to continue.
+    async fn read_after(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<TailRead, StoreError>;
+
+    /// Like [`EventStore::read_after`], served from the in-memory commit log when it covers the
+    /// range, from the backend otherwise. `limit` bounds the events looked at in memory and the
+    /// events returned from the backend.
+    async fn tail(&self, after: u64, filter: &EventFilter, limit: usize) -> Result<TailRead, StoreError> {
+        if let Some(hot) = self.log().read_after(after, limit, |e| filter.matches(e)) {
+            return Ok(TailRead { events: hot.events, next: hot.next, at_end: hot.at_end });
+        }
+        self.read_after(after, filter, limit).await
+    }
+
+    /// Every catalogue entry.
+    async fn list_event_types(&self) -> Result<Vec<EventTypeDef>, StoreError>;
+
+    /// Inserts or replaces a catalogue entry; `true` when it was new.
+    async fn put_event_type(&self, def: EventTypeDef) -> Result<bool, StoreError>;
+
+    /// Inserts the entries that are missing, leaving existing ones as they are.
+    async fn ensure_event_types(&self, defs: Vec<EventTypeDef>) -> Result<(), StoreError>;
+
+    /// A real round trip to the backend.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Finishes queued writes and releases the backend.
+    async fn close(&self);
+}
+
+/// The upper bound of the string range holding every type that starts with `prefix`, where
+/// `prefix` ends with `.` (types use only `[a-z0-9_.]`, and `/` follows `.`).
+pub(crate) fn prefix_upper_bound(prefix: &str) -> String {
+    let mut upper = prefix[..prefix.len() - 1].to_owned();
+    upper.push('/');
+    upper
+}

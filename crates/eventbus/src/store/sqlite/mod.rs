@@ -1,0 +1,669 @@
+//! The embedded SQLite event store (the default backend).
+//!
+//! One writer thread owns the only write connection and does **group commit**: it takes every
+//! append waiting in its queue (up to [`MAX_GROUP_ROWS`] events), writes them in one `BEGIN
+//! IMMEDIATE` transaction (a savepoint per multi-event batch, so a conflicting batch is undone
+//! alone), commits once — one fsync for the whole group with `synchronous=FULL` — and only then
+//! answers each waiting publisher. Because a single thread commits, `seq` order is commit order,
+//! so tailing readers can never see a later commit with a smaller `seq` (invariant 2).
+//!
+//! Reads run on a small pool of read-only connections (WAL lets them run beside the writer).
+//! A checkpoint thread runs `wal_checkpoint(PASSIVE)` off the commit path. A lock file keeps a
+//! second process from opening the same database, whose commits this process could not see.
+
+mod migrate;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
+use serde_json::value::RawValue;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+pub use self::migrate::MigrateError;
+use super::{
+    Appended, EventPage, EventQuery, EventStore, StoreError, TailRead, prefix_upper_bound,
+};
+use crate::core::catalogue::EventTypeDef;
+use crate::core::event::Event;
+use crate::core::filter::EventFilter;
+use crate::core::log::CommitLog;
+use crate::core::pattern::Pattern;
+use crate::core::time::Timestamp;
+
+/// Most events committed in one group transaction.
+pub const MAX_GROUP_ROWS: usize = 4096;
+
+/// How the store trades durability for speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync the WAL on every commit: an acknowledged event survives power loss (default).
+    #[default]
+    Full,
+    /// fsync only at checkpoints: survives a crash of the process, not of the machine.
+    Normal,
+}
+
+/// SQLite tuning.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Durability of commits.
+    pub synchronous: Synchronous,
+    /// Read connections.
+    pub readers: usize,
+    /// Events kept in the in-memory commit log.
+    pub hot_events: usize,
+    /// Appends that may wait for the writer before publishers get `Overloaded`.
+    pub queue: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { synchronous: Synchronous::Full, readers: 4, hot_events: 16_384, queue: 16_384 }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Job {
+    Append { events: Vec<Event>, reply: Reply<Vec<Appended>> },
+    Exec(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    conns: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Arc<ReaderPool>,
+    log: Arc<CommitLog>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop_checkpoints: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.readers.path).finish_non_exhaustive()
+    }
+}
+
+const COLUMNS: &str = "seq, id, type, ts, project_id, tenant_id, user_id, payload, metadata";
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database at `path` and applies migrations. Blocking.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let lock = lock_file(path)?;
+        let mut writer = Connection::open(path).map_err(unavailable)?;
+        configure(&writer, options.synchronous).map_err(unavailable)?;
+        migrate::migrate(&mut writer).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let head = read_head(&writer).map_err(unavailable)?;
+        let log = Arc::new(CommitLog::new(head, options.hot_events));
+
+        let readers = (0..options.readers.max(1))
+            .map(|_| open_reader(path))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        let readers = Arc::new(ReaderPool {
+            path: path.to_owned(),
+            permits: Semaphore::new(readers.len()),
+            conns: Mutex::new(readers),
+        });
+
+        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let writer_log = log.clone();
+        let writer_thread = std::thread::Builder::new()
+            .name("eventbus-sqlite-writer".into())
+            .spawn(move || Writer { conn: writer, log: writer_log, head }.run(rx))
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let checkpoint_conn = Connection::open(path).map_err(unavailable)?;
+        checkpoint_conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
+        let checkpoint_thread = std::thread::Builder::new()
+            .name("eventbus-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, stopped))
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+
+        Ok(SqliteStore {
+            jobs: Mutex::new(Some(tx)),
+            readers,
+            log,
+            threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
+            stop_checkpoints: Mutex::new(Some(stop)),
+            _lock: lock,
+        })
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Job>, StoreError> {
+        self.jobs.lock().expect("jobs lock").clone().ok_or(StoreError::Closed)
+    }
+
+    /// Runs `f` on the writer connection, in order with appends.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Exec(Box::new(move |conn| {
+            let _ = reply.send(f(conn).map_err(unavailable));
+        }));
+        self.sender()?.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        let _permit = pool.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let conn = pool.conns.lock().expect("reader pool lock").pop();
+        let pool2 = pool.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut conn = match conn {
+                Some(c) => c,
+                None => open_reader(&pool2.path)?,
+            };
+            let result = f(&mut conn);
+            pool2.conns.lock().expect("reader pool lock").push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        result.map_err(unavailable)
+    }
+}
+
+fn lock_file(path: &Path) -> Result<File, StoreError> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display())))?;
+    file.try_lock().map_err(|_| {
+        StoreError::Unavailable(format!(
+            "{} is in use by another eventbus process; SQLite serves one process (use PostgreSQL \
+             to run several)",
+            path.display()
+        ))
+    })?;
+    Ok(file)
+}
+
+fn configure(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        },
+    )?;
+    // Checkpoints run on their own thread; this is only the backstop (pages of 4 KiB).
+    conn.pragma_update(None, "wal_autocheckpoint", 20_000)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    register_functions(conn)
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "cache_size", -16_384)?;
+    register_functions(&conn)?;
+    Ok(conn)
+}
+
+/// `eb_match(pattern, type)`: the pattern grammar, for type filters the index range cannot
+/// express exactly (`project.*` must not match `project.a.b`).
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        "eb_match",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let pattern = ctx.get_or_create_aux(0, |v| -> Result<Pattern, rusqlite::Error> {
+                let text = v.as_str().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+                Pattern::parse(text).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))
+            })?;
+            let ty = ctx.get_raw(1).as_str().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+            Ok(pattern.matches(ty))
+        },
+    )
+}
+
+fn read_head(conn: &Connection) -> rusqlite::Result<u64> {
+    let seq: Option<i64> = conn
+        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
+        .optional()?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_millis(500)) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    log: Arc<CommitLog>,
+    head: u64,
+}
+
+struct AppendJob {
+    events: Vec<Event>,
+    reply: Reply<Vec<Appended>>,
+}
+
+enum Inserted {
+    New,
+    Duplicate(Event),
+}
+
+impl Writer {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut group: Vec<AppendJob> = Vec::new();
+        while let Some(job) = jobs.blocking_recv() {
+            let mut next = Some(job);
+            let mut rows = 0;
+            // Take what is waiting, up to a group's worth of rows; an Exec ends the group.
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append { events, reply } => {
+                        rows += events.len();
+                        group.push(AppendJob { events, reply });
+                        if rows < MAX_GROUP_ROWS {
+                            next = jobs.try_recv().ok();
+                        }
+                    }
+                    Job::Exec(f) => {
+                        self.commit_group(std::mem::take(&mut group));
+                        f(&mut self.conn);
+                    }
+                }
+            }
+            self.commit_group(std::mem::take(&mut group));
+        }
+        self.commit_group(group);
+    }
+
+    fn commit_group(&mut self, group: Vec<AppendJob>) {
+        if group.is_empty() {
+            return;
+        }
+        let prev = self.head;
+        match self.write_group(group) {
+            Ok((committed, replies)) => {
+                let new: Vec<Arc<Event>> = committed
+                    .iter()
+                    .flat_map(|r| r.iter().flatten())
+                    .filter(|a| a.created)
+                    .map(|a| a.event.clone())
+                    .collect();
+                if let Some(last) = new.last() {
+                    self.head = last.seq;
+                    self.log.push(prev, &new);
+                }
+                for (result, reply) in committed.into_iter().zip(replies) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err((e, replies)) => {
+                tracing::error!(error = %e, "event store commit failed; the group was rolled back");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                for reply in replies {
+                    let _ = reply.send(Err(unavailable(&e)));
+                }
+            }
+        }
+    }
+
+    /// Writes and commits a group; on a storage error everything is rolled back by the caller.
+    #[allow(clippy::type_complexity)]
+    fn write_group(
+        &mut self,
+        group: Vec<AppendJob>,
+    ) -> Result<
+        (Vec<Result<Vec<Appended>, StoreError>>, Vec<Reply<Vec<Appended>>>),
+        (rusqlite::Error, Vec<Reply<Vec<Appended>>>),
+    > {
+        let mut replies = Vec::with_capacity(group.len());
+        let mut results = Vec::with_capacity(group.len());
+        let mut pending = Vec::with_capacity(group.len());
+        for job in group {
+            replies.push(job.reply);
+            pending.push(job.events);
+        }
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            return Err((e, replies));
+        }
+        for events in pending {
+            match self.write_batch(events) {
+                Ok(r) => results.push(r),
+                Err(e) => return Err((e, replies)),
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            return Err((e, replies));
+        }
+        Ok((results, replies))
+    }
+
+    /// One publisher's batch, atomically: a conflict undoes the whole batch and only it.
+    fn write_batch(&mut self, events: Vec<Event>) -> rusqlite::Result<Result<Vec<Appended>, StoreError>> {
+        let savepoint = events.len() > 1;
+        if savepoint {
+            self.conn.execute_batch("SAVEPOINT batch")?;
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for (index, mut event) in events.into_iter().enumerate() {
+            match insert(&self.conn, &mut event)? {
+                Some(Inserted::New) => out.push(Appended { event: Arc::new(event), created: true }),
+                Some(Inserted::Duplicate(stored)) => {
+                    out.push(Appended { event: Arc::new(stored), created: false })
+                }
+                None => {
+                    if savepoint {
+                        self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                    }
+                    return Ok(Err(StoreError::Conflict { index, id: event.id }));
+                }
+            }
+        }
+        if savepoint {
+            self.conn.execute_batch("RELEASE batch")?;
+        }
+        Ok(Ok(out))
+    }
+}
+
+/// Inserts `event`, setting its `seq`; `None` when its id is stored with other content.
+fn insert(conn: &Connection, event: &mut Event) -> rusqlite::Result<Option<Inserted>> {
+    let metadata = (!event.metadata.is_empty())
+        .then(|| serde_json::to_string(&event.metadata).expect("string map serialises"));
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO events (id, type, ts, project_id, tenant_id, user_id, payload, metadata) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![
+            event.id,
+            event.event_type,
+            event.timestamp.as_micros(),
+            event.project_id,
+            event.tenant_id,
+            event.user_id,
+            event.payload.get(),
+            metadata,
+        ])?;
+    if changed == 1 {
+        event.seq = conn.last_insert_rowid() as u64;
+        return Ok(Some(Inserted::New));
+    }
+    let stored = select_by_id(conn, &event.id)?.expect("a conflicting id is stored");
+    Ok(stored.same_content(event).then_some(Inserted::Duplicate(stored)))
+}
+
+fn select_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Event>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1"))?
+        .query_row([id], row_to_event)
+        .optional()
+}
+
+fn row_to_event(row: &Row<'_>) -> rusqlite::Result<Event> {
+    let conversion = |i, e: serde_json::Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let payload: String = row.get(7)?;
+    let metadata: Option<String> = row.get(8)?;
+    Ok(Event {
+        seq: row.get::<_, i64>(0)? as u64,
+        id: row.get(1)?,
+        event_type: row.get(2)?,
+        timestamp: Timestamp::from_micros(row.get(3)?),
+        project_id: row.get(4)?,
+        tenant_id: row.get(5)?,
+        user_id: row.get(6)?,
+        payload: RawValue::from_string(payload).map_err(|e| conversion(7, e))?,
+        metadata: match metadata {
+            Some(m) => serde_json::from_str(&m).map_err(|e| conversion(8, e))?,
+            None => Default::default(),
+        },
+    })
+}
+
+/// `SELECT … WHERE seq > after AND <filter> ORDER BY seq LIMIT limit`.
+fn select_after(
+    conn: &Connection,
+    filter: &EventFilter,
+    after: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Arc<Event>>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > ?");
+    let mut args: Vec<SqlValue> = vec![SqlValue::Integer(after as i64)];
+    if !filter.all_types() {
+        sql.push_str(" AND (");
+        for (i, pattern) in filter.types.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            if pattern.is_exact() {
+                sql.push_str("type = ?");
+                args.push(SqlValue::Text(pattern.as_str().to_owned()));
+                continue;
+            }
+            let prefix = pattern.literal_prefix();
+            sql.push('(');
+            if !prefix.is_empty() {
+                sql.push_str("type > ? AND type < ? AND ");
+                args.push(SqlValue::Text(prefix.clone()));
+                args.push(SqlValue::Text(prefix_upper_bound(&prefix)));
+            }
+            sql.push_str("eb_match(?, type))");
+            args.push(SqlValue::Text(pattern.as_str().to_owned()));
+        }
+        sql.push(')');
+    }
+    for (column, value) in [
+        ("project_id", &filter.project_id),
+        ("tenant_id", &filter.tenant_id),
+        ("user_id", &filter.user_id),
+    ] {
+        if let Some(v) = value {
+            sql.push_str(&format!(" AND {column} = ?"));
+            args.push(SqlValue::Text(v.clone()));
+        }
+    }
+    if let Some(from) = filter.from {
+        sql.push_str(" AND ts >= ?");
+        args.push(SqlValue::Integer(from.as_micros()));
+    }
+    if let Some(to) = filter.to {
+        sql.push_str(" AND ts < ?");
+        args.push(SqlValue::Integer(to.as_micros()));
+    }
+    sql.push_str(" ORDER BY seq LIMIT ?");
+    args.push(SqlValue::Integer(limit as i64));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| row_to_event(r).map(Arc::new))?;
+    rows.collect()
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn log(&self) -> &Arc<CommitLog> {
+        &self.log
+    }
+
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.sender()?.try_send(Job::Append { events, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| select_by_id(c, &id).map(|e| e.map(Arc::new))).await
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        let query = query.clone();
+        self.read(move |c| {
+            let mut events = select_after(c, &query.filter, query.after, query.limit + 1)?;
+            let next_after = (events.len() > query.limit).then(|| {
+                events.truncate(query.limit);
+                events.last().map_or(query.after, |e| e.seq)
+            });
+            Ok(EventPage { events, next_after })
+        })
+        .await
+    }
+
+    async fn read_after(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<TailRead, StoreError> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            // One snapshot for the rows and the head, so `next` never passes an unseen commit.
+            let tx = c.transaction()?;
+            let events = select_after(&tx, &filter, after, limit)?;
+            let at_end = events.len() < limit;
+            let next = if at_end {
+                read_head(&tx)?.max(after)
+            } else {
+                events.last().map_or(after, |e| e.seq)
+            };
+            drop(tx);
+            Ok(TailRead { events, next, at_end })
+        })
+        .await
+    }
+
+    async fn list_event_types(&self) -> Result<Vec<EventTypeDef>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT type, description, schema, builtin, updated_at FROM event_types ORDER BY type",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let schema: Option<String> = r.get(2)?;
+                Ok(EventTypeDef {
+                    name: r.get(0)?,
+                    description: r.get(1)?,
+                    schema: schema.and_then(|s| serde_json::from_str(&s).ok()),
+                    builtin: r.get(3)?,
+                    updated_at: Timestamp::from_micros(r.get(4)?),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn put_event_type(&self, def: EventTypeDef) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            let existed: bool = c
+                .query_row("SELECT 1 FROM event_types WHERE type = ?1", [&def.name], |_| Ok(()))
+                .optional()?
+                .is_some();
+            c.execute(
+                "INSERT INTO event_types (type, description, schema, builtin, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (type) DO UPDATE SET \
+                 description = excluded.description, schema = excluded.schema, \
+                 updated_at = excluded.updated_at",
+                params![
+                    def.name,
+                    def.description,
+                    def.schema.as_ref().map(|s| s.to_string()),
+                    def.builtin,
+                    def.updated_at.as_micros()
+                ],
+            )?;
+            Ok(!existed)
+        })
+        .await
+    }
+
+    async fn ensure_event_types(&self, defs: Vec<EventTypeDef>) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            for def in &defs {
+                tx.execute(
+                    "INSERT INTO event_types (type, description, schema, builtin, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (type) DO NOTHING",
+                    params![
+                        def.name,
+                        def.description,
+                        def.schema.as_ref().map(|s| s.to_string()),
+                        def.builtin,
+                        def.updated_at.as_micros()
+                    ],
+                )?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    async fn close(&self) {
+        // Dropping the sender lets the writer finish every queued job, then exit.
+        drop(self.jobs.lock().expect("jobs lock").take());
+        drop(self.stop_checkpoints.lock().expect("stop lock").take());
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}

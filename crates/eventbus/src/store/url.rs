@@ -1,0 +1,68 @@
+//! `EVENT_STORE_URL`: which backend, where.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::sqlite::{SqliteOptions, SqliteStore};
+use super::{EventStore, StoreError};
+
+/// A parsed store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `sqlite://<path>` (relative to the working directory) or `sqlite:///<absolute path>`.
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+}
+
+impl StoreUrl {
+    /// Parses `url`, explaining what is accepted when it is not.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("`sqlite://` needs a file path, e.g. sqlite://./data/eventbus.db".into());
+            }
+            return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(url.to_owned()));
+        }
+        Err(format!(
+            "`{url}` is not a store URL: use sqlite://<path> (e.g. sqlite://./data/eventbus.db) \
+             or postgres://user@host:port/database"
+        ))
+    }
+}
+
+/// Opens the store `url` names, applying its migrations.
+pub async fn open(url: &StoreUrl, sqlite: SqliteOptions) -> Result<Arc<dyn EventStore>, StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => {
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, sqlite))
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))??;
+            Ok(Arc::new(store))
+        }
+        StoreUrl::Postgres(_) => Err(StoreError::Unavailable(
+            "PostgreSQL support is not built into this version".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            StoreUrl::parse("sqlite://./data/eventbus.db").unwrap(),
+            StoreUrl::Sqlite("./data/eventbus.db".into())
+        );
+        assert_eq!(StoreUrl::parse("sqlite:///tmp/x.db").unwrap(), StoreUrl::Sqlite("/tmp/x.db".into()));
+        assert!(matches!(StoreUrl::parse("postgres://u@h/db").unwrap(), StoreUrl::Postgres(_)));
+        assert!(StoreUrl::parse("mysql://x").is_err());
+        assert!(StoreUrl::parse("sqlite://").is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! The internal transport: in-process subscribers, fed in `seq` order from the commit log.
+//!
+//! One dispatcher task tails the log and hands each event to the subscribers whose patterns
+//! match it (a [`PatternIndex`] lookup, not a scan). Every subscriber has its own bounded queue
+//! and task, so a slow or panicking handler holds up nothing but itself:
+//! - the dispatcher never waits: when a queue is full it marks the subscriber *lagged* and stops
+//!   filling its queue;
+//! - the subscriber drains what it has, then reads what it missed from the store by its cursor,
+//!   and goes back to its queue, skipping what it already saw.
+//!
+//! So a live subscriber receives every event committed after it subscribed, exactly once and in
+//! `seq` order, while the store keeps them; a panicking handler is counted, logged and skipped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::event::Event;
+use crate::core::filter::EventFilter;
+use crate::core::pattern::Pattern;
+use crate::core::router::PatternIndex;
+use crate::store::EventStore;
+
+/// A subscriber's handler.
+pub type Handler = Arc<dyn Fn(Arc<Event>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Events read per step when tailing the log.
+const READ_CHUNK: usize = 512;
+
+/// Counters of one subscriber.
+#[derive(Debug, Default)]
+pub struct SubscriberStats {
+    /// Events handed to the handler.
+    pub delivered: AtomicU64,
+    /// Handler calls that panicked.
+    pub panics: AtomicU64,
+    /// Times the queue overflowed and the subscriber caught up from the store.
+    pub lags: AtomicU64,
+}
+
+struct Shared {
+    queue: mpsc::Sender<Arc<Event>>,
+    lagged: AtomicBool,
+    wake: Notify,
+    stats: Arc<SubscriberStats>,
+}
+
+#[derive(Default)]
+struct Registry {
+    index: PatternIndex<u64>,
+    subscribers: HashMap<u64, Arc<Shared>>,
+}
+
+/// The in-process subscribers of one bus.
+pub struct Subscribers {
+    registry: Mutex<Registry>,
+    next_id: AtomicU64,
+    store: Arc<dyn EventStore>,
+    queue_capacity: usize,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Subscribers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribers").field("queue_capacity", &self.queue_capacity).finish_non_exhaustive()
+    }
+}
+
+impl Subscribers {
+    /// Subscribers reading `store`, each with a queue of `queue_capacity` events. Their tasks run
+    /// on `tasks` and stop with `cancel`.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        queue_capacity: usize,
+        tasks: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Subscribers {
+            registry: Mutex::new(Registry::default()),
+            next_id: AtomicU64::new(1),
+            store,
+            queue_capacity: queue_capacity.max(1),
+            tasks,
+            cancel,
+        })
+    }
+
+    /// Starts the dispatcher task.
+    pub fn start(self: &Arc<Self>) {
+        let this = self.clone();
+        self.tasks.spawn(async move { this.dispatch_loop().await });
+    }
+
+    /// Number of live subscribers.
+    pub fn len(&self) -> usize {
+        self.registry.lock().expect("registry lock").subscribers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Registers `handler` for events whose type matches `pattern`, committed from now on.
+    pub fn subscribe(self: &Arc<Self>, pattern: Pattern, handler: Handler) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (queue, rx) = mpsc::channel(self.queue_capacity);
+        let stats = Arc::new(SubscriberStats::default());
+        let shared = Arc::new(Shared {
+            queue,
+            lagged: AtomicBool::new(false),
+            wake: Notify::new(),
+            stats: stats.clone(),
+        });
+        // The cursor is taken under the registry lock, which the dispatcher holds while it
+        // hands out an event: every event after it reaches the queue or the catch-up.
+        let cursor = {
+            let mut reg = self.registry.lock().expect("registry lock");
+            reg.index.insert(&pattern, id);
+            reg.subscribers.insert(id, shared.clone());
+            self.store.log().head()
+        };
+        let cancel = self.cancel.child_token();
+        let worker = Worker {
+            shared,
+            queue: rx,
+            store: self.store.clone(),
+            filter: EventFilter::types(vec![pattern.clone()]),
+            handler,
+            cursor,
+            pattern: pattern.clone(),
+        };
+        self.tasks.spawn(worker.run(cancel.clone()));
+        Subscription { id, pattern, stats, cancel, owner: Arc::downgrade(self) }
+    }
+
+    fn remove(&self, id: u64, pattern: &Pattern) {
+        let mut reg = self.registry.lock().expect("registry lock");
+        reg.index.remove(pattern, id);
+        reg.subscribers.remove(&id);
+    }
+
+    /// Hands `event` to every matching subscriber without waiting.
+    fn dispatch(&self, event: &Arc<Event>) {
+        let mut reg = self.registry.lock().expect("registry lock");
+        let keys = reg.index.matches(&event.event_type);
+        for id in keys.iter() {
+            let Some(sub) = reg.subscribers.get(id) else { continue };
+            if sub.lagged.load(Ordering::Acquire) {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = sub.queue.try_send(event.clone()) {
+                sub.lagged.store(true, Ordering::Release);
+                sub.stats.lags.fetch_add(1, Ordering::Relaxed);
+                sub.wake.notify_one();
+            }
+        }
+    }
+
+    async fn dispatch_loop(self: Arc<Self>) {
+        let log = self.store.log().clone();
+        let mut heads = log.watch();
+        let mut cursor = *heads.borrow_and_update();
+        let all = EventFilter::default();
+        loop {
+            loop {
+                match self.store.tail(cursor, &all, READ_CHUNK).await {
+                    Ok(read) => {
+                        for event in &read.events {
+                            self.dispatch(event);
+                        }
+                        cursor = cursor.max(read.next);
+                        if read.at_end {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "subscriber dispatch cannot read the store; retrying");
+                        if sleep_or_cancel(&self.cancel, Duration::from_millis(200)).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                changed = heads.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+/// Sleeps; `true` when cancelled first.
+pub(crate) async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    queue: mpsc::Receiver<Arc<Event>>,
+    store: Arc<dyn EventStore>,
+    filter: EventFilter,
+    handler: Handler,
+    cursor: u64,
+    pattern: Pattern,
+}
+
+impl Worker {
+    async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            match self.queue.try_recv() {
+                Ok(event) => self.deliver(event).await,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if self.shared.lagged.swap(false, Ordering::AcqRel) {
+                        if self.catch_up(&cancel).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = self.shared.wake.notified() => {}
+                        event = self.queue.recv() => match event {
+                            Some(event) => self.deliver(event).await,
+                            None => return,
+                        },
+                    }
+                }
+            }
+            if cancel.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// Reads from the store what the queue dropped; `true` when cancelled.
+    async fn catch_up(&mut self, cancel: &CancellationToken) -> bool {
+        loop {
+            match self.store.tail(self.cursor, &self.filter, READ_CHUNK).await {
+                Ok(read) => {
+                    for event in read.events {
+                        self.deliver(event).await;
+                        if cancel.is_cancelled() {
+                            return true;
+                        }
+                    }
+                    self.cursor = self.cursor.max(read.next);
+                    if read.at_end {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pattern = %self.pattern, error = %e, "subscriber cannot catch up; retrying");
+                    if sleep_or_cancel(cancel, Duration::from_millis(200)).await {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver(&mut self, event: Arc<Event>) {
+        if event.seq <= self.cursor {
+            return;
+        }
+        self.cursor = event.seq;
+        let call = std::panic::AssertUnwindSafe((self.handler)(event.clone()));
+        match call.catch_unwind().await {
+            Ok(()) => {
+                self.shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(panic) => {
+                self.shared.stats.panics.fetch_add(1, Ordering::Relaxed);
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(
+                    pattern = %self.pattern,
+                    event.id = %event.id,
+                    event.seq = event.seq,
+                    panic = %message,
+                    "subscriber handler panicked; the event is skipped for this subscriber"
+                );
+            }
+        }
+    }
+}
+
+/// A live subscription; dropping it (or calling [`Subscription::unsubscribe`]) ends it.
+pub struct Subscription {
+    id: u64,
+    pattern: Pattern,
+    stats: Arc<SubscriberStats>,
+    cancel: CancellationToken,
+    owner: Weak<Subscribers>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").field("id", &self.id).field("pattern", &self.pattern).finish()
+    }
+}
+
+impl Subscription {
+    /// The subscription's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The pattern it selects.
+    pub fn pattern(&self) -> &Pattern {
+        &self.pattern
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &SubscriberStats {
+        &self.stats
+    }
+
+    /// Ends the subscription.
+    pub fn unsubscribe(self) {}
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(owner) = self.owner.upgrade() {
+            owner.remove(self.id, &self.pattern);
+        }
+    }
+}
