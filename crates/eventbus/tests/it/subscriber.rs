@@ -1,0 +1,1 @@
+//! In-process subscribers: isolation, ordering, catch-up.
