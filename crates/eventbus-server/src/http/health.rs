@@ -35,9 +35,14 @@ async fn get_ready(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => (false, json!({"status": "down", "backend": backend, "message": e.to_string()})),
         Err(_) => (false, json!({"status": "down", "backend": backend, "message": "no answer within 2 s"})),
     };
+    terminus(vec![("store", store_entry)])
+}
+
+/// The Terminus body and status of a set of `(name, (up, entry))` checks.
+fn terminus(checks: Vec<(&str, (bool, Value))>) -> Response {
     let (mut info, mut error, mut details) = (Map::new(), Map::new(), Map::new());
     let mut ok = true;
-    for (name, (up, entry)) in [("store", store_entry)] {
+    for (name, (up, entry)) in checks {
         ok &= up;
         if up { &mut info } else { &mut error }.insert(name.into(), entry.clone());
         details.insert(name.into(), entry);
