@@ -3,10 +3,12 @@
 //! variable.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use eventbus::store::StoreUrl;
 use eventbus::store::sqlite::{SqliteOptions, Synchronous};
+use eventbus::transport::sse::SseOptions;
 
 /// Situs Event Bus: publish domain events once; store them durably; deliver them to
 /// subscribers, browsers and webhooks.
@@ -82,6 +84,20 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
     pub max_batch_events: u32,
 
+    /// Milliseconds between SSE heartbeat comments.
+    #[arg(long, env = "SSE_HEARTBEAT_INTERVAL", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000), global = true)]
+    pub sse_heartbeat_interval: u64,
+
+    /// Most open SSE streams (503 with Retry-After above).
+    #[arg(long, env = "SSE_MAX_CONNECTIONS", default_value_t = 10_000, global = true)]
+    pub sse_max_connections: usize,
+
+    /// Events an SSE stream may have queued before it is closed as lagging.
+    #[arg(long, env = "SSE_QUEUE", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=65_536), global = true)]
+    pub sse_queue: u64,
+
     /// SQLite durability: full (fsync each commit) or normal (fsync at checkpoints).
     #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Full, global = true)]
     pub sqlite_synchronous: SyncMode,
@@ -105,6 +121,16 @@ impl Config {
                 SyncMode::Normal => Synchronous::Normal,
             },
             ..SqliteOptions::default()
+        }
+    }
+
+    /// The SSE hub's settings.
+    pub fn sse_options(&self) -> SseOptions {
+        SseOptions {
+            heartbeat: Duration::from_millis(self.sse_heartbeat_interval),
+            queue: self.sse_queue as usize,
+            max_connections: self.sse_max_connections,
+            ..SseOptions::default()
         }
     }
 

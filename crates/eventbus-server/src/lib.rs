@@ -38,6 +38,7 @@ pub async fn build_bus(config: &Config) -> Result<EventBus, ServerError> {
         max_payload_bytes: config.max_payload_bytes,
         strict_types: config.strict_event_types,
         max_batch: config.max_batch_events as usize,
+        sse: config.sse_options(),
         ..BusOptions::default()
     };
     match EventBus::builder(store.clone()).options(options).build().await {
@@ -56,7 +57,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let state = http::AppState { bus: bus.clone(), config: Arc::new(config) };
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, store = bus.store().backend(), "eventbus listening");
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    // On shutdown, SSE streams end first: they never finish by themselves, and the graceful
+    // shutdown waits for every open response.
+    let sse = bus.sse().clone();
+    let signal = async move {
+        shutdown.cancelled().await;
+        sse.close();
+    };
+    let served = axum::serve(listener, app).with_graceful_shutdown(signal).await;
     bus.shutdown().await;
     tracing::info!("eventbus stopped");
     Ok(served?)

@@ -23,6 +23,7 @@ use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::store::{Appended, EventPage, EventQuery, EventStore, StoreError};
 use crate::transport::internal::{Subscribers, Subscription};
+use crate::transport::sse::{SseHub, SseOptions};
 
 /// Default limit on a payload's size.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -40,6 +41,8 @@ pub struct BusOptions {
     pub max_batch: usize,
     /// Queue length of each in-process subscriber.
     pub subscriber_queue: usize,
+    /// The SSE hub's settings.
+    pub sse: SseOptions,
 }
 
 impl Default for BusOptions {
@@ -49,6 +52,7 @@ impl Default for BusOptions {
             strict_types: false,
             max_batch: DEFAULT_MAX_BATCH,
             subscriber_queue: 1024,
+            sse: SseOptions::default(),
         }
     }
 }
@@ -149,12 +153,14 @@ impl EventBusBuilder {
         let subscribers =
             Subscribers::new(self.store.clone(), self.options.subscriber_queue, tasks.clone(), cancel.clone());
         subscribers.start();
+        let sse = SseHub::start(self.store.clone(), self.options.sse.clone(), &tasks, cancel.child_token());
         Ok(EventBus {
             inner: Arc::new(Inner {
                 store: self.store,
                 chain: MiddlewareChain::new(steps),
                 registry,
                 subscribers,
+                sse,
                 options: self.options,
                 tasks,
                 cancel,
@@ -168,6 +174,7 @@ struct Inner {
     chain: MiddlewareChain,
     registry: Arc<TypeRegistry>,
     subscribers: Arc<Subscribers>,
+    sse: Arc<SseHub>,
     options: BusOptions,
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -271,6 +278,11 @@ impl EventBus {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         self.inner.subscribers.subscribe(pattern, Arc::new(move |e| handler(e).boxed()))
+    }
+
+    /// The SSE fan-out hub.
+    pub fn sse(&self) -> &Arc<SseHub> {
+        &self.inner.sse
     }
 
     /// Number of live in-process subscribers.

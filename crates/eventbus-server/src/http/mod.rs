@@ -1,7 +1,7 @@
 //! The HTTP API (DESIGN.md §3). Each resource module exposes `router()` and verb_noun handlers.
 //!
 //! Layout: `events` (publish, query, get), `event_types` (the catalogue), `health`
-//! (liveness and readiness), `problem` (the error table), `body` (JSON bodies), `params`
+//! (liveness and readiness), `stream` (SSE), `problem` (the error table), `body` (JSON bodies), `params`
 //! (query strings).
 
 mod body;
@@ -10,6 +10,7 @@ mod events;
 mod health;
 mod params;
 pub mod problem;
+mod stream;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(event_types::router())
         .merge(health::router())
+        .merge(stream::router())
         .fallback(not_found)
         // Bodies are read by `body::read_json` with the configured limit.
         .layer(DefaultBodyLimit::disable())

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -31,8 +30,6 @@ use crate::store::EventStore;
 /// A subscriber's handler.
 pub type Handler = Arc<dyn Fn(Arc<Event>) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// Events read per step when tailing the log.
-const READ_CHUNK: usize = 512;
 
 /// Counters of one subscriber.
 #[derive(Debug, Default)]
@@ -166,43 +163,9 @@ impl Subscribers {
     }
 
     async fn dispatch_loop(self: Arc<Self>) {
-        let log = self.store.log().clone();
-        let mut heads = log.watch();
-        let mut cursor = *heads.borrow_and_update();
-        let all = EventFilter::default();
-        loop {
-            loop {
-                match self.store.tail(cursor, &all, READ_CHUNK).await {
-                    Ok(read) => {
-                        for event in &read.events {
-                            self.dispatch(event);
-                        }
-                        cursor = cursor.max(read.next);
-                        if read.at_end {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "subscriber dispatch cannot read the store; retrying");
-                        if sleep_or_cancel(&self.cancel, Duration::from_millis(200)).await {
-                            return;
-                        }
-                    }
-                }
-            }
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                changed = heads.changed() => if changed.is_err() { return },
-            }
-        }
-    }
-}
-
-/// Sleeps; `true` when cancelled first.
-pub(crate) async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
+        let store = self.store.clone();
+        let start = store.log().head();
+        super::follow(&*store, start, &self.cancel, |event| self.dispatch(event)).await;
     }
 }
 
@@ -248,7 +211,7 @@ impl Worker {
     /// Reads from the store what the queue dropped; `true` when cancelled.
     async fn catch_up(&mut self, cancel: &CancellationToken) -> bool {
         loop {
-            match self.store.tail(self.cursor, &self.filter, READ_CHUNK).await {
+            match self.store.tail(self.cursor, &self.filter, super::READ_CHUNK).await {
                 Ok(read) => {
                     for event in read.events {
                         self.deliver(event).await;
@@ -263,7 +226,7 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::warn!(pattern = %self.pattern, error = %e, "subscriber cannot catch up; retrying");
-                    if sleep_or_cancel(cancel, Duration::from_millis(200)).await {
+                    if super::sleep_or_cancel(cancel, super::RETRY_DELAY).await {
                         return true;
                     }
                 }

@@ -1,0 +1,398 @@
+//! The SSE fan-out hub: every `GET /v1/stream` connection is a [`Connection`] here.
+//!
+//! One dispatcher task follows the log. For each event it builds the SSE frame **once**
+//! (`id: <seq>`, `event: <type>`, `data: <event JSON>`) and hands the same bytes to every
+//! matching connection. Matching is indexed: connections are grouped by their `projectId` filter
+//! (or none), and each group has a [`PatternIndex`] over type patterns, so an event only visits
+//! the connections of its project and of no project whose patterns match its type.
+//!
+//! Each connection has a bounded queue. A connection first **replays** the stored events after
+//! its resume cursor, then goes **live** on its queue, skipping what it already sent: it is
+//! registered before the replay starts, so nothing committed meanwhile is missed, and the `seq`
+//! check means nothing is sent twice. If its queue overflows during the replay the dispatcher
+//! stops filling it and the replay simply reads further from the store. If it overflows while
+//! live (the client does not keep up), the connection sends a final `lagged` event naming the
+//! last `seq` it delivered and closes: the client resumes from the store with `Last-Event-ID`.
+//! Memory per connection is bounded by its queue, whatever the client does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::event::Event;
+use crate::core::filter::EventFilter;
+use crate::core::router::PatternIndex;
+use crate::store::EventStore;
+
+/// Settings of the hub.
+#[derive(Debug, Clone)]
+pub struct SseOptions {
+    /// Interval between heartbeat comments.
+    pub heartbeat: Duration,
+    /// Frames a connection may have queued before it counts as lagging.
+    pub queue: usize,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// The `retry:` hint sent at connect, in milliseconds.
+    pub retry_ms: u64,
+}
+
+impl Default for SseOptions {
+    fn default() -> Self {
+        SseOptions { heartbeat: Duration::from_secs(30), queue: 256, max_connections: 10_000, retry_ms: 2_000 }
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The hub holds `max_connections` already.
+    #[error("too many open streams ({0}); retry later")]
+    TooManyConnections(usize),
+}
+
+/// Counters of the hub.
+#[derive(Debug, Default)]
+pub struct SseStats {
+    /// Open connections.
+    pub connections: AtomicUsize,
+    /// Frames handed to connection queues.
+    pub frames: AtomicU64,
+    /// Connections closed because they lagged.
+    pub lagged: AtomicU64,
+}
+
+struct Slot {
+    queue: mpsc::Sender<(u64, Bytes)>,
+    filter: EventFilter,
+    lagged: AtomicBool,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// Connections by project filter (`None`: any project), then by type pattern.
+    by_project: HashMap<Option<String>, PatternIndex<u64>>,
+    slots: HashMap<u64, Arc<Slot>>,
+}
+
+/// The hub of all SSE connections of one process.
+pub struct SseHub {
+    store: Arc<dyn EventStore>,
+    registry: Mutex<Registry>,
+    next_id: AtomicU64,
+    options: SseOptions,
+    stats: SseStats,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for SseHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseHub").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl SseHub {
+    /// A hub over `store`; its dispatcher runs on `tasks` and every stream ends with `cancel`.
+    pub fn start(
+        store: Arc<dyn EventStore>,
+        options: SseOptions,
+        tasks: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
+        let hub = Arc::new(SseHub {
+            store,
+            registry: Mutex::new(Registry::default()),
+            next_id: AtomicU64::new(1),
+            options,
+            stats: SseStats::default(),
+            cancel,
+        });
+        let dispatcher = hub.clone();
+        tasks.spawn(async move {
+            let store = dispatcher.store.clone();
+            let start = store.log().head();
+            super::follow(&*store, start, &dispatcher.cancel, |e| dispatcher.dispatch(e)).await;
+        });
+        hub
+    }
+
+    /// Ends every stream (each sends nothing more and closes) and stops the dispatcher; used
+    /// at shutdown so that clients reconnect to another node.
+    pub fn close(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &SseStats {
+        &self.stats
+    }
+
+    /// The settings.
+    pub fn options(&self) -> &SseOptions {
+        &self.options
+    }
+
+    /// Opens a connection for `filter` that first replays stored events after `resume` (when
+    /// given), then streams live ones. `filter.from`/`to` are ignored.
+    pub fn connect(self: &Arc<Self>, filter: EventFilter, resume: Option<u64>) -> Result<Connection, ConnectError> {
+        let open = self.stats.connections.fetch_add(1, Ordering::AcqRel);
+        if open >= self.options.max_connections {
+            self.stats.connections.fetch_sub(1, Ordering::AcqRel);
+            return Err(ConnectError::TooManyConnections(self.options.max_connections));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (queue, rx) = mpsc::channel(self.options.queue.max(1));
+        let filter = EventFilter { from: None, to: None, ..filter };
+        let slot = Arc::new(Slot { queue, filter: filter.clone(), lagged: AtomicBool::new(false), wake: Notify::new() });
+        // Registered before the cursor is read (under the same lock the dispatcher holds), so
+        // every later event reaches the queue or the replay.
+        let cursor = {
+            let mut reg = self.registry.lock().expect("sse registry lock");
+            let index = reg.by_project.entry(filter.project_id.clone()).or_default();
+            for pattern in patterns(&filter) {
+                index.insert(&pattern, id);
+            }
+            reg.slots.insert(id, slot.clone());
+            self.store.log().head()
+        };
+        let mut heartbeat = tokio::time::interval_at(
+            Instant::now() + self.options.heartbeat,
+            self.options.heartbeat,
+        );
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(Connection {
+            id,
+            hub: Arc::downgrade(self),
+            store: self.store.clone(),
+            slot,
+            queue: rx,
+            cursor: resume.unwrap_or(cursor),
+            replaying: resume.is_some(),
+            pending: std::collections::VecDeque::new(),
+            heartbeat,
+            cancel: self.cancel.clone(),
+            state: State::Hello,
+            retry_ms: self.options.retry_ms,
+        })
+    }
+
+    fn disconnect(&self, id: u64, filter: &EventFilter) {
+        let mut reg = self.registry.lock().expect("sse registry lock");
+        if let Some(index) = reg.by_project.get_mut(&filter.project_id) {
+            for pattern in patterns(filter) {
+                index.remove(&pattern, id);
+            }
+            if index.is_empty() {
+                reg.by_project.remove(&filter.project_id);
+            }
+        }
+        reg.slots.remove(&id);
+        self.stats.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn dispatch(&self, event: &Arc<Event>) {
+        let mut reg = self.registry.lock().expect("sse registry lock");
+        if reg.slots.is_empty() {
+            return;
+        }
+        let mut frame: Option<Bytes> = None;
+        let Registry { by_project, slots } = &mut *reg;
+        let groups = [Some(None), event.project_id.clone().map(Some)];
+        for group in groups.into_iter().flatten() {
+            let Some(index) = by_project.get_mut(&group) else { continue };
+            let ids = index.matches(&event.event_type);
+            for id in ids.iter() {
+                let Some(slot) = slots.get(id) else { continue };
+                if slot.lagged.load(Ordering::Acquire) || !slot.filter.matches(event) {
+                    continue;
+                }
+                let bytes = frame.get_or_insert_with(|| event_frame(event)).clone();
+                match slot.queue.try_send((event.seq, bytes)) {
+                    Ok(()) => {
+                        self.stats.frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        slot.lagged.store(true, Ordering::Release);
+                        slot.wake.notify_one();
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+fn patterns(filter: &EventFilter) -> Vec<crate::core::pattern::Pattern> {
+    if filter.all_types() { vec![crate::core::pattern::Pattern::all()] } else { filter.types.clone() }
+}
+
+/// The SSE frame of an event.
+pub fn event_frame(event: &Event) -> Bytes {
+    let json = serde_json::to_vec(event).expect("events serialise");
+    let mut b = BytesMut::with_capacity(json.len() + event.event_type.len() + 40);
+    b.put_slice(b"id: ");
+    b.put_slice(event.seq.to_string().as_bytes());
+    b.put_slice(b"\nevent: ");
+    b.put_slice(event.event_type.as_bytes());
+    b.put_slice(b"\ndata: ");
+    b.put_slice(&json);
+    b.put_slice(b"\n\n");
+    b.freeze()
+}
+
+/// A named control event (`lagged`, `error`): JSON `data`, no `id`, so the client's resume
+/// cursor stays at the last event it received.
+pub fn control_frame(name: &str, data: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+enum State {
+    Hello,
+    Streaming,
+    Done,
+}
+
+/// One SSE stream: yields the bytes to write, in order, until the stream ends.
+pub struct Connection {
+    id: u64,
+    hub: Weak<SseHub>,
+    store: Arc<dyn EventStore>,
+    slot: Arc<Slot>,
+    queue: mpsc::Receiver<(u64, Bytes)>,
+    cursor: u64,
+    replaying: bool,
+    pending: std::collections::VecDeque<Bytes>,
+    heartbeat: Interval,
+    cancel: CancellationToken,
+    state: State,
+    retry_ms: u64,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("id", &self.id).field("cursor", &self.cursor).finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// The `seq` of the last event this connection delivered (or its start cursor).
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The next chunk to write, or `None` when the stream is over.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(chunk) = self.pending.pop_front() {
+                return Some(chunk);
+            }
+            match self.state {
+                State::Done => return None,
+                State::Hello => {
+                    self.state = State::Streaming;
+                    return Some(Bytes::from(format!("retry: {}\n\n", self.retry_ms)));
+                }
+                State::Streaming => {}
+            }
+            if self.replaying {
+                self.replay_step().await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    self.state = State::Done;
+                    return None;
+                }
+                item = self.queue.recv() => match item {
+                    Some((seq, frame)) => {
+                        if seq > self.cursor {
+                            self.cursor = seq;
+                            return Some(frame);
+                        }
+                    }
+                    None => self.state = State::Done,
+                },
+                _ = self.slot.wake.notified() => {
+                    // Lagged: deliver what was queued before the overflow, then say so and end.
+                    if self.slot.lagged.load(Ordering::Acquire) {
+                        while let Ok((seq, frame)) = self.queue.try_recv() {
+                            if seq > self.cursor {
+                                self.cursor = seq;
+                                self.pending.push_back(frame);
+                            }
+                        }
+                        if let Some(hub) = self.hub.upgrade() {
+                            hub.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.pending.push_back(control_frame(
+                            "lagged",
+                            &serde_json::json!({
+                                "lastEventId": self.cursor.to_string(),
+                                "message": "the stream fell behind and was closed; reconnect with Last-Event-ID to resume",
+                            }),
+                        ));
+                        self.state = State::Done;
+                    }
+                }
+                _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
+            }
+        }
+    }
+
+    /// One step of the replay from the store; ends the replay when it reached the end of the
+    /// log with the lag flag clear.
+    async fn replay_step(&mut self) {
+        // Cleared before reading: whatever the dispatcher skipped from here on, this read sees.
+        self.slot.lagged.store(false, Ordering::Release);
+        let read = tokio::select! {
+            _ = self.cancel.cancelled() => {
+                self.state = State::Done;
+                return;
+            }
+            read = self.store.tail(self.cursor, &self.slot.filter, super::READ_CHUNK) => read,
+        };
+        match read {
+            Ok(read) => {
+                for event in &read.events {
+                    if event.seq > self.cursor {
+                        self.cursor = event.seq;
+                        self.pending.push_back(event_frame(event));
+                    }
+                }
+                self.cursor = self.cursor.max(read.next);
+                if read.at_end && !self.slot.lagged.load(Ordering::Acquire) {
+                    self.replaying = false;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stream replay cannot read the store");
+                self.pending.push_back(control_frame(
+                    "error",
+                    &serde_json::json!({
+                        "lastEventId": self.cursor.to_string(),
+                        "message": "the event store is unavailable; reconnect with Last-Event-ID to resume",
+                    }),
+                ));
+                self.state = State::Done;
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.disconnect(self.id, &self.slot.filter);
+        }
+    }
+}
