@@ -30,6 +30,8 @@ struct Ring {
     events: VecDeque<Arc<Event>>,
     /// Every event with `base < seq <= last` is in `events`.
     base: u64,
+    /// Payload bytes held.
+    bytes: usize,
 }
 
 impl Ring {
@@ -44,15 +46,26 @@ pub struct CommitLog {
     ring: Mutex<Ring>,
     head: watch::Sender<u64>,
     capacity: usize,
+    max_bytes: usize,
 }
 
+/// Payload bytes the ring may hold by default.
+pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
+
 impl CommitLog {
-    /// A log holding at most `capacity` recent events, starting at `head`.
+    /// A log holding at most `capacity` recent events and [`DEFAULT_MAX_BYTES`] of payload,
+    /// starting at `head`.
     pub fn new(head: u64, capacity: usize) -> Self {
+        Self::with_limits(head, capacity, DEFAULT_MAX_BYTES)
+    }
+
+    /// A log holding at most `capacity` recent events and `max_bytes` of payload.
+    pub fn with_limits(head: u64, capacity: usize, max_bytes: usize) -> Self {
         CommitLog {
-            ring: Mutex::new(Ring { events: VecDeque::with_capacity(capacity.min(65_536)), base: head }),
+            ring: Mutex::new(Ring { events: VecDeque::with_capacity(capacity.min(65_536)), base: head, bytes: 0 }),
             head: watch::Sender::new(head),
             capacity: capacity.max(1),
+            max_bytes,
         }
     }
 
@@ -64,10 +77,15 @@ impl CommitLog {
         if ring.last() != prev {
             ring.events.clear();
             ring.base = prev;
+            ring.bytes = 0;
         }
-        ring.events.extend(events.iter().cloned());
-        while ring.events.len() > self.capacity {
+        for e in events {
+            ring.bytes += e.payload.get().len();
+            ring.events.push_back(e.clone());
+        }
+        while ring.events.len() > self.capacity || (ring.bytes > self.max_bytes && ring.events.len() > 1) {
             let dropped = ring.events.pop_front().expect("non-empty");
+            ring.bytes -= dropped.payload.get().len();
             ring.base = dropped.seq;
         }
         // Under the ring's lock: whoever reads an event from the ring then sees a head >= it.
@@ -154,6 +172,20 @@ mod tests {
         let r = log.read_after(3, 100, |_| true).unwrap();
         assert!(r.events.is_empty());
         assert_eq!(r.next, 3);
+    }
+
+    #[test]
+    fn payload_bytes_are_bounded() {
+        let log = CommitLog::with_limits(0, 100, 10);
+        let big = |seq| {
+            let mut e = NewEvent::new("a.b", serde_json::json!("0123456")).into_event(Timestamp::from_micros(0)).unwrap();
+            e.seq = seq;
+            Arc::new(e)
+        };
+        log.push(0, &[big(1), big(2), big(3)]);
+        let r = log.read_after(2, 10, |_| true).unwrap();
+        assert_eq!(r.events.len(), 1, "9-byte payloads: one fits in 10 bytes");
+        assert!(log.read_after(1, 10, |_| true).is_none());
     }
 
     #[test]
