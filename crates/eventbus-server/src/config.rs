@@ -98,6 +98,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=65_536), global = true)]
     pub sse_queue: u64,
 
+    /// Origins browsers may call the API from: `*` or a comma-separated list of origins.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "*", global = true)]
+    pub cors_allowed_origins: String,
+
     /// SQLite durability: full (fsync each commit) or normal (fsync at checkpoints).
     #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Full, global = true)]
     pub sqlite_synchronous: SyncMode,

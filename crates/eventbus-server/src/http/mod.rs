@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use eventbus::EventBus;
 
 use crate::config::Config;
@@ -32,6 +34,7 @@ pub struct AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.config.cors_allowed_origins);
     Router::new()
         .merge(events::router())
         .merge(event_types::router())
@@ -40,7 +43,28 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         // Bodies are read by `body::read_json` with the configured limit.
         .layer(DefaultBodyLimit::disable())
+        .layer(cors)
         .with_state(state)
+}
+
+/// Browsers on other origins (the Situs frontend) may call the API and open streams; keys and
+/// tokens travel in headers or the query string, never in cookies, so credentials stay off.
+fn cors(origins: &str) -> CorsLayer {
+    let origin = if origins.trim() == "*" {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.split(',').filter_map(|o| HeaderValue::from_str(o.trim()).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("traceparent"),
+        ])
+        .max_age(std::time::Duration::from_secs(3600))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
