@@ -1,0 +1,35 @@
+/**
+ * `@situs/event-bus-client`: a client of the Situs Event Bus for Node ≥ 18 and browsers.
+ *
+ * Layout:
+ * - `client`     — {@link EventBusClient}: publish, publishBatch, query, subscribe, status
+ * - `stream`     — shared SSE connections: multiplexing, resume by `seq`, reconnection
+ * - `transport/` — one SSE connection attempt over `fetch` streaming or `EventSource`
+ * - `pattern`    — type patterns (`*`, `>`) with the bus's semantics
+ * - `event-types`— the generated catalogue: `EventType`, `EventPayloadMap`
+ * - `errors`     — `ProblemError` (the bus's problem+json), `NetworkError`
+ * - `backoff`, `uuid` — retry spacing; UUIDv7 ids
+ * - `react/` (subpath `@situs/event-bus-client/react`) — provider and hooks
+ * - `legacy/` (subpath `@situs/event-bus-client/legacy`) — `RealtimeEventsService`
+ * - `codegen/`   — JSON Schema → TypeScript, the `gen-types` script
+ */
+export { EventBusClient, type EventBusClientOptions } from './client.js';
+export type { Subscription, SubscribeOptions } from './stream.js';
+export { EventBusError, NetworkError, ProblemError, type Problem, type ProblemFieldError } from './errors.js';
+export * from './event-types.js';
+export { isValidPattern, matchPattern, matchAny, patternCovers } from './pattern.js';
+export { backoffDelay, parseRetryAfter, type BackoffOptions } from './backoff.js';
+export { uuidv7, uuidv7Timestamp } from './uuid.js';
+export type { StreamTransport, StreamRequest } from './transport/index.js';
+export type {
+  BusEvent,
+  ConnectionStatus,
+  EventInput,
+  EventMetadata,
+  EventOf,
+  EventPage,
+  EventTypeInfo,
+  PayloadOf,
+  QueryFilters,
+  StreamFilter,
+} from './types.js';

@@ -1,0 +1,120 @@
+// Reconnection logic for the bus's control events and refusals, driven by a scripted transport
+// (no network: each attempt plays a fixed list of SSE messages, then ends).
+import { describe, expect, it } from 'vitest';
+import { EventBusClient, ProblemError, type BusEvent, type StreamRequest } from '../src/index.js';
+import type { SseMessage } from '../src/transport/index.js';
+import { waitFor } from './helpers/bus.js';
+
+function event(seq: number, type = 'project.created'): SseMessage {
+  const e = { id: `e${seq}`, type, payload: { seq }, timestamp: '2026-11-27T05:00:00Z', seq };
+  return { id: String(seq), event: type, data: JSON.stringify(e) };
+}
+
+type Script = (req: StreamRequest) => Promise<void> | void;
+
+function scripted(scripts: Script[]) {
+  const attempts: StreamRequest[] = [];
+  const client = new EventBusClient({
+    url: 'http://127.0.0.1:9',
+    token: 'tok',
+    reconnectBackoff: { initialDelayMs: 1, maxDelayMs: 5 },
+    transport: async (req) => {
+      attempts.push(req);
+      const script = scripts[attempts.length - 1];
+      if (!script) {
+        // Park until closed.
+        await new Promise<void>((resolve) => req.signal.addEventListener('abort', () => resolve()));
+        return;
+      }
+      await script(req);
+    },
+  });
+  return { client, attempts };
+}
+
+const play = (...messages: SseMessage[]): Script => (req) => {
+  req.onOpen();
+  for (const m of messages) {
+    if (req.signal.aborted) return;
+    req.onMessage(m);
+  }
+};
+
+describe('stream control events', () => {
+  it('on `lagged` reconnects at once from the last seq; duplicates and older seqs are dropped', async () => {
+    const { client, attempts } = scripted([
+      play(event(1), event(2), { id: undefined, event: 'lagged', data: '{"lastEventId":2}' }, event(99)),
+      play(event(2), event(3)),
+    ]);
+    const got: BusEvent[] = [];
+    client.subscribe('project.*', (e) => got.push(e));
+    await waitFor(() => got.length === 3 && attempts.length === 3, 'the replay');
+    expect(got.map((e) => e.seq)).toEqual([1, 2, 3]);
+    expect(attempts.map((a) => a.lastEventId)).toEqual([null, 2, 3]);
+    expect(new URL(attempts[0]!.url).searchParams.get('token')).toBe('tok');
+    client.close();
+  });
+
+  it('on `lagged` before any event, resumes from the lastEventId it names', async () => {
+    const { client, attempts } = scripted([play({ id: undefined, event: 'lagged', data: '{"lastEventId":41}' }), play(event(42))]);
+    const got: number[] = [];
+    client.subscribe('project.*', (e) => got.push(e.seq));
+    await waitFor(() => got.length === 1, 'the event');
+    expect(attempts[1]!.lastEventId).toBe(41);
+    client.close();
+  });
+
+  it('on the `error` control event ends the attempt and retries from the cursor', async () => {
+    const { client, attempts } = scripted([play(event(5), { id: undefined, event: 'error', data: '{"detail":"store"}' }, event(6)), play(event(6))]);
+    const got: number[] = [];
+    client.subscribe('project.*', (e) => got.push(e.seq));
+    await waitFor(() => got.length === 2, 'the events');
+    expect(got).toEqual([5, 6]);
+    expect(attempts[1]!.lastEventId).toBe(5);
+    client.close();
+  });
+
+  it('retries a 503 after its Retry-After, and refreshes the token on each attempt', async () => {
+    let n = 0;
+    const attempts: StreamRequest[] = [];
+    const client = new EventBusClient({
+      url: 'http://127.0.0.1:9',
+      getToken: () => `t${++n}`,
+      reconnectBackoff: { initialDelayMs: 1, maxDelayMs: 5 },
+      transport: async (req) => {
+        attempts.push(req);
+        if (attempts.length === 1) throw new ProblemError({ type: '/problems/overloaded', title: 'Overloaded', status: 503 }, 30);
+        play(event(1))(req);
+        await new Promise<void>((resolve) => req.signal.addEventListener('abort', () => resolve()));
+      },
+    });
+    const got: number[] = [];
+    client.subscribe('project.*', (e) => got.push(e.seq));
+    await waitFor(() => got.length === 1, 'the event');
+    expect(attempts.map((a) => new URL(a.url).searchParams.get('token'))).toEqual(['t1', 't2']);
+    client.close();
+    expect(client.status).toBe('closed');
+  });
+
+  it('a throwing handler does not stop the others', async () => {
+    const errors: unknown[] = [];
+    const attempts: StreamRequest[] = [];
+    const client = new EventBusClient({
+      url: 'http://127.0.0.1:9',
+      onHandlerError: (e) => errors.push(e),
+      transport: async (req) => {
+        attempts.push(req);
+        play(event(1), event(2))(req);
+        await new Promise<void>((resolve) => req.signal.addEventListener('abort', () => resolve()));
+      },
+    });
+    const got: number[] = [];
+    client.subscribe('project.*', () => {
+      throw new Error('boom');
+    });
+    client.subscribe('project.*', (e) => got.push(e.seq));
+    await waitFor(() => got.length === 2, 'the events');
+    expect(errors).toHaveLength(2);
+    client.close();
+  });
+});

@@ -1,0 +1,152 @@
+// End to end in real headless Chromium: the example React page (built with Vite) shows events
+// published through the Node client, and after the bus is killed and restarted it shows the
+// events published while it was away — each once, in order.
+import { existsSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { build } from 'vite';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EventBusClient } from '../src/index.js';
+import { killBus, restartBus, startBus, tempDir, type Bus } from './helpers/bus.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const pkg = path.resolve(here, '..');
+const example = path.resolve(pkg, '../../examples/react-live-feed');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+// Outside CI a machine without Chromium skips this file; in CI it must run.
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium && process.env.CI === 'true') throw new Error(`the browser test needs ${CHROMIUM}`);
+
+async function buildExample(): Promise<string> {
+  const outDir = tempDir('react-live-feed-');
+  const src = (p: string) => path.join(pkg, 'src', p);
+  const dep = (p: string) => path.join(pkg, 'node_modules', p);
+  await build({
+    root: example,
+    configFile: false,
+    logLevel: 'warn',
+    esbuild: { jsx: 'automatic' },
+    resolve: {
+      alias: [
+        { find: /^@situs\/event-bus-client\/react$/, replacement: src('react/index.tsx') },
+        { find: /^@situs\/event-bus-client$/, replacement: src('index.ts') },
+        { find: /^react$/, replacement: dep('react') },
+        { find: /^react\/(.*)$/, replacement: `${dep('react')}/$1` },
+        { find: /^react-dom$/, replacement: dep('react-dom') },
+        { find: /^react-dom\/(.*)$/, replacement: `${dep('react-dom')}/$1` },
+      ],
+    },
+    build: { outDir, emptyOutDir: true, minify: false },
+  });
+  return outDir;
+}
+
+function serveDir(dir: string): Promise<{ url: string; close: () => void }> {
+  const types: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
+  const server = http.createServer((req, res) => {
+    const pathname = new URL(req.url ?? '/', 'http://x').pathname;
+    const file = path.join(dir, pathname === '/' ? 'index.html' : path.normalize(pathname));
+    if (!file.startsWith(dir) || !existsSync(file)) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': `${types[path.extname(file)] ?? 'application/octet-stream'}; charset=utf-8` });
+    res.end(readFileSync(file));
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      resolve({ url: `http://127.0.0.1:${port}/`, close: () => server.close() });
+    });
+  });
+}
+
+const feed = (page: Page) =>
+  page.$$eval('#feed li', (lis) => lis.map((li) => ({ seq: Number(li.getAttribute('data-seq')), n: Number(li.getAttribute('data-n')) })).reverse());
+
+describe.skipIf(!haveChromium)('the React example page in Chromium', () => {
+  let bus: Bus;
+  let browser: Browser;
+  let site: { url: string; close: () => void };
+
+  beforeAll(async () => {
+    const [dist, b] = await Promise.all([buildExample(), startBus()]);
+    bus = b;
+    site = await serveDir(dist);
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    site?.close();
+    if (bus) await killBus(bus);
+  });
+
+  for (const transport of ['fetch', 'eventsource'] as const) {
+    it(`renders published events and resumes after a bus restart (${transport} transport)`, async () => {
+      const projectId = `e2e-${transport}`;
+      const client = new EventBusClient({ url: bus.url });
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on('pageerror', (e) => pageErrors.push(String(e)));
+      await page.goto(`${site.url}?bus=${encodeURIComponent(bus.url)}&project=${projectId}&transport=${transport}`);
+      await page.waitForSelector('#status[data-status=open]', { timeout: 20_000 });
+
+      for (let n = 1; n <= 3; n++) await client.publish({ type: 'project.updated', projectId, payload: { projectId, n, name: `name ${n}` } });
+      await client.publish({ type: 'project.updated', projectId: 'someone-else', payload: { n: 99 } });
+      await page.waitForFunction(() => document.querySelectorAll('#feed li').length >= 3, null, { timeout: 20_000 });
+      expect((await feed(page)).map((e) => e.n)).toEqual([1, 2, 3]);
+
+      // kill -9 and restart on the same port and data. The page's stream requests are refused
+      // (where Chromium lets the test intercept them) until the events of the outage are
+      // published, so it gets them by resuming.
+      const streamRequests: { lastEventId: string | null }[] = [];
+      page.on('request', (r) => {
+        const url = new URL(r.url());
+        // The feed's stream (useEventBus on the same page has its own, for every project).
+        if (url.pathname !== '/v1/stream' || url.searchParams.get('projectId') !== projectId) return;
+        streamRequests.push({ lastEventId: r.headers()['last-event-id'] ?? url.searchParams.get('lastEventId') });
+      });
+      await page.route('**/v1/stream**', (route) => route.abort());
+      await killBus(bus);
+      await page.waitForSelector('#status[data-status=reconnecting]', { timeout: 20_000 });
+      bus = await restartBus(bus);
+      for (let n = 4; n <= 6; n++) await client.publish({ type: 'project.updated', projectId, payload: { projectId, n } });
+      const lastBefore = (await feed(page)).at(-1)!.seq;
+      await page.unroute('**/v1/stream**');
+      await page.waitForFunction(() => document.querySelectorAll('#feed li').length >= 6, null, { timeout: 30_000 });
+      await page.waitForSelector('#status[data-status=open]', { timeout: 20_000 });
+      await client.publish({ type: 'project.updated', projectId, payload: { projectId, n: 7, name: 'after restart' } });
+      await page.waitForFunction(() => document.querySelectorAll('#feed li').length >= 7, null, { timeout: 20_000 });
+      await page.waitForFunction(() => document.querySelector('#latest-name')?.textContent === 'after restart', null, { timeout: 20_000 });
+
+      const shown = await feed(page);
+      expect(shown.map((e) => e.n)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(new Set(shown.map((e) => e.seq)).size).toBe(7);
+      expect(pageErrors).toEqual([]);
+      // Every reconnection resumed from the last event shown before the outage.
+      expect(streamRequests.length).toBeGreaterThan(0);
+      expect(streamRequests.map((r) => r.lastEventId)).toEqual(streamRequests.map(() => String(lastBefore)));
+
+      // The page's own publish button goes through usePublish.
+      await page.click('#publish');
+      await page.waitForFunction(() => document.querySelectorAll('#feed li').length >= 8, null, { timeout: 20_000 });
+      await page.close();
+    });
+  }
+});
