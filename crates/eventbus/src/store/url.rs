@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::postgres::{PgOptions, PgStore};
 use super::sqlite::{SqliteOptions, SqliteStore};
 use super::{EventStore, StoreError};
 
@@ -34,19 +35,34 @@ impl StoreUrl {
     }
 }
 
+/// The tuning of every backend; [`open`] uses the one the URL names.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Used for `sqlite://`.
+    pub sqlite: SqliteOptions,
+    /// Used for `postgres://`.
+    pub postgres: PgOptions,
+}
+
+impl From<SqliteOptions> for StoreOptions {
+    fn from(sqlite: SqliteOptions) -> Self {
+        StoreOptions { sqlite, ..StoreOptions::default() }
+    }
+}
+
 /// Opens the store `url` names, applying its migrations.
-pub async fn open(url: &StoreUrl, sqlite: SqliteOptions) -> Result<Arc<dyn EventStore>, StoreError> {
+pub async fn open(url: &StoreUrl, options: impl Into<StoreOptions>) -> Result<Arc<dyn EventStore>, StoreError> {
+    let options = options.into();
     match url {
         StoreUrl::Sqlite(path) => {
             let path = path.clone();
+            let sqlite = options.sqlite;
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, sqlite))
                 .await
                 .map_err(|e| StoreError::Internal(e.to_string()))??;
             Ok(Arc::new(store))
         }
-        StoreUrl::Postgres(_) => Err(StoreError::Unavailable(
-            "PostgreSQL support is not built into this version".into(),
-        )),
+        StoreUrl::Postgres(url) => Ok(Arc::new(PgStore::open(url, options.postgres).await?)),
     }
 }
 

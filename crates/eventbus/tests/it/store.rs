@@ -1,1 +1,1245 @@
 //! The store contract, run against every backend.
+//!
+//! Each contract test is one `async fn(TestDb)`; [`contract!`] runs it on SQLite (a temporary
+//! directory) and on PostgreSQL (a schema of its own). Expected results come from
+//! [`EventFilter::matches`] over the events the test wrote, so the SQL of every backend is checked
+//! against the one reference definition of a filter. PostgreSQL-only properties (several
+//! processes on one database, an unavailable database, index use) follow in `postgres_only`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use eventbus::core::catalogue::EventTypeDef;
+use eventbus::core::filter::EventFilter;
+use eventbus::core::time::Timestamp;
+use eventbus::store::{EventQuery, MAX_PAGE};
+use eventbus::{Event, EventStore, Pattern, StoreError};
+
+use crate::common::TestDb;
+use crate::common::event;
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::TestDb::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = crate::common::TestDb::postgres().await {
+                        super::$name(db).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    append_assigns_increasing_seqs_and_keeps_the_publishers_bytes,
+    same_id_same_content_returns_the_stored_event,
+    conflict_stores_nothing_of_the_batch,
+    conflict_in_a_group_spares_the_other_batches,
+    every_filter_selects_what_the_reference_filter_selects,
+    pages_cover_the_result_exactly_once,
+    read_after_and_tail_follow_the_log,
+    concurrent_appends_get_unique_increasing_seqs_and_a_tailing_reader_sees_all,
+    event_types_are_kept,
+    ping_answers,
+);
+
+fn p(s: &str) -> Pattern {
+    Pattern::parse(s).unwrap()
+}
+
+fn seqs(events: &[Arc<Event>]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+async fn append_assigns_increasing_seqs_and_keeps_the_publishers_bytes(db: TestDb) {
+    let store = db.open().await;
+    let mut first = event::raw(
+        "project.created",
+        "{ \"name\" : \"a\",\n \"n\": [1, 2.50] }",
+    );
+    first.project_id = Some("p1".into());
+    first.tenant_id = Some("t1".into());
+    first.user_id = Some("u1".into());
+    first.metadata.insert("correlationId".into(), "c-1".into());
+    let batch = vec![
+        first.clone(),
+        event::of("project.updated"),
+        event::of("user.created"),
+    ];
+    let stored = store.append(batch).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert!(stored.iter().all(|a| a.created));
+    let s: Vec<u64> = stored.iter().map(|a| a.event.seq).collect();
+    assert!(s[0] > 0 && s.windows(2).all(|w| w[0] < w[1]), "{s:?}");
+    assert_eq!(store.log().head(), s[2]);
+
+    let got = store.get(&first.id).await.unwrap().expect("stored");
+    assert_eq!(
+        got.payload.get(),
+        first.payload.get(),
+        "payload bytes are the publisher's"
+    );
+    assert_eq!(got.seq, s[0]);
+    assert_eq!(got.timestamp, first.timestamp);
+    assert_eq!(got.metadata, first.metadata);
+    assert_eq!(
+        (
+            got.project_id.as_deref(),
+            got.tenant_id.as_deref(),
+            got.user_id.as_deref()
+        ),
+        (Some("p1"), Some("t1"), Some("u1"))
+    );
+    assert!(store.get("no-such-id").await.unwrap().is_none());
+    assert!(store.append(Vec::new()).await.unwrap().is_empty());
+
+    let more = store
+        .append(vec![event::of("project.deleted")])
+        .await
+        .unwrap();
+    assert!(more[0].event.seq > s[2]);
+    store.close().await;
+}
+
+async fn same_id_same_content_returns_the_stored_event(db: TestDb) {
+    let store = db.open().await;
+    let original = event::with_id("project.created", "evt-1", r#"{"a":1}"#);
+    let first = store
+        .append(vec![original.clone()])
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(first.created);
+
+    // A retry: same content, other timestamp, metadata and JSON formatting.
+    let mut retry = event::with_id("project.created", "evt-1", r#"{ "a": 1 }"#);
+    retry.timestamp = Timestamp::from_micros(0);
+    retry.metadata.insert("traceparent".into(), "00-x".into());
+    let again = store
+        .append(vec![retry, event::of("user.created")])
+        .await
+        .unwrap();
+    assert!(!again[0].created);
+    assert_eq!(again[0].event.seq, first.event.seq);
+    assert_eq!(
+        again[0].event.payload.get(),
+        r#"{"a":1}"#,
+        "the stored event is returned"
+    );
+    assert!(again[1].created);
+
+    // The same id twice in one batch: stored once.
+    let twice = vec![
+        event::with_id("user.updated", "evt-2", "true"),
+        event::with_id("user.updated", "evt-2", "true"),
+    ];
+    let r = store.append(twice).await.unwrap();
+    assert!(r[0].created && !r[1].created);
+    assert_eq!(r[0].event.seq, r[1].event.seq);
+    let all = store
+        .read_after(0, &EventFilter::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(all.events.len(), 3);
+    store.close().await;
+}
+
+async fn conflict_stores_nothing_of_the_batch(db: TestDb) {
+    let store = db.open().await;
+    store
+        .append(vec![event::with_id("project.created", "x", "1")])
+        .await
+        .unwrap();
+    let before = store.log().head();
+    let a = event::of("project.updated");
+    let b = event::of("project.updated");
+    let batch = vec![
+        a.clone(),
+        event::with_id("project.created", "x", "2"),
+        b.clone(),
+    ];
+    match store.append(batch).await {
+        Err(StoreError::Conflict { index, id }) => assert_eq!((index, id.as_str()), (1, "x")),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(store.get(&a.id).await.unwrap().is_none());
+    assert!(store.get(&b.id).await.unwrap().is_none());
+    assert_eq!(store.get("x").await.unwrap().unwrap().payload.get(), "1");
+    let all = store
+        .read_after(0, &EventFilter::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(all.events.len(), 1);
+    assert_eq!(store.log().head(), before);
+    // The same id with other content inside one batch conflicts too.
+    let inner = vec![
+        event::with_id("a.b", "y", "1"),
+        event::with_id("a.b", "y", "2"),
+    ];
+    assert!(matches!(
+        store.append(inner).await,
+        Err(StoreError::Conflict { index: 1, .. })
+    ));
+    assert!(store.get("y").await.unwrap().is_none());
+    store.close().await;
+}
+
+async fn conflict_in_a_group_spares_the_other_batches(db: TestDb) {
+    let store = db.open().await;
+    store
+        .append(vec![event::with_id("project.created", "taken", "1")])
+        .await
+        .unwrap();
+    // Many publishers at once, so that they share group commits; every third conflicts.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut batch = vec![event::with_id("load.test", &format!("ok-{i}-a"), "1")];
+            if i % 3 == 0 {
+                batch.push(event::with_id("project.created", "taken", "2"));
+            }
+            batch.push(event::with_id("load.test", &format!("ok-{i}-b"), "1"));
+            (i, store.append(batch).await)
+        }));
+    }
+    for task in tasks {
+        let (i, result) = task.await.unwrap();
+        let stored_a = store.get(&format!("ok-{i}-a")).await.unwrap().is_some();
+        let stored_b = store.get(&format!("ok-{i}-b")).await.unwrap().is_some();
+        if i % 3 == 0 {
+            assert!(
+                matches!(result, Err(StoreError::Conflict { index: 1, .. })),
+                "{i}: {result:?}"
+            );
+            assert!(
+                !stored_a && !stored_b,
+                "{i}: nothing of a conflicting batch is stored"
+            );
+        } else {
+            assert!(result.unwrap().iter().all(|a| a.created), "{i}");
+            assert!(stored_a && stored_b, "{i}");
+        }
+    }
+    let all = store
+        .read_after(0, &EventFilter::default(), 1000)
+        .await
+        .unwrap();
+    assert_eq!(all.events.len(), 1 + 40 * 2);
+    store.close().await;
+}
+
+const TYPES: &[&str] = &[
+    "project.created",
+    "project.updated",
+    "project.a.b",
+    "projects.created",
+    "user.created",
+    "menu.item_updated",
+];
+
+/// Writes 240 events over every combination of type, scope and time; returns them as stored.
+async fn seed(store: &Arc<dyn EventStore>) -> Vec<Arc<Event>> {
+    let mut out = Vec::new();
+    for chunk in 0..4 {
+        let mut batch = Vec::new();
+        for j in 0..60 {
+            let i = chunk * 60 + j;
+            let mut e = event::raw(TYPES[i % TYPES.len()], &format!("{{\"i\":{i}}}"));
+            e.project_id = [None, Some("p1"), Some("p2")][i % 3].map(str::to_owned);
+            e.tenant_id = [Some("t1"), Some("t2"), None, Some("t1")][i % 4].map(str::to_owned);
+            e.user_id = [Some("u1"), None, Some("u2"), Some("u3"), None][i % 5].map(str::to_owned);
+            // Time goes back and forth so that `seq` order is not time order.
+            e.timestamp = Timestamp::from_micros(
+                1_800_000_000_000_000 + ((i * 7919) % 240) as i64 * 1_000_000,
+            );
+            batch.push(e);
+        }
+        out.extend(
+            store
+                .append(batch)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.event),
+        );
+    }
+    out
+}
+
+fn filters(events: &[Arc<Event>]) -> Vec<EventFilter> {
+    let t = |i: usize| events[i].timestamp;
+    let mut out = Vec::new();
+    for types in [
+        vec![],
+        vec![p(">")],
+        vec![p("project.created")],
+        vec![p("project.*")],
+        vec![p("project.>")],
+        vec![p("*.created")],
+        vec![p("project.*.b")],
+        vec![p("user.created"), p("menu.>")],
+        vec![p("project.created"), p(">")],
+        vec![p("nothing.here")],
+    ] {
+        out.push(EventFilter::types(types));
+    }
+    out.push(EventFilter {
+        project_id: Some("p1".into()),
+        ..Default::default()
+    });
+    out.push(EventFilter {
+        tenant_id: Some("t2".into()),
+        ..Default::default()
+    });
+    out.push(EventFilter {
+        user_id: Some("u3".into()),
+        ..Default::default()
+    });
+    out.push(EventFilter {
+        from: Some(t(10)),
+        ..Default::default()
+    });
+    out.push(EventFilter {
+        to: Some(t(10)),
+        ..Default::default()
+    });
+    out.push(EventFilter {
+        from: Some(t(3)),
+        to: Some(t(50)),
+        ..Default::default()
+    });
+    out.push(EventFilter {
+        types: vec![p("project.*")],
+        project_id: Some("p2".into()),
+        tenant_id: Some("t1".into()),
+        ..Default::default()
+    });
+    out.push(EventFilter {
+        types: vec![p("*.created")],
+        user_id: Some("u1".into()),
+        from: Some(t(100)),
+        ..Default::default()
+    });
+    out
+}
+
+async fn every_filter_selects_what_the_reference_filter_selects(db: TestDb) {
+    let store = db.open().await;
+    let events = seed(&store).await;
+    let middle = events[events.len() / 2].seq;
+    for filter in filters(&events) {
+        for after in [0, middle] {
+            let expected: Vec<u64> = events
+                .iter()
+                .filter(|e| e.seq > after && filter.matches(e))
+                .map(|e| e.seq)
+                .collect();
+            let page = store
+                .query(&EventQuery {
+                    filter: filter.clone(),
+                    after,
+                    limit: MAX_PAGE,
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                seqs(&page.events),
+                expected,
+                "query {filter:?} after {after}"
+            );
+            assert!(page.next_after.is_none());
+            let read = store.read_after(after, &filter, MAX_PAGE).await.unwrap();
+            assert_eq!(
+                seqs(&read.events),
+                expected,
+                "read_after {filter:?} after {after}"
+            );
+        }
+    }
+    store.close().await;
+}
+
+async fn pages_cover_the_result_exactly_once(db: TestDb) {
+    let store = db.open().await;
+    let events = seed(&store).await;
+    for filter in [
+        EventFilter::default(),
+        EventFilter::types(vec![p("project.>")]),
+        EventFilter {
+            tenant_id: Some("t1".into()),
+            ..Default::default()
+        },
+    ] {
+        let expected: Vec<u64> = events
+            .iter()
+            .filter(|e| filter.matches(e))
+            .map(|e| e.seq)
+            .collect();
+        let mut got = Vec::new();
+        let mut after = 0;
+        for _ in 0..=expected.len() {
+            let page = store
+                .query(&EventQuery {
+                    filter: filter.clone(),
+                    after,
+                    limit: 7,
+                })
+                .await
+                .unwrap();
+            assert!(page.events.len() <= 7);
+            got.extend(seqs(&page.events));
+            match page.next_after {
+                Some(next) => {
+                    assert_eq!(Some(next), page.events.last().map(|e| e.seq));
+                    after = next;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(got, expected, "{filter:?}");
+    }
+    store.close().await;
+}
+
+async fn read_after_and_tail_follow_the_log(db: TestDb) {
+    let store = db.open().await;
+    let events = seed(&store).await;
+    let head = events.last().unwrap().seq;
+    assert_eq!(store.log().head(), head);
+    let filter = EventFilter::types(vec![p("user.created")]);
+    let expected: Vec<u64> = events
+        .iter()
+        .filter(|e| filter.matches(e))
+        .map(|e| e.seq)
+        .collect();
+    for tail in [false, true] {
+        let (mut cursor, mut got) = (0, Vec::new());
+        for _ in 0..=events.len() {
+            let r = if tail {
+                store.tail(cursor, &filter, 16).await.unwrap()
+            } else {
+                store.read_after(cursor, &filter, 16).await.unwrap()
+            };
+            got.extend(seqs(&r.events));
+            assert!(r.next >= cursor);
+            cursor = r.next;
+            if r.at_end {
+                break;
+            }
+        }
+        assert_eq!(got, expected, "tail: {tail}");
+        assert_eq!(
+            cursor, head,
+            "at the end the cursor is the head (tail: {tail})"
+        );
+    }
+    // Past the head: nothing, and the cursor stays.
+    let r = store
+        .read_after(head, &EventFilter::default(), 10)
+        .await
+        .unwrap();
+    assert!(r.events.is_empty() && r.at_end && r.next == head);
+    // A later commit is found from the old cursor.
+    let late = store.append(vec![event::of("user.created")]).await.unwrap();
+    let r = store.read_after(head, &filter, 10).await.unwrap();
+    assert_eq!(seqs(&r.events), [late[0].event.seq]);
+    let r = store.tail(head, &filter, 10).await.unwrap();
+    assert_eq!(seqs(&r.events), [late[0].event.seq]);
+    store.close().await;
+}
+
+async fn concurrent_appends_get_unique_increasing_seqs_and_a_tailing_reader_sees_all(db: TestDb) {
+    const WRITERS: usize = 8;
+    const APPENDS: usize = 150;
+    let store = db.open().await;
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut head = store.log().watch();
+            let (mut cursor, mut seen) = (0u64, Vec::new());
+            loop {
+                let r = store
+                    .tail(cursor, &EventFilter::default(), 500)
+                    .await
+                    .unwrap();
+                seen.extend(r.events.iter().map(|e| (e.seq, e.id.clone())));
+                cursor = r.next;
+                if r.at_end {
+                    if seen
+                        .iter()
+                        .filter(|(_, id)| id.starts_with("last-"))
+                        .count()
+                        == WRITERS
+                    {
+                        return seen;
+                    }
+                    while *head.borrow_and_update() <= cursor {
+                        head.changed().await.unwrap();
+                    }
+                }
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for i in 0..APPENDS {
+                let n = 1 + (i + w) % 3;
+                let batch: Vec<Event> = (0..n)
+                    .map(|k| event::with_id("load.test", &format!("w{w}-{i}-{k}"), "{}"))
+                    .collect();
+                let stored = store.append(batch).await.unwrap();
+                let s: Vec<u64> = stored.iter().map(|a| a.event.seq).collect();
+                assert!(s.windows(2).all(|x| x[0] < x[1]), "a batch's seqs increase");
+                mine.extend(s);
+            }
+            store
+                .append(vec![event::with_id(
+                    "load.test",
+                    &format!("last-{w}"),
+                    "{}",
+                )])
+                .await
+                .unwrap();
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for w in writers {
+        let mine = w.await.unwrap();
+        assert!(
+            mine.windows(2).all(|x| x[0] < x[1]),
+            "one writer's seqs increase"
+        );
+        all.extend(mine);
+    }
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "seqs are unique");
+    let seen = reader.await.unwrap();
+    let seen_seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+    assert!(
+        seen_seqs.windows(2).all(|x| x[0] < x[1]),
+        "the reader sees seq order, no duplicates"
+    );
+    let stored = store
+        .read_after(0, &EventFilter::default(), 100_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen_seqs,
+        seqs(&stored.events),
+        "the reader saw exactly what is stored"
+    );
+    assert_eq!(stored.events.len(), all.len() + WRITERS);
+    store.close().await;
+}
+
+async fn event_types_are_kept(db: TestDb) {
+    let store = db.open().await;
+    let now = Timestamp::from_micros(1_000);
+    let builtins = EventTypeDef::builtins(now);
+    store.ensure_event_types(builtins.clone()).await.unwrap();
+    store.ensure_event_types(builtins.clone()).await.unwrap();
+    assert_eq!(
+        store.list_event_types().await.unwrap().len(),
+        builtins.len()
+    );
+    let def = EventTypeDef {
+        name: "order.placed".into(),
+        description: Some("An order".into()),
+        schema: Some(serde_json::json!({"type": "object"})),
+        builtin: false,
+        updated_at: now,
+    };
+    assert!(store.put_event_type(def.clone()).await.unwrap());
+    let changed = EventTypeDef {
+        description: Some("Changed".into()),
+        ..def.clone()
+    };
+    assert!(!store.put_event_type(changed.clone()).await.unwrap());
+    let list = store.list_event_types().await.unwrap();
+    assert_eq!(
+        list.iter().find(|d| d.name == "order.placed"),
+        Some(&changed)
+    );
+    // ensure leaves existing entries as they are.
+    store.ensure_event_types(vec![def]).await.unwrap();
+    let list = store.list_event_types().await.unwrap();
+    assert_eq!(
+        list.iter().find(|d| d.name == "order.placed"),
+        Some(&changed)
+    );
+    let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted by name");
+    store.close().await;
+}
+
+async fn ping_answers(db: TestDb) {
+    let store = db.open().await;
+    store.ping().await.unwrap();
+    store.close().await;
+}
+
+/// Properties only PostgreSQL has: several processes on one database, an unavailable database,
+/// migrations that can fail, index use at scale.
+mod postgres_only {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use eventbus::core::filter::EventFilter;
+    use eventbus::core::time::Timestamp;
+    use eventbus::store::postgres::{PgConnectOptions, PgOptions, PgStore, migrate};
+    use eventbus::store::{EventQuery, TailRead};
+    use eventbus::{Event, EventStore, StoreError};
+    use tokio::sync::watch;
+
+    use crate::common::proxy::TcpProxy;
+    use crate::common::{PgSchema, event, test_pg_options};
+
+    /// Guards a test against hanging; not a timing assertion.
+    const HANG_GUARD: Duration = Duration::from_secs(300);
+
+    async fn open(schema: &PgSchema) -> Arc<PgStore> {
+        Arc::new(
+            PgStore::open_with(schema.connect_options(), test_pg_options())
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// Follows the log of `store` from 0 until the writers are done (`done` holds the final
+    /// head) and the cursor reached it; returns every `seq` seen, in order.
+    async fn follow(
+        store: Arc<PgStore>,
+        use_tail: bool,
+        mut done: watch::Receiver<Option<u64>>,
+    ) -> Vec<u64> {
+        let mut head = store.log().watch();
+        let (mut cursor, mut seen) = (0u64, Vec::new());
+        let all = EventFilter::default();
+        loop {
+            let r: TailRead = if use_tail {
+                store.tail(cursor, &all, 1000).await.unwrap()
+            } else {
+                store.read_after(cursor, &all, 1000).await.unwrap()
+            };
+            seen.extend(r.events.iter().map(|e| e.seq));
+            assert!(r.next >= cursor, "the cursor never goes back");
+            cursor = r.next;
+            if !r.at_end {
+                continue;
+            }
+            if done.borrow().is_some_and(|last| cursor >= last) {
+                return seen;
+            }
+            if *head.borrow_and_update() > cursor {
+                continue;
+            }
+            tokio::select! {
+                changed = head.changed() => changed.unwrap(),
+                changed = done.changed() => changed.unwrap(),
+            }
+        }
+    }
+
+    // Invariant 2: 4 writers in 2 store instances (as 2 processes would be) publish 50,000
+    // events while readers tail from each instance; every reader sees exactly the stored set, in
+    // seq order, without duplicates.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_gaps_for_tailing_readers_with_writers_in_two_processes() {
+        const TOTAL: usize = 50_000;
+        const WRITERS: usize = 4;
+        let Some(schema) = PgSchema::create().await else {
+            return;
+        };
+        let stores = [open(&schema).await, open(&schema).await];
+        let (done_tx, done) = watch::channel(None);
+        let readers = vec![
+            tokio::spawn(follow(stores[0].clone(), false, done.clone())),
+            tokio::spawn(follow(stores[0].clone(), true, done.clone())),
+            tokio::spawn(follow(stores[1].clone(), true, done.clone())),
+        ];
+        let run = async {
+            let mut writers = Vec::new();
+            for w in 0..WRITERS {
+                let store = stores[w % 2].clone();
+                writers.push(tokio::spawn(async move {
+                    let (mut left, mut i) = (TOTAL / WRITERS, 0);
+                    while left > 0 {
+                        let n = left.min(1 + (i * 7 + w) % 25);
+                        let batch: Vec<Event> = (0..n)
+                            .map(|k| {
+                                event::with_id("load.test", &format!("w{w}-{i}-{k}"), r#"{"x":1}"#)
+                            })
+                            .collect();
+                        let stored = store.append(batch).await.unwrap();
+                        assert!(stored.iter().all(|a| a.created));
+                        left -= n;
+                        i += 1;
+                    }
+                }));
+            }
+            for w in writers {
+                w.await.unwrap();
+            }
+            let last: i64 = sqlx::query_scalar("SELECT max(seq) FROM events")
+                .fetch_one(stores[0].pool())
+                .await
+                .unwrap();
+            done_tx.send(Some(last as u64)).unwrap();
+            let mut seen = Vec::new();
+            for r in readers {
+                seen.push(r.await.unwrap());
+            }
+            seen
+        };
+        let seen = tokio::time::timeout(HANG_GUARD, run)
+            .await
+            .expect("the test hung");
+
+        // The stored set, page by page.
+        let mut stored = Vec::new();
+        let mut after = 0;
+        for _ in 0..=TOTAL {
+            let page = stores[1]
+                .query(&EventQuery {
+                    filter: EventFilter::default(),
+                    after,
+                    limit: 1000,
+                })
+                .await
+                .unwrap();
+            stored.extend(page.events.iter().map(|e| e.seq));
+            match page.next_after {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        assert_eq!(stored.len(), TOTAL);
+        assert_eq!(stored.iter().collect::<HashSet<_>>().len(), TOTAL);
+        for (i, reader) in seen.iter().enumerate() {
+            assert!(
+                reader.windows(2).all(|w| w[0] < w[1]),
+                "reader {i}: seq order, no duplicates"
+            );
+            let first_difference = reader.iter().zip(&stored).position(|(r, s)| r != s);
+            assert!(
+                reader.len() == stored.len() && first_difference.is_none(),
+                "reader {i} saw {} events of {}; first difference at index {first_difference:?}: \
+                 the reader skipped {:?}",
+                reader.len(),
+                stored.len(),
+                first_difference.map(|d| stored[d]),
+            );
+        }
+        for s in stores {
+            s.close().await;
+        }
+    }
+
+    // Commits made through one instance wake readers of another (LISTEN/NOTIFY), and the
+    // commit log of the other instance does not serve a range it has not seen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_of_another_process_advance_the_head() {
+        let Some(schema) = PgSchema::create().await else {
+            return;
+        };
+        let (a, b) = (open(&schema).await, open(&schema).await);
+        let mut head = b.log().watch();
+        let stored = a.append(vec![event::of("project.created")]).await.unwrap();
+        let seq = stored[0].event.seq;
+        tokio::time::timeout(HANG_GUARD, async {
+            while *head.borrow_and_update() < seq {
+                head.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the notification never came");
+        let r = b.tail(0, &EventFilter::default(), 10).await.unwrap();
+        assert_eq!(r.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [seq]);
+        // b's own commit follows a's: its log must not claim to cover a's event.
+        let own = b.append(vec![event::of("project.updated")]).await.unwrap();
+        let r = b.tail(0, &EventFilter::default(), 10).await.unwrap();
+        assert_eq!(
+            r.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [seq, own[0].event.seq]
+        );
+        a.close().await;
+        b.close().await;
+    }
+
+    async fn upstream() -> std::net::SocketAddr {
+        let options: PgConnectOptions = crate::common::pg_url().parse().unwrap();
+        tokio::net::lookup_host((options.get_host(), options.get_port()))
+            .await
+            .unwrap()
+            .next()
+            .expect("the test database has an address")
+    }
+
+    // An unavailable database: publishes and pings fail with `Unavailable` (nothing
+    // half-written), commits of other processes made meanwhile are picked up, and the store
+    // recovers by itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unavailable_database_fails_publishes_and_the_store_recovers() {
+        let Some(schema) = PgSchema::create().await else {
+            return;
+        };
+        let proxy = TcpProxy::start(upstream().await).await;
+        let options = PgOptions {
+            pool_size: 2,
+            timeout: Duration::from_secs(3),
+            ..PgOptions::default()
+        };
+        let through_proxy = schema
+            .connect_options()
+            .host("127.0.0.1")
+            .port(proxy.addr().port());
+        let store = PgStore::open_with(through_proxy, options).await.unwrap();
+        let direct = open(&schema).await;
+        let first = store
+            .append(vec![event::of("project.created")])
+            .await
+            .unwrap();
+        store.ping().await.unwrap();
+
+        proxy.cut();
+        let batch = vec![
+            event::with_id("a.b", "cut-1", "1"),
+            event::with_id("a.b", "cut-2", "2"),
+        ];
+        for _ in 0..3 {
+            match store.append(batch.clone()).await {
+                Err(StoreError::Unavailable(_)) => {}
+                other => panic!("expected Unavailable, got {other:?}"),
+            }
+            assert!(matches!(
+                store.ping().await,
+                Err(StoreError::Unavailable(_))
+            ));
+            assert!(matches!(
+                store.get("cut-1").await,
+                Err(StoreError::Unavailable(_))
+            ));
+        }
+        assert!(
+            direct.get("cut-1").await.unwrap().is_none(),
+            "nothing half-written"
+        );
+        assert!(
+            direct.get("cut-2").await.unwrap().is_none(),
+            "nothing half-written"
+        );
+        // Another process commits while this one is cut off.
+        let elsewhere = direct
+            .append(vec![event::of("project.updated")])
+            .await
+            .unwrap();
+
+        proxy.restore();
+        let mut recovered = false;
+        for _ in 0..100 {
+            if store.ping().await.is_ok() {
+                recovered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(recovered, "ping recovers once the database is back");
+        let again = store.append(batch).await.unwrap();
+        assert!(again.iter().all(|a| a.created));
+        assert!(again[0].event.seq > elsewhere[0].event.seq);
+        // The listener reconnected and resynchronised: the head covers the commit made meanwhile.
+        let mut head = store.log().watch();
+        tokio::time::timeout(HANG_GUARD, async {
+            while *head.borrow_and_update() < again[1].event.seq {
+                head.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        let all = store
+            .read_after(0, &EventFilter::default(), 100)
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = all.events.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            [
+                first[0].event.seq,
+                elsewhere[0].event.seq,
+                again[0].event.seq,
+                again[1].event.seq
+            ]
+        );
+        store.close().await;
+        direct.close().await;
+    }
+
+    // Cutting the database off while publishers write: an acknowledged batch is stored whole,
+    // a failed one is stored whole or not at all (a lost COMMIT answer), never in part.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cut_under_load_never_stores_part_of_a_batch() {
+        const WRITERS: usize = 4;
+        const BATCHES: usize = 150;
+        const SIZE: usize = 5;
+        let Some(schema) = PgSchema::create().await else {
+            return;
+        };
+        let proxy = TcpProxy::start(upstream().await).await;
+        let options = PgOptions {
+            pool_size: 2,
+            timeout: Duration::from_secs(3),
+            ..PgOptions::default()
+        };
+        let through_proxy = schema
+            .connect_options()
+            .host("127.0.0.1")
+            .port(proxy.addr().port());
+        let store = Arc::new(PgStore::open_with(through_proxy, options).await.unwrap());
+        let (results, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let (store, results) = (store.clone(), results.clone());
+            writers.push(tokio::spawn(async move {
+                for i in 0..BATCHES {
+                    let batch: Vec<Event> = (0..SIZE)
+                        .map(|k| event::with_id("load.test", &format!("w{w}-{i}-{k}"), "1"))
+                        .collect();
+                    let outcome = store.append(batch).await;
+                    let failed = outcome.is_err();
+                    if let Err(e) = &outcome {
+                        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+                    }
+                    results
+                        .send((
+                            w,
+                            i,
+                            outcome.map(|a| a.iter().map(|a| a.event.seq).collect::<Vec<_>>()),
+                        ))
+                        .unwrap();
+                    if failed {
+                        // Pacing, so that the writers outlast the cut.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }));
+        }
+        drop(results);
+        let mut all = Vec::new();
+        let (mut ok, mut failed, mut cut, mut restored) = (0, 0, false, false);
+        let collect = async {
+            while let Some(outcome) = outcomes.recv().await {
+                match &outcome.2 {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+                all.push(outcome);
+                if !cut && ok >= 40 {
+                    proxy.cut();
+                    cut = true;
+                }
+                if cut && !restored && failed >= 8 {
+                    proxy.restore();
+                    restored = true;
+                }
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, collect)
+            .await
+            .expect("the test hung");
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert!(
+            cut && restored && failed >= 8,
+            "the cut happened while writing"
+        );
+
+        let direct = open(&schema).await;
+        let stored = direct
+            .read_after(0, &EventFilter::default(), 100_000)
+            .await
+            .unwrap();
+        let ids: HashSet<&str> = stored.events.iter().map(|e| e.id.as_str()).collect();
+        for (w, i, outcome) in &all {
+            let present = (0..SIZE)
+                .filter(|k| ids.contains(format!("w{w}-{i}-{k}").as_str()))
+                .count();
+            match outcome {
+                Ok(seqs) => {
+                    assert_eq!(present, SIZE, "acknowledged batch w{w}-{i} is stored");
+                    assert!(seqs.windows(2).all(|s| s[0] < s[1]));
+                }
+                Err(_) => assert!(
+                    present == 0 || present == SIZE,
+                    "batch w{w}-{i}: {present} of {SIZE} stored"
+                ),
+            }
+        }
+        let acknowledged_after_restore = all.iter().rev().take_while(|o| o.2.is_ok()).count();
+        assert!(
+            acknowledged_after_restore > 0,
+            "publishing resumed after the restore"
+        );
+        store.close().await;
+        direct.close().await;
+    }
+
+    // `EVENT_STORE_URL=postgres://…` opens this store; `options` in the URL choose the schema.
+    #[tokio::test]
+    async fn a_postgres_url_opens_the_postgres_store() {
+        let Some(schema) = PgSchema::create().await else {
+            return;
+        };
+        let base = crate::common::pg_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{}", schema.name);
+        let parsed = eventbus::store::StoreUrl::parse(&url).unwrap();
+        let options = eventbus::store::StoreOptions {
+            postgres: test_pg_options(),
+            ..Default::default()
+        };
+        let store = eventbus::store::open(&parsed, options).await.unwrap();
+        assert_eq!(store.backend(), "postgres");
+        let stored = store
+            .append(vec![event::of("project.created")])
+            .await
+            .unwrap();
+        let direct = open(&schema).await;
+        assert_eq!(direct.schema(), schema.name);
+        assert!(
+            direct.get(&stored[0].event.id).await.unwrap().is_some(),
+            "written to the URL's schema"
+        );
+        store.close().await;
+        direct.close().await;
+    }
+
+    #[tokio::test]
+    async fn opening_an_unreachable_database_fails_with_a_clear_message() {
+        let Some(schema) = PgSchema::create().await else {
+            return;
+        };
+        let proxy = TcpProxy::start(upstream().await).await;
+        proxy.cut();
+        let options = schema
+            .connect_options()
+            .host("127.0.0.1")
+            .port(proxy.addr().port());
+        match PgStore::open_with(options, test_pg_options()).await {
+            Err(StoreError::Unavailable(m)) => assert!(
+                m.contains("cannot connect to PostgreSQL at 127.0.0.1"),
+                "{m}"
+            ),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    // A failing migration leaves the schema as it was, and the store refuses to open a schema
+    // migrated by a newer binary.
+    #[tokio::test]
+    async fn a_failing_migration_changes_nothing() {
+        let Some(schema) = PgSchema::create().await else {
+            return;
+        };
+        let mut conn = schema.connect().await;
+        let broken = [
+            migrate::MIGRATIONS[0],
+            (
+                "0002_broken",
+                "CREATE TABLE t2 (x int); SELECT no_such_function();",
+            ),
+        ];
+        let err = migrate::apply(&mut conn, &broken).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                migrate::MigrateError::Failed {
+                    name: "0002_broken",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(tables, 0, "not even the first migration was kept");
+
+        assert_eq!(migrate::migrate(&mut conn).await.unwrap(), 1);
+        assert_eq!(migrate::migrate(&mut conn).await.unwrap(), 0);
+        assert!(migrate::apply(&mut conn, &broken).await.is_err());
+        let t2: Option<String> = sqlx::query_scalar("SELECT to_regclass('t2')::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(t2, None);
+        let version: i64 = sqlx::query_scalar("SELECT max(version) FROM eventbus_migrations")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(version, 1);
+
+        sqlx::query("INSERT INTO eventbus_migrations (version, name) VALUES (99, 'future')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        match PgStore::open_with(schema.connect_options(), test_pg_options()).await {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("newer than this binary"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    // Every query shape of the HTTP API (DESIGN.md §3) uses an index on a table of 100,000 rows.
+    #[tokio::test]
+    async fn every_query_shape_uses_an_index() {
+        let Some(schema) = PgSchema::create().await else {
+            return;
+        };
+        let store = open(&schema).await;
+        let mut conn = schema.connect().await;
+        sqlx::raw_sql(
+            "INSERT INTO events (seq, id, type, ts, project_id, tenant_id, user_id, payload) \
+             SELECT g, 'id-' || g, \
+                    CASE WHEN g % 1000 = 0 THEN 'audit.rare' ELSE (ARRAY['project.created', 'project.updated', 'project.deleted', 'user.created', \
+                           'user.updated', 'menu.item_updated', 'integration.created', \
+                           'integration.status_changed', 'plugin.installed', 'order.placed'])[1 + g % 10] \
+                      || CASE WHEN g % 7 = 0 THEN '.x' ELSE '' END END, \
+                    1800000000000000 + g::bigint * 1000000, \
+                    CASE WHEN g % 4 = 0 THEN NULL ELSE 'p' || (g % 1000) END, \
+                    't' || (g % 50), \
+                    CASE WHEN g % 2 = 0 THEN 'u' || (g % 5000) END, \
+                    '{\"n\":1}' \
+             FROM generate_series(1, 100000) g; \
+             ANALYZE events;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let p = |s: &str| eventbus::Pattern::parse(s).unwrap();
+        let t = |g: i64| Timestamp::from_micros(1_800_000_000_000_000 + g * 1_000_000);
+        // Where the choice is clear-cut, the index the shape was made for.
+        let expected = [
+            ("everything", "events_pkey"),
+            ("rare type", "events_type_seq"),
+            ("project", "events_project_seq"),
+            ("user", "events_user_seq"),
+            ("time range", "events_ts"),
+        ];
+        let shapes: Vec<(&str, EventFilter, u64)> = vec![
+            ("everything", EventFilter::default(), 0),
+            ("everything after a cursor", EventFilter::default(), 90_000),
+            ("exact type", EventFilter::types(vec![p("user.created")]), 0),
+            ("rare type", EventFilter::types(vec![p("audit.rare")]), 0),
+            ("type.*", EventFilter::types(vec![p("project.*")]), 0),
+            ("type.>", EventFilter::types(vec![p("integration.>")]), 0),
+            (
+                "several patterns",
+                EventFilter::types(vec![p("user.created"), p("menu.>")]),
+                0,
+            ),
+            (
+                "project",
+                EventFilter {
+                    project_id: Some("p17".into()),
+                    ..Default::default()
+                },
+                0,
+            ),
+            (
+                "tenant",
+                EventFilter {
+                    tenant_id: Some("t3".into()),
+                    ..Default::default()
+                },
+                0,
+            ),
+            (
+                "user",
+                EventFilter {
+                    user_id: Some("u42".into()),
+                    ..Default::default()
+                },
+                0,
+            ),
+            (
+                "time range",
+                EventFilter {
+                    from: Some(t(5_000)),
+                    to: Some(t(5_500)),
+                    ..Default::default()
+                },
+                0,
+            ),
+            (
+                "from",
+                EventFilter {
+                    from: Some(t(99_000)),
+                    ..Default::default()
+                },
+                0,
+            ),
+            (
+                "project and type",
+                EventFilter {
+                    project_id: Some("p17".into()),
+                    types: vec![p("project.*")],
+                    ..Default::default()
+                },
+                0,
+            ),
+            (
+                "tenant, type and time",
+                EventFilter {
+                    tenant_id: Some("t3".into()),
+                    types: vec![p("user.>")],
+                    from: Some(t(10_000)),
+                    to: Some(t(60_000)),
+                    ..Default::default()
+                },
+                0,
+            ),
+        ];
+        for (name, filter, after) in shapes {
+            let plan = store
+                .explain(&EventQuery {
+                    filter,
+                    after,
+                    limit: 100,
+                })
+                .await
+                .unwrap()
+                .join("\n");
+            assert!(
+                !plan.contains("Seq Scan") && plan.contains("Index"),
+                "{name}:\n{plan}"
+            );
+            if let Some((_, index)) = expected.iter().find(|(shape, _)| *shape == name) {
+                assert!(plan.contains(index), "{name} should use {index}:\n{plan}");
+            }
+            if std::env::var("EVENTBUS_TEST_SHOW_PLANS").is_ok() {
+                println!("{name}:\n{plan}\n");
+            }
+        }
+        store.close().await;
+    }
+}

@@ -1,0 +1,326 @@
+//! The committer: group commit for PostgreSQL, and the lock that keeps `seq` order equal to
+//! commit order across processes.
+//!
+//! One task per store owns one connection. It takes every append waiting in its queue (up to
+//! [`MAX_GROUP_ROWS`] events) and writes them in one transaction:
+//!
+//! 1. `BEGIN; SELECT pg_advisory_xact_lock(APPEND_LOCK, hash(schema))`: appends of every process
+//!    on this schema are serialised, the lock is held until `COMMIT`;
+//! 2. under the lock, in one statement (one snapshot that sees every earlier holder's commit):
+//!    `prev = max(seq)` and the stored rows of every id in the group;
+//! 3. in memory: duplicates (same id, same content) resolve to the stored event, a conflict
+//!    drops its publisher's whole batch (others go on), new events get `prev + 1, prev + 2, …`;
+//! 4. one multi-row `INSERT … SELECT FROM UNNEST(…)` of the new rows, with `pg_notify` of the new
+//!    head in the same statement (delivered at commit);
+//! 5. `COMMIT`, then `CommitLog::push(prev, new)`, then every publisher is answered.
+//!
+//! Invariant 2 (no gaps for tailing readers): a holder of the lock becomes visible (its commit
+//! is in every later snapshot) before it releases the lock, and the next holder reads `max(seq)`
+//! only after acquiring it. So `seq` order is commit order: a snapshot that sees `seq = s` sees
+//! every `seq < s`, and anything it does not see will get a larger `seq` than it saw.
+//!
+//! Failures: any error or the timeout drops the connection (the server rolls back whatever was
+//! open) and answers the whole group `Unavailable`; nothing was acknowledged. When `COMMIT`
+//! itself is lost the outcome is unknown to the publisher, who may retry with the same ids
+//! (idempotency makes that safe). The next group reconnects. A group whose very first statement
+//! fails on a connection that was idle (the server restarted meanwhile) is retried once on a
+//! fresh connection, since nothing of it reached the database. The committer's session sets
+//! `lock_timeout` and `idle_in_transaction_session_timeout` to the store's timeout, so a process
+//! that stalls inside its transaction holds the other processes' appends no longer than that.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{is_connection_error, row_to_event, unavailable};
+use crate::core::event::Event;
+use crate::core::log::CommitLog;
+use crate::store::{Appended, StoreError};
+
+/// Most events committed in one group transaction.
+pub const MAX_GROUP_ROWS: usize = 4096;
+
+/// First key of the append advisory lock (`EBAP`); the second is the schema's hash.
+pub(super) const APPEND_LOCK: i32 = 0x4542_4150;
+
+pub(super) type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
+
+/// One publisher's batch, waiting for the committer.
+pub(super) struct AppendJob {
+    pub events: Vec<Event>,
+    pub reply: Reply,
+}
+
+/// Where the committer writes and whom it tells.
+pub(super) struct Committer {
+    pub connect: PgConnectOptions,
+    pub conn: Option<PgConnection>,
+    pub log: Arc<CommitLog>,
+    /// `BEGIN; SELECT pg_advisory_xact_lock(…)` for this schema.
+    pub begin_sql: String,
+    pub channel: String,
+    pub timeout: Duration,
+}
+
+/// An event of the group: new (index into the rows to insert) or already stored.
+enum Slot {
+    New { row: usize, created: bool },
+    Stored(Arc<Event>),
+}
+
+/// What a group transaction did, before the replies are built.
+struct Written {
+    prev: u64,
+    rows: Vec<Event>,
+    batches: Vec<Result<Vec<Slot>, StoreError>>,
+}
+
+impl Committer {
+    pub async fn run(mut self, mut jobs: mpsc::Receiver<AppendJob>) {
+        while let Some(job) = jobs.recv().await {
+            let mut rows = job.events.len();
+            let mut group = vec![job];
+            while rows < MAX_GROUP_ROWS {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        rows += job.events.len();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group).await;
+        }
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+
+    async fn commit_group(&mut self, group: Vec<AppendJob>) {
+        let mut replies = Vec::with_capacity(group.len());
+        let mut batches = Vec::with_capacity(group.len());
+        for job in group {
+            replies.push(job.reply);
+            batches.push(job.events);
+        }
+        let timeout = self.timeout;
+        let outcome = match tokio::time::timeout(timeout, self.write_with_retry(batches)).await {
+            Ok(Ok(written)) => Ok(written),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "PostgreSQL did not complete the commit within {timeout:?}"
+            ))),
+        };
+        let written = match outcome {
+            Ok(w) => w,
+            Err(e) => {
+                // Dropping the connection ends the session: the server rolls back what was open.
+                self.conn = None;
+                tracing::error!(error = %e, "event store commit failed; the group was not acknowledged");
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let rows: Vec<Arc<Event>> = written.rows.into_iter().map(Arc::new).collect();
+        self.log.push(written.prev, &rows);
+        for (result, reply) in written.batches.into_iter().zip(replies) {
+            let result = result.map(|slots| {
+                slots
+                    .into_iter()
+                    .map(|slot| match slot {
+                        Slot::New { row, created } => Appended {
+                            event: rows[row].clone(),
+                            created,
+                        },
+                        Slot::Stored(event) => Appended {
+                            event,
+                            created: false,
+                        },
+                    })
+                    .collect()
+            });
+            let _ = reply.send(result);
+        }
+    }
+
+    async fn write_with_retry(&mut self, batches: Vec<Vec<Event>>) -> Result<Written, sqlx::Error> {
+        let reused = self.conn.is_some();
+        let conn = connection(&mut self.conn, &self.connect).await?;
+        match begin(conn, &self.begin_sql).await {
+            Ok(()) => {}
+            Err(e) if reused && is_connection_error(&e) => {
+                tracing::info!(error = %e, "event store connection was lost; reconnecting");
+                self.conn = None;
+                let conn = connection(&mut self.conn, &self.connect).await?;
+                begin(conn, &self.begin_sql).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        let conn = self.conn.as_mut().expect("connected");
+        write_group(conn, batches, &self.channel).await
+    }
+}
+
+async fn connection<'c>(
+    conn: &'c mut Option<PgConnection>,
+    connect: &PgConnectOptions,
+) -> Result<&'c mut PgConnection, sqlx::Error> {
+    if conn.is_none() {
+        *conn = Some(PgConnection::connect_with(connect).await?);
+    }
+    Ok(conn.as_mut().expect("just connected"))
+}
+
+async fn begin(conn: &mut PgConnection, begin_sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(AssertSqlSafe(begin_sql.to_owned()))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Steps 2 to 5 of the module doc, inside the transaction `begin` opened.
+async fn write_group(
+    conn: &mut PgConnection,
+    batches: Vec<Vec<Event>>,
+    channel: &str,
+) -> Result<Written, sqlx::Error> {
+    let ids: Vec<&str> = batches.iter().flatten().map(|e| e.id.as_str()).collect();
+    let found: Vec<PgRow> = sqlx::query(
+        "SELECT h.head, e.seq, e.id, e.type, e.ts, e.project_id, e.tenant_id, e.user_id, \
+                e.payload, e.metadata \
+         FROM (SELECT coalesce(max(seq), 0) AS head FROM events) h \
+         LEFT JOIN events e ON e.id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    drop(ids);
+    let prev = found.first().map(|r| r.try_get::<i64, _>(0)).transpose()?;
+    let prev = prev.unwrap_or(0) as u64;
+    let mut stored: HashMap<String, Arc<Event>> = HashMap::with_capacity(found.len());
+    for row in &found {
+        if row.try_get::<Option<i64>, _>(1)?.is_some() {
+            let event = row_to_event(row, 1)?;
+            stored.insert(event.id.clone(), Arc::new(event));
+        }
+    }
+
+    let plan = plan(prev, batches, &stored);
+    if !plan.rows.is_empty() {
+        insert(conn, &plan.rows, channel).await?;
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+    Ok(plan)
+}
+
+/// Step 3: decides, batch by batch, what is new, what is a duplicate and which batches conflict.
+fn plan(prev: u64, batches: Vec<Vec<Event>>, stored: &HashMap<String, Arc<Event>>) -> Written {
+    let mut rows: Vec<Event> = Vec::new();
+    let mut pending: HashMap<String, usize> = HashMap::new();
+    let mut results = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mark = rows.len();
+        let mut slots = Vec::with_capacity(batch.len());
+        let mut conflict = None;
+        for (index, mut event) in batch.into_iter().enumerate() {
+            if let Some(s) = stored.get(&event.id) {
+                if s.same_content(&event) {
+                    slots.push(Slot::Stored(s.clone()));
+                    continue;
+                }
+            } else if let Some(&row) = pending.get(&event.id) {
+                if rows[row].same_content(&event) {
+                    slots.push(Slot::New {
+                        row,
+                        created: false,
+                    });
+                    continue;
+                }
+            } else {
+                event.seq = prev + rows.len() as u64 + 1;
+                pending.insert(event.id.clone(), rows.len());
+                slots.push(Slot::New {
+                    row: rows.len(),
+                    created: true,
+                });
+                rows.push(event);
+                continue;
+            }
+            conflict = Some(StoreError::Conflict {
+                index,
+                id: event.id,
+            });
+            break;
+        }
+        match conflict {
+            Some(e) => {
+                for row in rows.drain(mark..) {
+                    pending.remove(&row.id);
+                }
+                results.push(Err(e));
+            }
+            None => results.push(Ok(slots)),
+        }
+    }
+    Written {
+        prev,
+        rows,
+        batches: results,
+    }
+}
+
+/// Step 4: one statement inserting every new row and notifying the new head.
+async fn insert(conn: &mut PgConnection, rows: &[Event], channel: &str) -> Result<(), sqlx::Error> {
+    let n = rows.len();
+    let mut seq = Vec::with_capacity(n);
+    let mut id = Vec::with_capacity(n);
+    let mut ty = Vec::with_capacity(n);
+    let mut ts = Vec::with_capacity(n);
+    let mut project = Vec::with_capacity(n);
+    let mut tenant = Vec::with_capacity(n);
+    let mut user = Vec::with_capacity(n);
+    let mut payload = Vec::with_capacity(n);
+    let mut metadata = Vec::with_capacity(n);
+    for e in rows {
+        seq.push(e.seq as i64);
+        id.push(e.id.as_str());
+        ty.push(e.event_type.as_str());
+        ts.push(e.timestamp.as_micros());
+        project.push(e.project_id.as_deref());
+        tenant.push(e.tenant_id.as_deref());
+        user.push(e.user_id.as_deref());
+        payload.push(e.payload.get());
+        metadata.push(
+            (!e.metadata.is_empty())
+                .then(|| serde_json::to_string(&e.metadata).expect("string map serialises")),
+        );
+    }
+    let head = rows.last().map_or(0, |e| e.seq);
+    sqlx::query(
+        "WITH ins AS (INSERT INTO events \
+             (seq, id, type, ts, project_id, tenant_id, user_id, payload, metadata) \
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], \
+                                  $6::text[], $7::text[], $8::text[], $9::text[])) \
+         SELECT pg_notify($10, $11)",
+    )
+    .bind(&seq)
+    .bind(&id)
+    .bind(&ty)
+    .bind(&ts)
+    .bind(&project)
+    .bind(&tenant)
+    .bind(&user)
+    .bind(&payload)
+    .bind(&metadata)
+    .bind(channel)
+    .bind(head.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,667 @@
+//! The PostgreSQL event store: the backend for production and for several `eventbus` processes
+//! on one database (invariant 6).
+//!
+//! - **Appends** go through one committer task per store ([`commit`]): group commit of every
+//!   waiting publish into one transaction, serialised across processes by an advisory lock so
+//!   that `seq` order is commit order (invariant 2), each publisher answered only after `COMMIT`
+//!   (invariant 1). It pushes every committed group into the [`CommitLog`] with the `seq` that
+//!   preceded it and `NOTIFY`s the new head.
+//! - **Other processes' commits** reach this process through `LISTEN` ([`listen`]), which
+//!   advances the commit log's head so that tailing readers wake and read them from the store.
+//! - **Reads** use a pool of connections (`pool_size`). A tailing read ([`EventStore::read_after`])
+//!   takes its rows and the head from one statement, hence one snapshot, so its cursor never
+//!   passes an event it did not see.
+//! - **Unavailable database**: connecting and every operation are bounded by `timeout`; a
+//!   refused connection fails at once with [`StoreError::Unavailable`]. Nothing is cached that
+//!   needs repair: the committer and the listener reconnect by themselves.
+//!
+//! The schema lives in the connection's `search_path` (the first schema), created by the
+//! migrations in `migrations/postgres` ([`migrate`]) when the store opens. Several schemas may
+//! hold separate buses in one database: locks and notification channels are keyed by schema.
+
+mod commit;
+mod listen;
+pub mod migrate;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use self::commit::MAX_GROUP_ROWS;
+use self::commit::{APPEND_LOCK, AppendJob, Committer};
+pub use self::migrate::MigrateError;
+use super::{
+    Appended, EventPage, EventQuery, EventStore, StoreError, TailRead, prefix_upper_bound,
+};
+use crate::core::catalogue::EventTypeDef;
+use crate::core::event::Event;
+use crate::core::filter::EventFilter;
+use crate::core::log::CommitLog;
+use crate::core::pattern::{Pattern, Segment};
+use crate::core::time::Timestamp;
+pub use sqlx::postgres::PgConnectOptions;
+
+/// PostgreSQL tuning.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections of the read pool (the committer and the listener have one each besides).
+    pub pool_size: u32,
+    /// Events kept in the in-memory commit log.
+    pub hot_events: usize,
+    /// Appends that may wait for the committer before publishers get `Overloaded`.
+    pub queue: usize,
+    /// Bound on connecting and on each operation; past it the call fails with `Unavailable`.
+    pub timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            pool_size: 8,
+            hot_events: 16_384,
+            queue: 16_384,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: PgPool,
+    jobs: Mutex<Option<mpsc::Sender<AppendJob>>>,
+    log: Arc<CommitLog>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    timeout: Duration,
+    schema: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // The committer ends with its queue; the listener needs telling.
+        self.cancel.cancel();
+    }
+}
+
+/// The event columns, in the order [`row_to_event`] reads them.
+const COLUMNS: &str = "seq, id, type, ts, project_id, tenant_id, user_id, payload, metadata";
+
+/// Longest notification channel name PostgreSQL keeps (identifiers are 63 bytes).
+const MAX_CHANNEL_LEN: usize = 63;
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`; `?options=-c
+    /// search_path=…` chooses the schema), applies migrations and starts the committer and the
+    /// listener. Must run inside a tokio runtime.
+    pub async fn open(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
+        Self::open_with(connect, options).await
+    }
+
+    /// Like [`PgStore::open`], with parsed connection options.
+    pub async fn open_with(
+        connect: PgConnectOptions,
+        options: PgOptions,
+    ) -> Result<Self, StoreError> {
+        let connect = match connect.get_application_name() {
+            Some(_) => connect,
+            None => connect.application_name("eventbus"),
+        };
+        // Plans follow the arguments: a generic plan made while the table was small (a seq scan
+        // to look ids up) would otherwise be kept until the next ANALYZE, and pattern, scope and
+        // time filters are too skewed for one plan per statement.
+        let connect = connect.options([("plan_cache_mode", "force_custom_plan")]);
+        let timeout = options.timeout;
+        let where_ = format!(
+            "{}:{}/{}",
+            connect.get_host(),
+            connect.get_port(),
+            connect.get_database().unwrap_or_default()
+        );
+        let mut conn = bounded(timeout, PgConnection::connect_with(&connect))
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot connect to PostgreSQL at {where_}: {e}"))
+            })?;
+        migrate::migrate(&mut conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("PostgreSQL at {where_}: {e}")))?;
+        let row = sqlx::query(
+            "SELECT current_schema(), hashtext(current_schema()), \
+                    (SELECT coalesce(max(seq), 0) FROM events)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(unavailable)?;
+        let schema: String = row.try_get(0).map_err(unavailable)?;
+        let schema_key: i32 = row.try_get(1).map_err(unavailable)?;
+        let head: i64 = row.try_get(2).map_err(unavailable)?;
+        let bound_ms = timeout.as_millis().max(1);
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "SET idle_in_transaction_session_timeout = {bound_ms}; SET lock_timeout = {bound_ms}"
+        )))
+        .execute(&mut conn)
+        .await
+        .map_err(unavailable)?;
+        let log = Arc::new(CommitLog::new(head as u64, options.hot_events));
+        let channel = channel_name(&schema);
+
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size.max(1))
+            .acquire_timeout(timeout)
+            .test_before_acquire(false)
+            .connect_lazy_with(connect.clone());
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(timeout)
+            .test_before_acquire(false)
+            .connect_lazy_with(connect.clone());
+
+        let tasks = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        // The committer holds the append lock of every process on this schema: a session that
+        // hangs inside its transaction (a client gone silently) must not keep it for long.
+        let bound_ms = bound_ms.to_string();
+        let committer_connect = connect.clone().options([
+            ("idle_in_transaction_session_timeout", bound_ms.as_str()),
+            ("lock_timeout", bound_ms.as_str()),
+        ]);
+        let committer = Committer {
+            connect: committer_connect,
+            conn: Some(conn),
+            log: log.clone(),
+            begin_sql: format!("BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK}, {schema_key})"),
+            channel: channel.clone(),
+            timeout,
+        };
+        tasks.spawn(committer.run(rx));
+        tasks.spawn(listen::run(
+            listen_pool,
+            channel,
+            log.clone(),
+            cancel.clone(),
+        ));
+        tasks.close();
+        Ok(PgStore {
+            pool,
+            jobs: Mutex::new(Some(tx)),
+            log,
+            tasks,
+            cancel,
+            timeout,
+            schema,
+        })
+    }
+
+    /// The schema holding this store's tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The connection pool of reads (for diagnostics and the tables of other components).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The plan PostgreSQL chooses for `query` (`EXPLAIN` text, one line per element): for
+    /// operators checking that every query shape uses an index.
+    pub async fn explain(&self, query: &EventQuery) -> Result<Vec<String>, StoreError> {
+        self.read(|pool| {
+            let (sql, args) = select_after_sql(&query.filter, query.after, query.limit + 1);
+            let sql = format!("EXPLAIN {sql}");
+            async move {
+                let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), args)
+                    .fetch_all(&pool)
+                    .await?;
+                rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+            }
+        })
+        .await
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<AppendJob>, StoreError> {
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .clone()
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Runs the write `f` within the timeout (never twice: its outcome may be unknown).
+    async fn write<T>(
+        &self,
+        f: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        bounded(self.timeout, f).await.map_err(store_error)
+    }
+
+    /// Runs the read `f` on the pool within the timeout. A pooled connection may have died
+    /// while idle (the server restarted): a read that fails for that reason is tried once more,
+    /// on another or a new connection.
+    async fn read<T, F, Fut>(&self, mut f: F) -> Result<T, StoreError>
+    where
+        F: FnMut(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let attempts = async {
+            match f(self.pool.clone()).await {
+                Err(e) if is_connection_error(&e) => f(self.pool.clone()).await,
+                result => result,
+            }
+        };
+        bounded(self.timeout, attempts).await.map_err(store_error)
+    }
+}
+
+/// Whether `e` says the connection is unusable rather than the statement wrong.
+pub(super) fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        // Class 08: connection exception; 57P01 to 57P03: the server shut down or restarted.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+/// `f`, failing with `PoolTimedOut` once `timeout` has passed.
+async fn bounded<T>(
+    timeout: Duration,
+    f: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(timeout, f)
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+}
+
+fn channel_name(schema: &str) -> String {
+    let mut name = format!("eventbus_{schema}");
+    while name.len() > MAX_CHANNEL_LEN {
+        name.pop();
+    }
+    name
+}
+
+pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("PostgreSQL: {e}"))
+}
+
+/// What a failed operation means for the caller: a row this code cannot read is a bug, a closed
+/// pool is a closed store, anything else (connection, server, timeout) makes the store unavailable.
+pub(super) fn store_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolClosed => StoreError::Closed,
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Internal(format!("PostgreSQL: {e}")),
+        e => unavailable(e),
+    }
+}
+
+/// Reads the event in the columns `offset..offset + 9` (in [`COLUMNS`] order).
+fn row_to_event(row: &PgRow, offset: usize) -> Result<Event, sqlx::Error> {
+    let decode = |i: usize, e: serde_json::Error| sqlx::Error::ColumnDecode {
+        index: (offset + i).to_string(),
+        source: Box::new(e),
+    };
+    let payload: String = row.try_get(offset + 7)?;
+    let metadata: Option<String> = row.try_get(offset + 8)?;
+    Ok(Event {
+        seq: row.try_get::<i64, _>(offset)? as u64,
+        id: row.try_get(offset + 1)?,
+        event_type: row.try_get(offset + 2)?,
+        timestamp: Timestamp::from_micros(row.try_get(offset + 3)?),
+        project_id: row.try_get(offset + 4)?,
+        tenant_id: row.try_get(offset + 5)?,
+        user_id: row.try_get(offset + 6)?,
+        payload: RawValue::from_string(payload).map_err(|e| decode(7, e))?,
+        metadata: match metadata {
+            Some(m) => serde_json::from_str(&m).map_err(|e| decode(8, e))?,
+            None => Default::default(),
+        },
+    })
+}
+
+/// A bind argument of a built query.
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for arg in args {
+        query = match arg {
+            Arg::Int(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+/// The regular expression of a pattern, for the types an index range cannot select exactly.
+fn pattern_regex(pattern: &Pattern) -> String {
+    let parts: Vec<&str> = pattern
+        .segments()
+        .iter()
+        .map(|s| match s {
+            Segment::Literal(l) => l.as_str(),
+            Segment::Any => "[^.]+",
+            Segment::Tail => ".+",
+        })
+        .collect();
+    format!("^{}$", parts.join("\\."))
+}
+
+/// `SELECT … WHERE seq > after AND <filter> ORDER BY seq LIMIT limit`, with its arguments.
+fn select_after_sql(filter: &EventFilter, after: u64, limit: usize) -> (String, Vec<Arg>) {
+    let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > $1");
+    let mut args = vec![Arg::Int(after as i64)];
+    let param = |args: &mut Vec<Arg>, arg: Arg| {
+        args.push(arg);
+        format!("${}", args.len())
+    };
+    if !filter.all_types() {
+        sql.push_str(" AND (");
+        for (i, pattern) in filter.types.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            if pattern.is_exact() {
+                let p = param(&mut args, Arg::Text(pattern.as_str().to_owned()));
+                sql.push_str(&format!("type = {p}"));
+                continue;
+            }
+            let prefix = pattern.literal_prefix();
+            let mut terms = Vec::new();
+            if !prefix.is_empty() {
+                let lo = param(&mut args, Arg::Text(prefix.clone()));
+                let hi = param(&mut args, Arg::Text(prefix_upper_bound(&prefix)));
+                terms.push(format!("type > {lo} AND type < {hi}"));
+            }
+            // `a.b.>` is exactly the prefix range; anything else also needs the grammar.
+            let tail_only = matches!(pattern.segments().last(), Some(Segment::Tail))
+                && pattern
+                    .segments()
+                    .iter()
+                    .rev()
+                    .skip(1)
+                    .all(|s| matches!(s, Segment::Literal(_)));
+            if prefix.is_empty() || !tail_only {
+                let re = param(&mut args, Arg::Text(pattern_regex(pattern)));
+                terms.push(format!("type ~ {re}"));
+            }
+            sql.push_str(&format!("({})", terms.join(" AND ")));
+        }
+        sql.push(')');
+    }
+    for (column, value) in [
+        ("project_id", &filter.project_id),
+        ("tenant_id", &filter.tenant_id),
+        ("user_id", &filter.user_id),
+    ] {
+        if let Some(v) = value {
+            let p = param(&mut args, Arg::Text(v.clone()));
+            sql.push_str(&format!(" AND {column} = {p}"));
+        }
+    }
+    if let Some(from) = filter.from {
+        let p = param(&mut args, Arg::Int(from.as_micros()));
+        sql.push_str(&format!(" AND ts >= {p}"));
+    }
+    if let Some(to) = filter.to {
+        let p = param(&mut args, Arg::Int(to.as_micros()));
+        sql.push_str(&format!(" AND ts < {p}"));
+    }
+    let p = param(&mut args, Arg::Int(limit as i64));
+    sql.push_str(&format!(" ORDER BY seq LIMIT {p}"));
+    (sql, args)
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn log(&self) -> &Arc<CommitLog> {
+        &self.log
+    }
+
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.sender()?
+            .try_send(AppendJob { events, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
+        self.read(|pool| async move {
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM events WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(&pool)
+            .await?;
+            row.map(|r| row_to_event(&r, 0).map(Arc::new)).transpose()
+        })
+        .await
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        let mut events = self
+            .read(|pool| {
+                let (sql, args) = select_after_sql(&query.filter, query.after, query.limit + 1);
+                async move {
+                    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), args)
+                        .fetch_all(&pool)
+                        .await?;
+                    rows.iter()
+                        .map(|r| row_to_event(r, 0).map(Arc::new))
+                        .collect::<Result<Vec<_>, _>>()
+                }
+            })
+            .await?;
+        let next_after = (events.len() > query.limit).then(|| {
+            events.truncate(query.limit);
+            events.last().map_or(query.after, |e| e.seq)
+        });
+        Ok(EventPage { events, next_after })
+    }
+
+    async fn read_after(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<TailRead, StoreError> {
+        // One statement, one snapshot: the rows and the head agree, so `next` never passes a
+        // commit the rows did not include.
+        let (head, events) = self
+            .read(|pool| {
+                let (inner, args) = select_after_sql(filter, after, limit);
+                let sql = format!(
+                    "SELECT h.head, e.* FROM (SELECT coalesce(max(seq), 0) AS head FROM events) h \
+                     LEFT JOIN LATERAL ({inner}) e ON true ORDER BY e.seq"
+                );
+                async move {
+                    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), args)
+                        .fetch_all(&pool)
+                        .await?;
+                    let head: i64 = match rows.first() {
+                        Some(r) => r.try_get(0)?,
+                        None => 0,
+                    };
+                    let mut events = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        if row.try_get::<Option<i64>, _>(1)?.is_some() {
+                            events.push(Arc::new(row_to_event(row, 1)?));
+                        }
+                    }
+                    Ok((head as u64, events))
+                }
+            })
+            .await?;
+        let at_end = events.len() < limit;
+        let next = if at_end {
+            head.max(after)
+        } else {
+            events.last().map_or(after, |e| e.seq)
+        };
+        Ok(TailRead {
+            events,
+            next,
+            at_end,
+        })
+    }
+
+    async fn list_event_types(&self) -> Result<Vec<EventTypeDef>, StoreError> {
+        self.read(|pool| async move {
+            let rows = sqlx::query(
+                "SELECT type, description, schema, builtin, updated_at FROM event_types ORDER BY type",
+            )
+            .fetch_all(&pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let schema: Option<String> = r.try_get(2)?;
+                    Ok(EventTypeDef {
+                        name: r.try_get(0)?,
+                        description: r.try_get(1)?,
+                        schema: schema.and_then(|s| serde_json::from_str(&s).ok()),
+                        builtin: r.try_get(3)?,
+                        updated_at: Timestamp::from_micros(r.try_get(4)?),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_event_type(&self, def: EventTypeDef) -> Result<bool, StoreError> {
+        self.write(async {
+            // `xmax = 0` only on a freshly inserted row.
+            sqlx::query_scalar(
+                "INSERT INTO event_types (type, description, schema, builtin, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (type) DO UPDATE SET \
+                 description = excluded.description, schema = excluded.schema, \
+                 updated_at = excluded.updated_at \
+                 RETURNING (xmax = 0)",
+            )
+            .bind(&def.name)
+            .bind(&def.description)
+            .bind(def.schema.as_ref().map(|s| s.to_string()))
+            .bind(def.builtin)
+            .bind(def.updated_at.as_micros())
+            .fetch_one(&self.pool)
+            .await
+        })
+        .await
+    }
+
+    async fn ensure_event_types(&self, defs: Vec<EventTypeDef>) -> Result<(), StoreError> {
+        let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+        let descriptions: Vec<Option<&str>> =
+            defs.iter().map(|d| d.description.as_deref()).collect();
+        let schemas: Vec<Option<String>> = defs
+            .iter()
+            .map(|d| d.schema.as_ref().map(|s| s.to_string()))
+            .collect();
+        let builtins: Vec<bool> = defs.iter().map(|d| d.builtin).collect();
+        let updated: Vec<i64> = defs.iter().map(|d| d.updated_at.as_micros()).collect();
+        self.write(async {
+            sqlx::query(
+                "INSERT INTO event_types (type, description, schema, builtin, updated_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[]) \
+                 ON CONFLICT (type) DO NOTHING",
+            )
+            .bind(&names)
+            .bind(&descriptions)
+            .bind(&schemas)
+            .bind(&builtins)
+            .bind(&updated)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|pool| async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()) })
+            .await
+    }
+
+    async fn close(&self) {
+        // Dropping the sender lets the committer finish every queued append, then exit.
+        drop(self.jobs.lock().expect("jobs lock").take());
+        self.cancel.cancel();
+        self.tasks.wait().await;
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Pattern {
+        Pattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn regexes_follow_the_grammar() {
+        assert_eq!(pattern_regex(&p("project.*")), "^project\\.[^.]+$");
+        assert_eq!(pattern_regex(&p("a.*.c")), "^a\\.[^.]+\\.c$");
+        assert_eq!(pattern_regex(&p("a.>")), "^a\\..+$");
+    }
+
+    #[test]
+    fn tail_patterns_use_the_range_alone() {
+        let (sql, _) = select_after_sql(&EventFilter::types(vec![p("project.>")]), 0, 10);
+        assert!(
+            sql.contains("type > $2 AND type < $3") && !sql.contains('~'),
+            "{sql}"
+        );
+        let (sql, _) = select_after_sql(&EventFilter::types(vec![p("project.*")]), 0, 10);
+        assert!(sql.contains("type ~ $4"), "{sql}");
+        let (sql, _) = select_after_sql(&EventFilter::types(vec![p("*.created")]), 0, 10);
+        assert!(sql.contains("(type ~ $2)"), "{sql}");
+    }
+
+    #[test]
+    fn channel_names_fit_an_identifier() {
+        assert_eq!(channel_name("public"), "eventbus_public");
+        assert_eq!(channel_name(&"s".repeat(100)).len(), MAX_CHANNEL_LEN);
+    }
+}
