@@ -90,10 +90,12 @@ impl Subscribers {
         })
     }
 
-    /// Starts the dispatcher task.
+    /// Starts the dispatcher task, from the head as it is now: events committed before the task
+    /// first runs are dispatched too.
     pub fn start(self: &Arc<Self>) {
         let this = self.clone();
-        self.tasks.spawn(async move { this.dispatch_loop().await });
+        let start = self.store.log().head();
+        self.tasks.spawn(async move { this.dispatch_loop(start).await });
     }
 
     /// Number of live subscribers.
@@ -162,9 +164,8 @@ impl Subscribers {
         }
     }
 
-    async fn dispatch_loop(self: Arc<Self>) {
+    async fn dispatch_loop(self: Arc<Self>, start: u64) {
         let store = self.store.clone();
-        let start = store.log().head();
         super::follow(&*store, start, &self.cancel, |event| self.dispatch(event)).await;
     }
 }

@@ -117,9 +117,11 @@ impl SseHub {
             cancel,
         });
         let dispatcher = hub.clone();
+        // The start position is read now, not when the task first runs, so that nothing
+        // committed in between escapes the dispatcher.
+        let start = hub.store.log().head();
         tasks.spawn(async move {
             let store = dispatcher.store.clone();
-            let start = store.log().head();
             super::follow(&*store, start, &dispatcher.cancel, |e| dispatcher.dispatch(e)).await;
         });
         hub
