@@ -6,9 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use eventbus::store::StoreUrl;
+use eventbus::store::postgres::PgOptions;
+use eventbus::store::{StoreOptions, StoreUrl};
 use eventbus::store::sqlite::{SqliteOptions, Synchronous};
 use eventbus::transport::sse::SseOptions;
+use eventbus::transport::webhook::client::Cidr;
+use eventbus::transport::webhook::{WebhookOptions, parse_duration, parse_schedule};
 
 /// Situs Event Bus: publish domain events once; store them durably; deliver them to
 /// subscribers, browsers and webhooks.
@@ -30,6 +33,9 @@ pub enum Command {
     Serve,
     /// Apply the store's schema migrations and exit.
     Migrate,
+    /// Ask the local server's `/health/live` (at HOST and PORT); exit 0 when it answers 200.
+    /// For container health checks.
+    Health,
 }
 
 /// Log output format.
@@ -102,9 +108,87 @@ pub struct Config {
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "*", global = true)]
     pub cors_allowed_origins: String,
 
+    /// PostgreSQL: connections in the store's read pool (the committer and the listener hold
+    /// one more each).
+    #[arg(long, env = "EVENT_STORE_POOL_SIZE", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub event_store_pool_size: u32,
+
+    /// PostgreSQL: milliseconds that connecting or one store operation may take before it fails
+    /// as unavailable (503).
+    #[arg(long, env = "EVENT_STORE_TIMEOUT", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=300_000), global = true)]
+    pub event_store_timeout: u64,
+
+    /// Milliseconds that requests still open after SIGTERM/SIGINT may take before they are
+    /// dropped.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10_000, global = true)]
+    pub shutdown_timeout: u64,
+
     /// SQLite durability: full (fsync each commit) or normal (fsync at checkpoints).
     #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Full, global = true)]
     pub sqlite_synchronous: SyncMode,
+
+    /// Webhooks: retries after a failed attempt (then the delivery is dead-lettered).
+    #[arg(long, env = "WEBHOOK_RETRY_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=50), global = true)]
+    pub webhook_retry_attempts: u32,
+
+    /// Webhooks: milliseconds one attempt may take (connect, send, answer).
+    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=300_000), global = true)]
+    pub webhook_timeout: u64,
+
+    /// Webhooks: delays before each retry, comma-separated (ms, s, m, h, d), jittered ±10 %; the
+    /// last one repeats when there are more retries.
+    #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h",
+          value_parser = Schedule::parse, global = true)]
+    pub webhook_retry_schedule: Schedule,
+
+    /// Webhooks: comma-separated CIDRs that endpoints may reach although loopback, private or
+    /// link-local (e.g. 127.0.0.0/8 for local testing); none by default.
+    #[arg(long, env = "WEBHOOK_ALLOWED_NETWORKS", default_value = "", value_parser = Networks::parse,
+          global = true)]
+    pub webhook_allowed_networks: Networks,
+
+    /// Webhooks: most attempts in flight in this process.
+    #[arg(long, env = "WEBHOOK_MAX_IN_FLIGHT", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=10_000), global = true)]
+    pub webhook_max_in_flight: u64,
+
+    /// Webhooks: most attempts in flight to one endpoint (ordered endpoints: always 1).
+    #[arg(long, env = "WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=1_000), global = true)]
+    pub webhook_endpoint_concurrency: u64,
+
+    /// Webhooks: how often due retries are looked for (e.g. 250ms).
+    #[arg(long, env = "WEBHOOK_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration,
+          global = true)]
+    pub webhook_poll_interval: Duration,
+
+    /// Webhooks: most bytes of an endpoint's answer read and kept in the attempt log.
+    #[arg(long, env = "WEBHOOK_RESPONSE_BODY_LIMIT", default_value_t = 4096, global = true)]
+    pub webhook_response_body_limit: usize,
+
+    /// Webhooks: how long the previous secret keeps signing after a rotation (e.g. 24h).
+    #[arg(long, env = "WEBHOOK_SECRET_GRACE", default_value = "24h", value_parser = parse_duration,
+          global = true)]
+    pub webhook_secret_grace: Duration,
+
+    /// Webhooks: an endpoint failing continuously for this long (e.g. 5d)…
+    #[arg(long, env = "WEBHOOK_DISABLE_AFTER", default_value = "5d", value_parser = parse_duration,
+          global = true)]
+    pub webhook_disable_after: Duration,
+
+    /// Webhooks: …and for at least this many attempts in a row is disabled, and an
+    /// `integration.status_changed` event is published.
+    #[arg(long, env = "WEBHOOK_DISABLE_FAILURES", default_value_t = 20, global = true)]
+    pub webhook_disable_failures: u32,
+
+    /// Webhooks: how long shutdown waits for attempts in flight (e.g. 10s).
+    #[arg(long, env = "WEBHOOK_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration,
+          global = true)]
+    pub webhook_drain_timeout: Duration,
 
     /// Log format: text or json (filter with RUST_LOG, default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -128,6 +212,18 @@ impl Config {
         }
     }
 
+    /// The settings of every store backend.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            sqlite: self.sqlite_options(),
+            postgres: PgOptions {
+                pool_size: self.event_store_pool_size,
+                timeout: Duration::from_millis(self.event_store_timeout),
+                ..PgOptions::default()
+            },
+        }
+    }
+
     /// The SSE hub's settings.
     pub fn sse_options(&self) -> SseOptions {
         SseOptions {
@@ -135,6 +231,24 @@ impl Config {
             queue: self.sse_queue as usize,
             max_connections: self.sse_max_connections,
             ..SseOptions::default()
+        }
+    }
+
+    /// The webhook transport's settings.
+    pub fn webhook_options(&self) -> WebhookOptions {
+        WebhookOptions {
+            timeout: Duration::from_millis(self.webhook_timeout),
+            retry_attempts: self.webhook_retry_attempts,
+            retry_schedule: self.webhook_retry_schedule.0.clone(),
+            allowed_networks: self.webhook_allowed_networks.0.clone(),
+            max_in_flight: self.webhook_max_in_flight as usize,
+            endpoint_concurrency: self.webhook_endpoint_concurrency as usize,
+            poll_interval: self.webhook_poll_interval,
+            response_body_limit: self.webhook_response_body_limit,
+            secret_grace: self.webhook_secret_grace,
+            disable_after: self.webhook_disable_after,
+            disable_failures: self.webhook_disable_failures,
+            drain_timeout: self.webhook_drain_timeout,
         }
     }
 
@@ -149,6 +263,26 @@ impl Config {
     }
 }
 
+/// A retry schedule (`WEBHOOK_RETRY_SCHEDULE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(pub Vec<Duration>);
+
+impl Schedule {
+    fn parse(s: &str) -> Result<Self, String> {
+        parse_schedule(s).map(Schedule)
+    }
+}
+
+/// Allowed networks (`WEBHOOK_ALLOWED_NETWORKS`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Networks(pub Vec<Cidr>);
+
+impl Networks {
+    fn parse(s: &str) -> Result<Self, String> {
+        s.split(',').map(str::trim).filter(|c| !c.is_empty()).map(Cidr::parse).collect::<Result<_, _>>().map(Networks)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +294,25 @@ mod tests {
         assert_eq!(c.event_store_url, StoreUrl::Sqlite("./data/eventbus.db".into()));
         assert!(!c.strict_event_types);
         assert_eq!(c.max_payload_bytes, 262_144);
+        let w = c.webhook_options();
+        assert_eq!((w.retry_attempts, w.timeout), (3, Duration::from_millis(5000)));
+        assert_eq!(w.retry_schedule.len(), 6);
+        assert!(w.allowed_networks.is_empty());
+    }
+
+    #[test]
+    fn webhook_settings_parse() {
+        let c = Config::from_pairs([
+            ("WEBHOOK_RETRY_SCHEDULE", "100ms,200ms"),
+            ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8, ::1/128"),
+        ])
+        .unwrap();
+        assert_eq!(c.webhook_options().retry_schedule, [Duration::from_millis(100), Duration::from_millis(200)]);
+        assert_eq!(c.webhook_options().allowed_networks.len(), 2);
+        let err = Config::from_pairs([("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/99")]).unwrap_err().to_string();
+        assert!(err.contains("--webhook-allowed-networks"), "{err}");
+        let err = Config::from_pairs([("WEBHOOK_RETRY_SCHEDULE", "5s,soon")]).unwrap_err().to_string();
+        assert!(err.contains("--webhook-retry-schedule"), "{err}");
     }
 
     #[test]

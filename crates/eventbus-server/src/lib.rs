@@ -5,14 +5,17 @@
 //! - [`config`]: the one validated [`Config`] (env, `.env`, CLI flags).
 //! - [`http`]: the routes of DESIGN.md §3, one module per resource, and the problem+json table.
 //! - [`run`]: opens the store, builds the bus, serves until the shutdown token fires, then
-//!   drains: in-flight requests finish, queued writes commit, delivery tasks stop.
+//!   drains: in-flight requests finish, webhook attempts in flight are recorded, queued writes
+//!   commit, delivery tasks stop.
 
 pub mod config;
 pub mod http;
 
 use std::sync::Arc;
 
-use eventbus::store::{self, StoreError};
+use eventbus::store::StoreError;
+use eventbus::store::webhook::{WebhookStore, open_with_webhooks};
+use eventbus::transport::webhook::WebhookService;
 use eventbus::{BusOptions, EventBus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,14 +29,33 @@ pub enum ServerError {
     /// The store could not be opened or migrated.
     #[error("cannot open the event store: {0}")]
     Store(#[from] StoreError),
+    /// The webhook transport could not start.
+    #[error("cannot start the webhook transport: {0}")]
+    Webhooks(String),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// A built bus and, when its store backend has one, the store's webhook side. Dereferences to
+/// the [`EventBus`].
+#[derive(Clone)]
+pub struct Bus {
+    bus: EventBus,
+    webhooks: Option<Arc<dyn WebhookStore>>,
+}
+
+impl std::ops::Deref for Bus {
+    type Target = EventBus;
+
+    fn deref(&self) -> &EventBus {
+        &self.bus
+    }
+}
+
 /// Opens the store of `config` (applying migrations) and builds the bus on it.
-pub async fn build_bus(config: &Config) -> Result<EventBus, ServerError> {
-    let store = store::open(&config.event_store_url, config.sqlite_options()).await?;
+pub async fn build_bus(config: &Config) -> Result<Bus, ServerError> {
+    let (store, webhooks) = open_with_webhooks(&config.event_store_url, config.store_options()).await?;
     let options = BusOptions {
         max_payload_bytes: config.max_payload_bytes,
         strict_types: config.strict_event_types,
@@ -42,7 +64,7 @@ pub async fn build_bus(config: &Config) -> Result<EventBus, ServerError> {
         ..BusOptions::default()
     };
     match EventBus::builder(store.clone()).options(options).build().await {
-        Ok(bus) => Ok(bus),
+        Ok(bus) => Ok(Bus { bus, webhooks }),
         Err(e) => {
             store.close().await;
             Err(e.into())
@@ -50,11 +72,33 @@ pub async fn build_bus(config: &Config) -> Result<EventBus, ServerError> {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled, then shuts down cleanly:
-/// requests in flight are answered, acknowledged events are durable, the store is closed.
+/// Opens the store, builds the bus and [`serve`]s.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
     let bus = build_bus(&config).await?;
-    let state = http::AppState { bus: bus.clone(), config: Arc::new(config) };
+    serve(bus, config, listener, shutdown).await
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then shuts down cleanly:
+/// requests in flight are answered, webhook attempts in flight are recorded (under the drain
+/// deadline), acknowledged events are durable, the store is closed.
+pub async fn serve(bus: Bus, config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
+    let Bus { bus, webhooks: webhook_store } = bus;
+    let webhooks = match webhook_store {
+        Some(store) => match WebhookService::start(bus.clone(), store, config.webhook_options()) {
+            Ok(service) => Some(service),
+            Err(e) => {
+                bus.shutdown().await;
+                return Err(ServerError::Webhooks(e));
+            }
+        },
+        None => {
+            tracing::warn!(store = bus.store().backend(), "webhooks are not available on this store backend");
+            None
+        }
+    };
+    let config_shutdown_ms = config.shutdown_timeout;
+    let deadline_token = shutdown.clone();
+    let state = http::AppState { bus: bus.clone(), config: Arc::new(config), webhooks: webhooks.clone() };
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, store = bus.store().backend(), "eventbus listening");
     // On shutdown, SSE streams end first: they never finish by themselves, and the graceful
@@ -64,7 +108,23 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         shutdown.cancelled().await;
         sse.close();
     };
-    let served = axum::serve(listener, app).with_graceful_shutdown(signal).await;
+    // Requests still open `SHUTDOWN_TIMEOUT` after the signal (a stalled client) are dropped.
+    let deadline = std::time::Duration::from_millis(config_shutdown_ms);
+    let serving = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
+    let served = tokio::select! {
+        served = serving => served,
+        _ = async {
+            deadline_token.cancelled().await;
+            tokio::time::sleep(deadline).await;
+        } => {
+            tracing::warn!(timeout_ms = deadline.as_millis() as u64, "requests still open at the shutdown deadline were dropped");
+            Ok(())
+        }
+    };
+    // Webhook attempts in flight drain (under their deadline) before the store closes.
+    if let Some(webhooks) = &webhooks {
+        webhooks.shutdown().await;
+    }
     bus.shutdown().await;
     tracing::info!("eventbus stopped");
     Ok(served?)

@@ -23,6 +23,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.config).await,
+            Command::Health => health(&cli.config).await,
             Command::Migrate => {
                 let bus = eventbus_server::build_bus(&cli.config).await?;
                 bus.shutdown().await;
@@ -36,11 +37,36 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: eventbus_server::Config) -> anyhow::Result<()> {
     let addr = config.listen_addr();
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    // Printed for scripts and tests that start the binary with PORT=0.
-    println!("eventbus listening on http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
-    eventbus_server::run(config, listener, shutdown).await?;
+    let bus = eventbus_server::build_bus(&config).await?;
+    // Printed once the store is open, for scripts and tests that start the binary with PORT=0.
+    println!("eventbus listening on http://{}", listener.local_addr()?);
+    eventbus_server::serve(bus, config, listener, shutdown).await?;
+    Ok(())
+}
+
+/// `GET /health/live` over a plain TCP connection: the image carries no HTTP client.
+async fn health(config: &eventbus_server::Config) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = config.listen_addr();
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let check = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await?;
+        conn.write_all(format!("GET /health/live HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(std::time::Duration::from_secs(3), check)
+        .await
+        .with_context(|| format!("no answer from {addr} within 3 s"))?
+        .with_context(|| format!("asking {addr}"))?;
+    anyhow::ensure!(&head == b"HTTP/1.1 200", "{addr} answered {}", String::from_utf8_lossy(&head));
+    println!("ok");
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! `/v1/event-types`: the catalogue and its JSON Schemas.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{decode, read_json};
 use super::events::json;
+use super::params::PathParam;
 use super::problem::ApiError;
 use super::AppState;
 
@@ -34,7 +35,7 @@ async fn list_event_types(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /v1/event-types/{type}`.
-async fn get_event_type(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn get_event_type(State(state): State<AppState>, PathParam(name): PathParam<String>) -> Result<Response, ApiError> {
     validate_type(&name).map_err(|m| ApiError::InvalidParameter(FieldError::new("type", m)))?;
     match state.bus.event_type(&name) {
         Some(def) => Ok(json(StatusCode::OK, &def)),
@@ -55,7 +56,7 @@ struct PutBody {
 /// `PUT /v1/event-types/{type}`: registers or replaces a type; 201 when new, 200 otherwise.
 async fn put_event_type(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +15,7 @@ use eventbus::{Event, NewEvent};
 use serde::Serialize;
 
 use super::body::{decode, read_json};
-use super::params::event_query;
+use super::params::{PathParam, event_query};
 use super::problem::ApiError;
 use super::AppState;
 
@@ -24,7 +24,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/events", get(list_events).post(create_events))
         .route("/v1/events/{id}", get(get_event))
-        .route("/v1/projects/{project_id}/events", get(list_project_events))
+        .route("/v1/projects/{projectId}/events", get(list_project_events))
 }
 
 /// `POST /v1/events`: one event (object) or an atomic batch (array). 201 with the stored
@@ -63,7 +63,7 @@ async fn list_events(
 /// `GET /v1/projects/{projectId}/events`: the project's events, same paging.
 async fn list_project_events(
     State(state): State<AppState>,
-    Path(project_id): Path<String>,
+    PathParam(project_id): PathParam<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let query = event_query(&params, Some(&project_id))?;
@@ -71,7 +71,7 @@ async fn list_project_events(
 }
 
 /// `GET /v1/events/{id}`.
-async fn get_event(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_event(State(state): State<AppState>, PathParam(id): PathParam<String>) -> Result<Response, ApiError> {
     match state.bus.get(&id).await? {
         Some(event) => Ok(json(StatusCode::OK, &*event)),
         None => Err(ApiError::NotFound(format!("no event has id `{id}`"))),

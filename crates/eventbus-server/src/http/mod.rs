@@ -11,6 +11,7 @@ mod health;
 mod params;
 pub mod problem;
 mod stream;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub bus: EventBus,
     /// The server's settings.
     pub config: Arc<Config>,
+    /// The webhook transport (`None` when the store backend has no webhook support).
+    pub webhooks: Option<Arc<eventbus::transport::webhook::WebhookService>>,
 }
 
 /// The whole API.
@@ -40,7 +43,9 @@ pub fn router(state: AppState) -> Router {
         .merge(event_types::router())
         .merge(health::router())
         .merge(stream::router())
+        .merge(webhooks::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `body::read_json` with the configured limit.
         .layer(DefaultBodyLimit::disable())
         .layer(cors)
@@ -65,6 +70,10 @@ fn cors(origins: &str) -> CorsLayer {
             HeaderName::from_static("traceparent"),
         ])
         .max_age(std::time::Duration::from_secs(3600))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not served at {}", uri.path()))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

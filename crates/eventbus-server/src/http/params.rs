@@ -8,7 +8,37 @@ use eventbus::core::time::Timestamp;
 use eventbus::store::{EventQuery, MAX_PAGE};
 use eventbus::Pattern;
 
+use axum::extract::FromRequestParts;
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
 use super::problem::ApiError;
+
+/// `axum::extract::Path` whose rejections are problems naming the parameter.
+#[derive(Debug)]
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(PathParam(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let name = match e.kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key }
+                    | ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::DeserializeError { key, .. } => key.clone(),
+                    _ => "path".to_owned(),
+                };
+                Err(ApiError::parameter(&name, format!("{}; percent-encode UTF-8 text", e.body_text())))
+            }
+            Err(e) => Err(ApiError::Internal(e.to_string())),
+        }
+    }
+}
 
 /// Page size when `limit` is absent.
 pub const DEFAULT_PAGE: usize = 100;

@@ -41,6 +41,9 @@ pub enum ApiError {
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The route exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The id is taken by an event with other content.
     #[error(transparent)]
     Conflict(StoreError),
@@ -50,6 +53,12 @@ pub enum ApiError {
     /// Too much is queued; retry shortly.
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
+    /// A webhook URL is malformed or points where webhooks may not go.
+    #[error(transparent)]
+    InvalidWebhookUrl(FieldError),
+    /// This store backend does not serve webhooks.
+    #[error("{0}")]
+    WebhooksUnavailable(String),
     /// Anything else; details are logged, not shown.
     #[error("{0}")]
     Internal(String),
@@ -85,9 +94,12 @@ impl ApiError {
                 _ => kind(S::BAD_REQUEST, "invalid-event", "The event is invalid"),
             },
             ApiError::NotFound(_) => kind(S::NOT_FOUND, "not-found", "Not found"),
+            ApiError::MethodNotAllowed(_) => kind(S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => kind(S::CONFLICT, "id-conflict", "The id is already used by another event"),
             ApiError::Unavailable(_) => kind(S::SERVICE_UNAVAILABLE, "store-unavailable", "The event store is unavailable"),
             ApiError::Overloaded => kind(S::SERVICE_UNAVAILABLE, "overloaded", "The server is overloaded"),
+            ApiError::InvalidWebhookUrl(_) => kind(S::BAD_REQUEST, "invalid-webhook-url", "The webhook URL is not allowed"),
+            ApiError::WebhooksUnavailable(_) => kind(S::NOT_IMPLEMENTED, "webhooks-unavailable", "Webhooks are not available on this store"),
             ApiError::Internal(_) => kind(S::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
         }
     }
@@ -99,7 +111,7 @@ impl ApiError {
 
     fn fields(&self) -> Vec<FieldError> {
         match self {
-            ApiError::InvalidField(f) | ApiError::InvalidParameter(f) => vec![f.clone()],
+            ApiError::InvalidField(f) | ApiError::InvalidParameter(f) | ApiError::InvalidWebhookUrl(f) => vec![f.clone()],
             ApiError::Rejected(r) => r.errors.clone(),
             ApiError::Conflict(StoreError::Conflict { index, .. }) => {
                 vec![FieldError::new(format!("{index}/id"), "already stored with different content")]

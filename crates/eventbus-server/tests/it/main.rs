@@ -1,3 +1,18 @@
 //! Integration tests of the server: the real `eventbus` binary on an ephemeral port, over HTTP.
+//!
+//! Layout: `common` (`TestServer` and the typed client), `health`, `publish` (single, batch,
+//! idempotency, get by id), `query` (every filter, project route, keyset paging), `event_types`
+//! (the catalogue and JSON Schemas), `errors` (every bad input is a problem and stores nothing),
+//! `durability` (`kill -9` and SIGTERM while publishing), `stream` (SSE), `webhooks` (delivery
+//! to a local receiver), `deploy` (the container image's environment).
 
 mod common;
+mod deploy;
+mod durability;
+mod errors;
+mod event_types;
+mod health;
+mod publish;
+mod query;
+mod stream;
+mod webhooks;

@@ -7,18 +7,22 @@
 //!   never skips an event that commits later with a smaller `seq` (invariant 2);
 //! - an `id` already stored with the same content is a no-op returning the stored event; with other
 //!   content it is a [`StoreError::Conflict`];
-//! - every committed batch is pushed, in `seq` order, into the store's [`CommitLog`].
+//! - every committed batch is pushed, in `seq` order, into the store's [`CommitLog`]; commits
+//!   made by other processes (PostgreSQL) only [`CommitLog::advance`] its head.
 //!
-//! Layout: `sqlite` (embedded default), `url` (choosing a backend from `EVENT_STORE_URL`).
+//! Layout: `sqlite` (embedded default), `postgres` (production, several processes on one
+//! database), `url` (choosing a backend from `EVENT_STORE_URL`).
 
+pub mod postgres;
 pub mod sqlite;
 mod url;
+pub mod webhook;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use self::url::{StoreUrl, open};
+pub use self::url::{StoreOptions, StoreUrl, open};
 use crate::core::catalogue::EventTypeDef;
 use crate::core::event::Event;
 use crate::core::filter::EventFilter;

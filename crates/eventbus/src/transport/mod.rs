@@ -6,6 +6,7 @@
 
 pub mod internal;
 pub mod sse;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;

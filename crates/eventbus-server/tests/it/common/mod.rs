@@ -1,1 +1,478 @@
 //! `TestServer` (the real binary on port 0) and a small typed client.
+//!
+//! Every [`TestServer`] owns a fresh temporary directory holding its SQLite database, so tests
+//! run in parallel without sharing state. The server's log (its stdout) is kept in memory and
+//! shown when the server fails to start.
+
+#![allow(dead_code)]
+
+pub mod receiver;
+pub mod sse;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// How long a server may take to print its address, or to exit after SIGTERM.
+pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the server prints on stdout once it listens.
+const LISTENING: &str = "eventbus listening on http://";
+
+/// Settings a test server never inherits from the environment of the test run.
+const OWN_VARS: &[&str] = &[
+    "PORT",
+    "HOST",
+    "EVENT_STORE_URL",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_REQUEST_BYTES",
+    "MAX_BATCH_EVENTS",
+    "STRICT_EVENT_TYPES",
+    "SQLITE_SYNCHRONOUS",
+    "LOG_FORMAT",
+    "RUST_LOG",
+    "SSE_HEARTBEAT_INTERVAL",
+    "SSE_MAX_CONNECTIONS",
+    "SSE_QUEUE",
+    "EVENT_BUS_ADMIN_KEY",
+];
+
+/// The `eventbus` binary running on an ephemeral loopback port over its own data directory.
+pub struct TestServer {
+    dir: TempDir,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+    client: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts the server with the defaults plus `env` (which wins over the defaults).
+    pub async fn start(env: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("building the HTTP client");
+        let mut server = TestServer {
+            dir,
+            env,
+            child: None,
+            base: String::new(),
+            log: Arc::new(Mutex::new(Vec::new())),
+            client,
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let db = self.dir.path().join("eventbus.db");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventbus"));
+        for var in OWN_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.env("PORT", "0")
+            .env("HOST", "127.0.0.1")
+            .env("EVENT_STORE_URL", format!("sqlite://{}", db.display()))
+            .env("RUST_LOG", "warn");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        // The data directory is also the working directory, so no stray `.env` is read.
+        cmd.current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning the eventbus binary");
+
+        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = self.log.clone();
+        // Keep draining stdout for the life of the process, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix(LISTENING)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+        match tokio::time::timeout(PROCESS_TIMEOUT, rx).await {
+            Ok(Ok(addr)) => {
+                assert!(
+                    addr.starts_with("127.0.0.1:"),
+                    "the server listens on {addr}, not on loopback"
+                );
+                self.base = format!("http://{addr}");
+            }
+            Ok(Err(_)) => {
+                let status = self.child.as_mut().unwrap().wait().ok();
+                panic!(
+                    "the server exited ({status:?}) before listening; its output:\n{}",
+                    self.log_text()
+                );
+            }
+            Err(_) => {
+                self.kill();
+                panic!(
+                    "the server did not print its address in time; its output:\n{}",
+                    self.log_text()
+                );
+            }
+        }
+    }
+
+    /// The full URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The server's output so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// `kill -9`: the process dies at once, without any chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM (a graceful shutdown) and returns without waiting.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("running kill -TERM");
+        assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
+    /// Waits (up to [`PROCESS_TIMEOUT`]) for the process to exit and returns its status.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("the server was started");
+        for _ in 0..(PROCESS_TIMEOUT.as_millis() / 20) {
+            if let Some(status) = child.try_wait().expect("waiting for the server") {
+                self.child = None;
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill();
+        panic!(
+            "the server did not exit within {PROCESS_TIMEOUT:?}; its output:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Starts a new process on the same data directory and settings. A process still running
+    /// is killed (`kill -9`) first.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.log.lock().unwrap().push("---- restart ----".into());
+        self.spawn().await;
+    }
+
+    // ---- the typed client ----
+
+    /// `POST /v1/events` with `body` as JSON.
+    pub async fn publish(&self, body: &Value) -> Reply {
+        let resp = self
+            .client
+            .post(self.url("/v1/events"))
+            .json(body)
+            .send()
+            .await;
+        Reply::read(resp.expect("POST /v1/events")).await
+    }
+
+    /// `POST /v1/events` with raw bytes and an optional content type.
+    pub async fn publish_raw(&self, body: impl Into<Vec<u8>>, content_type: Option<&str>) -> Reply {
+        let mut req = self.client.post(self.url("/v1/events")).body(body.into());
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        Reply::read(req.send().await.expect("POST /v1/events")).await
+    }
+
+    /// `GET path` with query parameters.
+    pub async fn get(&self, path: &str, params: &[(&str, &str)]) -> Reply {
+        let mut url = Url::parse(&self.url(path)).expect("a valid URL");
+        if !params.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in params {
+                pairs.append_pair(k, v);
+            }
+        }
+        Reply::read(
+            self.client
+                .get(url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {path}: {e}")),
+        )
+        .await
+    }
+
+    /// `method path` without a body; `path` is sent as written (percent-escapes included).
+    pub async fn send(&self, method: reqwest::Method, path: &str) -> Reply {
+        let resp = self
+            .client
+            .request(method.clone(), self.url(path))
+            .send()
+            .await;
+        Reply::read(resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"))).await
+    }
+
+    /// `GET /v1/events` with query parameters.
+    pub async fn query(&self, params: &[(&str, &str)]) -> Reply {
+        self.get("/v1/events", params).await
+    }
+
+    /// `GET /v1/events/{id}`.
+    pub async fn get_event(&self, id: &str) -> Reply {
+        self.get(&format!("/v1/events/{id}"), &[]).await
+    }
+
+    /// `PUT /v1/event-types/{name}` with `body`.
+    pub async fn put_event_type(&self, name: &str, body: &Value) -> Reply {
+        let resp = self
+            .client
+            .put(self.url(&format!("/v1/event-types/{name}")))
+            .json(body)
+            .send()
+            .await;
+        Reply::read(resp.expect("PUT /v1/event-types")).await
+    }
+
+    /// Every event matching `params` (on `path`), following `nextAfter` with pages of `limit`.
+    pub async fn collect(&self, path: &str, params: &[(&str, &str)], limit: usize) -> Vec<Value> {
+        let limit = limit.to_string();
+        let mut after: Option<String> = None;
+        let mut events = Vec::new();
+        for _ in 0..100_000 {
+            let mut p: Vec<(&str, &str)> = params.to_vec();
+            p.push(("limit", &limit));
+            if let Some(a) = &after {
+                p.push(("after", a));
+            }
+            let page = self.get(path, &p).await;
+            assert_eq!(
+                page.status,
+                StatusCode::OK,
+                "GET {path} {p:?}: {}",
+                page.body
+            );
+            let batch = page.body["events"].as_array().expect("events is an array");
+            assert!(
+                batch.len() <= limit.parse::<usize>().unwrap(),
+                "a page holds more than `limit` events"
+            );
+            events.extend(batch.iter().cloned());
+            match &page.body["nextAfter"] {
+                Value::Null => return events,
+                Value::Number(n) => {
+                    assert!(!batch.is_empty(), "an empty page has a nextAfter");
+                    let next = n.as_u64().expect("nextAfter is a seq");
+                    let previous = after.as_deref().map_or(0, |a| a.parse::<u64>().unwrap());
+                    assert!(
+                        next > previous,
+                        "nextAfter does not advance: {next} after {previous}"
+                    );
+                    assert_eq!(
+                        Some(next),
+                        batch.last().map(seq),
+                        "nextAfter is the page's last seq"
+                    );
+                    after = Some(next.to_string());
+                }
+                other => panic!("nextAfter is {other}"),
+            }
+        }
+        panic!("paging did not end");
+    }
+
+    /// Every stored event, in `seq` order.
+    pub async fn all_events(&self) -> Vec<Value> {
+        self.collect("/v1/events", &[], 1000).await
+    }
+
+    /// How many events are stored.
+    pub async fn count(&self) -> usize {
+        self.all_events().await.len()
+    }
+
+    /// Ids (in order) of the events `GET /v1/events` returns for `params`, in one page.
+    pub async fn query_ids(&self, params: &[(&str, &str)]) -> Vec<String> {
+        let reply = self.query(params).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "query {params:?}: {}",
+            reply.body
+        );
+        ids(&reply.body["events"])
+    }
+
+    /// Publishes `event` and returns the stored event, failing the test unless it is a 201.
+    pub async fn publish_ok(&self, event: &Value) -> Value {
+        let reply = self.publish(event).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "publish {event}: {}",
+            reply.body
+        );
+        reply.body
+    }
+
+    /// The HTTP client the server's helpers use (keep-alive connections to the server).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A response: status, content type and body (JSON when it parses, else a string).
+#[derive(Debug)]
+pub struct Reply {
+    /// The status.
+    pub status: StatusCode,
+    /// The `content-type` header, empty when absent.
+    pub content_type: String,
+    /// The body as JSON, or as a JSON string holding the text when it is not JSON.
+    pub body: Value,
+}
+
+impl Reply {
+    /// Reads the whole response.
+    pub async fn read(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        let text = resp.text().await.expect("reading the response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    /// Asserts an RFC 9457 problem with `status`, whose `errors[0].field` is `field`.
+    pub fn assert_problem_field(&self, status: StatusCode, field: &str) {
+        self.assert_problem(status);
+        assert_eq!(
+            self.body["errors"][0]["field"],
+            json!(field),
+            "the problem names another field: {}",
+            self.body
+        );
+    }
+
+    /// Asserts an RFC 9457 problem with `status`, whose `detail` mentions `word`.
+    pub fn assert_problem_detail(&self, status: StatusCode, word: &str) {
+        self.assert_problem(status);
+        let detail = self.body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.to_lowercase().contains(&word.to_lowercase()),
+            "the problem's detail does not mention `{word}`: {}",
+            self.body
+        );
+    }
+
+    /// Asserts an RFC 9457 problem with `status`.
+    pub fn assert_problem(&self, status: StatusCode) {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        assert_eq!(
+            self.content_type, "application/problem+json",
+            "body: {}",
+            self.body
+        );
+        assert_eq!(
+            self.body["status"],
+            json!(status.as_u16()),
+            "problem status: {}",
+            self.body
+        );
+        assert!(
+            self.body["type"].is_string(),
+            "a problem has a type: {}",
+            self.body
+        );
+        assert!(
+            self.body["title"].is_string(),
+            "a problem has a title: {}",
+            self.body
+        );
+    }
+}
+
+/// The `id`s of an array of events, in order.
+pub fn ids(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .expect("an array of events")
+        .iter()
+        .map(|e| e["id"].as_str().expect("an event has an id").to_owned())
+        .collect()
+}
+
+/// The `seq` of an event.
+pub fn seq(event: &Value) -> u64 {
+    event["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no seq in {event}"))
+}
+
+/// `id → seq` of a list of events.
+pub fn seqs_by_id(events: &[Value]) -> HashMap<String, u64> {
+    events
+        .iter()
+        .map(|e| (e["id"].as_str().expect("an id").to_owned(), seq(e)))
+        .collect()
+}

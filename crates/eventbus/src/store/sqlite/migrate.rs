@@ -5,8 +5,10 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The migrations, in order; `user_version` counts how many are applied.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_events", include_str!("../../../migrations/sqlite/0001_events.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_events", include_str!("../../../migrations/sqlite/0001_events.sql")),
+    ("0002_webhooks", include_str!("../../../migrations/sqlite/0002_webhooks.sql")),
+];
 
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]

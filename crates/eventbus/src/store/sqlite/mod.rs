@@ -1,17 +1,19 @@
 //! The embedded SQLite event store (the default backend).
 //!
 //! One writer thread owns the only write connection and does **group commit**: it takes every
-//! append waiting in its queue (up to [`MAX_GROUP_ROWS`] events), writes them in one `BEGIN
-//! IMMEDIATE` transaction (a savepoint per multi-event batch, so a conflicting batch is undone
-//! alone), commits once — one fsync for the whole group with `synchronous=FULL` — and only then
-//! answers each waiting publisher. Because a single thread commits, `seq` order is commit order,
-//! so tailing readers can never see a later commit with a smaller `seq` (invariant 2).
+//! append waiting in its queue, and every one arriving while the group is being written (up to
+//! [`MAX_GROUP_ROWS`] events), writes them in one `BEGIN IMMEDIATE` transaction (a savepoint per
+//! multi-event batch, so a conflicting batch is undone alone), commits once — one fsync for the
+//! whole group with `synchronous=FULL` — and only then answers each waiting publisher. Because a
+//! single thread commits, `seq` order is commit order, so tailing readers can never see a later
+//! commit with a smaller `seq` (invariant 2).
 //!
 //! Reads run on a small pool of read-only connections (WAL lets them run beside the writer).
 //! A checkpoint thread runs `wal_checkpoint(PASSIVE)` off the commit path. A lock file keeps a
 //! second process from opening the same database, whose commits this process could not see.
 
 mod migrate;
+mod webhook;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -99,6 +101,11 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 const COLUMNS: &str = "seq, id, type, ts, project_id, tenant_id, user_id, payload, metadata";
+
+/// The statement that appends one event; parameters `id, type, ts (µs), project_id, tenant_id,
+/// user_id, payload, metadata`. Public so that the benchmark's raw-store mode runs the same one.
+pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (id, type, ts, project_id, tenant_id, user_id, payload, metadata) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database at `path` and applies migrations. Blocking.
@@ -210,7 +217,10 @@ fn lock_file(path: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
-fn configure(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
+/// Applies the store's connection settings (WAL, `synchronous`, checkpoint backstop, cache) and
+/// registers its SQL functions. Public so that the benchmark's raw-store mode writes with exactly
+/// the settings of the store it is compared with.
+pub fn configure(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
@@ -295,37 +305,27 @@ enum Inserted {
 
 impl Writer {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        let mut group: Vec<AppendJob> = Vec::new();
-        while let Some(job) = jobs.blocking_recv() {
-            let mut next = Some(job);
-            let mut rows = 0;
-            // Take what is waiting, up to a group's worth of rows; an Exec ends the group.
-            while let Some(job) = next.take() {
-                match job {
-                    Job::Append { events, reply } => {
-                        rows += events.len();
-                        group.push(AppendJob { events, reply });
-                        if rows < MAX_GROUP_ROWS {
-                            next = jobs.try_recv().ok();
-                        }
-                    }
-                    Job::Exec(f) => {
-                        self.commit_group(std::mem::take(&mut group));
-                        f(&mut self.conn);
-                    }
+        // An `Exec` met while a group was open; it runs right after that group's commit.
+        let mut held: Option<Job> = None;
+        while let Some(job) = held.take().or_else(|| jobs.blocking_recv()) {
+            match job {
+                Job::Append { events, reply } => {
+                    held = self.commit_group(AppendJob { events, reply }, &mut jobs);
                 }
+                Job::Exec(f) => f(&mut self.conn),
             }
-            self.commit_group(std::mem::take(&mut group));
         }
-        self.commit_group(group);
     }
 
-    fn commit_group(&mut self, group: Vec<AppendJob>) {
-        if group.is_empty() {
-            return;
-        }
+    /// Commits `first` together with every append that is queued or arrives while the group's
+    /// rows are being written, up to [`MAX_GROUP_ROWS`] rows. Taking late arrivals into the open
+    /// transaction (instead of collecting the group up front) lets them share this group's fsync
+    /// rather than wait for the next one: fewer, larger commits under load, at no extra latency.
+    /// Returns an `Exec` taken from the queue, which ends the group and must run next.
+    fn commit_group(&mut self, first: AppendJob, jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
         let prev = self.head;
-        match self.write_group(group) {
+        let mut held = None;
+        match self.write_group(first, jobs, &mut held) {
             Ok((committed, replies)) => {
                 let new: Vec<Arc<Event>> = committed
                     .iter()
@@ -349,31 +349,41 @@ impl Writer {
                 }
             }
         }
+        held
     }
 
     /// Writes and commits a group; on a storage error everything is rolled back by the caller.
     #[allow(clippy::type_complexity)]
     fn write_group(
         &mut self,
-        group: Vec<AppendJob>,
+        first: AppendJob,
+        jobs: &mut mpsc::Receiver<Job>,
+        held: &mut Option<Job>,
     ) -> Result<
         (Vec<Result<Vec<Appended>, StoreError>>, Vec<Reply<Vec<Appended>>>),
         (rusqlite::Error, Vec<Reply<Vec<Appended>>>),
     > {
-        let mut replies = Vec::with_capacity(group.len());
-        let mut results = Vec::with_capacity(group.len());
-        let mut pending = Vec::with_capacity(group.len());
-        for job in group {
-            replies.push(job.reply);
-            pending.push(job.events);
-        }
+        let mut replies = Vec::new();
+        let mut results = Vec::new();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            replies.push(first.reply);
             return Err((e, replies));
         }
-        for events in pending {
+        let mut rows = 0;
+        let mut next = Some(first);
+        while let Some(AppendJob { events, reply }) = next.take() {
+            rows += events.len();
+            replies.push(reply);
             match self.write_batch(events) {
                 Ok(r) => results.push(r),
                 Err(e) => return Err((e, replies)),
+            }
+            if rows < MAX_GROUP_ROWS {
+                match jobs.try_recv() {
+                    Ok(Job::Append { events, reply }) => next = Some(AppendJob { events, reply }),
+                    Ok(exec) => *held = Some(exec),
+                    Err(_) => {}
+                }
             }
         }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
@@ -414,21 +424,16 @@ impl Writer {
 fn insert(conn: &Connection, event: &mut Event) -> rusqlite::Result<Option<Inserted>> {
     let metadata = (!event.metadata.is_empty())
         .then(|| serde_json::to_string(&event.metadata).expect("string map serialises"));
-    let changed = conn
-        .prepare_cached(
-            "INSERT INTO events (id, type, ts, project_id, tenant_id, user_id, payload, metadata) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
-        )?
-        .execute(params![
-            event.id,
-            event.event_type,
-            event.timestamp.as_micros(),
-            event.project_id,
-            event.tenant_id,
-            event.user_id,
-            event.payload.get(),
-            metadata,
-        ])?;
+    let changed = conn.prepare_cached(INSERT_EVENT_SQL)?.execute(params![
+        event.id,
+        event.event_type,
+        event.timestamp.as_micros(),
+        event.project_id,
+        event.tenant_id,
+        event.user_id,
+        event.payload.get(),
+        metadata,
+    ])?;
     if changed == 1 {
         event.seq = conn.last_insert_rowid() as u64;
         return Ok(Some(Inserted::New));

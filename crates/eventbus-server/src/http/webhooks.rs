@@ -1,0 +1,342 @@
+//! `/v1/webhooks` and `/v1/deliveries`: endpoints, secret rotation, test sends, the delivery and
+//! attempt log, retry and replay (see docs/webhooks.md).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use eventbus::core::event::FieldError;
+use eventbus::core::time::Timestamp;
+use eventbus::store::webhook::{
+    AttemptQuery, DeliveryQuery, DeliveryStatus, Endpoint, MAX_LOG_PAGE,
+};
+use eventbus::transport::webhook::{EndpointInput, ReplayFrom, WebhookError, WebhookService};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::AppState;
+use super::body::{decode, read_json};
+use super::events::json;
+use super::params::{DEFAULT_PAGE, reject_unknown};
+use super::problem::ApiError;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/webhooks", get(list_endpoints).post(create_endpoint))
+        .route(
+            "/v1/webhooks/{id}",
+            get(get_endpoint)
+                .patch(update_endpoint)
+                .delete(delete_endpoint),
+        )
+        .route("/v1/webhooks/{id}/enable", post(enable_endpoint))
+        .route("/v1/webhooks/{id}/disable", post(disable_endpoint))
+        .route("/v1/webhooks/{id}/rotate-secret", post(rotate_secret))
+        .route("/v1/webhooks/{id}/test", post(test_endpoint))
+        .route("/v1/webhooks/{id}/replay", post(replay_events))
+        .route("/v1/webhooks/{id}/deliveries", get(list_deliveries))
+        .route("/v1/webhooks/{id}/attempts", get(list_attempts))
+        .route("/v1/deliveries/{id}", get(get_delivery))
+        .route("/v1/deliveries/{id}/retry", post(retry_delivery))
+}
+
+fn service(state: &AppState) -> Result<&Arc<WebhookService>, ApiError> {
+    state.webhooks.as_ref().ok_or_else(|| {
+        ApiError::WebhooksUnavailable(format!(
+            "webhooks are not available on the {} store yet",
+            state.bus.store().backend()
+        ))
+    })
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Invalid(f) if f.field == "url" => ApiError::InvalidWebhookUrl(f),
+            WebhookError::Invalid(f) => ApiError::InvalidField(f),
+            WebhookError::NotFound(m) => ApiError::NotFound(m),
+            WebhookError::Store(s) => s.into(),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// An endpoint as the API shows it; `secret` only when just created or rotated.
+fn endpoint_body(ep: &Endpoint, with_secret: bool) -> Value {
+    let mut v = serde_json::to_value(ep).expect("an endpoint serialises");
+    if with_secret {
+        v["secret"] = Value::String(ep.secret.clone());
+    }
+    v
+}
+
+/// `POST /v1/webhooks`: 201 with the endpoint, its `id` and its `secret`.
+async fn create_endpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let svc = service(&state)?;
+    let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
+    let input: EndpointInput = decode(&bytes)?;
+    let ep = svc.create_endpoint(input).await?;
+    Ok(json(StatusCode::CREATED, &endpoint_body(&ep, true)))
+}
+
+#[derive(Serialize)]
+struct ListBody {
+    webhooks: Vec<Value>,
+}
+
+/// `GET /v1/webhooks`.
+async fn list_endpoints(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let list = service(&state)?.list_endpoints().await?;
+    Ok(json(
+        StatusCode::OK,
+        &ListBody {
+            webhooks: list.iter().map(|e| endpoint_body(e, false)).collect(),
+        },
+    ))
+}
+
+/// `GET /v1/webhooks/{id}`.
+async fn get_endpoint(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let ep = service(&state)?.get_endpoint(&id).await?;
+    Ok(json(StatusCode::OK, &endpoint_body(&ep, false)))
+}
+
+/// `PATCH /v1/webhooks/{id}`: changes the given fields; `null` clears an optional one.
+async fn update_endpoint(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let svc = service(&state)?;
+    let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
+    let input: EndpointInput = decode(&bytes)?;
+    let ep = svc.update_endpoint(&id, input).await?;
+    Ok(json(StatusCode::OK, &endpoint_body(&ep, false)))
+}
+
+/// `DELETE /v1/webhooks/{id}`: 204; its deliveries and attempts go with it.
+async fn delete_endpoint(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    service(&state)?.delete_endpoint(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/webhooks/{id}/enable`: also clears the failure streak.
+async fn enable_endpoint(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let ep = service(&state)?.set_disabled(&id, false).await?;
+    Ok(json(StatusCode::OK, &endpoint_body(&ep, false)))
+}
+
+/// `POST /v1/webhooks/{id}/disable`.
+async fn disable_endpoint(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let ep = service(&state)?.set_disabled(&id, true).await?;
+    Ok(json(StatusCode::OK, &endpoint_body(&ep, false)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+/// `POST /v1/webhooks/{id}/rotate-secret`: optional body `{"secret"}`; answers with the new
+/// secret and `previousSecretExpiresAt`, until which both secrets sign.
+async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let svc = service(&state)?;
+    let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
+    let body: RotateBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RotateBody::default()
+    } else {
+        decode(&bytes)?
+    };
+    let ep = svc.rotate_secret(&id, body.secret).await?;
+    Ok(json(StatusCode::OK, &endpoint_body(&ep, true)))
+}
+
+/// `POST /v1/webhooks/{id}/test`: sends a `webhook.test` event now and reports the answer.
+async fn test_endpoint(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let result = service(&state)?.test_endpoint(&id).await?;
+    Ok(json(StatusCode::OK, &result))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplayBody {
+    queued: u64,
+}
+
+/// `POST /v1/webhooks/{id}/replay?since=<RFC 3339 time | seq>`: queues the matching stored
+/// events from there on again; 202 with how many.
+async fn replay_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    reject_unknown(&params, &["since"])?;
+    let since = params
+        .get("since")
+        .ok_or_else(|| ApiError::parameter("since", "required: an RFC 3339 time or a seq"))?;
+    let from = match since.parse::<u64>() {
+        Ok(seq) => ReplayFrom::Seq(seq),
+        Err(_) => ReplayFrom::Time(Timestamp::parse_rfc3339(since).map_err(|m| {
+            ApiError::parameter("since", format!("neither a seq nor an RFC 3339 time: {m}"))
+        })?),
+    };
+    let queued = service(&state)?.replay(&id, from).await?;
+    Ok(json(StatusCode::ACCEPTED, &ReplayBody { queued }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageBody<T: Serialize> {
+    #[serde(flatten)]
+    items: HashMap<&'static str, Vec<T>>,
+    next_after: Option<u64>,
+}
+
+fn paging(params: &HashMap<String, String>) -> Result<(u64, usize), ApiError> {
+    let after = match params.get("after") {
+        None => 0,
+        Some(a) => a.parse().map_err(|_| {
+            ApiError::parameter("after", "pass the `nextAfter` of the previous page")
+        })?,
+    };
+    let limit = match params.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LOG_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::parameter(
+                    "limit",
+                    format!("`{l}` is out of range; use 1 to {MAX_LOG_PAGE}"),
+                ));
+            }
+        },
+    };
+    Ok((after, limit))
+}
+
+/// `GET /v1/webhooks/{id}/deliveries?status=&eventId=&after=&limit=`.
+async fn list_deliveries(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    reject_unknown(&params, &["status", "eventId", "after", "limit"])?;
+    let (after, limit) = paging(&params)?;
+    let status = params
+        .get("status")
+        .map(|s| {
+            DeliveryStatus::parse(s)
+                .ok_or_else(|| ApiError::parameter("status", "one of pending, succeeded, failed"))
+        })
+        .transpose()?;
+    let query = DeliveryQuery {
+        endpoint_id: id,
+        status,
+        event_id: params.get("eventId").cloned(),
+        after,
+        limit,
+    };
+    let page = service(&state)?.list_deliveries(query).await?;
+    Ok(json(
+        StatusCode::OK,
+        &PageBody {
+            items: HashMap::from([("deliveries", page.items)]),
+            next_after: page.next_after,
+        },
+    ))
+}
+
+/// `GET /v1/webhooks/{id}/attempts?deliveryId=&status=succeeded|failed&after=&limit=`.
+async fn list_attempts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    reject_unknown(&params, &["deliveryId", "status", "after", "limit"])?;
+    let (after, limit) = paging(&params)?;
+    let delivery_id = params
+        .get("deliveryId")
+        .map(|d| {
+            d.parse::<u64>()
+                .map_err(|_| ApiError::parameter("deliveryId", "a delivery id (an integer)"))
+        })
+        .transpose()?;
+    let success = match params.get("status").map(String::as_str) {
+        None => None,
+        Some("succeeded") => Some(true),
+        Some("failed") => Some(false),
+        Some(_) => return Err(ApiError::parameter("status", "one of succeeded, failed")),
+    };
+    let query = AttemptQuery {
+        endpoint_id: id,
+        delivery_id,
+        success,
+        after,
+        limit,
+    };
+    let page = service(&state)?.list_attempts(query).await?;
+    Ok(json(
+        StatusCode::OK,
+        &PageBody {
+            items: HashMap::from([("attempts", page.items)]),
+            next_after: page.next_after,
+        },
+    ))
+}
+
+fn delivery_id(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::InvalidParameter(FieldError::new("id", "a delivery id is an integer"))
+    })
+}
+
+/// `GET /v1/deliveries/{id}`.
+async fn get_delivery(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let d = service(&state)?.get_delivery(delivery_id(&id)?).await?;
+    Ok(json(StatusCode::OK, &d))
+}
+
+/// `POST /v1/deliveries/{id}/retry`: requeues it (a dead letter, typically) for an attempt now.
+async fn retry_delivery(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let d = service(&state)?.retry_delivery(delivery_id(&id)?).await?;
+    Ok(json(StatusCode::ACCEPTED, &d))
+}

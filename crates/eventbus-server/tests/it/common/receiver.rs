@@ -1,0 +1,241 @@
+//! `WebhookReceiver`: a real HTTP server on `127.0.0.1:0` that records every request it gets
+//! and answers as told: 200, fail the next N requests (with a status and an optional
+//! `Retry-After`), fail the first attempt of each `webhook-id`, or hang.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// When it arrived.
+    pub at: Instant,
+    /// `webhook-id`.
+    pub id: String,
+    /// `webhook-timestamp`.
+    pub timestamp: String,
+    /// `webhook-signature`.
+    pub signature: String,
+    /// Every header, lowercase name → value.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Bytes,
+    /// The status it was answered with (`None`: it hung).
+    pub answered: Option<u16>,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a webhook body is JSON")
+    }
+
+    /// The event's `seq`.
+    pub fn seq(&self) -> u64 {
+        self.json()["seq"].as_u64().expect("the event has a seq")
+    }
+
+    /// A header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether it was answered 2xx.
+    pub fn succeeded(&self) -> bool {
+        self.answered.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+#[derive(Default)]
+struct Behaviour {
+    /// Fail this many more requests…
+    fail_next: usize,
+    /// …with this status…
+    fail_status: u16,
+    /// …and this `Retry-After` (seconds).
+    retry_after: Option<u64>,
+    /// Fail the first request of each `webhook-id` with 500.
+    fail_first_of_each: bool,
+    seen: HashSet<String>,
+    /// Never answer.
+    hang: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<Received>>,
+    behaviour: Mutex<Behaviour>,
+}
+
+/// The receiver; stops when dropped.
+pub struct WebhookReceiver {
+    port: u16,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl WebhookReceiver {
+    /// Starts a receiver answering 200.
+    pub async fn start() -> WebhookReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the receiver");
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared::default());
+        let stop = CancellationToken::new();
+        let app = Router::new().fallback(receive).with_state(shared.clone());
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+        });
+        WebhookReceiver { port, shared, stop }
+    }
+
+    /// The URL of `path` on this receiver, by IP literal.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The same, by the host name `localhost`.
+    pub fn localhost_url(&self, path: &str) -> String {
+        format!("http://localhost:{}{path}", self.port)
+    }
+
+    /// Answers the next `n` requests with `status` (and `Retry-After: retry_after` seconds).
+    pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
+        let mut b = self.shared.behaviour.lock().unwrap();
+        b.fail_next = n;
+        b.fail_status = status;
+        b.retry_after = retry_after;
+    }
+
+    /// Answers the first request of each `webhook-id` with 500, later ones with 200.
+    pub fn fail_first_attempt_of_each(&self) {
+        self.shared.behaviour.lock().unwrap().fail_first_of_each = true;
+    }
+
+    /// Never answers (while `on`).
+    pub fn hang(&self, on: bool) {
+        self.shared.behaviour.lock().unwrap().hang = on;
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Received> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// How many requests arrived.
+    pub fn count(&self) -> usize {
+        self.shared.requests.lock().unwrap().len()
+    }
+
+    /// Waits (polling, up to `timeout`) until `done(requests)` holds; panics with `what` if not.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let requests = self.requests();
+            if done(&requests) {
+                return requests;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the receiver did not get {what} within {timeout:?}; it got {} requests",
+                    requests.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until at least `n` requests arrived (polling the count only).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        while self.count() < n {
+            if Instant::now() > deadline {
+                panic!(
+                    "the receiver did not get {n} requests within {timeout:?}; it got {}",
+                    self.count()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        self.requests()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let id = h("webhook-id");
+    let (status, retry_after, hang) = {
+        let mut b = shared.behaviour.lock().unwrap();
+        let first = b.seen.insert(id.clone());
+        if b.hang {
+            (None, None, true)
+        } else if b.fail_next > 0 {
+            b.fail_next -= 1;
+            (Some(b.fail_status), b.retry_after, false)
+        } else if b.fail_first_of_each && first {
+            (Some(500), None, false)
+        } else {
+            (Some(200), None, false)
+        }
+    };
+    let received = Received {
+        at: Instant::now(),
+        id,
+        timestamp: h("webhook-timestamp"),
+        signature: h("webhook-signature"),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect(),
+        body,
+        answered: status,
+    };
+    shared.requests.lock().unwrap().push(received);
+    if hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    let status = StatusCode::from_u16(status.unwrap_or(200)).unwrap();
+    let mut response = (status, format!("answered {}", status.as_u16())).into_response();
+    if let Some(secs) = retry_after {
+        response.headers_mut().insert("retry-after", secs.into());
+    }
+    response
+}

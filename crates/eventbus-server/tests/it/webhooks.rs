@@ -1,0 +1,801 @@
+//! The webhook transport end to end: the real binary delivering to a real local receiver.
+//!
+//! Signatures are checked with an independent HMAC computation over the raw body; retries,
+//! dead letters, `Retry-After`, timeouts, SSRF refusal, secret rotation, replay, strict ordering
+//! and `kill -9` crash safety are each exercised against [`WebhookReceiver`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::common::receiver::{Received, WebhookReceiver};
+use crate::common::{Reply, TestServer};
+
+/// Generous bound for anything asynchronous.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A server that may reach loopback receivers, with short retry delays.
+async fn server(extra: &[(&str, &str)]) -> TestServer {
+    let mut env = vec![
+        ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8"),
+        ("WEBHOOK_RETRY_SCHEDULE", "100ms,200ms,300ms"),
+        ("WEBHOOK_POLL_INTERVAL", "50ms"),
+    ];
+    env.extend_from_slice(extra);
+    TestServer::start(&env).await
+}
+
+async fn send(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Reply {
+    let mut req = server.client().request(method.clone(), server.url(path));
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    Reply::read(
+        req.send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}")),
+    )
+    .await
+}
+
+async fn post(server: &TestServer, path: &str, body: Option<&Value>) -> Reply {
+    send(server, reqwest::Method::POST, path, body).await
+}
+
+/// Creates an endpoint, failing the test unless it is a 201.
+async fn create(server: &TestServer, body: Value) -> Value {
+    let reply = post(server, "/v1/webhooks", Some(&body)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::CREATED,
+        "create {body}: {}",
+        reply.body
+    );
+    reply.body
+}
+
+/// `v1,<base64 HMAC-SHA256>` computed here, independently of the server's code.
+fn expected_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
+        .expect("base64 secret");
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+fn verifies(secret: &str, r: &Received) -> bool {
+    let expected = expected_signature(secret, &r.id, &r.timestamp, &r.body);
+    r.signature.split(' ').any(|s| s == expected)
+}
+
+/// Polls `GET path` until `done(body)` holds.
+async fn wait_api(
+    server: &TestServer,
+    path: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let reply = server.get(path, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "GET {path}: {}", reply.body);
+        if done(&reply.body) {
+            return reply.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen within {WAIT:?}: {}",
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn items<'a>(body: &'a Value, key: &str) -> &'a Vec<Value> {
+    body[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} array in {body}"))
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_filtered_and_carry_the_event() {
+    let receiver = WebhookReceiver::start().await;
+    let server = server(&[]).await;
+    let ep = create(
+        &server,
+        json!({"url": receiver.url("/hook"), "eventTypes": ["project.*"], "headers": {"X-Team": "core"}}),
+    )
+    .await;
+    let secret = ep["secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_"));
+    assert!(STANDARD.decode(&secret[6..]).unwrap().len() >= 24);
+
+    let skipped = server
+        .publish_ok(&json!({"type": "user.created", "payload": {}}))
+        .await;
+    let first = server
+        .publish_ok(&json!({"type": "project.created", "payload": {"name": "A"}}))
+        .await;
+    let second = server
+        .publish_ok(&json!({"type": "project.updated", "payload": {"name": "B"}}))
+        .await;
+    let got = receiver.wait_for(2, WAIT).await;
+    for r in &got {
+        assert!(
+            verifies(secret, r),
+            "signature {} does not verify",
+            r.signature
+        );
+        assert_eq!(r.json()["id"], json!(r.id), "webhook-id is the event id");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("x-team"), Some("core"));
+        let ts: i64 = r.timestamp.parse().unwrap();
+        assert!(
+            ts > 1_700_000_000,
+            "webhook-timestamp is unix seconds: {ts}"
+        );
+    }
+    let mut ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    let mut want = vec![
+        first["id"].as_str().unwrap(),
+        second["id"].as_str().unwrap(),
+    ];
+    want.sort();
+    assert_eq!(ids, want);
+    // The body is exactly the stored event.
+    let stored = server.get_event(first["id"].as_str().unwrap()).await.body;
+    let body = got
+        .iter()
+        .find(|r| r.id == first["id"].as_str().unwrap())
+        .unwrap()
+        .json();
+    assert_eq!(body, stored);
+    // A later matching event arrives, and the non-matching one never did.
+    let third = server
+        .publish_ok(&json!({"type": "project.deleted", "payload": {}}))
+        .await;
+    let got = receiver.wait_for(3, WAIT).await;
+    assert!(got.iter().any(|r| r.id == third["id"].as_str().unwrap()));
+    assert!(got.iter().all(|r| r.id != skipped["id"].as_str().unwrap()));
+}
+
+#[tokio::test]
+async fn a_failing_receiver_is_retried_until_it_succeeds_once() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_next(2, 500, None);
+    let server = server(&[]).await;
+    let ep = create(
+        &server,
+        json!({"url": receiver.url("/"), "eventTypes": [">"]}),
+    )
+    .await;
+    let id = ep["id"].as_str().unwrap();
+    let event = server
+        .publish_ok(&json!({"type": "project.created", "payload": {}}))
+        .await;
+
+    let path = format!("/v1/webhooks/{id}/deliveries");
+    let page = wait_api(&server, &path, "success", |b| {
+        items(b, "deliveries")
+            .first()
+            .is_some_and(|d| d["status"] == "succeeded")
+    })
+    .await;
+    let delivery = &items(&page, "deliveries")[0];
+    assert_eq!(delivery["eventId"], event["id"]);
+    assert_eq!(delivery["attempts"], 3);
+    let got = receiver.requests();
+    assert_eq!(got.len(), 3, "two failures, then one success");
+    assert_eq!(got.iter().filter(|r| r.succeeded()).count(), 1);
+    assert!(
+        got.iter().all(|r| r.id == event["id"].as_str().unwrap()),
+        "webhook-id is stable across retries"
+    );
+
+    let attempts = server
+        .get(&format!("/v1/webhooks/{id}/attempts"), &[])
+        .await
+        .body;
+    let attempts = items(&attempts, "attempts");
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    let codes: Vec<&Value> = attempts.iter().map(|a| &a["statusCode"]).collect();
+    assert_eq!(codes, [&json!(500), &json!(500), &json!(200)]);
+    assert_eq!(attempts[0]["responseBody"], "answered 500");
+    assert!(attempts[0]["error"].is_string() && attempts[2]["error"].is_null());
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["durationMs"].is_u64() && a["startedAt"].is_string())
+    );
+    let failed = server
+        .get(
+            &format!("/v1/webhooks/{id}/attempts"),
+            &[("status", "failed")],
+        )
+        .await
+        .body;
+    assert_eq!(items(&failed, "attempts").len(), 2);
+    // Keyset paging over the attempts.
+    let one = server
+        .get(&format!("/v1/webhooks/{id}/attempts"), &[("limit", "1")])
+        .await
+        .body;
+    let after = one["nextAfter"].as_u64().expect("a next page");
+    let rest = server
+        .get(
+            &format!("/v1/webhooks/{id}/attempts"),
+            &[("after", &after.to_string())],
+        )
+        .await
+        .body;
+    assert_eq!(items(&rest, "attempts").len(), 2);
+}
+
+#[tokio::test]
+async fn the_last_failure_dead_letters_and_a_manual_retry_delivers() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_next(1000, 500, None);
+    let server = server(&[("WEBHOOK_RETRY_ATTEMPTS", "2")]).await;
+    let ep = create(&server, json!({"url": receiver.url("/")})).await;
+    let id = ep["id"].as_str().unwrap();
+    server
+        .publish_ok(&json!({"type": "project.created", "payload": {}}))
+        .await;
+
+    let path = format!("/v1/webhooks/{id}/deliveries");
+    let page = wait_api(&server, &path, "dead letter", |b| {
+        items(b, "deliveries")
+            .first()
+            .is_some_and(|d| d["status"] == "failed")
+    })
+    .await;
+    let delivery_id = items(&page, "deliveries")[0]["id"].as_u64().unwrap();
+    assert_eq!(receiver.count(), 3, "the first attempt and two retries");
+    let dead = server
+        .get(&format!("/v1/deliveries/{delivery_id}"), &[])
+        .await;
+    assert_eq!(dead.body["status"], "failed");
+    assert_eq!(dead.body["lastStatusCode"], 500);
+    let failed = server.get(&path, &[("status", "failed")]).await.body;
+    assert_eq!(items(&failed, "deliveries").len(), 1);
+
+    receiver.fail_next(0, 500, None);
+    let retried = post(
+        &server,
+        &format!("/v1/deliveries/{delivery_id}/retry"),
+        None,
+    )
+    .await;
+    assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.body);
+    wait_api(
+        &server,
+        &format!("/v1/deliveries/{delivery_id}"),
+        "manual retry",
+        |d| d["status"] == "succeeded",
+    )
+    .await;
+    assert_eq!(
+        receiver.requests().iter().filter(|r| r.succeeded()).count(),
+        1
+    );
+    let missing = server.get("/v1/deliveries/999999", &[]).await;
+    missing.assert_problem(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_next(1, 429, Some(2));
+    let server = server(&[]).await;
+    create(&server, json!({"url": receiver.url("/")})).await;
+    server
+        .publish_ok(&json!({"type": "project.created", "payload": {}}))
+        .await;
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(got[0].answered, Some(429));
+    assert!(got[1].succeeded());
+    let gap = got[1].at - got[0].at;
+    // The schedule says ~100 ms; Retry-After says 2 s, and wins.
+    assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}");
+
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_next(1, 503, Some(1));
+    create(
+        &server,
+        json!({"url": receiver.url("/"), "eventTypes": ["user.created"]}),
+    )
+    .await;
+    server
+        .publish_ok(&json!({"type": "user.created", "payload": {}}))
+        .await;
+    let got = receiver.wait_for(2, WAIT).await;
+    assert!(got[1].at - got[0].at >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_times_out_without_delaying_a_healthy_one() {
+    let hanging = WebhookReceiver::start().await;
+    hanging.hang(true);
+    let healthy = WebhookReceiver::start().await;
+    let server = server(&[
+        ("WEBHOOK_TIMEOUT", "300"),
+        ("WEBHOOK_ENDPOINT_CONCURRENCY", "2"),
+    ])
+    .await;
+    let slow = create(&server, json!({"url": hanging.url("/")})).await;
+    create(&server, json!({"url": healthy.url("/")})).await;
+    let batch: Vec<Value> = (0..50)
+        .map(|i| json!({"type": "project.created", "payload": {"i": i}}))
+        .collect();
+    let reply = server.publish(&json!(batch)).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    // Every event reaches the healthy endpoint while the other one hangs.
+    let got = healthy.wait_for(50, WAIT).await;
+    assert_eq!(
+        got.iter()
+            .map(|r| r.id.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        50
+    );
+    // The hanging endpoint's attempts end as timeouts, logged.
+    let path = format!("/v1/webhooks/{}/attempts", slow["id"].as_str().unwrap());
+    let body = wait_api(&server, &path, "a logged timeout", |b| {
+        !items(b, "attempts").is_empty()
+    })
+    .await;
+    let attempt = &items(&body, "attempts")[0];
+    assert!(
+        attempt["error"].as_str().unwrap().contains("timed out"),
+        "{attempt}"
+    );
+    assert!(attempt["statusCode"].is_null());
+}
+
+#[tokio::test]
+async fn internal_addresses_are_refused_without_the_allow_list() {
+    let receiver = WebhookReceiver::start().await;
+    let server = TestServer::start(&[
+        ("WEBHOOK_RETRY_SCHEDULE", "100ms"),
+        ("WEBHOOK_RETRY_ATTEMPTS", "0"),
+    ])
+    .await;
+    for url in [
+        receiver.url("/"),
+        "http://[::1]:9/".into(),
+        "http://169.254.169.254/latest".into(),
+        "http://10.0.0.1/".into(),
+    ] {
+        let reply = post(&server, "/v1/webhooks", Some(&json!({"url": url}))).await;
+        reply.assert_problem_field(StatusCode::BAD_REQUEST, "url");
+        assert_eq!(reply.body["type"], "/problems/invalid-webhook-url", "{url}");
+    }
+    for (body, field) in [
+        (json!({"url": "ftp://example.com/"}), "url"),
+        (json!({"url": "not a url"}), "url"),
+        (json!({}), "url"),
+        (
+            json!({"url": "https://example.com/", "eventTypes": ["Project.*"]}),
+            "eventTypes/0",
+        ),
+        (
+            json!({"url": "https://example.com/", "eventTypes": []}),
+            "eventTypes",
+        ),
+        (
+            json!({"url": "https://example.com/", "headers": {"webhook-id": "x"}}),
+            "headers/webhook-id",
+        ),
+        (
+            json!({"url": "https://example.com/", "headers": {"Host": "x"}}),
+            "headers/Host",
+        ),
+        (
+            json!({"url": "https://example.com/", "secret": "hunter2"}),
+            "secret",
+        ),
+        (
+            json!({"url": "https://example.com/", "rateLimit": 0}),
+            "rateLimit",
+        ),
+        (json!({"url": "https://example.com/", "bogus": 1}), "bogus"),
+    ] {
+        post(&server, "/v1/webhooks", Some(&body))
+            .await
+            .assert_problem_field(StatusCode::BAD_REQUEST, field);
+    }
+    // A host name is checked after resolution, at connect time.
+    let ep = create(&server, json!({"url": receiver.localhost_url("/")})).await;
+    server
+        .publish_ok(&json!({"type": "project.created", "payload": {}}))
+        .await;
+    let path = format!("/v1/webhooks/{}/deliveries", ep["id"].as_str().unwrap());
+    wait_api(&server, &path, "a refused delivery", |b| {
+        items(b, "deliveries")
+            .first()
+            .is_some_and(|d| d["status"] == "failed")
+    })
+    .await;
+    let attempts = server
+        .get(
+            &format!("/v1/webhooks/{}/attempts", ep["id"].as_str().unwrap()),
+            &[],
+        )
+        .await
+        .body;
+    let error = items(&attempts, "attempts")[0]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("may not reach"), "{error}");
+    assert_eq!(receiver.count(), 0, "nothing reached the loopback receiver");
+}
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_the_old_one_valid_during_the_grace_period() {
+    let receiver = WebhookReceiver::start().await;
+    let server = server(&[]).await;
+    let given = format!("whsec_{}", STANDARD.encode([7u8; 32]));
+    let ep = create(&server, json!({"url": receiver.url("/"), "secret": given})).await;
+    assert_eq!(ep["secret"], json!(given));
+    let id = ep["id"].as_str().unwrap();
+    let rotated = post(&server, &format!("/v1/webhooks/{id}/rotate-secret"), None).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let new = rotated.body["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, given);
+    assert!(rotated.body["previousSecretExpiresAt"].is_string());
+
+    server
+        .publish_ok(&json!({"type": "project.created", "payload": {}}))
+        .await;
+    let got = receiver.wait_for(1, WAIT).await;
+    let r = &got[0];
+    assert_eq!(
+        r.signature.split(' ').count(),
+        2,
+        "both signatures: {}",
+        r.signature
+    );
+    assert!(verifies(&given, r) && verifies(&new, r));
+    // GET never shows the secret.
+    let shown = server.get(&format!("/v1/webhooks/{id}"), &[]).await.body;
+    assert!(shown.get("secret").is_none(), "{shown}");
+}
+
+#[tokio::test]
+async fn replay_resends_stored_events_from_a_seq_or_a_time() {
+    let receiver = WebhookReceiver::start().await;
+    let server = server(&[]).await;
+    let ep = create(
+        &server,
+        json!({"url": receiver.url("/"), "eventTypes": ["project.>"]}),
+    )
+    .await;
+    let id = ep["id"].as_str().unwrap();
+    let mut events = Vec::new();
+    for i in 0..5 {
+        events.push(
+            server
+                .publish_ok(&json!({"type": "project.created", "payload": {"i": i}}))
+                .await,
+        );
+        server
+            .publish_ok(&json!({"type": "user.created", "payload": {"i": i}}))
+            .await;
+    }
+    receiver.wait_for(5, WAIT).await;
+    let since = events[2]["seq"].as_u64().unwrap().to_string();
+    let reply = post(
+        &server,
+        &format!("/v1/webhooks/{id}/replay?since={since}"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    assert_eq!(reply.body["queued"], 3);
+    let got = receiver.wait_for(8, WAIT).await;
+    let mut replayed: Vec<u64> = got[5..].iter().map(Received::seq).collect();
+    replayed.sort();
+    let want: Vec<u64> = events[2..]
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed, want);
+
+    let time = events[4]["timestamp"].as_str().unwrap();
+    let mut url = reqwest::Url::parse(&server.url(&format!("/v1/webhooks/{id}/replay"))).unwrap();
+    url.query_pairs_mut().append_pair("since", time);
+    let reply = Reply::read(server.client().post(url).send().await.unwrap()).await;
+    assert_eq!(reply.body["queued"], 1, "{}", reply.body);
+    let got = receiver.wait_for(9, WAIT).await;
+    assert_eq!(got[8].id, events[4]["id"].as_str().unwrap());
+    post(
+        &server,
+        &format!("/v1/webhooks/{id}/replay?since=yesterday"),
+        None,
+    )
+    .await
+    .assert_problem_field(StatusCode::BAD_REQUEST, "since");
+}
+
+#[tokio::test]
+async fn an_ordered_endpoint_receives_events_in_seq_order_despite_failures() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_first_attempt_of_each();
+    let server = server(&[]).await;
+    create(&server, json!({"url": receiver.url("/"), "ordered": true})).await;
+    let batch: Vec<Value> = (0..15)
+        .map(|i| json!({"type": "project.created", "payload": {"i": i}}))
+        .collect();
+    assert_eq!(
+        server.publish(&json!(batch)).await.status,
+        StatusCode::CREATED
+    );
+    for i in 0..5 {
+        server
+            .publish_ok(&json!({"type": "project.updated", "payload": {"i": i}}))
+            .await;
+    }
+    let got = receiver
+        .wait_until("20 successes", WAIT, |r| {
+            r.iter().filter(|r| r.succeeded()).count() >= 20
+        })
+        .await;
+    let seqs: Vec<u64> = got.iter().map(Received::seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] <= w[1]),
+        "requests out of seq order: {seqs:?}"
+    );
+    let ok: Vec<u64> = got
+        .iter()
+        .filter(|r| r.succeeded())
+        .map(Received::seq)
+        .collect();
+    assert!(
+        ok.windows(2).all(|w| w[0] < w[1]),
+        "successes out of order: {ok:?}"
+    );
+    assert_eq!(got.len(), 40, "each event failed once, then succeeded");
+}
+
+#[tokio::test]
+async fn endpoints_crud_test_send_and_disable() {
+    let receiver = WebhookReceiver::start().await;
+    let server = server(&[]).await;
+    let ep = create(
+        &server,
+        json!({"url": receiver.url("/a"), "description": "CRM", "projectId": "p_1", "rateLimit": 50}),
+    )
+    .await;
+    let id = ep["id"].as_str().unwrap().to_owned();
+    assert_eq!(ep["eventTypes"], json!([">"]));
+    assert_eq!(
+        (ep["ordered"].clone(), ep["disabled"].clone()),
+        (json!(false), json!(false))
+    );
+    let list = server.get("/v1/webhooks", &[]).await.body;
+    assert_eq!(items(&list, "webhooks").len(), 1);
+
+    let patched = send(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/v1/webhooks/{id}"),
+        Some(&json!({"description": null, "eventTypes": ["project.*"], "url": receiver.url("/b")})),
+    )
+    .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    assert!(patched.body["description"].is_null());
+    assert_eq!(patched.body["url"], json!(receiver.url("/b")));
+    assert_eq!(patched.body["projectId"], "p_1", "untouched fields stay");
+    send(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/v1/webhooks/{id}"),
+        Some(&json!({"url": "http://10.1.1.1/"})),
+    )
+    .await
+    .assert_problem_field(StatusCode::BAD_REQUEST, "url");
+
+    // Scope: only p_1's events.
+    server
+        .publish_ok(&json!({"type": "project.created", "projectId": "p_2", "payload": {}}))
+        .await;
+    let mine = server
+        .publish_ok(&json!({"type": "project.created", "projectId": "p_1", "payload": {}}))
+        .await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].id, mine["id"].as_str().unwrap());
+
+    let test = post(&server, &format!("/v1/webhooks/{id}/test"), None).await;
+    assert_eq!(test.status, StatusCode::OK, "{}", test.body);
+    assert_eq!(test.body["success"], true);
+    assert_eq!(test.body["statusCode"], 200);
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(got[1].json()["type"], "webhook.test");
+
+    // Disabled endpoints queue nothing; events published meanwhile are not sent later.
+    let disabled = post(&server, &format!("/v1/webhooks/{id}/disable"), None).await;
+    assert_eq!(
+        (
+            disabled.body["disabled"].clone(),
+            disabled.body["disabledReason"].clone()
+        ),
+        (json!(true), json!("manual"))
+    );
+    server
+        .publish_ok(&json!({"type": "project.created", "projectId": "p_1", "payload": {}}))
+        .await;
+    let enabled = post(&server, &format!("/v1/webhooks/{id}/enable"), None).await;
+    assert_eq!(enabled.body["disabled"], false);
+    let after = server
+        .publish_ok(&json!({"type": "project.updated", "projectId": "p_1", "payload": {}}))
+        .await;
+    let got = receiver.wait_for(3, WAIT).await;
+    assert_eq!(got[2].id, after["id"].as_str().unwrap());
+
+    let deleted = send(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/v1/webhooks/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    server
+        .get(&format!("/v1/webhooks/{id}"), &[])
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+    server
+        .get(&format!("/v1/webhooks/{id}/deliveries"), &[])
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_continuously_failing_endpoint_is_disabled_and_announced() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_next(10_000, 500, None);
+    let server = server(&[
+        ("WEBHOOK_DISABLE_AFTER", "0s"),
+        ("WEBHOOK_DISABLE_FAILURES", "3"),
+        ("WEBHOOK_RETRY_ATTEMPTS", "5"),
+    ])
+    .await;
+    let ep = create(
+        &server,
+        json!({"url": receiver.url("/"), "eventTypes": ["project.*"], "tenantId": "t_1"}),
+    )
+    .await;
+    let id = ep["id"].as_str().unwrap();
+    server
+        .publish_ok(&json!({"type": "project.created", "tenantId": "t_1", "payload": {}}))
+        .await;
+    let shown = wait_api(
+        &server,
+        &format!("/v1/webhooks/{id}"),
+        "auto-disable",
+        |e| e["disabled"] == true,
+    )
+    .await;
+    assert_eq!(shown["disabledReason"], "failing");
+    let events = server
+        .query(&[("type", "integration.status_changed")])
+        .await
+        .body;
+    let announced = &items(&events, "events")[0];
+    assert_eq!(announced["payload"]["endpointId"], json!(id));
+    assert_eq!(announced["payload"]["status"], "disabled");
+    assert_eq!(announced["tenantId"], "t_1");
+    let attempts = receiver.count();
+    assert_eq!(attempts, 3, "no attempt after the endpoint was disabled");
+}
+
+#[tokio::test]
+async fn kill_9_during_deliveries_loses_nothing() {
+    const EVENTS: usize = 2000;
+    let receiver = WebhookReceiver::start().await;
+    let mut server = server(&[]).await;
+    create(&server, json!({"url": receiver.url("/")})).await;
+    let mut published = Vec::new();
+    for chunk in 0..(EVENTS / 100) {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| json!({"type": "project.created", "payload": {"chunk": chunk, "i": i}}))
+            .collect();
+        let reply = server.publish(&json!(batch)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        published.extend(
+            reply
+                .body
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
+    }
+    // Kill while deliveries are under way.
+    receiver.wait_for(200, WAIT).await;
+    server.kill();
+    let before = receiver.count();
+    server.restart().await;
+
+    let got = receiver
+        .wait_until("every event", Duration::from_secs(120), |r| {
+            r.iter()
+                .map(|r| r.id.as_str())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                >= EVENTS
+        })
+        .await;
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    for r in &got {
+        assert_eq!(
+            r.json()["id"],
+            json!(r.id),
+            "a duplicate carries the same webhook-id as its event"
+        );
+        *by_id.entry(r.id.as_str()).or_default() += 1;
+    }
+    for id in &published {
+        assert!(
+            by_id.contains_key(id.as_str()),
+            "event {id} was never delivered"
+        );
+    }
+    let duplicates = got.len() - by_id.len();
+    println!("kill -9 after {before} of {EVENTS} requests: {duplicates} duplicates");
+    assert!(
+        duplicates <= 600,
+        "{duplicates} duplicates: more than the attempts that can be in flight"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_attempts_in_flight_finish_and_records_them() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.hang(true);
+    let mut server = server(&[
+        ("WEBHOOK_TIMEOUT", "1000"),
+        ("WEBHOOK_DRAIN_TIMEOUT", "20s"),
+    ])
+    .await;
+    let ep = create(&server, json!({"url": receiver.url("/")})).await;
+    server
+        .publish_ok(&json!({"type": "project.created", "payload": {}}))
+        .await;
+    receiver.wait_for(1, WAIT).await;
+    // The attempt is in flight (the receiver hangs) when the shutdown starts.
+    server.terminate();
+    let status = server.wait_exit().await;
+    assert!(status.success(), "exit status {status}");
+    receiver.hang(false);
+    server.restart().await;
+    let path = format!("/v1/webhooks/{}/attempts", ep["id"].as_str().unwrap());
+    let attempts = server.get(&path, &[]).await.body;
+    let first = &items(&attempts, "attempts")[0];
+    assert!(
+        first["error"].as_str().unwrap().contains("timed out"),
+        "the drained attempt was recorded: {first}"
+    );
+    // And the retry goes out after the restart.
+    let got = receiver
+        .wait_until("a successful retry", WAIT, |r| {
+            r.iter().any(Received::succeeded)
+        })
+        .await;
+    assert_eq!(got[0].id, got.last().unwrap().id);
+}

@@ -1,0 +1,37 @@
+//! Consumer cursors in SQLite: one row per consumer name; saves never move a cursor back.
+
+use async_trait::async_trait;
+use rusqlite::OptionalExtension;
+
+use super::SqliteStore;
+use crate::core::time::Timestamp;
+use crate::store::StoreError;
+use crate::transport::consumer::ConsumerStore;
+
+#[async_trait]
+impl ConsumerStore for SqliteStore {
+    async fn load_cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT seq FROM consumer_cursors WHERE name = ?1")?
+                .query_row([&name], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|s| s.map(|s| s as u64))
+        })
+        .await
+    }
+
+    async fn save_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO consumer_cursors (name, seq, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET seq = max(seq, excluded.seq), \
+                 updated_at = excluded.updated_at",
+            )?
+            .execute(rusqlite::params![name, seq as i64, Timestamp::now().as_micros()])?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,742 @@
+//! Webhook persistence: endpoints, the durable delivery queue, the attempt log and the fan-out
+//! cursor (issue 5; DESIGN.md §1 and §5).
+//!
+//! [`WebhookStore`] is a contract of its own beside [`EventStore`], implemented by every backend
+//! that serves webhooks. What each implementation keeps:
+//! - **Fan-out is exactly-once into the queue.** [`WebhookStore::fan_out`] inserts the delivery
+//!   rows of a range of the log and advances the cursor over it in *one* transaction, and only
+//!   when the cursor still sits where the caller read it and the endpoints have not changed
+//!   since the caller matched them ([`FanOutResult::Stale`] otherwise). So a crash loses no event
+//!   and queues none twice, also with several processes on one database.
+//! - **An endpoint sees the events committed after it was created** (or last enabled, or its
+//!   filter changed): [`WebhookStore::create_endpoint`] and [`WebhookStore::update_endpoint`]
+//!   record the log's head inside their own transaction as [`Endpoint::since_seq`]. Matching is
+//!   thus a pure function of the endpoint row and the event, and a range matched twice (after a
+//!   refused fan-out step) queues the same deliveries.
+//! - **Claims are leases.** [`WebhookStore::claim_due`] marks each returned delivery leased until
+//!   [`Claim::lease_until`]; a leased delivery is not returned again before the lease ends
+//!   (PostgreSQL: `FOR UPDATE SKIP LOCKED` plus a lease column; SQLite: the column alone, since
+//!   one process owns the file). For an [`Endpoint::ordered`] endpoint only the oldest pending
+//!   delivery (by event `seq`) is ever claimable, and only while nothing else of it is leased.
+//! - **Every attempt is logged** by [`WebhookStore::complete`] in the same transaction that moves
+//!   the delivery on (succeeded, retry at a time, or failed = dead letter) and updates the
+//!   endpoint's failure streak, auto-disabling it per [`HealthPolicy`].
+//!
+//! [`EventStore`]: super::EventStore
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::sqlite::SqliteStore;
+use super::{EventStore, StoreError, StoreOptions, StoreUrl};
+use crate::core::event::Event;
+use crate::core::pattern::Pattern;
+use crate::core::time::Timestamp;
+
+/// Most rows one page of deliveries or attempts holds.
+pub const MAX_LOG_PAGE: usize = 1000;
+
+/// A webhook endpoint: where events go, which ones, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// Unique id (UUIDv7).
+    pub id: String,
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Type patterns; an event is sent when its type matches one (every type when empty).
+    pub event_types: Vec<Pattern>,
+    /// Only events of this project.
+    pub project_id: Option<String>,
+    /// Only events of this tenant.
+    pub tenant_id: Option<String>,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Most requests per second (no limit when `None`).
+    pub rate_limit: Option<u32>,
+    /// Strict per-endpoint ordering: the next event waits until the previous one succeeded or
+    /// was dead-lettered.
+    pub ordered: bool,
+    /// Disabled endpoints receive nothing and queue nothing.
+    pub disabled: bool,
+    /// Why it is disabled: `manual` or `failing`.
+    pub disabled_reason: Option<String>,
+    /// The signing secret (`whsec_…`).
+    #[serde(skip)]
+    pub secret: String,
+    /// The secret before the last rotation, still used to sign until `previous_secret_expires_at`.
+    #[serde(skip)]
+    pub previous_secret: Option<String>,
+    /// End of the rotation's grace period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<Timestamp>,
+    /// The log's head when the endpoint was created, last enabled, or its filter (types,
+    /// project, tenant) changed: it receives events with a larger `seq`.
+    pub since_seq: u64,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// Start of the current streak of failed attempts.
+    pub failing_since: Option<Timestamp>,
+    /// Failed attempts in the current streak.
+    pub failure_count: u32,
+}
+
+impl Endpoint {
+    /// Whether `event` is for this endpoint (ignoring `disabled` and `since_seq`).
+    pub fn matches(&self, event: &Event) -> bool {
+        (self.event_types.is_empty()
+            || self
+                .event_types
+                .iter()
+                .any(|p| p.matches(&event.event_type)))
+            && self
+                .project_id
+                .as_ref()
+                .is_none_or(|p| event.project_id.as_ref() == Some(p))
+            && self
+                .tenant_id
+                .as_ref()
+                .is_none_or(|t| event.tenant_id.as_ref() == Some(t))
+    }
+
+    /// The secrets to sign with at `now`: the current one, then the previous one in its grace
+    /// period.
+    pub fn signing_secrets(&self, now: Timestamp) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let (Some(prev), Some(until)) = (&self.previous_secret, self.previous_secret_expires_at)
+            && now < until
+        {
+            secrets.push(prev);
+        }
+        secrets
+    }
+}
+
+/// A change to an endpoint; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPatch {
+    /// New URL.
+    pub url: Option<String>,
+    /// New description (`Some(None)` clears it).
+    pub description: Option<Option<String>>,
+    /// New patterns.
+    pub event_types: Option<Vec<Pattern>>,
+    /// New project scope.
+    pub project_id: Option<Option<String>>,
+    /// New tenant scope.
+    pub tenant_id: Option<Option<String>>,
+    /// New headers.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// New rate limit.
+    pub rate_limit: Option<Option<u32>>,
+    /// New ordering mode.
+    pub ordered: Option<bool>,
+    /// Disable (`true`, reason `manual`) or enable (`false`, which also clears the failure streak).
+    pub disabled: Option<bool>,
+    /// Rotate the secret: the new secret, and how long the current one stays valid.
+    pub rotate: Option<(String, Timestamp)>,
+}
+
+impl EndpointPatch {
+    /// Applies the patch to `ep` at `now`; `head` is the log's head, read in the same
+    /// transaction, which becomes [`Endpoint::since_seq`] when the endpoint is enabled or its
+    /// filter changes. Backends call this inside their update transaction.
+    pub fn apply(self, ep: &mut Endpoint, now: Timestamp, head: u64) {
+        let filter = (
+            ep.event_types.clone(),
+            ep.project_id.clone(),
+            ep.tenant_id.clone(),
+        );
+        let was_disabled = ep.disabled;
+        if let Some(v) = self.url {
+            ep.url = v;
+        }
+        if let Some(v) = self.description {
+            ep.description = v;
+        }
+        if let Some(v) = self.event_types {
+            ep.event_types = v;
+        }
+        if let Some(v) = self.project_id {
+            ep.project_id = v;
+        }
+        if let Some(v) = self.tenant_id {
+            ep.tenant_id = v;
+        }
+        if let Some(v) = self.headers {
+            ep.headers = v;
+        }
+        if let Some(v) = self.rate_limit {
+            ep.rate_limit = v;
+        }
+        if let Some(v) = self.ordered {
+            ep.ordered = v;
+        }
+        match self.disabled {
+            Some(true) if !ep.disabled => {
+                ep.disabled = true;
+                ep.disabled_reason = Some("manual".into());
+            }
+            Some(false) => {
+                ep.disabled = false;
+                ep.disabled_reason = None;
+                ep.failing_since = None;
+                ep.failure_count = 0;
+            }
+            _ => {}
+        }
+        if let Some((secret, grace_until)) = self.rotate {
+            ep.previous_secret = Some(std::mem::replace(&mut ep.secret, secret));
+            ep.previous_secret_expires_at = Some(grace_until);
+        }
+        if (was_disabled && !ep.disabled)
+            || filter
+                != (
+                    ep.event_types.clone(),
+                    ep.project_id.clone(),
+                    ep.tenant_id.clone(),
+                )
+        {
+            ep.since_seq = head;
+        }
+        ep.updated_at = now;
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (or in flight).
+    Pending,
+    /// A 2xx answer was received.
+    Succeeded,
+    /// Dead letter: the last attempt failed; [`WebhookStore::retry_delivery`] revives it.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored or wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryStatus::Pending),
+            "succeeded" => Some(DeliveryStatus::Succeeded),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One event to send to one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// Unique id, increasing in creation order.
+    pub id: u64,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The event's `seq`.
+    pub event_seq: u64,
+    /// The event's id (the `webhook-id` header).
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Attempts since the delivery was (re)queued; the retry budget counts these.
+    #[serde(skip)]
+    pub cycle_attempts: u32,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: Option<Timestamp>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// Status code of the last attempt.
+    pub last_status_code: Option<u16>,
+    /// Error of the last attempt.
+    pub last_error: Option<String>,
+}
+
+/// A delivery to queue.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The event's `seq`.
+    pub event_seq: u64,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+}
+
+impl NewDelivery {
+    /// The delivery of `event` to `endpoint_id`.
+    pub fn of(endpoint_id: &str, event: &Event) -> Self {
+        NewDelivery {
+            endpoint_id: endpoint_id.to_owned(),
+            event_seq: event.seq,
+            event_id: event.id.clone(),
+            event_type: event.event_type.clone(),
+        }
+    }
+}
+
+/// One fan-out step: the deliveries of the events in `(from, to]`.
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    /// The cursor the caller read; the step applies only if it is still the stored one.
+    pub from: u64,
+    /// The new cursor.
+    pub to: u64,
+    /// The endpoints version the caller matched against.
+    pub endpoints_version: u64,
+    /// Deliveries to insert, all created at `now`, due at once.
+    pub deliveries: Vec<NewDelivery>,
+    /// Creation time.
+    pub now: Timestamp,
+}
+
+/// What a fan-out step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanOutResult {
+    /// Rows inserted and the cursor advanced.
+    Applied,
+    /// Nothing written: the cursor or the endpoints moved; here is where they are now.
+    Stale {
+        /// The stored cursor.
+        cursor: u64,
+        /// The stored endpoints version.
+        endpoints_version: u64,
+    },
+}
+
+/// What to claim.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Deliveries due at or before this.
+    pub now: Timestamp,
+    /// Lease end for the returned deliveries.
+    pub lease_until: Timestamp,
+    /// Most deliveries returned.
+    pub limit: usize,
+    /// Most deliveries returned per endpoint.
+    pub per_endpoint: usize,
+    /// Endpoints to leave out (the caller's lanes to them are full).
+    pub skip_endpoints: Vec<String>,
+}
+
+/// The result of one attempt, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// Which delivery.
+    pub delivery_id: u64,
+    /// Its endpoint.
+    pub endpoint_id: String,
+    /// Its event.
+    pub event_id: String,
+    /// When the request started.
+    pub started_at: Timestamp,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// The answer's status code, when there was one.
+    pub status_code: Option<u16>,
+    /// The answer's body, truncated.
+    pub response_body: Option<String>,
+    /// Why it failed without an answer (timeout, connection, refused address).
+    pub error: Option<String>,
+    /// Whether it counts as delivered (2xx).
+    pub success: bool,
+    /// What happens next when it failed: `Some(at)` retries then, `None` dead-letters.
+    pub retry_at: Option<Timestamp>,
+}
+
+/// When an endpoint counts as dead and is disabled.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthPolicy {
+    /// The streak of failures must have lasted at least this long (µs)…
+    pub window_micros: i64,
+    /// …and counted at least this many failed attempts.
+    pub failures: u32,
+}
+
+/// One logged attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// Unique id, increasing.
+    pub id: u64,
+    /// The delivery.
+    pub delivery_id: u64,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The event.
+    pub event_id: String,
+    /// 1 for the first attempt of the delivery.
+    pub attempt: u32,
+    /// Start time.
+    pub started_at: Timestamp,
+    /// Duration.
+    pub duration_ms: u64,
+    /// Status code, when an answer came.
+    pub status_code: Option<u16>,
+    /// The answer's body, truncated.
+    pub response_body: Option<String>,
+    /// The error, when no acceptable answer came.
+    pub error: Option<String>,
+    /// Whether it was a 2xx.
+    pub success: bool,
+}
+
+/// A page of deliveries of one endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// Only this status.
+    pub status: Option<DeliveryStatus>,
+    /// Only this event.
+    pub event_id: Option<String>,
+    /// Only ids above this.
+    pub after: u64,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// A page of attempts of one endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptQuery {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// Only this delivery.
+    pub delivery_id: Option<u64>,
+    /// Only successes (`true`) or failures (`false`).
+    pub success: Option<bool>,
+    /// Only ids above this.
+    pub after: u64,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// A keyset page.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The rows, in id order.
+    pub items: Vec<T>,
+    /// The cursor of the next page, `None` at the end.
+    pub next_after: Option<u64>,
+}
+
+/// Durable webhook state. See the module docs for what every implementation keeps.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    /// Inserts `endpoint`, setting its `since_seq` to the log's head in the same transaction;
+    /// bumps the endpoints version.
+    async fn create_endpoint(&self, endpoint: Endpoint) -> Result<Endpoint, StoreError>;
+
+    /// One endpoint.
+    async fn get_endpoint(&self, id: &str) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Every endpoint, oldest first, and the endpoints version they were read at.
+    async fn list_endpoints(&self) -> Result<(Vec<Endpoint>, u64), StoreError>;
+
+    /// Applies `patch` atomically ([`EndpointPatch::apply`], with the log's head read in the same
+    /// transaction); bumps the endpoints version.
+    async fn update_endpoint(
+        &self,
+        id: &str,
+        patch: EndpointPatch,
+        now: Timestamp,
+    ) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Deletes an endpoint with its deliveries and attempts; bumps the endpoints version.
+    async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// The fan-out cursor: every event up to it has its deliveries queued.
+    async fn fanout_cursor(&self) -> Result<u64, StoreError>;
+
+    /// Queues a range's deliveries and advances the cursor, atomically (see the module docs).
+    async fn fan_out(&self, step: FanOut) -> Result<FanOutResult, StoreError>;
+
+    /// Queues extra deliveries (replay), due at `now`; returns how many.
+    async fn enqueue(
+        &self,
+        deliveries: Vec<NewDelivery>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+
+    /// Releases leases known to be dead at start: every lease on SQLite (one process owns the
+    /// file), none on a shared database (leases expire). Returns how many were released.
+    async fn recover(&self) -> Result<u64, StoreError>;
+
+    /// Leases and returns due deliveries of enabled endpoints (see the module docs).
+    async fn claim_due(&self, claim: Claim) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Logs attempts and moves their deliveries on, in one transaction; updates failure
+    /// streaks and disables endpoints per `health`. Returns the endpoints disabled now.
+    async fn complete(
+        &self,
+        records: Vec<AttemptRecord>,
+        health: HealthPolicy,
+    ) -> Result<Vec<Endpoint>, StoreError>;
+
+    /// Requeues a delivery (any status) for an attempt at `now` with a fresh retry budget.
+    async fn retry_delivery(&self, id: u64, now: Timestamp)
+    -> Result<Option<Delivery>, StoreError>;
+
+    /// One delivery.
+    async fn get_delivery(&self, id: u64) -> Result<Option<Delivery>, StoreError>;
+
+    /// Deliveries of an endpoint, by id.
+    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Page<Delivery>, StoreError>;
+
+    /// Attempts of an endpoint, by id.
+    async fn list_attempts(&self, query: AttemptQuery) -> Result<Page<Attempt>, StoreError>;
+
+    /// Pending deliveries (the queue depth).
+    async fn pending_count(&self) -> Result<u64, StoreError>;
+}
+
+/// Opens the store `url` names, and its [`WebhookStore`] when the backend has one.
+pub async fn open_with_webhooks(
+    url: &StoreUrl,
+    options: impl Into<StoreOptions>,
+) -> Result<(Arc<dyn EventStore>, Option<Arc<dyn WebhookStore>>), StoreError> {
+    let options = options.into();
+    match url {
+        StoreUrl::Sqlite(path) => {
+            let path = path.clone();
+            let sqlite = options.sqlite;
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, sqlite))
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))??;
+            let store = Arc::new(store);
+            Ok((store.clone(), Some(store)))
+        }
+        other => Ok((super::open(other, options).await?, None)),
+    }
+}
+
+/// The contract every [`WebhookStore`] keeps, as test bodies each backend runs on a fresh store.
+#[cfg(test)]
+pub(crate) mod contract {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn endpoint(id: &str, ordered: bool) -> Endpoint {
+        let now = Timestamp::from_micros(1_000);
+        Endpoint {
+            id: id.into(),
+            url: "https://example.com/".into(),
+            description: None,
+            event_types: vec![Pattern::all()],
+            project_id: None,
+            tenant_id: None,
+            headers: BTreeMap::new(),
+            rate_limit: None,
+            ordered,
+            disabled: false,
+            disabled_reason: None,
+            secret: "whsec_x".into(),
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            since_seq: 0,
+            created_at: now,
+            updated_at: now,
+            failing_since: None,
+            failure_count: 0,
+        }
+    }
+
+    fn delivery(ep: &str, seq: u64) -> NewDelivery {
+        NewDelivery {
+            endpoint_id: ep.into(),
+            event_seq: seq,
+            event_id: format!("e{seq}"),
+            event_type: "a.b".into(),
+        }
+    }
+
+    fn claim(now: i64, lease: i64) -> Claim {
+        Claim {
+            now: Timestamp::from_micros(now),
+            lease_until: Timestamp::from_micros(now + lease),
+            limit: 100,
+            per_endpoint: 10,
+            skip_endpoints: Vec::new(),
+        }
+    }
+
+    fn outcome(d: &Delivery, success: bool, retry_at: Option<i64>) -> AttemptRecord {
+        AttemptRecord {
+            delivery_id: d.id,
+            endpoint_id: d.endpoint_id.clone(),
+            event_id: d.event_id.clone(),
+            started_at: Timestamp::from_micros(10_000),
+            duration_ms: 1,
+            status_code: Some(if success { 200 } else { 500 }),
+            response_body: None,
+            error: None,
+            success,
+            retry_at: retry_at.map(Timestamp::from_micros),
+        }
+    }
+
+    const HEALTH: HealthPolicy = HealthPolicy {
+        window_micros: 0,
+        failures: 1_000,
+    };
+
+    /// Fan-out steps apply once and are refused when stale.
+    pub(crate) async fn fan_out_applies_once_and_refuses_stale_steps(s: &dyn WebhookStore) {
+        let ep = s.create_endpoint(endpoint("a", false)).await.unwrap();
+        let (_, version) = s.list_endpoints().await.unwrap();
+        let step = |from, to, v| FanOut {
+            from,
+            to,
+            endpoints_version: v,
+            deliveries: vec![delivery(&ep.id, to)],
+            now: Timestamp::from_micros(0),
+        };
+        assert_eq!(
+            s.fan_out(step(0, 5, version)).await.unwrap(),
+            FanOutResult::Applied
+        );
+        assert_eq!(s.fanout_cursor().await.unwrap(), 5);
+        // The same step again (a second process, or a retry after a lost answer): refused.
+        assert_eq!(
+            s.fan_out(step(0, 5, version)).await.unwrap(),
+            FanOutResult::Stale {
+                cursor: 5,
+                endpoints_version: version
+            }
+        );
+        // The endpoints changed since they were matched: refused.
+        s.create_endpoint(endpoint("b", false)).await.unwrap();
+        assert!(matches!(
+            s.fan_out(step(5, 6, version)).await.unwrap(),
+            FanOutResult::Stale { cursor: 5, .. }
+        ));
+        assert_eq!(s.pending_count().await.unwrap(), 1);
+    }
+
+    /// Claims lease; ordered endpoints yield only their head.
+    pub(crate) async fn claims_are_leased_and_ordered_endpoints_yield_their_head_only(
+        s: &dyn WebhookStore,
+    ) {
+        s.create_endpoint(endpoint("p", false)).await.unwrap();
+        s.create_endpoint(endpoint("o", true)).await.unwrap();
+        let rows = (1..=3)
+            .flat_map(|seq| [delivery("p", seq), delivery("o", seq)])
+            .collect();
+        s.enqueue(rows, Timestamp::from_micros(0)).await.unwrap();
+
+        let first = s.claim_due(claim(100, 1_000)).await.unwrap();
+        let seqs = |ep: &str, ds: &[Delivery]| {
+            ds.iter()
+                .filter(|d| d.endpoint_id == ep)
+                .map(|d| d.event_seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs("p", &first), [1, 2, 3]);
+        assert_eq!(seqs("o", &first), [1]);
+        assert!(
+            s.claim_due(claim(200, 1_000)).await.unwrap().is_empty(),
+            "leased rows are not claimed again"
+        );
+
+        // The ordered head fails and is retried later: nothing behind it goes first.
+        let head = first.iter().find(|d| d.endpoint_id == "o").unwrap();
+        s.complete(vec![outcome(head, false, Some(5_000))], HEALTH)
+            .await
+            .unwrap();
+        assert!(s.claim_due(claim(300, 1_000)).await.unwrap().is_empty());
+        let again = s.claim_due(claim(5_000, 1_000)).await.unwrap();
+        assert_eq!(seqs("o", &again), [1]);
+        s.complete(vec![outcome(&again[0], true, None)], HEALTH)
+            .await
+            .unwrap();
+        assert_eq!(
+            seqs("o", &s.claim_due(claim(5_001, 1_000)).await.unwrap()),
+            [2]
+        );
+    }
+
+    /// Dead letters, manual retry, the attempt log and auto-disable.
+    pub(crate) async fn the_last_failure_dead_letters_and_failing_endpoints_are_disabled(
+        s: &dyn WebhookStore,
+    ) {
+        s.create_endpoint(endpoint("a", false)).await.unwrap();
+        s.enqueue(
+            vec![delivery("a", 1), delivery("a", 2)],
+            Timestamp::from_micros(0),
+        )
+        .await
+        .unwrap();
+        let ds = s.claim_due(claim(100, 1_000)).await.unwrap();
+        let health = HealthPolicy {
+            window_micros: 0,
+            failures: 2,
+        };
+        assert!(
+            s.complete(vec![outcome(&ds[0], false, None)], health)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let dead = s.get_delivery(ds[0].id).await.unwrap().unwrap();
+        assert_eq!(
+            (dead.status, dead.attempts, dead.next_attempt_at),
+            (DeliveryStatus::Failed, 1, None)
+        );
+        let disabled = s
+            .complete(vec![outcome(&ds[1], false, Some(9_000))], health)
+            .await
+            .unwrap();
+        assert_eq!(disabled.len(), 1);
+        assert_eq!(disabled[0].disabled_reason.as_deref(), Some("failing"));
+        assert!(
+            s.claim_due(claim(10_000, 1_000)).await.unwrap().is_empty(),
+            "a disabled endpoint is not served"
+        );
+
+        let retried = s
+            .retry_delivery(ds[0].id, Timestamp::from_micros(11_000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (retried.status, retried.cycle_attempts),
+            (DeliveryStatus::Pending, 0)
+        );
+        let attempts = s
+            .list_attempts(AttemptQuery {
+                endpoint_id: "a".into(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(attempts.items.len(), 2);
+    }
+}

@@ -1,0 +1,255 @@
+//! Durable named consumers: in-process handlers that keep their position in the store.
+//!
+//! A consumer (`bus.consumer("billing-sync", pattern, handler)`) reads the log from its saved
+//! cursor, in `seq` order, and hands each matching event to its handler. The cursor is saved
+//! after handled events (at most every [`ConsumerOptions::save_every`], and when the consumer
+//! stops), so after a crash or restart the consumer resumes where it was: every event is handled
+//! **at least once, in order** (those handled since the last save are handled again; the event
+//! `id` is the de-duplication key). A handler that fails or panics is retried on the same event
+//! with exponential backoff; the consumer never skips an event.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::event::Event;
+use crate::core::filter::EventFilter;
+use crate::store::{EventStore, StoreError};
+
+/// Where consumers keep their cursors.
+#[async_trait]
+pub trait ConsumerStore: Send + Sync + 'static {
+    /// The saved cursor of `name`, if it has one.
+    async fn load_cursor(&self, name: &str) -> Result<Option<u64>, StoreError>;
+    /// Saves the cursor of `name` (never moves it backwards).
+    async fn save_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError>;
+}
+
+/// A consumer's handler: `Err` (or a panic) means "retry this event".
+pub type ConsumerHandler =
+    Arc<dyn Fn(Arc<Event>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Where a consumer without a saved cursor starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// Events committed from its first start on.
+    #[default]
+    Now,
+    /// Every stored event.
+    Beginning,
+}
+
+/// Tunables of a consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Where a new consumer starts.
+    pub start: StartFrom,
+    /// Longest time between cursor saves while events flow.
+    pub save_every: Duration,
+    /// First retry delay after a failure; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            start: StartFrom::Now,
+            save_every: Duration::from_millis(200),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of a consumer.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Events handled successfully.
+    pub handled: AtomicU64,
+    /// Failed or panicked handler calls (each retried).
+    pub failures: AtomicU64,
+    /// The last handled `seq`.
+    pub cursor: AtomicU64,
+}
+
+/// A running consumer; [`Consumer::stop`] (or dropping it) ends it after saving its cursor.
+#[derive(Debug)]
+pub struct Consumer {
+    name: String,
+    stats: Arc<ConsumerStats>,
+    cancel: CancellationToken,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Consumer {
+    /// Starts consumer `name` on `tasks`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        name: String,
+        filter: EventFilter,
+        handler: ConsumerHandler,
+        store: Arc<dyn EventStore>,
+        cursors: Arc<dyn ConsumerStore>,
+        options: ConsumerOptions,
+        tasks: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Consumer {
+        let stats = Arc::new(ConsumerStats::default());
+        let run = Runner { name: name.clone(), filter, handler, store, cursors, options, stats: stats.clone() };
+        let done = tasks.spawn(run.run(cancel.clone()));
+        Consumer { name, stats, cancel, done: Some(done) }
+    }
+
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &ConsumerStats {
+        &self.stats
+    }
+
+    /// Stops the consumer and waits until its cursor is saved.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+struct Runner {
+    name: String,
+    filter: EventFilter,
+    handler: ConsumerHandler,
+    store: Arc<dyn EventStore>,
+    cursors: Arc<dyn ConsumerStore>,
+    options: ConsumerOptions,
+    stats: Arc<ConsumerStats>,
+}
+
+impl Runner {
+    async fn run(self, cancel: CancellationToken) {
+        let Some(mut cursor) = self.initial_cursor(&cancel).await else { return };
+        self.stats.cursor.store(cursor, Ordering::Relaxed);
+        let mut saved = cursor;
+        let mut last_save = Instant::now();
+        let mut heads = self.store.log().watch();
+        'outer: loop {
+            heads.borrow_and_update();
+            loop {
+                let read = match self.store.tail(cursor, &self.filter, super::READ_CHUNK).await {
+                    Ok(read) => read,
+                    Err(e) => {
+                        tracing::warn!(consumer = %self.name, error = %e, "consumer cannot read the store; retrying");
+                        if super::sleep_or_cancel(&cancel, super::RETRY_DELAY).await {
+                            break 'outer;
+                        }
+                        continue;
+                    }
+                };
+                for event in read.events {
+                    if !self.handle(&event, &cancel).await {
+                        break 'outer;
+                    }
+                    cursor = event.seq;
+                    self.stats.cursor.store(cursor, Ordering::Relaxed);
+                    if last_save.elapsed() >= self.options.save_every {
+                        saved = self.save(cursor, saved).await;
+                        last_save = Instant::now();
+                    }
+                }
+                cursor = cursor.max(read.next);
+                if read.at_end {
+                    break;
+                }
+            }
+            saved = self.save(cursor, saved).await;
+            last_save = Instant::now();
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                changed = heads.changed() => if changed.is_err() { break },
+            }
+        }
+        self.save(self.stats.cursor.load(Ordering::Relaxed).max(saved), saved).await;
+    }
+
+    async fn initial_cursor(&self, cancel: &CancellationToken) -> Option<u64> {
+        loop {
+            match self.cursors.load_cursor(&self.name).await {
+                Ok(Some(c)) => return Some(c),
+                Ok(None) => {
+                    let start = match self.options.start {
+                        StartFrom::Now => self.store.log().head(),
+                        StartFrom::Beginning => 0,
+                    };
+                    if self.cursors.save_cursor(&self.name, start).await.is_ok() {
+                        return Some(start);
+                    }
+                }
+                Err(e) => tracing::warn!(consumer = %self.name, error = %e, "cannot load the consumer's cursor"),
+            }
+            if super::sleep_or_cancel(cancel, super::RETRY_DELAY).await {
+                return None;
+            }
+        }
+    }
+
+    /// Saves `cursor` if it moved; returns the saved position.
+    async fn save(&self, cursor: u64, saved: u64) -> u64 {
+        if cursor == saved {
+            return saved;
+        }
+        match self.cursors.save_cursor(&self.name, cursor).await {
+            Ok(()) => cursor,
+            Err(e) => {
+                tracing::warn!(consumer = %self.name, error = %e, "cannot save the consumer's cursor");
+                saved
+            }
+        }
+    }
+
+    /// Calls the handler until it succeeds; `false` when cancelled first.
+    async fn handle(&self, event: &Arc<Event>, cancel: &CancellationToken) -> bool {
+        let mut backoff = self.options.min_backoff;
+        loop {
+            if cancel.is_cancelled() {
+                return false;
+            }
+            let call = std::panic::AssertUnwindSafe((self.handler)(event.clone())).catch_unwind().await;
+            let error = match call {
+                Ok(Ok(())) => {
+                    self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Ok(Err(e)) => e,
+                Err(_) => "the handler panicked".to_owned(),
+            };
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                consumer = %self.name, event.id = %event.id, event.seq = event.seq, error = %error,
+                retry_in_ms = backoff.as_millis() as u64, "consumer handler failed; retrying"
+            );
+            if super::sleep_or_cancel(cancel, backoff).await {
+                return false;
+            }
+            backoff = (backoff * 2).min(self.options.max_backoff);
+        }
+    }
+}

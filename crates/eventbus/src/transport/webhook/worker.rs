@@ -1,0 +1,431 @@
+//! The worker: claims due deliveries, sends them, records every attempt.
+//!
+//! Structure: one claiming loop, one task per attempt, one recorder.
+//! - The loop claims (leases) due deliveries when there is room: at most `max_in_flight` in this
+//!   process and `endpoint_concurrency` per endpoint (endpoints whose lane is full are skipped,
+//!   so a hanging endpoint holds its own slots and nobody else's). Ordered endpoints yield only
+//!   their queue's head, so one attempt at a time, in `seq` order.
+//! - Each attempt waits for its endpoint's lane (concurrency permit, then the rate limit), sends
+//!   the signed request and hands an [`AttemptRecord`] to the recorder. The lease outlives the
+//!   attempt, so nothing else claims the delivery meanwhile.
+//! - The recorder writes records in batches ([`WebhookStore::complete`]): the attempt log, the
+//!   next state (succeeded, retry at a jittered schedule time or `Retry-After`, or dead letter),
+//!   the endpoint's failure streak. Endpoints disabled by it are announced with an
+//!   `integration.status_changed` event.
+//!
+//! On shutdown the loop stops claiming; attempts not yet sent are dropped (their leases are
+//! released at the next start), attempts in flight finish and are recorded until the drain
+//! deadline.
+//!
+//! [`WebhookStore::complete`]: crate::store::webhook::WebhookStore::complete
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Shared;
+use crate::core::event::NewEvent;
+use crate::core::time::Timestamp;
+use crate::store::webhook::{AttemptRecord, Claim, Delivery, Endpoint, HealthPolicy};
+use crate::transport::{RETRY_DELAY, sleep_or_cancel};
+
+/// Most deliveries claimed at once.
+const CLAIM_BATCH: usize = 512;
+/// Pause that lets finished attempts accumulate before a claim.
+const CLAIM_COALESCE: Duration = Duration::from_millis(3);
+/// Most records written in one transaction.
+const RECORD_BATCH: usize = 1024;
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// One endpoint's lane in this process.
+struct Lane {
+    permits: Semaphore,
+    in_flight: AtomicUsize,
+    /// When the rate limit lets the next request go.
+    next_slot: Mutex<Instant>,
+}
+
+impl Lane {
+    fn new(concurrency: usize) -> Self {
+        Lane {
+            permits: Semaphore::new(concurrency),
+            in_flight: AtomicUsize::new(0),
+            next_slot: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Reserves the next slot of a `rate` per second limit; returns when it is.
+    fn reserve(&self, rate: u32) -> Instant {
+        let mut next = self.next_slot.lock().expect("lane lock");
+        let at = (*next).max(Instant::now());
+        *next = at + Duration::from_secs(1) / rate.max(1);
+        at
+    }
+}
+
+struct Lanes {
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    total: AtomicUsize,
+    concurrency: usize,
+}
+
+impl Lanes {
+    fn get(&self, endpoint_id: &str) -> Arc<Lane> {
+        self.lanes
+            .lock()
+            .expect("lanes lock")
+            .entry(endpoint_id.to_owned())
+            .or_insert_with(|| Arc::new(Lane::new(self.concurrency)))
+            .clone()
+    }
+
+    fn full(&self) -> Vec<String> {
+        self.lanes
+            .lock()
+            .expect("lanes lock")
+            .iter()
+            .filter(|(_, l)| l.in_flight.load(Ordering::Acquire) >= self.concurrency)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+/// Runs until `cancel` fires and the attempts in flight are recorded (or `abort` fires).
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    abort: CancellationToken,
+) {
+    loop {
+        match shared.store.recover().await {
+            Ok(0) => break,
+            Ok(n) => {
+                tracing::info!(released = n, "released webhook leases of a previous run");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook worker cannot reach the store; retrying");
+                if sleep_or_cancel(&cancel, RETRY_DELAY).await {
+                    return;
+                }
+            }
+        }
+    }
+    let options = &shared.options;
+    let lanes = Arc::new(Lanes {
+        lanes: Mutex::new(HashMap::new()),
+        total: AtomicUsize::new(0),
+        concurrency: options.endpoint_concurrency.max(1),
+    });
+    let (records, inbox) = mpsc::channel(options.max_in_flight.max(1) * 2);
+    tasks.spawn(recorder(shared.clone(), inbox, abort.clone()));
+    // Longest an attempt may keep its lease: the queue wait of a full lane plus the attempt.
+    let lease = options.timeout * 2 + Duration::from_secs(60);
+
+    while !cancel.is_cancelled() {
+        let room = options
+            .max_in_flight
+            .saturating_sub(lanes.total.load(Ordering::Acquire))
+            .min(CLAIM_BATCH);
+        let mut claimed = 0;
+        if room > 0 {
+            let now = Timestamp::now();
+            let claim = Claim {
+                now,
+                lease_until: now.plus_micros(lease.as_micros() as i64),
+                limit: room,
+                per_endpoint: lanes.concurrency,
+                skip_endpoints: lanes.full(),
+            };
+            match shared.store.claim_due(claim).await {
+                Ok(batch) => {
+                    claimed = batch.len();
+                    for d in batch {
+                        start(&shared, &tasks, &lanes, &records, &cancel, &abort, d).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook worker cannot claim deliveries; retrying");
+                    if sleep_or_cancel(&cancel, RETRY_DELAY).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        if claimed > 0 && claimed == room {
+            continue;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = shared.wake.notified() => {
+                // Under load, attempts end one by one: gather a few before the next claim, which
+                // is a transaction, instead of claiming one delivery per finished attempt.
+                if lanes.total.load(Ordering::Acquire) > 0 {
+                    tokio::time::sleep(CLAIM_COALESCE).await;
+                }
+            }
+            _ = tokio::time::sleep(options.poll_interval) => {}
+        }
+    }
+}
+
+/// Spawns one attempt of `d`.
+async fn start(
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    lanes: &Arc<Lanes>,
+    records: &mpsc::Sender<AttemptRecord>,
+    cancel: &CancellationToken,
+    abort: &CancellationToken,
+    d: Delivery,
+) {
+    let endpoint = match shared.endpoints.current(&*shared.store).await {
+        Ok(snap) => match snap.by_id.get(&d.endpoint_id) {
+            Some(ep) => Some(ep.clone()),
+            None => shared
+                .endpoints
+                .reload(&*shared.store)
+                .await
+                .ok()
+                .and_then(|s| s.by_id.get(&d.endpoint_id).cloned()),
+        },
+        Err(_) => None,
+    };
+    // Deleted meanwhile (its deliveries went with it), or the store is unreachable: the lease
+    // runs out and the delivery is claimed again later.
+    let Some(endpoint) = endpoint else { return };
+    let lane = lanes.get(&d.endpoint_id);
+    lane.in_flight.fetch_add(1, Ordering::AcqRel);
+    lanes.total.fetch_add(1, Ordering::AcqRel);
+    let (shared, lanes, records, cancel, abort) = (
+        shared.clone(),
+        lanes.clone(),
+        records.clone(),
+        cancel.clone(),
+        abort.clone(),
+    );
+    tasks.spawn(async move {
+        let record = tokio::select! {
+            r = attempt(&shared, &lane, &endpoint, &d, &cancel) => r,
+            _ = abort.cancelled() => None,
+        };
+        if let Some(record) = record {
+            let _ = records.send(record).await;
+        }
+        lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+        lanes.total.fetch_sub(1, Ordering::AcqRel);
+        shared.wake.notify_one();
+    });
+}
+
+/// One attempt; `None` when shutdown came before it was sent.
+async fn attempt(
+    shared: &Shared,
+    lane: &Lane,
+    ep: &Endpoint,
+    d: &Delivery,
+    cancel: &CancellationToken,
+) -> Option<AttemptRecord> {
+    let _permit = tokio::select! {
+        p = lane.permits.acquire() => p.ok()?,
+        _ = cancel.cancelled() => return None,
+    };
+    if let Some(rate) = ep.rate_limit {
+        let at = lane.reserve(rate);
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = cancel.cancelled() => return None,
+        }
+    }
+    let started_at = Timestamp::now();
+    let body = match shared.body(d.event_seq, &d.event_id).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return Some(record(
+                d,
+                started_at,
+                None,
+                None,
+                Some("the event is no longer stored".into()),
+                false,
+                None,
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the event of a webhook delivery");
+            return None;
+        }
+    };
+    let headers = shared.headers(ep, &d.event_id, &body);
+    let r = shared.client.post(&ep.url, headers, body).await;
+    let success = r.success();
+    let stats = &shared.stats;
+    stats.attempts.fetch_add(1, Ordering::Relaxed);
+    let retry_at = if success {
+        stats.succeeded.fetch_add(1, Ordering::Relaxed);
+        None
+    } else {
+        stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        let retry = next_delay(
+            &shared.options.retry_schedule,
+            shared.options.retry_attempts,
+            d.cycle_attempts,
+            r.status,
+            r.retry_after,
+        );
+        if retry.is_none() {
+            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        }
+        retry.map(|delay| Timestamp::now().plus_micros(delay.as_micros() as i64))
+    };
+    tracing::debug!(delivery = d.id, endpoint = %ep.id, status = ?r.status, error = ?r.error, "webhook attempt");
+    let mut rec = record(d, started_at, r.status, r.body, r.error, success, retry_at);
+    rec.duration_ms = r.duration.as_millis() as u64;
+    Some(rec)
+}
+
+fn record(
+    d: &Delivery,
+    started_at: Timestamp,
+    status_code: Option<u16>,
+    response_body: Option<String>,
+    error: Option<String>,
+    success: bool,
+    retry_at: Option<Timestamp>,
+) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id: d.id,
+        endpoint_id: d.endpoint_id.clone(),
+        event_id: d.event_id.clone(),
+        started_at,
+        duration_ms: 0,
+        status_code,
+        response_body,
+        error,
+        success,
+        retry_at,
+    }
+}
+
+/// The delay before the next retry after failed attempt number `done + 1` of this cycle, or
+/// `None` when the retries are used up (dead letter). The schedule's delay is jittered ±10 %;
+/// a `Retry-After` on 429 or 503 is honoured when longer.
+pub(crate) fn next_delay(
+    schedule: &[Duration],
+    retries: u32,
+    done: u32,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
+    if done >= retries {
+        return None;
+    }
+    let base = schedule
+        .get(done as usize)
+        .or(schedule.last())
+        .copied()
+        .unwrap_or(Duration::from_secs(5));
+    let jitter = getrandom::u64().unwrap_or(0) % 2001; // 0..=2000 → -10 % ..= +10 %
+    let delay = base.mul_f64(0.9 + jitter as f64 / 10_000.0);
+    match (status, retry_after) {
+        (Some(429 | 503), Some(after)) => Some(delay.max(after.min(MAX_RETRY_AFTER))),
+        _ => Some(delay),
+    }
+}
+
+/// The recorder: writes attempt records in batches until every sender is gone.
+async fn recorder(
+    shared: Arc<Shared>,
+    mut inbox: mpsc::Receiver<AttemptRecord>,
+    abort: CancellationToken,
+) {
+    let health = HealthPolicy {
+        window_micros: shared.options.disable_after.as_micros() as i64,
+        failures: shared.options.disable_failures,
+    };
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while inbox.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let disabled = loop {
+            match shared.store.complete(batch.clone(), health).await {
+                Ok(d) => break d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record webhook attempts; retrying");
+                    if sleep_or_cancel(&abort, RETRY_DELAY).await {
+                        return;
+                    }
+                }
+            }
+        };
+        batch.clear();
+        if !disabled.is_empty() {
+            shared.endpoints.invalidate();
+        }
+        for ep in disabled {
+            shared.stats.auto_disabled.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(endpoint = %ep.id, url = %ep.url, failures = ep.failure_count, "webhook endpoint disabled: failing continuously");
+            announce_disabled(&shared, &ep).await;
+        }
+        shared.wake.notify_one();
+    }
+}
+
+/// Publishes `integration.status_changed` about an endpoint disabled for failing.
+async fn announce_disabled(shared: &Shared, ep: &Endpoint) {
+    let mut event = NewEvent::new(
+        "integration.status_changed",
+        serde_json::json!({
+            "integration": "webhook",
+            "endpointId": ep.id,
+            "url": ep.url,
+            "status": "disabled",
+            "reason": "failing",
+            "failingSince": ep.failing_since,
+            "failures": ep.failure_count,
+        }),
+    );
+    event.project_id = ep.project_id.clone();
+    event.tenant_id = ep.tenant_id.clone();
+    if let Err(e) = shared.bus.publish(event).await {
+        tracing::error!(error = %e, endpoint = %ep.id, "cannot publish the endpoint's status change");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_retries_then_dead_letters() {
+        let s = [Duration::from_secs(5), Duration::from_secs(300)];
+        let d = next_delay(&s, 3, 0, Some(500), None).unwrap();
+        assert!(
+            d >= Duration::from_millis(4500) && d <= Duration::from_millis(5500),
+            "{d:?}"
+        );
+        let d = next_delay(&s, 3, 2, None, None).unwrap();
+        assert!(
+            d >= Duration::from_secs(270),
+            "the last delay repeats: {d:?}"
+        );
+        assert_eq!(next_delay(&s, 3, 3, Some(500), None), None);
+        assert_eq!(next_delay(&s, 0, 0, Some(500), None), None);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_on_429_and_503_only() {
+        let s = [Duration::from_millis(100)];
+        let long = Some(Duration::from_secs(7));
+        assert_eq!(next_delay(&s, 3, 0, Some(429), long), long);
+        assert_eq!(next_delay(&s, 3, 0, Some(503), long), long);
+        assert!(next_delay(&s, 3, 0, Some(500), long).unwrap() < Duration::from_secs(1));
+    }
+}
