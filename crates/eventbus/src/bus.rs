@@ -22,6 +22,7 @@ use crate::core::middleware::{
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::store::{Appended, EventPage, EventQuery, EventStore, StoreError};
+use crate::transport::consumer::{Consumer, ConsumerOptions};
 use crate::transport::internal::{Subscribers, Subscription};
 use crate::transport::sse::{SseHub, SseOptions};
 
@@ -283,6 +284,33 @@ impl EventBus {
     /// The SSE fan-out hub.
     pub fn sse(&self) -> &Arc<SseHub> {
         &self.inner.sse
+    }
+
+    /// Starts the durable consumer `name`: `handler` gets every event matching `pattern`, at
+    /// least once, in `seq` order, from the consumer's saved cursor (see
+    /// [`crate::transport::consumer`]). Handler errors and panics are retried with backoff.
+    pub fn consumer<F, Fut>(
+        &self,
+        name: impl Into<String>,
+        pattern: Pattern,
+        options: ConsumerOptions,
+        handler: F,
+    ) -> Consumer
+    where
+        F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let cursors: Arc<dyn crate::store::ConsumerStore> = self.inner.store.clone();
+        Consumer::start(
+            name.into(),
+            crate::core::filter::EventFilter::types(vec![pattern]),
+            Arc::new(move |e| handler(e).boxed()),
+            self.inner.store.clone(),
+            cursors,
+            options,
+            &self.inner.tasks,
+            self.inner.cancel.child_token(),
+        )
     }
 
     /// Number of live in-process subscribers.

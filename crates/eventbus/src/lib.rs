@@ -9,8 +9,11 @@
 //!   [`core::pattern`] (type patterns), [`core::filter`], [`core::catalogue`] (event types and
 //!   schemas), [`core::middleware`] (the chain and its built-in steps), [`core::router`] (the
 //!   pattern index), [`core::log`] (the in-memory commit log), [`core::time`].
-//! - [`store`]: the [`EventStore`] contract and its backends ([`store::sqlite`]).
-//! - [`transport`]: delivery ([`transport::internal`]: in-process subscribers).
+//! - [`store`]: the [`EventStore`] contract and its backends ([`store::sqlite`],
+//!   [`store::postgres`]), and the webhook tables' contract ([`store::webhook`]).
+//! - [`transport`]: delivery: [`transport::internal`] (in-process subscribers),
+//!   [`transport::consumer`] (durable named consumers), [`transport::sse`] (the stream hub),
+//!   [`transport::webhook`] (signed, retried webhooks).
 //! - [`bus`]: [`EventBus`], tying the three together.
 
 pub mod bus;
@@ -22,4 +25,5 @@ pub use crate::bus::{BusOptions, EventBus, EventBusBuilder, PublishError, Regist
 pub use crate::core::event::{Event, FieldError, NewEvent};
 pub use crate::core::pattern::Pattern;
 pub use crate::store::{EventStore, StoreError};
+pub use crate::transport::consumer::{Consumer, ConsumerOptions};
 pub use crate::transport::internal::Subscription;

@@ -97,9 +97,18 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// Where durable consumers keep their cursors (in the same database as the events).
+#[async_trait]
+pub trait ConsumerStore: Send + Sync + 'static {
+    /// The saved cursor of `name`, if it has one.
+    async fn load_cursor(&self, name: &str) -> Result<Option<u64>, StoreError>;
+    /// Saves the cursor of `name` (never moves it backwards).
+    async fn save_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError>;
+}
+
 /// A durable, ordered, queryable event log.
 #[async_trait]
-pub trait EventStore: Send + Sync + 'static {
+pub trait EventStore: ConsumerStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
@@ -21,16 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::event::Event;
 use crate::core::filter::EventFilter;
-use crate::store::{EventStore, StoreError};
-
-/// Where consumers keep their cursors.
-#[async_trait]
-pub trait ConsumerStore: Send + Sync + 'static {
-    /// The saved cursor of `name`, if it has one.
-    async fn load_cursor(&self, name: &str) -> Result<Option<u64>, StoreError>;
-    /// Saves the cursor of `name` (never moves it backwards).
-    async fn save_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError>;
-}
+use crate::store::{ConsumerStore, EventStore};
 
 /// A consumer's handler: `Err` (or a panic) means "retry this event".
 pub type ConsumerHandler =

@@ -11,10 +11,10 @@
 use sqlx::{Connection, PgConnection};
 
 /// This binary's migrations, in order; version `i + 1` is `MIGRATIONS[i]`.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_events",
-    include_str!("../../../migrations/postgres/0001_events.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_events", include_str!("../../../migrations/postgres/0001_events.sql")),
+    ("0002_consumers", include_str!("../../../migrations/postgres/0002_consumers.sql")),
+];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.
 const MIGRATE_LOCK: i32 = 0x4542_4d47;

@@ -20,6 +20,7 @@
 //! hold separate buses in one database: locks and notification channels are keyed by schema.
 
 mod commit;
+mod consumer;
 mod listen;
 pub mod migrate;
 

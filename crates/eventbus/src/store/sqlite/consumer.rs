@@ -5,8 +5,7 @@ use rusqlite::OptionalExtension;
 
 use super::SqliteStore;
 use crate::core::time::Timestamp;
-use crate::store::StoreError;
-use crate::transport::consumer::ConsumerStore;
+use crate::store::{ConsumerStore, StoreError};
 
 #[async_trait]
 impl ConsumerStore for SqliteStore {

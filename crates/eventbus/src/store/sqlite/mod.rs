@@ -12,6 +12,7 @@
 //! A checkpoint thread runs `wal_checkpoint(PASSIVE)` off the commit path. A lock file keeps a
 //! second process from opening the same database, whose commits this process could not see.
 
+mod consumer;
 mod migrate;
 mod webhook;
 
@@ -91,7 +92,8 @@ pub struct SqliteStore {
     log: Arc<CommitLog>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop_checkpoints: Mutex<Option<std::sync::mpsc::Sender<()>>>,
-    _lock: File,
+    /// Held while open; released by `close` so the database can be reopened.
+    lock: Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -152,7 +154,7 @@ impl SqliteStore {
             log,
             threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
             stop_checkpoints: Mutex::new(Some(stop)),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -670,5 +672,6 @@ impl EventStore for SqliteStore {
             }
         })
         .await;
+        drop(self.lock.lock().expect("lock file lock").take());
     }
 }
