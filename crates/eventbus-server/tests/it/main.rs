@@ -16,3 +16,4 @@ mod publish;
 mod query;
 mod stream;
 mod webhooks;
+mod cluster;
