@@ -98,6 +98,7 @@ pub async fn serve(bus: Bus, config: Config, listener: TcpListener, shutdown: Ca
     };
     let config_shutdown_ms = config.shutdown_timeout;
     let deadline_token = shutdown.clone();
+    http::metrics::install();
     let state = http::AppState { bus: bus.clone(), config: Arc::new(config), webhooks: webhooks.clone() };
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, store = bus.store().backend(), "eventbus listening");

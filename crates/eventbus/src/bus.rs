@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,6 +23,7 @@ use crate::core::middleware::{
 };
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
+use crate::metric;
 use crate::store::{Appended, EventPage, EventQuery, EventStore, StoreError};
 use crate::transport::consumer::{Consumer, ConsumerOptions};
 use crate::transport::internal::{Subscribers, Subscription};
@@ -224,10 +227,29 @@ impl EventBus {
 
     /// Publishes one event on behalf of `ctx`.
     pub async fn publish_with(&self, event: NewEvent, ctx: &PublishContext) -> Result<Appended, PublishError> {
-        let mut event = event.into_event(Timestamp::now()).map_err(PublishError::Invalid)?;
-        self.run_chain(&mut event, ctx).await?;
-        let mut stored = self.inner.store.append(vec![event]).await?;
-        Ok(stored.pop().expect("one event in, one out"))
+        let started = Instant::now();
+        let label = self.type_label(&event.event_type);
+        let result = async {
+            let mut event = event.into_event(Timestamp::now()).map_err(PublishError::Invalid)?;
+            self.run_chain(&mut event, ctx).await?;
+            let mut stored = self.inner.store.append(vec![event]).await?;
+            Ok(stored.pop().expect("one event in, one out"))
+        }
+        .await;
+        metrics::histogram!(metric::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(a) => metric::published(label, if a.created { "created" } else { "duplicate" }, 1),
+            Err(e) => metric::published(label, outcome(e), 1),
+        }
+        result
+    }
+
+    /// The event type as a metric label: catalogue types by name, any other as `other`.
+    fn type_label(&self, event_type: &str) -> &'static str {
+        match self.inner.registry.get(event_type) {
+            Some(entry) => entry.label(),
+            None => "other",
+        }
     }
 
     /// Publishes a batch atomically as a trusted in-process publisher.
@@ -237,6 +259,30 @@ impl EventBus {
 
     /// Publishes a batch atomically on behalf of `ctx`; errors name fields as `index/field`.
     pub async fn publish_batch_with(
+        &self,
+        events: Vec<NewEvent>,
+        ctx: &PublishContext,
+    ) -> Result<Vec<Appended>, PublishError> {
+        let started = Instant::now();
+        let labels: Vec<&'static str> = events.iter().map(|e| self.type_label(&e.event_type)).collect();
+        let result = self.publish_batch_inner(events, ctx).await;
+        metrics::histogram!(metric::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(stored) => {
+                for (a, label) in stored.iter().zip(&labels) {
+                    metric::published(label, if a.created { "created" } else { "duplicate" }, 1);
+                }
+            }
+            Err(e) => {
+                for label in &labels {
+                    metric::published(label, outcome(e), 1);
+                }
+            }
+        }
+        result
+    }
+
+    async fn publish_batch_inner(
         &self,
         events: Vec<NewEvent>,
         ctx: &PublishContext,
@@ -313,6 +359,11 @@ impl EventBus {
         )
     }
 
+    /// Events waiting in in-process subscriber queues.
+    pub fn subscriber_backlog(&self) -> usize {
+        self.inner.subscribers.buffered()
+    }
+
     /// Number of live in-process subscribers.
     pub fn subscriber_count(&self) -> usize {
         self.inner.subscribers.len()
@@ -359,5 +410,16 @@ impl EventBus {
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         self.inner.store.close().await;
+    }
+}
+
+/// The metric outcome of a failed publish: refused (4xx) or failed (5xx).
+fn outcome(e: &PublishError) -> &'static str {
+    match e {
+        PublishError::Invalid(_)
+        | PublishError::Rejected(_)
+        | PublishError::BatchSize { .. }
+        | PublishError::Store(StoreError::Conflict { .. }) => "rejected",
+        _ => "failed",
     }
 }

@@ -15,9 +15,11 @@
 //!   [`transport::consumer`] (durable named consumers), [`transport::sse`] (the stream hub),
 //!   [`transport::webhook`] (signed, retried webhooks).
 //! - [`bus`]: [`EventBus`], tying the three together.
+//! - [`metric`]: metric names and recording helpers.
 
 pub mod bus;
 pub mod core;
+pub mod metric;
 pub mod store;
 pub mod transport;
 

@@ -8,6 +8,7 @@ mod body;
 mod event_types;
 mod events;
 mod health;
+pub mod metrics;
 mod params;
 pub mod problem;
 mod stream;
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(event_types::router())
         .merge(health::router())
+        .merge(metrics::router())
         .merge(stream::router())
         .merge(webhooks::router())
         .fallback(not_found)

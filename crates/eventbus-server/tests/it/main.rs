@@ -17,3 +17,4 @@ mod query;
 mod stream;
 mod webhooks;
 mod cluster;
+mod metrics;

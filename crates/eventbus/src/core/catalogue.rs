@@ -88,6 +88,21 @@ pub struct TypeEntry {
     pub def: EventTypeDef,
     /// The compiled payload schema.
     pub validator: Option<jsonschema::Validator>,
+    /// The type name as a `'static` metric label (catalogue types are few and long-lived).
+    label: &'static str,
+}
+
+/// Interned type names, so that re-registering a type does not leak another copy.
+static LABELS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+
+fn intern(name: &str) -> &'static str {
+    let mut labels = LABELS.lock().expect("labels lock");
+    if let Some(l) = labels.iter().find(|l| **l == name) {
+        return l;
+    }
+    let l: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    labels.push(l);
+    l
 }
 
 impl TypeEntry {
@@ -105,7 +120,15 @@ impl TypeEntry {
                 )
             }
         };
-        Ok(TypeEntry { def, validator })
+        let label = intern(&def.name);
+        Ok(TypeEntry { def, validator, label })
+    }
+}
+
+impl TypeEntry {
+    /// The type name as a metric label.
+    pub fn label(&self) -> &'static str {
+        self.label
     }
 }
 

@@ -154,6 +154,9 @@ pub trait EventStore: ConsumerStore + Send + Sync + 'static {
     /// A real round trip to the backend.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Appends waiting for the writer (the group-commit queue).
+    fn write_queue_depth(&self) -> usize;
+
     /// Finishes queued writes and releases the backend.
     async fn close(&self);
 }

@@ -94,7 +94,10 @@ impl Consumer {
         cancel: CancellationToken,
     ) -> Consumer {
         let stats = Arc::new(ConsumerStats::default());
-        let run = Runner { name: name.clone(), filter, handler, store, cursors, options, stats: stats.clone() };
+        let run = Runner {
+            metrics: crate::metric::HandlerMetrics::new(format!("consumer:{name}")),
+            name: name.clone(),
+            filter, handler, store, cursors, options, stats: stats.clone() };
         let done = tasks.spawn(run.run(cancel.clone()));
         Consumer { name, stats, cancel, done: Some(done) }
     }
@@ -125,6 +128,7 @@ impl Drop for Consumer {
 }
 
 struct Runner {
+    metrics: crate::metric::HandlerMetrics,
     name: String,
     filter: EventFilter,
     handler: ConsumerHandler,
@@ -222,7 +226,9 @@ impl Runner {
             if cancel.is_cancelled() {
                 return false;
             }
+            let started = Instant::now();
             let call = std::panic::AssertUnwindSafe((self.handler)(event.clone())).catch_unwind().await;
+            self.metrics.record(started.elapsed(), matches!(call, Ok(Ok(()))));
             let error = match call {
                 Ok(Ok(())) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);

@@ -103,6 +103,12 @@ impl Subscribers {
         self.registry.lock().expect("registry lock").subscribers.len()
     }
 
+    /// Events waiting in subscriber queues.
+    pub fn buffered(&self) -> usize {
+        let reg = self.registry.lock().expect("registry lock");
+        reg.subscribers.values().map(|s| s.queue.max_capacity() - s.queue.capacity()).sum()
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -129,6 +135,7 @@ impl Subscribers {
         };
         let cancel = self.cancel.child_token();
         let worker = Worker {
+            metrics: crate::metric::HandlerMetrics::new(format!("subscriber:{pattern}")),
             shared,
             queue: rx,
             store: self.store.clone(),
@@ -171,6 +178,7 @@ impl Subscribers {
 }
 
 struct Worker {
+    metrics: crate::metric::HandlerMetrics,
     shared: Arc<Shared>,
     queue: mpsc::Receiver<Arc<Event>>,
     store: Arc<dyn EventStore>,
@@ -241,7 +249,10 @@ impl Worker {
         }
         self.cursor = event.seq;
         let call = std::panic::AssertUnwindSafe((self.handler)(event.clone()));
-        match call.catch_unwind().await {
+        let started = std::time::Instant::now();
+        let outcome = call.catch_unwind().await;
+        self.metrics.record(started.elapsed(), outcome.is_ok());
+        match outcome {
             Ok(()) => {
                 self.shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
             }

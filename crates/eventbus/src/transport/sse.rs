@@ -133,6 +133,12 @@ impl SseHub {
         self.cancel.cancel();
     }
 
+    /// Frames waiting in connection queues.
+    pub fn buffered(&self) -> usize {
+        let reg = self.registry.lock().expect("sse registry lock");
+        reg.slots.values().map(|s| s.queue.max_capacity() - s.queue.capacity()).sum()
+    }
+
     /// The counters.
     pub fn stats(&self) -> &SseStats {
         &self.stats

@@ -108,6 +108,8 @@ impl Committer {
             batches.push(job.events);
         }
         let timeout = self.timeout;
+        let started = std::time::Instant::now();
+        let events: usize = batches.iter().map(Vec::len).sum();
         let outcome = match tokio::time::timeout(timeout, self.write_with_retry(batches)).await {
             Ok(Ok(written)) => Ok(written),
             Ok(Err(e)) => Err(unavailable(e)),
@@ -127,6 +129,7 @@ impl Committer {
                 return;
             }
         };
+        crate::metric::store_group(events, started.elapsed());
         let rows: Vec<Arc<Event>> = written.rows.into_iter().map(Arc::new).collect();
         self.log.push(written.prev, &rows);
         for (result, reply) in written.batches.into_iter().zip(replies) {

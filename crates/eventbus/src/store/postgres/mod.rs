@@ -618,6 +618,10 @@ impl EventStore for PgStore {
         .await
     }
 
+    fn write_queue_depth(&self) -> usize {
+        self.jobs.lock().expect("jobs lock").as_ref().map_or(0, |tx| tx.max_capacity() - tx.capacity())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|pool| async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()) })
             .await

@@ -1,12 +1,11 @@
 //! The embedded SQLite event store (the default backend).
 //!
 //! One writer thread owns the only write connection and does **group commit**: it takes every
-//! append waiting in its queue, and every one arriving while the group is being written (up to
-//! [`MAX_GROUP_ROWS`] events), writes them in one `BEGIN IMMEDIATE` transaction (a savepoint per
-//! multi-event batch, so a conflicting batch is undone alone), commits once — one fsync for the
-//! whole group with `synchronous=FULL` — and only then answers each waiting publisher. Because a
-//! single thread commits, `seq` order is commit order, so tailing readers can never see a later
-//! commit with a smaller `seq` (invariant 2).
+//! append waiting in its queue (up to [`MAX_GROUP_ROWS`] events), writes them in one `BEGIN
+//! IMMEDIATE` transaction (a savepoint per multi-event batch, so a conflicting batch is undone
+//! alone), commits once — one fsync for the whole group with `synchronous=FULL` — and only then
+//! answers each waiting publisher. Because a single thread commits, `seq` order is commit order,
+//! so tailing readers can never see a later commit with a smaller `seq` (invariant 2).
 //!
 //! Reads run on a small pool of read-only connections (WAL lets them run beside the writer).
 //! A checkpoint thread runs `wal_checkpoint(PASSIVE)` off the commit path. A lock file keeps a
@@ -307,28 +306,41 @@ enum Inserted {
 
 impl Writer {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        // An `Exec` met while a group was open; it runs right after that group's commit.
-        let mut held: Option<Job> = None;
-        while let Some(job) = held.take().or_else(|| jobs.blocking_recv()) {
-            match job {
-                Job::Append { events, reply } => {
-                    held = self.commit_group(AppendJob { events, reply }, &mut jobs);
+        let mut group: Vec<AppendJob> = Vec::new();
+        while let Some(job) = jobs.blocking_recv() {
+            let mut next = Some(job);
+            let mut rows = 0;
+            // Take what is waiting, up to a group's worth of rows; an Exec ends the group.
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append { events, reply } => {
+                        rows += events.len();
+                        group.push(AppendJob { events, reply });
+                        if rows < MAX_GROUP_ROWS {
+                            next = jobs.try_recv().ok();
+                        }
+                    }
+                    Job::Exec(f) => {
+                        self.commit_group(std::mem::take(&mut group));
+                        f(&mut self.conn);
+                    }
                 }
-                Job::Exec(f) => f(&mut self.conn),
             }
+            self.commit_group(std::mem::take(&mut group));
         }
+        self.commit_group(group);
     }
 
-    /// Commits `first` together with every append that is queued or arrives while the group's
-    /// rows are being written, up to [`MAX_GROUP_ROWS`] rows. Taking late arrivals into the open
-    /// transaction (instead of collecting the group up front) lets them share this group's fsync
-    /// rather than wait for the next one: fewer, larger commits under load, at no extra latency.
-    /// Returns an `Exec` taken from the queue, which ends the group and must run next.
-    fn commit_group(&mut self, first: AppendJob, jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
+    fn commit_group(&mut self, group: Vec<AppendJob>) {
+        if group.is_empty() {
+            return;
+        }
         let prev = self.head;
-        let mut held = None;
-        match self.write_group(first, jobs, &mut held) {
+        let started = std::time::Instant::now();
+        match self.write_group(group) {
             Ok((committed, replies)) => {
+                let rows = committed.iter().map(|r| r.as_ref().map_or(0, Vec::len)).sum();
+                crate::metric::store_group(rows, started.elapsed());
                 let new: Vec<Arc<Event>> = committed
                     .iter()
                     .flat_map(|r| r.iter().flatten())
@@ -351,41 +363,31 @@ impl Writer {
                 }
             }
         }
-        held
     }
 
     /// Writes and commits a group; on a storage error everything is rolled back by the caller.
     #[allow(clippy::type_complexity)]
     fn write_group(
         &mut self,
-        first: AppendJob,
-        jobs: &mut mpsc::Receiver<Job>,
-        held: &mut Option<Job>,
+        group: Vec<AppendJob>,
     ) -> Result<
         (Vec<Result<Vec<Appended>, StoreError>>, Vec<Reply<Vec<Appended>>>),
         (rusqlite::Error, Vec<Reply<Vec<Appended>>>),
     > {
-        let mut replies = Vec::new();
-        let mut results = Vec::new();
+        let mut replies = Vec::with_capacity(group.len());
+        let mut results = Vec::with_capacity(group.len());
+        let mut pending = Vec::with_capacity(group.len());
+        for job in group {
+            replies.push(job.reply);
+            pending.push(job.events);
+        }
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            replies.push(first.reply);
             return Err((e, replies));
         }
-        let mut rows = 0;
-        let mut next = Some(first);
-        while let Some(AppendJob { events, reply }) = next.take() {
-            rows += events.len();
-            replies.push(reply);
+        for events in pending {
             match self.write_batch(events) {
                 Ok(r) => results.push(r),
                 Err(e) => return Err((e, replies)),
-            }
-            if rows < MAX_GROUP_ROWS {
-                match jobs.try_recv() {
-                    Ok(Job::Append { events, reply }) => next = Some(AppendJob { events, reply }),
-                    Ok(exec) => *held = Some(exec),
-                    Err(_) => {}
-                }
             }
         }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
@@ -655,6 +657,10 @@ impl EventStore for SqliteStore {
             tx.commit()
         })
         .await
+    }
+
+    fn write_queue_depth(&self) -> usize {
+        self.jobs.lock().expect("jobs lock").as_ref().map_or(0, |tx| tx.max_capacity() - tx.capacity())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -288,6 +288,7 @@ async fn attempt(
         retry.map(|delay| Timestamp::now().plus_micros(delay.as_micros() as i64))
     };
     tracing::debug!(delivery = d.id, endpoint = %ep.id, status = ?r.status, error = ?r.error, "webhook attempt");
+    metrics::histogram!(crate::metric::WEBHOOK_ATTEMPT_DURATION).record(r.duration.as_secs_f64());
     let mut rec = record(d, started_at, r.status, r.body, r.error, success, retry_at);
     rec.duration_ms = r.duration.as_millis() as u64;
     Some(rec)

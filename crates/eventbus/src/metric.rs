@@ -1,0 +1,85 @@
+//! Metric names and the helpers that record them, in one place (names `eventbus_<noun>_<unit>`).
+//!
+//! The library records through the `metrics` facade: without an installed recorder every call
+//! is a no-op; the server installs a Prometheus recorder and renders `GET /metrics`. Labels are
+//! bounded: event types outside the catalogue are counted as `other`, subscribers by pattern,
+//! consumers by name, never an event id or a URL.
+
+use std::time::Duration;
+
+/// Events through `publish`, by `type` and `outcome` (`created`, `duplicate`, `rejected`, `failed`).
+pub const EVENTS_PUBLISHED: &str = "eventbus_events_published_total";
+/// Seconds from a publish call to its answer (one call may carry a batch).
+pub const PUBLISH_DURATION: &str = "eventbus_publish_duration_seconds";
+/// Events per group commit of the store.
+pub const STORE_BATCH_SIZE: &str = "eventbus_store_append_batch_size";
+/// Seconds one group commit takes (write and fsync).
+pub const STORE_APPEND_DURATION: &str = "eventbus_store_append_duration_seconds";
+/// Seconds a handler takes, by `handler` (`subscriber:<pattern>` or `consumer:<name>`).
+pub const HANDLER_DURATION: &str = "eventbus_handler_duration_seconds";
+/// Handler failures and panics, by `handler`.
+pub const HANDLER_ERRORS: &str = "eventbus_handler_errors_total";
+/// Items waiting in a queue, by `queue` (`store_writer`, `subscribers`, `sse`, `webhooks`).
+pub const QUEUE_DEPTH: &str = "eventbus_queue_depth";
+/// Open SSE streams.
+pub const SSE_CONNECTIONS: &str = "eventbus_sse_connections";
+/// SSE streams closed because they lagged.
+pub const SSE_LAGGED: &str = "eventbus_sse_lagged_total";
+/// Webhook attempts, by `outcome` (`succeeded`, `failed`).
+pub const WEBHOOK_ATTEMPTS: &str = "eventbus_webhook_attempts_total";
+/// Webhook deliveries that exhausted their retries.
+pub const WEBHOOK_DEAD_LETTERS: &str = "eventbus_webhook_dead_letters_total";
+/// Seconds one webhook attempt takes.
+pub const WEBHOOK_ATTEMPT_DURATION: &str = "eventbus_webhook_attempt_duration_seconds";
+/// Share of webhook attempts that succeeded since the start (1 when none ran).
+pub const WEBHOOK_SUCCESS_RATIO: &str = "eventbus_webhook_success_ratio";
+/// Endpoints disabled after failing continuously.
+pub const WEBHOOK_AUTO_DISABLED: &str = "eventbus_webhook_endpoints_disabled_total";
+/// Resident memory of the process.
+pub const PROCESS_RSS: &str = "eventbus_process_resident_memory_bytes";
+/// CPU time of the process.
+pub const PROCESS_CPU: &str = "eventbus_process_cpu_seconds_total";
+/// Open file descriptors of the process.
+pub const PROCESS_FDS: &str = "eventbus_process_open_fds";
+
+/// Histogram buckets for durations, in seconds.
+pub const DURATION_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Histogram buckets for batch sizes.
+pub const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
+
+/// Counts `n` events of `event_type` (already reduced to a bounded label) with `outcome`.
+pub fn published(event_type: &str, outcome: &'static str, n: u64) {
+    metrics::counter!(EVENTS_PUBLISHED, "type" => event_type.to_owned(), "outcome" => outcome).increment(n);
+}
+
+/// Records one group commit.
+pub fn store_group(events: usize, took: Duration) {
+    metrics::histogram!(STORE_BATCH_SIZE).record(events as f64);
+    metrics::histogram!(STORE_APPEND_DURATION).record(took.as_secs_f64());
+}
+
+/// The duration histogram and error counter of one handler, registered once.
+#[derive(Clone)]
+pub struct HandlerMetrics {
+    duration: metrics::Histogram,
+    errors: metrics::Counter,
+}
+
+impl HandlerMetrics {
+    /// The metrics of handler `name` (`subscriber:<pattern>`, `consumer:<name>`).
+    pub fn new(name: String) -> Self {
+        HandlerMetrics {
+            duration: metrics::histogram!(HANDLER_DURATION, "handler" => name.clone()),
+            errors: metrics::counter!(HANDLER_ERRORS, "handler" => name),
+        }
+    }
+
+    /// Records one call.
+    pub fn record(&self, took: Duration, ok: bool) {
+        self.duration.record(took.as_secs_f64());
+        if !ok {
+            self.errors.increment(1);
+        }
+    }
+}
