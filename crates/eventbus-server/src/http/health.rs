@@ -35,7 +35,19 @@ async fn get_ready(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => (false, json!({"status": "down", "backend": backend, "message": e.to_string()})),
         Err(_) => (false, json!({"status": "down", "backend": backend, "message": "no answer within 2 s"})),
     };
-    terminus(vec![("store", store_entry)])
+    let mut checks = vec![("store", store_entry)];
+    if let Some(webhooks) = &state.webhooks {
+        let entry = match tokio::time::timeout(STORE_TIMEOUT, webhooks.queue_depth()).await {
+            Ok(Ok(depth)) => (true, json!({"status": "up", "pending": depth})),
+            Ok(Err(e)) => (false, json!({"status": "down", "message": e.to_string()})),
+            Err(_) => (false, json!({"status": "down", "message": "no answer within 2 s"})),
+        };
+        checks.push(("webhooks", entry));
+    }
+    let sse = state.bus.sse();
+    let open = sse.stats().connections.load(std::sync::atomic::Ordering::Relaxed);
+    checks.push(("streams", (true, json!({"status": "up", "open": open, "max": sse.options().max_connections}))));
+    terminus(checks)
 }
 
 /// The Terminus body and status of a set of `(name, (up, entry))` checks.
