@@ -346,13 +346,11 @@ impl EventBus {
         F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
-        let cursors: Arc<dyn crate::store::ConsumerStore> = self.inner.store.clone();
         Consumer::start(
             name.into(),
             crate::core::filter::EventFilter::types(vec![pattern]),
             Arc::new(move |e| handler(e).boxed()),
             self.inner.store.clone(),
-            cursors,
             options,
             &self.inner.tasks,
             self.inner.cancel.child_token(),

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::event::Event;
 use crate::core::filter::EventFilter;
-use crate::store::{ConsumerStore, EventStore};
+use crate::store::EventStore;
 
 /// A consumer's handler: `Err` (or a panic) means "retry this event".
 pub type ConsumerHandler =
@@ -81,14 +81,12 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Starts consumer `name` on `tasks`.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts consumer `name` on `tasks`; its cursor is kept in `store`.
     pub fn start(
         name: String,
         filter: EventFilter,
         handler: ConsumerHandler,
         store: Arc<dyn EventStore>,
-        cursors: Arc<dyn ConsumerStore>,
         options: ConsumerOptions,
         tasks: &TaskTracker,
         cancel: CancellationToken,
@@ -97,7 +95,12 @@ impl Consumer {
         let run = Runner {
             metrics: crate::metric::HandlerMetrics::new(format!("consumer:{name}")),
             name: name.clone(),
-            filter, handler, store, cursors, options, stats: stats.clone() };
+            filter,
+            handler,
+            store,
+            options,
+            stats: stats.clone(),
+        };
         let done = tasks.spawn(run.run(cancel.clone()));
         Consumer { name, stats, cancel, done: Some(done) }
     }
@@ -133,7 +136,6 @@ struct Runner {
     filter: EventFilter,
     handler: ConsumerHandler,
     store: Arc<dyn EventStore>,
-    cursors: Arc<dyn ConsumerStore>,
     options: ConsumerOptions,
     stats: Arc<ConsumerStats>,
 }
@@ -186,14 +188,14 @@ impl Runner {
 
     async fn initial_cursor(&self, cancel: &CancellationToken) -> Option<u64> {
         loop {
-            match self.cursors.load_cursor(&self.name).await {
+            match self.store.load_cursor(&self.name).await {
                 Ok(Some(c)) => return Some(c),
                 Ok(None) => {
                     let start = match self.options.start {
                         StartFrom::Now => self.store.log().head(),
                         StartFrom::Beginning => 0,
                     };
-                    if self.cursors.save_cursor(&self.name, start).await.is_ok() {
+                    if self.store.save_cursor(&self.name, start).await.is_ok() {
                         return Some(start);
                     }
                 }
@@ -210,7 +212,7 @@ impl Runner {
         if cursor == saved {
             return saved;
         }
-        match self.cursors.save_cursor(&self.name, cursor).await {
+        match self.store.save_cursor(&self.name, cursor).await {
             Ok(()) => cursor,
             Err(e) => {
                 tracing::warn!(consumer = %self.name, error = %e, "cannot save the consumer's cursor");
