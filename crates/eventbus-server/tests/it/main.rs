@@ -18,3 +18,4 @@ mod stream;
 mod webhooks;
 mod cluster;
 mod metrics;
+mod webhooks_pg;

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{EventStore, StoreError, StoreOptions, StoreUrl};
 use crate::core::event::Event;
@@ -532,7 +533,10 @@ pub async fn open_with_webhooks(
             let store = Arc::new(store);
             Ok((store.clone(), Some(store)))
         }
-        other => Ok((super::open(other, options).await?, None)),
+        StoreUrl::Postgres(url) => {
+            let store = Arc::new(PgStore::open(url, options.postgres).await?);
+            Ok((store.clone(), Some(store)))
+        }
     }
 }
 

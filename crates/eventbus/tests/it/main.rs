@@ -4,3 +4,4 @@ mod common;
 mod consumer;
 mod store;
 mod subscriber;
+mod webhook;

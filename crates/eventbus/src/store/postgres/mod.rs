@@ -23,6 +23,7 @@ mod commit;
 mod consumer;
 mod listen;
 pub mod migrate;
+mod webhook;
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,988 @@
+//! [`WebhookStore`] on PostgreSQL (schema: `migrations/postgres/0003_webhooks.sql`), shared by
+//! every bus process on the schema.
+//!
+//! - **Leases.** [`WebhookStore::claim_due`] locks candidate rows with `FOR UPDATE SKIP LOCKED`
+//!   and sets `lease_until` before it commits, so two processes never claim the same delivery
+//!   while its lease runs; a process that dies leaves leases that simply expire, hence
+//!   [`WebhookStore::recover`] releases nothing. An **ordered** endpoint is claimed through its
+//!   endpoint row (`FOR UPDATE SKIP LOCKED`): under that lock a fresh statement reads the
+//!   endpoint's head delivery *without* skipping anything and leases it only when it is due and
+//!   nothing of the endpoint is leased. (Skipping locked deliveries there would pass over a
+//!   head another process is working on and send the next event first.)
+//! - **Fan-out.** [`WebhookStore::fan_out`] locks the `endpoints_version` and `fanout_cursor`
+//!   rows (`FOR UPDATE`), compares them with the step, inserts the deliveries and moves the
+//!   cursor in one transaction. Two processes fanning out the same range take turns on those
+//!   rows: the second one waits for the first to commit, then sees the moved cursor and gets
+//!   [`FanOutResult::Stale`] carrying it, so it continues from there instead of retrying.
+//! - **`since_seq` (invariant 2).** Endpoint changes bump the version *first* (waiting for a
+//!   fan-out step in progress to commit), and only then read `max(seq)` in a new statement. Every
+//!   fan-out step already committed covers events that this snapshot sees, so the head is at
+//!   least its cursor; every later step either carries the new version or is refused. And the
+//!   appends commit in `seq` order under the committer's advisory lock ([`super::commit`]), so
+//!   an event this snapshot does not see gets a larger `seq` than the head it read: no event with
+//!   `seq <= since_seq` commits after the endpoint change.
+//! - **No deadlocks between processes.** Every transaction takes its row locks in one global
+//!   order: the `endpoints_version` row, the `fanout_cursor` row, deliveries by id, endpoints by
+//!   id. Claims never wait at all (`SKIP LOCKED`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
+
+use super::PgStore;
+use crate::core::pattern::Pattern;
+use crate::core::time::Timestamp;
+use crate::store::StoreError;
+use crate::store::webhook::{
+    Attempt, AttemptQuery, AttemptRecord, Claim, Delivery, DeliveryQuery, DeliveryStatus, Endpoint,
+    EndpointPatch, FanOut, FanOutResult, HealthPolicy, NewDelivery, Page, WebhookStore,
+};
+
+const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, project_id, tenant_id, headers, \
+     rate_limit, ordered, disabled, disabled_reason, secret, previous_secret, \
+     previous_secret_expires_at, since_seq, created_at, updated_at, failing_since, failure_count";
+
+const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_seq, event_id, event_type, status, attempts, \
+     cycle_attempts, next_attempt_at, created_at, updated_at, last_status_code, last_error";
+
+const ATTEMPT_COLUMNS: &str = "id, delivery_id, endpoint_id, event_id, attempt, started_at, \
+     duration_ms, status_code, response_body, error, success";
+
+type Tx = Transaction<'static, Postgres>;
+
+fn decode_error(index: usize, e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: index.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// Reads the endpoint in the columns `o..o + 19` (in [`ENDPOINT_COLUMNS`] order).
+fn row_to_endpoint(r: &PgRow, o: usize) -> Result<Endpoint, sqlx::Error> {
+    let types: String = r.try_get(o + 3)?;
+    let types: Vec<String> = serde_json::from_str(&types).map_err(|e| decode_error(o + 3, e))?;
+    let event_types = types
+        .iter()
+        .map(|t| Pattern::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| decode_error(o + 3, e))?;
+    let headers: String = r.try_get(o + 6)?;
+    let headers: BTreeMap<String, String> =
+        serde_json::from_str(&headers).map_err(|e| decode_error(o + 6, e))?;
+    let micros = |i: usize| -> Result<Option<Timestamp>, sqlx::Error> {
+        Ok(r.try_get::<Option<i64>, _>(o + i)?
+            .map(Timestamp::from_micros))
+    };
+    Ok(Endpoint {
+        id: r.try_get(o)?,
+        url: r.try_get(o + 1)?,
+        description: r.try_get(o + 2)?,
+        event_types,
+        project_id: r.try_get(o + 4)?,
+        tenant_id: r.try_get(o + 5)?,
+        headers,
+        rate_limit: r.try_get::<Option<i64>, _>(o + 7)?.map(|v| v as u32),
+        ordered: r.try_get(o + 8)?,
+        disabled: r.try_get(o + 9)?,
+        disabled_reason: r.try_get(o + 10)?,
+        secret: r.try_get(o + 11)?,
+        previous_secret: r.try_get(o + 12)?,
+        previous_secret_expires_at: micros(13)?,
+        since_seq: r.try_get::<i64, _>(o + 14)? as u64,
+        created_at: Timestamp::from_micros(r.try_get(o + 15)?),
+        updated_at: Timestamp::from_micros(r.try_get(o + 16)?),
+        failing_since: micros(17)?,
+        failure_count: r.try_get::<i64, _>(o + 18)? as u32,
+    })
+}
+
+/// Reads the delivery in the columns `o..o + 13` (in [`DELIVERY_COLUMNS`] order).
+fn row_to_delivery(r: &PgRow, o: usize) -> Result<Delivery, sqlx::Error> {
+    let status: String = r.try_get(o + 5)?;
+    let status = DeliveryStatus::parse(&status).ok_or_else(|| {
+        decode_error(
+            o + 5,
+            std::io::Error::other(format!("unknown status {status}")),
+        )
+    })?;
+    let next: i64 = r.try_get(o + 8)?;
+    Ok(Delivery {
+        id: r.try_get::<i64, _>(o)? as u64,
+        endpoint_id: r.try_get(o + 1)?,
+        event_seq: r.try_get::<i64, _>(o + 2)? as u64,
+        event_id: r.try_get(o + 3)?,
+        event_type: r.try_get(o + 4)?,
+        status,
+        attempts: r.try_get::<i64, _>(o + 6)? as u32,
+        cycle_attempts: r.try_get::<i64, _>(o + 7)? as u32,
+        next_attempt_at: (status == DeliveryStatus::Pending).then(|| Timestamp::from_micros(next)),
+        created_at: Timestamp::from_micros(r.try_get(o + 9)?),
+        updated_at: Timestamp::from_micros(r.try_get(o + 10)?),
+        last_status_code: r.try_get::<Option<i32>, _>(o + 11)?.map(|c| c as u16),
+        last_error: r.try_get(o + 12)?,
+    })
+}
+
+fn row_to_attempt(r: &PgRow) -> Result<Attempt, sqlx::Error> {
+    Ok(Attempt {
+        id: r.try_get::<i64, _>(0)? as u64,
+        delivery_id: r.try_get::<i64, _>(1)? as u64,
+        endpoint_id: r.try_get(2)?,
+        event_id: r.try_get(3)?,
+        attempt: r.try_get::<i64, _>(4)? as u32,
+        started_at: Timestamp::from_micros(r.try_get(5)?),
+        duration_ms: r.try_get::<i64, _>(6)? as u64,
+        status_code: r.try_get::<Option<i32>, _>(7)?.map(|c| c as u16),
+        response_body: r.try_get(8)?,
+        error: r.try_get(9)?,
+        success: r.try_get(10)?,
+    })
+}
+
+async fn select_endpoint(
+    tx: &mut Tx,
+    id: &str,
+    lock: bool,
+) -> Result<Option<Endpoint>, sqlx::Error> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1{lock}"
+    )))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|r| row_to_endpoint(&r, 0)).transpose()
+}
+
+/// Bumps the endpoints version. Endpoint changes call it first: it takes the version row's lock,
+/// the first in the global lock order, and waits for a fan-out step in progress.
+async fn bump_version(tx: &mut Tx) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE webhook_state SET value = value + 1 WHERE name = 'endpoints_version'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The log's head, in a statement of its own (hence a snapshot taken now).
+async fn read_head(tx: &mut Tx) -> Result<u64, sqlx::Error> {
+    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM events")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(head as u64)
+}
+
+async fn write_endpoint(tx: &mut Tx, ep: &Endpoint, insert: bool) -> Result<(), sqlx::Error> {
+    let types: Vec<&str> = ep.event_types.iter().map(Pattern::as_str).collect();
+    let types = serde_json::to_string(&types).expect("strings serialise");
+    let headers = serde_json::to_string(&ep.headers).expect("a string map serialises");
+    let sql = if insert {
+        format!(
+            "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        )
+    } else {
+        "UPDATE webhook_endpoints SET url = $2, description = $3, event_types = $4, \
+         project_id = $5, tenant_id = $6, headers = $7, rate_limit = $8, ordered = $9, \
+         disabled = $10, disabled_reason = $11, secret = $12, previous_secret = $13, \
+         previous_secret_expires_at = $14, since_seq = $15, created_at = $16, updated_at = $17, \
+         failing_since = $18, failure_count = $19 WHERE id = $1"
+            .to_owned()
+    };
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(&ep.id)
+        .bind(&ep.url)
+        .bind(&ep.description)
+        .bind(types)
+        .bind(&ep.project_id)
+        .bind(&ep.tenant_id)
+        .bind(headers)
+        .bind(ep.rate_limit.map(i64::from))
+        .bind(ep.ordered)
+        .bind(ep.disabled)
+        .bind(&ep.disabled_reason)
+        .bind(&ep.secret)
+        .bind(&ep.previous_secret)
+        .bind(ep.previous_secret_expires_at.map(Timestamp::as_micros))
+        .bind(ep.since_seq as i64)
+        .bind(ep.created_at.as_micros())
+        .bind(ep.updated_at.as_micros())
+        .bind(ep.failing_since.map(Timestamp::as_micros))
+        .bind(i64::from(ep.failure_count))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// One multi-row insert of pending deliveries, due at `now`.
+async fn insert_deliveries(
+    tx: &mut Tx,
+    deliveries: &[NewDelivery],
+    now: Timestamp,
+) -> Result<u64, sqlx::Error> {
+    if deliveries.is_empty() {
+        return Ok(0);
+    }
+    let endpoint: Vec<&str> = deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
+    let seq: Vec<i64> = deliveries.iter().map(|d| d.event_seq as i64).collect();
+    let id: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
+    let ty: Vec<&str> = deliveries.iter().map(|d| d.event_type.as_str()).collect();
+    let done = sqlx::query(
+        "INSERT INTO webhook_deliveries (endpoint_id, event_seq, event_id, event_type, status, \
+         next_attempt_at, created_at, updated_at) \
+         SELECT e, s, i, t, 'pending', $5, $5, $5 \
+         FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[]) AS u(e, s, i, t)",
+    )
+    .bind(&endpoint)
+    .bind(&seq)
+    .bind(&id)
+    .bind(&ty)
+    .bind(now.as_micros())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The failure streak of one endpoint after a batch of its attempts, in the batch's order.
+#[derive(Default)]
+struct Streak {
+    /// A success in the batch ended the stored streak.
+    reset: bool,
+    /// Failures after the last success (or all of them).
+    failures: i64,
+    /// Start of the first of those failures.
+    first_failure: Option<i64>,
+    /// When the last failure ended.
+    last_failure_end: i64,
+}
+
+impl Streak {
+    fn add(&mut self, r: &AttemptRecord) {
+        if r.success {
+            *self = Streak {
+                reset: true,
+                ..Streak::default()
+            };
+        } else {
+            self.failures += 1;
+            self.first_failure.get_or_insert(r.started_at.as_micros());
+            self.last_failure_end = end_of(r);
+        }
+    }
+}
+
+fn end_of(r: &AttemptRecord) -> i64 {
+    r.started_at.as_micros() + (r.duration_ms as i64) * 1000
+}
+
+/// Logs one round of records (distinct delivery ids) and moves their deliveries on; returns the
+/// ids of the deliveries that still existed.
+async fn record_round(tx: &mut Tx, round: &[&AttemptRecord]) -> Result<HashSet<i64>, sqlx::Error> {
+    let mut ids: Vec<i64> = round.iter().map(|r| r.delivery_id as i64).collect();
+    // Deliveries are locked in id order, as everywhere.
+    ids.sort_unstable();
+    sqlx::query("SELECT id FROM webhook_deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&ids)
+        .execute(&mut **tx)
+        .await?;
+    let n = round.len();
+    let mut id = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut next = Vec::with_capacity(n);
+    let mut now = Vec::with_capacity(n);
+    let mut code = Vec::with_capacity(n);
+    let mut error = Vec::with_capacity(n);
+    let mut endpoint = Vec::with_capacity(n);
+    let mut event = Vec::with_capacity(n);
+    let mut started = Vec::with_capacity(n);
+    let mut duration = Vec::with_capacity(n);
+    let mut body = Vec::with_capacity(n);
+    let mut success = Vec::with_capacity(n);
+    for r in round {
+        let end = end_of(r);
+        let (s, at) = match (r.success, r.retry_at) {
+            (true, _) => (DeliveryStatus::Succeeded, end),
+            (false, Some(at)) => (DeliveryStatus::Pending, at.as_micros()),
+            (false, None) => (DeliveryStatus::Failed, end),
+        };
+        id.push(r.delivery_id as i64);
+        status.push(s.as_str());
+        next.push(at);
+        now.push(end);
+        code.push(r.status_code.map(i32::from));
+        error.push(r.error.as_deref());
+        endpoint.push(r.endpoint_id.as_str());
+        event.push(r.event_id.as_str());
+        started.push(r.started_at.as_micros());
+        duration.push(r.duration_ms as i64);
+        body.push(r.response_body.as_deref());
+        success.push(r.success);
+    }
+    let existing: Vec<i64> = sqlx::query_scalar(
+        "WITH r AS (SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[], \
+                                        $5::int4[], $6::text[]) \
+                    AS r(id, status, next, now, code, error)), \
+              u AS (UPDATE webhook_deliveries d SET status = r.status, attempts = d.attempts + 1, \
+                    cycle_attempts = d.cycle_attempts + 1, next_attempt_at = r.next, \
+                    lease_until = 0, updated_at = r.now, last_status_code = r.code, \
+                    last_error = r.error \
+                    FROM r WHERE d.id = r.id RETURNING d.id, d.attempts) \
+         INSERT INTO webhook_attempts (delivery_id, endpoint_id, event_id, attempt, started_at, \
+                                       duration_ms, status_code, response_body, error, success) \
+         SELECT a.id, a.endpoint, a.event, u.attempts, a.started, a.duration, a.code, a.body, \
+                a.error, a.success \
+         FROM UNNEST($1::int8[], $7::text[], $8::text[], $9::int8[], $10::int8[], $5::int4[], \
+                     $11::text[], $6::text[], $12::bool[]) \
+              AS a(id, endpoint, event, started, duration, code, body, error, success) \
+         JOIN u ON u.id = a.id \
+         RETURNING delivery_id",
+    )
+    .bind(&id)
+    .bind(&status)
+    .bind(&next)
+    .bind(&now)
+    .bind(&code)
+    .bind(&error)
+    .bind(&endpoint)
+    .bind(&event)
+    .bind(&started)
+    .bind(&duration)
+    .bind(&body)
+    .bind(&success)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(existing.into_iter().collect())
+}
+
+/// Applies one endpoint's streak; returns whether it disabled the endpoint.
+async fn apply_streak(
+    tx: &mut Tx,
+    endpoint_id: &str,
+    streak: &Streak,
+    health: HealthPolicy,
+) -> Result<bool, sqlx::Error> {
+    if streak.failures == 0 {
+        sqlx::query(
+            "UPDATE webhook_endpoints SET failing_since = NULL, failure_count = 0 \
+             WHERE id = $1 AND failure_count > 0",
+        )
+        .bind(endpoint_id)
+        .execute(&mut **tx)
+        .await?;
+        return Ok(false);
+    }
+    let sql = if streak.reset {
+        "UPDATE webhook_endpoints SET failing_since = $2, failure_count = $3 WHERE id = $1"
+    } else {
+        "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2), \
+         failure_count = failure_count + $3 WHERE id = $1"
+    };
+    sqlx::query(sql)
+        .bind(endpoint_id)
+        .bind(streak.first_failure)
+        .bind(streak.failures)
+        .execute(&mut **tx)
+        .await?;
+    let now = streak.last_failure_end;
+    let disabled = sqlx::query(
+        "UPDATE webhook_endpoints SET disabled = true, disabled_reason = 'failing', updated_at = $2 \
+         WHERE id = $1 AND NOT disabled AND failure_count >= $3 AND failing_since <= $4",
+    )
+    .bind(endpoint_id)
+    .bind(now)
+    .bind(i64::from(health.failures))
+    .bind(now - health.window_micros)
+    .execute(&mut **tx)
+    .await?;
+    Ok(disabled.rows_affected() > 0)
+}
+
+/// Claims due deliveries: see the module docs. Runs inside one transaction.
+async fn claim(tx: &mut Tx, claim: &Claim) -> Result<Vec<Delivery>, sqlx::Error> {
+    let now = claim.now.as_micros();
+    let endpoints: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT id, ordered FROM webhook_endpoints WHERE NOT disabled ORDER BY updated_at, id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    // Rotate the starting endpoint so a full claim does not always favour the same ones.
+    let start = if endpoints.is_empty() {
+        0
+    } else {
+        (now as usize) % endpoints.len()
+    };
+    let rotated: Vec<&(String, bool)> = endpoints
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(endpoints.len())
+        .filter(|(id, _)| !claim.skip_endpoints.contains(id))
+        .collect();
+    let rank: HashMap<&str, usize> = rotated
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (id.as_str(), i))
+        .collect();
+    let unordered: Vec<&str> = rotated
+        .iter()
+        .filter(|(_, o)| !o)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let ordered: Vec<&str> = rotated
+        .iter()
+        .filter(|(_, o)| *o)
+        .map(|(id, _)| id.as_str())
+        .collect();
+
+    let mut candidates: Vec<Delivery> = Vec::new();
+    if !unordered.is_empty() {
+        let per = claim.per_endpoint.min(claim.limit).max(1) as i64;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT d.* FROM UNNEST($1::text[]) AS u(eid) CROSS JOIN LATERAL \
+             (SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
+              WHERE endpoint_id = u.eid AND status = 'pending' AND next_attempt_at <= $2 \
+                AND lease_until <= $2 \
+              ORDER BY next_attempt_at, event_seq LIMIT $3 FOR UPDATE SKIP LOCKED) d"
+        )))
+        .bind(&unordered)
+        .bind(now)
+        .bind(per)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in &rows {
+            candidates.push(row_to_delivery(r, 0)?);
+        }
+    }
+    if !ordered.is_empty() {
+        // Lock the ordered endpoints nobody else is claiming right now…
+        let mine: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM webhook_endpoints WHERE id = ANY($1) AND ordered AND NOT disabled \
+             ORDER BY id FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&ordered)
+        .fetch_all(&mut **tx)
+        .await?;
+        if !mine.is_empty() {
+            // …then, in a statement whose snapshot follows those locks, read each one's head
+            // without skipping anything: it is claimable only when due and nothing of its
+            // endpoint is leased.
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT d.* FROM UNNEST($1::text[]) AS u(eid) CROSS JOIN LATERAL \
+                 (SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
+                  WHERE endpoint_id = u.eid AND status = 'pending' \
+                  ORDER BY event_seq, id LIMIT 1) d \
+                 WHERE d.next_attempt_at <= $2 AND NOT EXISTS \
+                   (SELECT 1 FROM webhook_deliveries l WHERE l.endpoint_id = u.eid \
+                    AND l.status = 'pending' AND l.lease_until > $2)"
+            )))
+            .bind(&mine)
+            .bind(now)
+            .fetch_all(&mut **tx)
+            .await?;
+            for r in &rows {
+                candidates.push(row_to_delivery(r, 0)?);
+            }
+        }
+    }
+    // The caller's order: endpoints in rotated order, each one's deliveries as selected.
+    candidates.sort_by_key(|d| {
+        (
+            rank.get(d.endpoint_id.as_str())
+                .copied()
+                .unwrap_or(usize::MAX),
+            d.next_attempt_at,
+            d.event_seq,
+        )
+    });
+    candidates.truncate(claim.limit);
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    // Lease them. Rows already locked above are ours; an ordered head locked by another
+    // transaction (a late recording of an expired lease) is skipped, never waited for.
+    let ids: Vec<i64> = candidates.iter().map(|d| d.id as i64).collect();
+    let leased: HashSet<i64> = sqlx::query_scalar::<_, i64>(
+        "UPDATE webhook_deliveries SET lease_until = $2 \
+         WHERE id IN (SELECT id FROM webhook_deliveries WHERE id = ANY($1) \
+                      ORDER BY id FOR UPDATE SKIP LOCKED) \
+           AND status = 'pending' AND lease_until <= $3 \
+         RETURNING id",
+    )
+    .bind(&ids)
+    .bind(claim.lease_until.as_micros())
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+    candidates.retain(|d| leased.contains(&(d.id as i64)));
+    Ok(candidates)
+}
+
+async fn complete(
+    tx: &mut Tx,
+    records: &[AttemptRecord],
+    health: HealthPolicy,
+) -> Result<Vec<Endpoint>, sqlx::Error> {
+    let failures = records.iter().any(|r| !r.success);
+    if failures {
+        // A failure may disable an endpoint, which bumps the version: take its lock first.
+        sqlx::query("SELECT value FROM webhook_state WHERE name = 'endpoints_version' FOR UPDATE")
+            .execute(&mut **tx)
+            .await?;
+    }
+    // Rounds of distinct deliveries (a delivery recorded twice goes in two rounds, in order).
+    let mut rounds: Vec<Vec<&AttemptRecord>> = Vec::new();
+    for r in records {
+        match rounds
+            .iter_mut()
+            .find(|round| round.iter().all(|o| o.delivery_id != r.delivery_id))
+        {
+            Some(round) => round.push(r),
+            None => rounds.push(vec![r]),
+        }
+    }
+    let mut existing = HashSet::new();
+    for round in &rounds {
+        existing.extend(record_round(tx, round).await?);
+    }
+    // Failure streaks, endpoint by endpoint in id order (the lock order).
+    let mut streaks: BTreeMap<&str, Streak> = BTreeMap::new();
+    for r in records {
+        if existing.contains(&(r.delivery_id as i64)) {
+            streaks.entry(r.endpoint_id.as_str()).or_default().add(r);
+        }
+    }
+    let mut disabled = Vec::new();
+    for (endpoint_id, streak) in &streaks {
+        if apply_streak(tx, endpoint_id, streak, health).await? {
+            disabled.push(*endpoint_id);
+        }
+    }
+    let mut out = Vec::new();
+    if !disabled.is_empty() {
+        bump_version(tx).await?;
+        for id in disabled {
+            out.extend(select_endpoint(tx, id, false).await?);
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl WebhookStore for PgStore {
+    async fn create_endpoint(&self, mut endpoint: Endpoint) -> Result<Endpoint, StoreError> {
+        self.write(async {
+            let mut tx = self.pool.begin().await?;
+            bump_version(&mut tx).await?;
+            endpoint.since_seq = read_head(&mut tx).await?;
+            write_endpoint(&mut tx, &endpoint, true).await?;
+            tx.commit().await?;
+            Ok(endpoint)
+        })
+        .await
+    }
+
+    async fn get_endpoint(&self, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        self.read(|pool| async move {
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(&pool)
+            .await?;
+            row.map(|r| row_to_endpoint(&r, 0)).transpose()
+        })
+        .await
+    }
+
+    async fn list_endpoints(&self) -> Result<(Vec<Endpoint>, u64), StoreError> {
+        // One statement, one snapshot: the endpoints are exactly those of the version.
+        self.read(|pool| async move {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT v.value, e.* FROM \
+                 (SELECT value FROM webhook_state WHERE name = 'endpoints_version') v \
+                 LEFT JOIN LATERAL (SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints) e ON true \
+                 ORDER BY e.created_at, e.id"
+            )))
+            .fetch_all(&pool)
+            .await?;
+            let mut version = 0;
+            let mut endpoints = Vec::with_capacity(rows.len());
+            for r in &rows {
+                version = r.try_get::<i64, _>(0)? as u64;
+                if r.try_get::<Option<String>, _>(1)?.is_some() {
+                    endpoints.push(row_to_endpoint(r, 1)?);
+                }
+            }
+            Ok((endpoints, version))
+        })
+        .await
+    }
+
+    async fn update_endpoint(
+        &self,
+        id: &str,
+        patch: EndpointPatch,
+        now: Timestamp,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        self.write(async {
+            let mut tx = self.pool.begin().await?;
+            bump_version(&mut tx).await?;
+            let Some(mut ep) = select_endpoint(&mut tx, id, true).await? else {
+                return Ok(None); // rolled back on drop
+            };
+            let head = read_head(&mut tx).await?;
+            patch.apply(&mut ep, now, head);
+            write_endpoint(&mut tx, &ep, false).await?;
+            tx.commit().await?;
+            Ok(Some(ep))
+        })
+        .await
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError> {
+        self.write(async {
+            let mut tx = self.pool.begin().await?;
+            // After the version lock, so a fan-out step that inserted rows for this endpoint
+            // has committed and they are deleted too; later steps are refused.
+            bump_version(&mut tx).await?;
+            sqlx::query(
+                "SELECT id FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY id FOR UPDATE",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM webhook_attempts WHERE endpoint_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn fanout_cursor(&self) -> Result<u64, StoreError> {
+        self.read(|pool| async move {
+            let v: i64 =
+                sqlx::query_scalar("SELECT value FROM webhook_state WHERE name = 'fanout_cursor'")
+                    .fetch_one(&pool)
+                    .await?;
+            Ok(v as u64)
+        })
+        .await
+    }
+
+    async fn fan_out(&self, step: FanOut) -> Result<FanOutResult, StoreError> {
+        self.write(async {
+            let mut tx = self.pool.begin().await?;
+            // 'endpoints_version' < 'fanout_cursor': the global lock order.
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT name, value FROM webhook_state \
+                 WHERE name IN ('endpoints_version', 'fanout_cursor') ORDER BY name FOR UPDATE",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let value = |name: &str| {
+                rows.iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, v)| *v as u64)
+            };
+            let (cursor, version) = (value("fanout_cursor"), value("endpoints_version"));
+            if cursor != step.from || version != step.endpoints_version {
+                return Ok(FanOutResult::Stale {
+                    cursor,
+                    endpoints_version: version,
+                });
+            }
+            insert_deliveries(&mut tx, &step.deliveries, step.now).await?;
+            sqlx::query("UPDATE webhook_state SET value = $1 WHERE name = 'fanout_cursor'")
+                .bind(step.to as i64)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(FanOutResult::Applied)
+        })
+        .await
+    }
+
+    async fn enqueue(
+        &self,
+        deliveries: Vec<NewDelivery>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.write(async {
+            let mut tx = self.pool.begin().await?;
+            let n = insert_deliveries(&mut tx, &deliveries, now).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn recover(&self) -> Result<u64, StoreError> {
+        // Other processes may hold live leases on a shared database: leases only expire.
+        Ok(0)
+    }
+
+    async fn claim_due(&self, c: Claim) -> Result<Vec<Delivery>, StoreError> {
+        self.write(async {
+            let mut tx = self.pool.begin().await?;
+            let out = claim(&mut tx, &c).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        records: Vec<AttemptRecord>,
+        health: HealthPolicy,
+    ) -> Result<Vec<Endpoint>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(async {
+            let mut tx = self.pool.begin().await?;
+            let out = complete(&mut tx, &records, health).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: u64,
+        now: Timestamp,
+    ) -> Result<Option<Delivery>, StoreError> {
+        self.write(async {
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE webhook_deliveries SET status = 'pending', cycle_attempts = 0, \
+                 next_attempt_at = $2, updated_at = $2 WHERE id = $1 RETURNING {DELIVERY_COLUMNS}"
+            )))
+            .bind(id as i64)
+            .bind(now.as_micros())
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(|r| row_to_delivery(&r, 0)).transpose()
+        })
+        .await
+    }
+
+    async fn get_delivery(&self, id: u64) -> Result<Option<Delivery>, StoreError> {
+        self.read(|pool| async move {
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1"
+            )))
+            .bind(id as i64)
+            .fetch_optional(&pool)
+            .await?;
+            row.map(|r| row_to_delivery(&r, 0)).transpose()
+        })
+        .await
+    }
+
+    async fn list_deliveries(&self, q: DeliveryQuery) -> Result<Page<Delivery>, StoreError> {
+        let mut items = self
+            .read(|pool| {
+                let q = &q;
+                async move {
+                    let rows = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
+                         WHERE endpoint_id = $1 AND id > $2 \
+                           AND ($3::text IS NULL OR status = $3) \
+                           AND ($4::text IS NULL OR event_id = $4) \
+                         ORDER BY id LIMIT $5"
+                    )))
+                    .bind(&q.endpoint_id)
+                    .bind(q.after as i64)
+                    .bind(q.status.map(DeliveryStatus::as_str))
+                    .bind(q.event_id.as_deref())
+                    .bind((q.limit + 1) as i64)
+                    .fetch_all(&pool)
+                    .await?;
+                    rows.iter()
+                        .map(|r| row_to_delivery(r, 0))
+                        .collect::<Result<Vec<_>, _>>()
+                }
+            })
+            .await?;
+        let next_after = (items.len() > q.limit).then(|| {
+            items.truncate(q.limit);
+            items.last().map_or(q.after, |d| d.id)
+        });
+        Ok(Page { items, next_after })
+    }
+
+    async fn list_attempts(&self, q: AttemptQuery) -> Result<Page<Attempt>, StoreError> {
+        let mut items = self
+            .read(|pool| {
+                let q = &q;
+                async move {
+                    let rows = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts \
+                         WHERE endpoint_id = $1 AND id > $2 \
+                           AND ($3::int8 IS NULL OR delivery_id = $3) \
+                           AND ($4::bool IS NULL OR success = $4) \
+                         ORDER BY id LIMIT $5"
+                    )))
+                    .bind(&q.endpoint_id)
+                    .bind(q.after as i64)
+                    .bind(q.delivery_id.map(|d| d as i64))
+                    .bind(q.success)
+                    .bind((q.limit + 1) as i64)
+                    .fetch_all(&pool)
+                    .await?;
+                    rows.iter()
+                        .map(row_to_attempt)
+                        .collect::<Result<Vec<_>, _>>()
+                }
+            })
+            .await?;
+        let next_after = (items.len() > q.limit).then(|| {
+            items.truncate(q.limit);
+            items.last().map_or(q.after, |a| a.id)
+        });
+        Ok(Page { items, next_after })
+    }
+
+    async fn pending_count(&self) -> Result<u64, StoreError> {
+        self.read(|pool| async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use sqlx::{Connection, PgConnection};
+
+    use super::*;
+    use crate::store::EventStore;
+    use crate::store::postgres::{PgConnectOptions, PgOptions};
+    use crate::store::webhook::contract;
+
+    fn url() -> String {
+        std::env::var("EVENTBUS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// A schema of its own, dropped on drop.
+    struct Schema(String);
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0);
+            // Drop may run inside a runtime; the cleanup gets a thread and runtime of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    let mut c = PgConnection::connect(&url()).await.ok()?;
+                    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut c).await.ok()
+                })
+            })
+            .join();
+        }
+    }
+
+    /// A store on a fresh schema; `None` (after saying why) when PostgreSQL is unreachable
+    /// outside CI.
+    async fn store() -> Option<(Schema, PgStore)> {
+        let admin = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&url()));
+        let mut admin = match admin.await {
+            Ok(Ok(c)) => c,
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "connecting timed out".to_owned(),
+                };
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "PostgreSQL is required in CI: {why}"
+                );
+                eprintln!("skipped: PostgreSQL at {} is unreachable ({why})", url());
+                return None;
+            }
+        };
+        let name = format!("eventbus_wh_{}", uuid::Uuid::now_v7().simple());
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA \"{name}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("create schema");
+        let schema = Schema(name);
+        let connect = PgConnectOptions::from_str(&url())
+            .expect("a PostgreSQL URL")
+            .options([("search_path", schema.0.as_str())]);
+        let options = PgOptions {
+            pool_size: 4,
+            ..PgOptions::default()
+        };
+        let store = PgStore::open_with(connect, options).await.expect("open");
+        Some((schema, store))
+    }
+
+    #[tokio::test]
+    async fn fan_out_applies_once_and_refuses_stale_steps() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        contract::fan_out_applies_once_and_refuses_stale_steps(&s).await;
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn claims_are_leased_and_ordered_endpoints_yield_their_head_only() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        contract::claims_are_leased_and_ordered_endpoints_yield_their_head_only(&s).await;
+        // A shared database: leases of other processes may be alive, so none is released; they
+        // expire instead.
+        assert_eq!(s.recover().await.unwrap(), 0);
+        let due = |at: i64| Claim {
+            now: Timestamp::from_micros(at),
+            lease_until: Timestamp::from_micros(at + 1_000),
+            limit: 100,
+            per_endpoint: 10,
+            skip_endpoints: Vec::new(),
+        };
+        assert!(s.claim_due(due(5_500)).await.unwrap().is_empty());
+        // Past the leases: the unordered ones (1, 2, 3) and the ordered head (2) again.
+        assert_eq!(s.claim_due(due(7_000)).await.unwrap().len(), 4);
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_last_failure_dead_letters_and_failing_endpoints_are_disabled() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        contract::the_last_failure_dead_letters_and_failing_endpoints_are_disabled(&s).await;
+        s.close().await;
+    }
+}
