@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::postgres::{PgOptions, PgStore};
-use super::sqlite::{SqliteOptions, SqliteStore};
+use super::postgres::PgOptions;
+use super::sqlite::SqliteOptions;
 use super::{EventStore, StoreError};
 
 /// A parsed store URL.
@@ -52,18 +52,7 @@ impl From<SqliteOptions> for StoreOptions {
 
 /// Opens the store `url` names, applying its migrations.
 pub async fn open(url: &StoreUrl, options: impl Into<StoreOptions>) -> Result<Arc<dyn EventStore>, StoreError> {
-    let options = options.into();
-    match url {
-        StoreUrl::Sqlite(path) => {
-            let path = path.clone();
-            let sqlite = options.sqlite;
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, sqlite))
-                .await
-                .map_err(|e| StoreError::Internal(e.to_string()))??;
-            Ok(Arc::new(store))
-        }
-        StoreUrl::Postgres(url) => Ok(Arc::new(PgStore::open(url, options.postgres).await?)),
-    }
+    super::webhook::open_with_webhooks(url, options).await.map(|(store, _)| store)
 }
 
 #[cfg(test)]
