@@ -10,7 +10,8 @@
 //!   schemas), [`core::middleware`] (the chain and its built-in steps), [`core::router`] (the
 //!   pattern index), [`core::log`] (the in-memory commit log), [`core::time`].
 //! - [`store`]: the [`EventStore`] contract and its backends ([`store::sqlite`],
-//!   [`store::postgres`]), and the webhook tables' contract ([`store::webhook`]).
+//!   [`store::postgres`]), the webhook tables' contract ([`store::webhook`]), and archiving of
+//!   old events into files ([`store::archive`]).
 //! - [`transport`]: delivery: [`transport::internal`] (in-process subscribers),
 //!   [`transport::consumer`] (durable named consumers), [`transport::sse`] (the stream hub),
 //!   [`transport::webhook`] (signed, retried webhooks).

@@ -11,8 +11,10 @@
 //!   made by other processes (PostgreSQL) only [`CommitLog::advance`] its head.
 //!
 //! Layout: `sqlite` (embedded default), `postgres` (production, several processes on one
-//! database), `url` (choosing a backend from `EVENT_STORE_URL`).
+//! database), `url` (choosing a backend from `EVENT_STORE_URL`), `archive` (moving old events
+//! into archive files and back, querying them).
 
+pub mod archive;
 pub mod postgres;
 pub mod sqlite;
 mod url;

@@ -1,5 +1,6 @@
 //! Integration tests of the library: the store contract (every backend) and the bus.
 
+mod archive;
 mod common;
 mod consumer;
 mod store;

@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_events", include_str!("../../../migrations/postgres/0001_events.sql")),
     ("0002_consumers", include_str!("../../../migrations/postgres/0002_consumers.sql")),
     ("0003_webhooks", include_str!("../../../migrations/postgres/0003_webhooks.sql")),
+    ("0004_archive", include_str!("../../../migrations/postgres/0004_archive.sql")),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

@@ -19,6 +19,7 @@
 //! migrations in `migrations/postgres` ([`migrate`]) when the store opens. Several schemas may
 //! hold separate buses in one database: locks and notification channels are keyed by schema.
 
+mod archive;
 mod commit;
 mod consumer;
 mod listen;

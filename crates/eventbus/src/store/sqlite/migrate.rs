@@ -9,6 +9,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_events", include_str!("../../../migrations/sqlite/0001_events.sql")),
     ("0002_webhooks", include_str!("../../../migrations/sqlite/0002_webhooks.sql")),
     ("0003_consumers", include_str!("../../../migrations/sqlite/0003_consumers.sql")),
+    ("0004_archive", include_str!("../../../migrations/sqlite/0004_archive.sql")),
 ];
 
 /// Why migrating failed.

@@ -11,6 +11,7 @@
 //! A checkpoint thread runs `wal_checkpoint(PASSIVE)` off the commit path. A lock file keeps a
 //! second process from opening the same database, whose commits this process could not see.
 
+mod archive;
 mod consumer;
 mod migrate;
 mod webhook;
