@@ -36,6 +36,31 @@ pub enum Command {
     /// Ask the local server's `/health/live` (at HOST and PORT); exit 0 when it answers 200.
     /// For container health checks.
     Health,
+    /// Move events older than EVENT_RETENTION_DAYS into archive files, list or restore them.
+    /// Run it while no server uses a SQLite database (the database allows one process).
+    Archive {
+        /// What to do.
+        #[command(subcommand)]
+        action: ArchiveAction,
+    },
+}
+
+/// `eventbus archive …`.
+#[derive(Debug, Subcommand)]
+pub enum ArchiveAction {
+    /// Archive now every event older than EVENT_RETENTION_DAYS (by its timestamp).
+    Run,
+    /// List the archive segments.
+    List,
+    /// Put a segment's events (or every segment's, with --all) back into the hot table.
+    Restore {
+        /// The segment id (see `eventbus archive list`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        segment: Option<u64>,
+        /// Restore every segment.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// Log output format.
@@ -190,6 +215,18 @@ pub struct Config {
           global = true)]
     pub webhook_drain_timeout: Duration,
 
+    /// Archiving: events whose timestamp is older than this many days move from the hot table
+    /// into archive files (hourly and at start, and by `eventbus archive run`); none: never.
+    #[arg(long, env = "EVENT_RETENTION_DAYS", default_value = "", value_parser = RetentionDays::parse,
+          global = true)]
+    pub event_retention_days: RetentionDays,
+
+    /// Archiving: where archive files go: file://<directory> (relative to the working directory)
+    /// or file:///<absolute directory>.
+    #[arg(long, env = "EVENT_ARCHIVE_URL", default_value = "file://./data/archive",
+          value_parser = parse_archive_url, global = true)]
+    pub event_archive_url: String,
+
     /// Log format: text or json (filter with RUST_LOG, default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -261,6 +298,30 @@ impl Config {
         }
         Cli::try_parse_from(args).map(|cli| cli.config)
     }
+}
+
+/// `EVENT_RETENTION_DAYS`: a whole number of days (at least 1), or empty for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionDays(pub Option<u32>);
+
+impl RetentionDays {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "" => Ok(RetentionDays(None)),
+            t => match t.parse::<u32>() {
+                Ok(days) if days >= 1 => Ok(RetentionDays(Some(days))),
+                _ => Err(format!(
+                    "`{s}` is not a retention; use a whole number of days (at least 1), or leave it \
+                     empty to keep every event hot"
+                )),
+            },
+        }
+    }
+}
+
+/// `EVENT_ARCHIVE_URL`: a target this binary can write to.
+fn parse_archive_url(s: &str) -> Result<String, String> {
+    eventbus::store::archive::open_target(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
 
 /// A retry schedule (`WEBHOOK_RETRY_SCHEDULE`).

@@ -6,7 +6,8 @@
 //! - [`http`]: the routes of DESIGN.md §3, one module per resource, and the problem+json table.
 //! - [`run`]: opens the store, builds the bus, serves until the shutdown token fires, then
 //!   drains: in-flight requests finish, webhook attempts in flight are recorded, queued writes
-//!   commit, delivery tasks stop.
+//!   commit, delivery tasks stop. With `EVENT_RETENTION_DAYS` set, an archiver task moves old
+//!   events into archive files at start and hourly, and stops with the server.
 
 pub mod config;
 pub mod http;
@@ -14,13 +15,17 @@ pub mod http;
 use std::sync::Arc;
 
 use eventbus::store::StoreError;
-use eventbus::store::webhook::{WebhookStore, open_with_webhooks};
+use eventbus::store::archive::{Archive, open_store, open_target};
+use eventbus::store::webhook::WebhookStore;
 use eventbus::transport::webhook::WebhookService;
 use eventbus::{BusOptions, EventBus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
+
+/// How often the archiver runs (besides at start) when `EVENT_RETENTION_DAYS` is set.
+const ARCHIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +42,20 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// A built bus and, when its store backend has one, the store's webhook side. Dereferences to
-/// the [`EventBus`].
+/// A built bus, the archive of its store and, when its store backend has one, the store's
+/// webhook side. Dereferences to the [`EventBus`].
 #[derive(Clone)]
 pub struct Bus {
     bus: EventBus,
     webhooks: Option<Arc<dyn WebhookStore>>,
+    archive: Arc<Archive>,
+}
+
+impl Bus {
+    /// Archiving of the bus's store into `EVENT_ARCHIVE_URL`.
+    pub fn archive(&self) -> &Arc<Archive> {
+        &self.archive
+    }
 }
 
 impl std::ops::Deref for Bus {
@@ -55,7 +68,10 @@ impl std::ops::Deref for Bus {
 
 /// Opens the store of `config` (applying migrations) and builds the bus on it.
 pub async fn build_bus(config: &Config) -> Result<Bus, ServerError> {
-    let (store, webhooks) = open_with_webhooks(&config.event_store_url, config.store_options()).await?;
+    let target = open_target(&config.event_archive_url).map_err(StoreError::from)?;
+    let (archive_store, webhooks) = open_store(&config.event_store_url, config.store_options()).await?;
+    let archive = Arc::new(Archive::new(archive_store.clone(), target));
+    let store: Arc<dyn eventbus::EventStore> = archive_store;
     let options = BusOptions {
         max_payload_bytes: config.max_payload_bytes,
         strict_types: config.strict_event_types,
@@ -64,7 +80,7 @@ pub async fn build_bus(config: &Config) -> Result<Bus, ServerError> {
         ..BusOptions::default()
     };
     match EventBus::builder(store.clone()).options(options).build().await {
-        Ok(bus) => Ok(Bus { bus, webhooks }),
+        Ok(bus) => Ok(Bus { bus, webhooks, archive }),
         Err(e) => {
             store.close().await;
             Err(e.into())
@@ -82,7 +98,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 /// requests in flight are answered, webhook attempts in flight are recorded (under the drain
 /// deadline), acknowledged events are durable, the store is closed.
 pub async fn serve(bus: Bus, config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
-    let Bus { bus, webhooks: webhook_store } = bus;
+    let Bus { bus, webhooks: webhook_store, archive } = bus;
     let webhooks = match webhook_store {
         Some(store) => match WebhookService::start(bus.clone(), store, config.webhook_options()) {
             Ok(service) => Some(service),
@@ -97,9 +113,13 @@ pub async fn serve(bus: Bus, config: Config, listener: TcpListener, shutdown: Ca
         }
     };
     let config_shutdown_ms = config.shutdown_timeout;
+    let stop_archiver = CancellationToken::new();
+    let archiver = config.event_retention_days.0.map(|days| {
+        tokio::spawn(archive.clone().run_periodically(days, ARCHIVE_INTERVAL, stop_archiver.clone()))
+    });
     let deadline_token = shutdown.clone();
     http::metrics::install();
-    let state = http::AppState { bus: bus.clone(), config: Arc::new(config), webhooks: webhooks.clone() };
+    let state = http::AppState { bus: bus.clone(), config: Arc::new(config), webhooks: webhooks.clone(), archive };
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, store = bus.store().backend(), "eventbus listening");
     // On shutdown, SSE streams end first: they never finish by themselves, and the graceful
@@ -122,6 +142,11 @@ pub async fn serve(bus: Bus, config: Config, listener: TcpListener, shutdown: Ca
             Ok(())
         }
     };
+    // An archive run in progress finishes its segment transactions before the store closes.
+    stop_archiver.cancel();
+    if let Some(archiver) = archiver {
+        let _ = archiver.await;
+    }
     // Webhook attempts in flight drain (under their deadline) before the store closes.
     if let Some(webhooks) = &webhooks {
         webhooks.shutdown().await;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use eventbus_server::config::{Cli, Command, LogFormat};
+use eventbus_server::config::{ArchiveAction, Cli, Command, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
                 println!("migrations applied");
                 Ok(())
             }
+            Command::Archive { action } => archive(&cli.config, action).await,
         }
     })
 }
@@ -44,6 +45,50 @@ async fn serve(config: eventbus_server::Config) -> anyhow::Result<()> {
     println!("eventbus listening on http://{}", listener.local_addr()?);
     eventbus_server::serve(bus, config, listener, shutdown).await?;
     Ok(())
+}
+
+/// `eventbus archive run|list|restore` on the configured store and archive target.
+async fn archive(config: &eventbus_server::Config, action: ArchiveAction) -> anyhow::Result<()> {
+    let bus = eventbus_server::build_bus(config).await?;
+    let archive = bus.archive().clone();
+    let result = async {
+        match action {
+            ArchiveAction::Run => {
+                let days = config
+                    .event_retention_days
+                    .0
+                    .context("EVENT_RETENTION_DAYS is not set: nothing is old enough to archive")?;
+                let cutoff = eventbus::store::archive::Archive::cutoff(days, eventbus::core::time::Timestamp::now());
+                let report = archive.run(cutoff).await?;
+                println!(
+                    "archived {} events in {} segments (events before {cutoff}); removed {} orphan files",
+                    report.events, report.segments, report.orphans_removed
+                );
+            }
+            ArchiveAction::List => {
+                println!("{:>6}  {:>12}  {:>12}  {:>8}  {:<24}  {:<24}  location", "id", "first_seq", "last_seq", "count", "from", "to");
+                for s in archive.list().await? {
+                    println!(
+                        "{:>6}  {:>12}  {:>12}  {:>8}  {:<24}  {:<24}  {}",
+                        s.id, s.first_seq, s.last_seq, s.count, s.from_ts.to_string(), s.to_ts.to_string(), s.location
+                    );
+                }
+            }
+            ArchiveAction::Restore { segment, all } => {
+                let restored = match (segment, all) {
+                    (_, true) => archive.restore_all().await?,
+                    (Some(id), false) => vec![archive.restore(id).await?],
+                    (None, false) => anyhow::bail!("name a segment id or pass --all"),
+                };
+                let events: u64 = restored.iter().map(|s| s.count).sum();
+                println!("restored {events} events from {} segments", restored.len());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    bus.shutdown().await;
+    result
 }
 
 /// `GET /health/live` over a plain TCP connection: the image carries no HTTP client.

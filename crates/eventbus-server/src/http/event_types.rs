@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::body::{decode, read_json};
 use super::events::json;
 use super::params::PathParam;
+use super::openapi::{EventTypeInputSchema, EventTypeListSchema, EventTypeSchema, ProblemSchema};
 use super::problem::ApiError;
 use super::AppState;
 
@@ -30,12 +31,29 @@ struct ListBody {
 }
 
 /// `GET /v1/event-types`.
-async fn list_event_types(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/v1/event-types",
+    tag = "event-types",
+    responses((status = 200, description = "The catalogue", body = EventTypeListSchema))
+)]
+pub(super) async fn list_event_types(State(state): State<AppState>) -> Response {
     json(StatusCode::OK, &ListBody { event_types: state.bus.event_types() })
 }
 
 /// `GET /v1/event-types/{type}`.
-async fn get_event_type(State(state): State<AppState>, PathParam(name): PathParam<String>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/event-types/{type}",
+    tag = "event-types",
+    params(("type" = String, Path, description = "The type name")),
+    responses(
+        (status = 200, description = "The definition", body = EventTypeSchema),
+        (status = 400, description = "Not a valid type name", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "Not registered", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_event_type(State(state): State<AppState>, PathParam(name): PathParam<String>) -> Result<Response, ApiError> {
     validate_type(&name).map_err(|m| ApiError::InvalidParameter(FieldError::new("type", m)))?;
     match state.bus.event_type(&name) {
         Some(def) => Ok(json(StatusCode::OK, &def)),
@@ -54,7 +72,22 @@ struct PutBody {
 }
 
 /// `PUT /v1/event-types/{type}`: registers or replaces a type; 201 when new, 200 otherwise.
-async fn put_event_type(
+#[utoipa::path(
+    put,
+    path = "/v1/event-types/{type}",
+    tag = "event-types",
+    params(("type" = String, Path, description = "The type name")),
+    request_body(content = EventTypeInputSchema),
+    responses(
+        (status = 201, description = "Registered", body = EventTypeSchema),
+        (status = 200, description = "Replaced", body = EventTypeSchema),
+        (status = 400, description = "Malformed JSON, an invalid name, description or schema", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn put_event_type(
     State(state): State<AppState>,
     PathParam(name): PathParam<String>,
     headers: HeaderMap,

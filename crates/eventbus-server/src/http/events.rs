@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::body::{decode, read_json};
 use super::params::{PathParam, event_query};
+use super::openapi::{EventPageSchema, EventSchema, ProblemSchema, PublishBodySchema, PublishedSchema};
 use super::problem::ApiError;
 use super::AppState;
 
@@ -29,7 +30,25 @@ pub fn router() -> Router<AppState> {
 
 /// `POST /v1/events`: one event (object) or an atomic batch (array). 201 with the stored
 /// event(s); 200 when a single event was already stored with the same content.
-async fn create_events(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(content = PublishBodySchema, description = "One event (object) or an atomic batch (array)"),
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context, copied into `metadata.traceparent`")),
+    responses(
+        (status = 201, description = "Stored; the event or the batch with `seq`", body = PublishedSchema),
+        (status = 200, description = "Already stored with the same content", body = EventSchema),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "Refused by a policy", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 409, description = "The id is stored with other content", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 413, description = "Body, payload or batch too large", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown type or schema violation", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn create_events(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
     let ctx = PublishContext { principal: None, traceparent: traceparent(&headers) };
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -52,26 +71,80 @@ async fn create_events(State(state): State<AppState>, headers: HeaderMap, body: 
 }
 
 /// `GET /v1/events`: keyset-paginated query.
-async fn list_events(
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(
+        ("projectId" = Option<String>, Query, description = "Exact match"),
+        ("type" = Option<String>, Query, description = "A pattern or a comma-separated list of patterns"),
+        ("tenantId" = Option<String>, Query, description = "Exact match"),
+        ("userId" = Option<String>, Query, description = "Exact match"),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; `from` <= timestamp"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; timestamp < `to`"),
+        ("after" = Option<u64>, Query, description = "Keyset cursor: the `nextAfter` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100"),
+        ("includeArchived" = Option<bool>, Query, description = "`true`: also archived events; `false` (default): hot events only"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = EventPageSchema),
+        (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list_events(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let query = event_query(&params, None)?;
-    Ok(page(state.bus.query(&query).await?))
+    Ok(page(query_page(&state, &params, &query).await?))
 }
 
 /// `GET /v1/projects/{projectId}/events`: the project's events, same paging.
-async fn list_project_events(
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{projectId}/events",
+    tag = "events",
+    params(
+        ("projectId" = String, Path, description = "The project"),
+        ("type" = Option<String>, Query, description = "A pattern or a comma-separated list of patterns"),
+        ("tenantId" = Option<String>, Query, description = "Exact match"),
+        ("userId" = Option<String>, Query, description = "Exact match"),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; `from` <= timestamp"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; timestamp < `to`"),
+        ("after" = Option<u64>, Query, description = "Keyset cursor: the `nextAfter` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100"),
+        ("includeArchived" = Option<bool>, Query, description = "`true`: also archived events; `false` (default): hot events only"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = EventPageSchema),
+        (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list_project_events(
     State(state): State<AppState>,
     PathParam(project_id): PathParam<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let query = event_query(&params, Some(&project_id))?;
-    Ok(page(state.bus.query(&query).await?))
+    Ok(page(query_page(&state, &params, &query).await?))
 }
 
 /// `GET /v1/events/{id}`.
-async fn get_event(State(state): State<AppState>, PathParam(id): PathParam<String>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    tag = "events",
+    params(("id" = String, Path, description = "The event id")),
+    responses(
+        (status = 200, description = "The event", body = EventSchema),
+        (status = 400, description = "An invalid parameter", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No event has this id", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_event(State(state): State<AppState>, PathParam(id): PathParam<String>) -> Result<Response, ApiError> {
     match state.bus.get(&id).await? {
         Some(event) => Ok(json(StatusCode::OK, &*event)),
         None => Err(ApiError::NotFound(format!("no event has id `{id}`"))),
@@ -102,4 +175,16 @@ pub(super) fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp
 fn traceparent(headers: &HeaderMap) -> Option<String> {
     let v = headers.get("traceparent")?.to_str().ok()?;
     (v.len() == 55 && v.split('-').count() == 4).then(|| v.to_owned())
+}
+
+/// A page of `query`, across archived and hot events when `includeArchived=true`.
+async fn query_page(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    query: &eventbus::store::EventQuery,
+) -> Result<eventbus::store::EventPage, ApiError> {
+    if super::params::include_archived(params)? {
+        return Ok(state.archive.query(query).await.map_err(eventbus::StoreError::from)?);
+    }
+    Ok(state.bus.query(query).await?)
 }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::events::json as json_response;
 use super::AppState;
+use super::openapi::HealthSchema;
 
 /// How long the store's round trip may take before it counts as down.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -22,12 +23,27 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Liveness: the process answers.
-async fn get_live() -> Response {
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    responses((status = 200, description = "`{\"status\":\"ok\"}`", body = HealthSchema))
+)]
+pub(super) async fn get_live() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
 /// Readiness: one entry per dependency.
-async fn get_ready(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency is up", body = HealthSchema),
+        (status = 503, description = "A dependency is down", body = HealthSchema),
+    )
+)]
+pub(super) async fn get_ready(State(state): State<AppState>) -> Response {
     let store = state.bus.store();
     let backend = store.backend();
     let store_entry = match tokio::time::timeout(STORE_TIMEOUT, store.ping()).await {

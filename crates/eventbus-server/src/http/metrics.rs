@@ -41,7 +41,14 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(get_metrics))
 }
 
-async fn get_metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
+)]
+pub(super) async fn get_metrics(State(state): State<AppState>) -> Response {
     let handle = install();
     let bus = &state.bus;
     let gauge = |queue: &'static str, v: usize| metrics::gauge!(m::QUEUE_DEPTH, "queue" => queue).set(v as f64);

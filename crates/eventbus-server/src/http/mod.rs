@@ -1,13 +1,14 @@
 //! The HTTP API (DESIGN.md §3). Each resource module exposes `router()` and verb_noun handlers.
 //!
 //! Layout: `events` (publish, query, get), `event_types` (the catalogue), `health`
-//! (liveness and readiness), `stream` (SSE), `problem` (the error table), `body` (JSON bodies), `params`
-//! (query strings).
+//! (liveness and readiness), `openapi` (the OpenAPI document), `stream` (SSE), `problem` (the
+//! error table), `body` (JSON bodies), `params` (query strings).
 
 mod body;
 mod event_types;
 mod events;
 mod health;
+mod openapi;
 pub mod metrics;
 mod params;
 pub mod problem;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The webhook transport (`None` when the store backend has no webhook support).
     pub webhooks: Option<Arc<eventbus::transport::webhook::WebhookService>>,
+    /// Archived events, for queries with `includeArchived=true`.
+    pub archive: Arc<eventbus::store::archive::Archive>,
 }
 
 /// The whole API.
@@ -44,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(event_types::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(openapi::router())
         .merge(stream::router())
         .merge(webhooks::router())
         .fallback(not_found)

@@ -45,7 +45,8 @@ pub const DEFAULT_PAGE: usize = 100;
 
 /// The parameters of `GET /v1/events`, as an [`EventQuery`].
 pub fn event_query(params: &HashMap<String, String>, path_project: Option<&str>) -> Result<EventQuery, ApiError> {
-    const KNOWN: &[&str] = &["type", "projectId", "tenantId", "userId", "from", "to", "after", "limit"];
+    const KNOWN: &[&str] =
+        &["type", "projectId", "tenantId", "userId", "from", "to", "after", "limit", "includeArchived"];
     reject_unknown(params, KNOWN)?;
     let mut filter = EventFilter::default();
     if let Some(t) = params.get("type") {
@@ -73,6 +74,15 @@ pub fn event_query(params: &HashMap<String, String>, path_project: Option<&str>)
         },
     };
     Ok(EventQuery { filter, after, limit })
+}
+
+/// `includeArchived`: `true` answers across archived and hot events, `false` (the default) hot only.
+pub fn include_archived(params: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match params.get("includeArchived").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(ApiError::parameter("includeArchived", format!("`{v}` is not a boolean; use true or false"))),
+    }
 }
 
 /// Refuses parameters not in `known`.

@@ -19,6 +19,7 @@ use eventbus::transport::sse::ConnectError;
 use eventbus::Pattern;
 
 use super::params::reject_unknown;
+use super::openapi::ProblemSchema;
 use super::problem::ApiError;
 use super::AppState;
 
@@ -27,7 +28,26 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/stream", get(get_stream))
 }
 
-async fn get_stream(
+/// `GET /v1/stream`: an endless `text/event-stream`.
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "stream",
+    params(
+        ("types" = Option<String>, Query, description = "Comma-separated type patterns"),
+        ("projectId" = Option<String>, Query, description = "Exact match"),
+        ("tenantId" = Option<String>, Query, description = "Exact match"),
+        ("userId" = Option<String>, Query, description = "Exact match"),
+        ("lastEventId" = Option<u64>, Query, description = "Resume after this `seq` (the header wins)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this `seq`"),
+    ),
+    responses(
+        (status = 200, description = "Messages `id: <seq>`, `event: <type>`, `data: <event JSON>`; comment lines are heartbeats", content_type = "text/event-stream", body = String),
+        (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Too many open streams", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,

@@ -23,6 +23,11 @@ use super::AppState;
 use super::body::{decode, read_json};
 use super::events::json;
 use super::params::{DEFAULT_PAGE, reject_unknown};
+use super::openapi::{
+    AttemptPageSchema, AttemptStatusSchema, DeliveryPageSchema, DeliverySchema,
+    DeliveryStatusSchema, EndpointInputSchema, EndpointListSchema, EndpointSchema, ProblemSchema,
+    ReplaySchema, RotateSecretInputSchema, TestResultSchema,
+};
 use super::problem::ApiError;
 
 /// Routes of this resource.
@@ -68,7 +73,7 @@ impl From<WebhookError> for ApiError {
 }
 
 /// An endpoint as the API shows it; `secret` only when just created or rotated.
-fn endpoint_body(ep: &Endpoint, with_secret: bool) -> Value {
+pub(super) fn endpoint_body(ep: &Endpoint, with_secret: bool) -> Value {
     let mut v = serde_json::to_value(ep).expect("an endpoint serialises");
     if with_secret {
         v["secret"] = Value::String(ep.secret.clone());
@@ -77,7 +82,21 @@ fn endpoint_body(ep: &Endpoint, with_secret: bool) -> Value {
 }
 
 /// `POST /v1/webhooks`: 201 with the endpoint, its `id` and its `secret`.
-async fn create_endpoint(
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    request_body(content = EndpointInputSchema, description = "`url` is required"),
+    responses(
+        (status = 201, description = "Created, with its `id` and `secret`", body = EndpointSchema),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn create_endpoint(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
@@ -95,7 +114,17 @@ struct ListBody {
 }
 
 /// `GET /v1/webhooks`.
-async fn list_endpoints(State(state): State<AppState>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    responses(
+        (status = 200, description = "Every endpoint", body = EndpointListSchema),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list_endpoints(State(state): State<AppState>) -> Result<Response, ApiError> {
     let list = service(&state)?.list_endpoints().await?;
     Ok(json(
         StatusCode::OK,
@@ -106,7 +135,19 @@ async fn list_endpoints(State(state): State<AppState>) -> Result<Response, ApiEr
 }
 
 /// `GET /v1/webhooks/{id}`.
-async fn get_endpoint(
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The endpoint id")),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointSchema),
+        (status = 404, description = "No such endpoint", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_endpoint(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -115,7 +156,23 @@ async fn get_endpoint(
 }
 
 /// `PATCH /v1/webhooks/{id}`: changes the given fields; `null` clears an optional one.
-async fn update_endpoint(
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The endpoint id")),
+    request_body(content = EndpointInputSchema, description = "The fields to change; `null` clears an optional one"),
+    responses(
+        (status = 200, description = "The changed endpoint", body = EndpointSchema),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such endpoint", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn update_endpoint(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -129,7 +186,19 @@ async fn update_endpoint(
 }
 
 /// `DELETE /v1/webhooks/{id}`: 204; its deliveries and attempts go with it.
-async fn delete_endpoint(
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The endpoint id")),
+    responses(
+        (status = 204, description = "Deleted with its deliveries and attempts"),
+        (status = 404, description = "No such endpoint", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn delete_endpoint(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -138,7 +207,19 @@ async fn delete_endpoint(
 }
 
 /// `POST /v1/webhooks/{id}/enable`: also clears the failure streak.
-async fn enable_endpoint(
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/enable",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The endpoint id")),
+    responses(
+        (status = 200, description = "Enabled; the failure streak is cleared", body = EndpointSchema),
+        (status = 404, description = "No such endpoint", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn enable_endpoint(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -147,7 +228,19 @@ async fn enable_endpoint(
 }
 
 /// `POST /v1/webhooks/{id}/disable`.
-async fn disable_endpoint(
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/disable",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The endpoint id")),
+    responses(
+        (status = 200, description = "Disabled", body = EndpointSchema),
+        (status = 404, description = "No such endpoint", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn disable_endpoint(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -164,7 +257,23 @@ struct RotateBody {
 
 /// `POST /v1/webhooks/{id}/rotate-secret`: optional body `{"secret"}`; answers with the new
 /// secret and `previousSecretExpiresAt`, until which both secrets sign.
-async fn rotate_secret(
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The endpoint id")),
+    request_body(content = RotateSecretInputSchema, description = "`{}` or no body generates the secret"),
+    responses(
+        (status = 200, description = "The endpoint with the new `secret` and `previousSecretExpiresAt`", body = EndpointSchema),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such endpoint", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -182,7 +291,19 @@ async fn rotate_secret(
 }
 
 /// `POST /v1/webhooks/{id}/test`: sends a `webhook.test` event now and reports the answer.
-async fn test_endpoint(
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/test",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The endpoint id")),
+    responses(
+        (status = 200, description = "What the endpoint answered", body = TestResultSchema),
+        (status = 404, description = "No such endpoint", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn test_endpoint(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -198,7 +319,23 @@ struct ReplayBody {
 
 /// `POST /v1/webhooks/{id}/replay?since=<RFC 3339 time | seq>`: queues the matching stored
 /// events from there on again; 202 with how many.
-async fn replay_events(
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/replay",
+    tag = "webhooks",
+    params(
+        ("id" = String, Path, description = "The endpoint id"),
+        ("since" = String, Query, description = "An RFC 3339 time or a `seq`"),
+    ),
+    responses(
+        (status = 202, description = "Queued again; how many", body = ReplaySchema),
+        (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such endpoint", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn replay_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
@@ -248,7 +385,26 @@ fn paging(params: &HashMap<String, String>) -> Result<(u64, usize), ApiError> {
 }
 
 /// `GET /v1/webhooks/{id}/deliveries?status=&eventId=&after=&limit=`.
-async fn list_deliveries(
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    params(
+        ("id" = String, Path, description = "The endpoint id"),
+        ("status" = Option<DeliveryStatusSchema>, Query, description = "Only deliveries in this state"),
+        ("eventId" = Option<String>, Query, description = "Only this event's deliveries"),
+        ("after" = Option<u64>, Query, description = "The `nextAfter` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = DeliveryPageSchema),
+        (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such endpoint", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list_deliveries(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
@@ -280,7 +436,26 @@ async fn list_deliveries(
 }
 
 /// `GET /v1/webhooks/{id}/attempts?deliveryId=&status=succeeded|failed&after=&limit=`.
-async fn list_attempts(
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/attempts",
+    tag = "webhooks",
+    params(
+        ("id" = String, Path, description = "The endpoint id"),
+        ("deliveryId" = Option<u64>, Query, description = "Only this delivery's attempts"),
+        ("status" = Option<AttemptStatusSchema>, Query, description = "Only successful or only failed attempts"),
+        ("after" = Option<u64>, Query, description = "The `nextAfter` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = AttemptPageSchema),
+        (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such endpoint", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list_attempts(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
@@ -324,7 +499,20 @@ fn delivery_id(id: &str) -> Result<u64, ApiError> {
 }
 
 /// `GET /v1/deliveries/{id}`.
-async fn get_delivery(
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/{id}",
+    tag = "webhooks",
+    params(("id" = u64, Path, description = "The delivery id")),
+    responses(
+        (status = 200, description = "The delivery", body = DeliverySchema),
+        (status = 400, description = "Not a delivery id", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_delivery(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -333,7 +521,20 @@ async fn get_delivery(
 }
 
 /// `POST /v1/deliveries/{id}/retry`: requeues it (a dead letter, typically) for an attempt now.
-async fn retry_delivery(
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/{id}/retry",
+    tag = "webhooks",
+    params(("id" = u64, Path, description = "The delivery id")),
+    responses(
+        (status = 202, description = "Queued for an attempt now", body = DeliverySchema),
+        (status = 400, description = "Not a delivery id", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 501, description = "Webhooks are not available on this store", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn retry_delivery(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {

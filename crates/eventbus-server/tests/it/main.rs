@@ -6,6 +6,7 @@
 //! `durability` (`kill -9` and SIGTERM while publishing), `stream` (SSE), `webhooks` (delivery
 //! to a local receiver), `deploy` (the container image's environment).
 
+mod archive;
 mod common;
 mod deploy;
 mod durability;
@@ -18,4 +19,5 @@ mod stream;
 mod webhooks;
 mod cluster;
 mod metrics;
+mod openapi;
 mod webhooks_pg;

@@ -38,6 +38,11 @@ impl Timestamp {
         let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
             format!("`{s}` is not an RFC 3339 time such as 2026-11-27T05:00:00.123Z ({e})")
         })?;
+        // An offset can carry a time at the edge of 0000 or 9999 out of the range RFC 3339 can
+        // write in UTC; such a time could be stored but not shown again.
+        if !t.checked_to_offset(time::UtcOffset::UTC).is_some_and(|u| (0..=9999).contains(&u.year())) {
+            return Err(format!("`{s}` is outside the years 0000 to 9999 once converted to UTC"));
+        }
         Ok(Self::from_datetime(t))
     }
 
@@ -103,6 +108,20 @@ mod tests {
     fn rejects_non_rfc3339() {
         for bad in ["", "2026-11-27", "2026-11-27T05:00:00", "tomorrow", "2026-13-01T00:00:00Z"] {
             assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad}");
+        }
+    }
+
+    // Regression: these were accepted, then served as `253402387139000000us` and `-001-12-31T…`.
+    #[test]
+    fn rejects_times_outside_rfc3339_years_in_utc() {
+        for bad in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+23:59"] {
+            assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad}");
+        }
+        for (edge, shown) in [
+            ("9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"),
+            ("0000-01-01T00:00:00Z", "0000-01-01T00:00:00.000Z"),
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(edge).unwrap().to_string(), shown);
         }
     }
 }
