@@ -20,6 +20,7 @@ WORKDIR /data
 ENV HOST=0.0.0.0 \
     PORT=3002 \
     EVENT_STORE_URL=sqlite:///data/eventbus.db \
+    EVENT_ARCHIVE_URL=file:///data/archive \
     LOG_FORMAT=json
 EXPOSE 3002
 VOLUME ["/data"]
