@@ -1,1 +1,369 @@
-fn main() {}
+//! `eventbus-bench`: the load generator of Situs Event Bus.
+//!
+//! Every run reports the figure through the bus beside the raw store's figure for the same rows,
+//! and the ratio between them, so that results compare across machines and changes.
+//!
+//! # Layout
+//! - `publish`: the HTTP publish load (`POST /v1/events`, single events or batches).
+//! - `http1`: a minimal HTTP/1.1 keep-alive client, so the load takes little CPU.
+//! - `raw`: the same rows inserted straight into SQLite with the store's schema and settings.
+//! - `server`: starting a fresh `eventbus` process with an empty database for a run.
+//! - `workload`: the benchmark events (DESIGN.md §6: ~400 B JSON payloads).
+//! - `stats`: latency samples, percentiles and one run's measurement.
+//! - `cpu`: CPU shares of client, server and machine from `/proc`.
+//! - `report`: the printed table and the targets.
+//! - `sse`: the SSE fan-out load (connections over projects, publish→receive latency, memory).
+
+mod cpu;
+mod http1;
+mod publish;
+mod raw;
+mod report;
+mod server;
+mod sse;
+mod stats;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use eventbus::store::sqlite::Synchronous;
+
+/// Load generator for Situs Event Bus.
+#[derive(Debug, Parser)]
+#[command(name = "eventbus-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish events over HTTP, then insert the same rows into a raw store, and compare.
+    Publish(PublishArgs),
+    /// Only the raw store: insert rows straight into SQLite with the store's schema and settings.
+    Raw(RawArgs),
+    /// SSE fan-out: C streams spread over P projects plus one receiving everything, events
+    /// published at R per second; publish→receive latency, deliveries/s, server memory per
+    /// idle stream, beside a one-stream baseline measured in the same run.
+    Sse(SseArgs),
+}
+
+#[derive(Debug, Args)]
+struct SseArgs {
+    /// Start this `eventbus` binary on a free loopback port with an empty database.
+    #[arg(long)]
+    spawn: PathBuf,
+    /// Streams filtered by project (one more receives everything).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    connections: u64,
+    /// Projects the streams and events are spread over.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    projects: u64,
+    /// Events published per second.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    rate: u64,
+    /// Seconds of publishing per phase.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    payload_bytes: usize,
+    /// Where the server's temporary database goes.
+    #[arg(long, default_value = ".")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SyncMode {
+    Full,
+    Normal,
+}
+
+impl SyncMode {
+    fn as_env(self) -> &'static str {
+        match self {
+            SyncMode::Full => "full",
+            SyncMode::Normal => "normal",
+        }
+    }
+
+    fn store(self) -> Synchronous {
+        match self {
+            SyncMode::Full => Synchronous::Full,
+            SyncMode::Normal => Synchronous::Normal,
+        }
+    }
+}
+
+/// Settings shared by every mode.
+#[derive(Debug, Args)]
+struct Common {
+    /// Events to publish or insert per run (an upper bound; see --duration).
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Time limit of each timed run, in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    payload_bytes: usize,
+    /// Where the temporary databases go (must be on the disk under test, not tmpfs).
+    #[arg(long, default_value = ".")]
+    data_dir: PathBuf,
+    /// SQLite durability for spawned servers and the raw store.
+    #[arg(long, value_enum, default_value_t = SyncMode::Full)]
+    synchronous: SyncMode,
+}
+
+#[derive(Debug, Args)]
+struct PublishArgs {
+    /// Start this `eventbus` binary on a free loopback port with an empty database.
+    #[arg(long, conflicts_with = "url", required_unless_present = "url")]
+    spawn: Option<PathBuf>,
+    /// Target an already running server instead, e.g. http://127.0.0.1:3002.
+    #[arg(long)]
+    url: Option<String>,
+    /// Events per request (1 sends single event objects, more sends arrays).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    batch: u64,
+    /// Publishers sending at the same time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    concurrency: u64,
+    /// Requests sent before timing starts (at least one per publisher).
+    #[arg(long, default_value_t = 500)]
+    warmup: u64,
+    /// Threads of the client's runtime (the client shares the machine with the server).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// HTTP client: lean (minimal HTTP/1.1, least CPU) or reqwest.
+    #[arg(long, value_enum, default_value_t = publish::ClientKind::Lean)]
+    client: publish::ClientKind,
+    /// Raw-store batch size to compare with besides 1 row per transaction
+    /// [default: --batch, or 100 for single events].
+    #[arg(long)]
+    raw_batch: Option<usize>,
+    /// Skip the raw-store runs.
+    #[arg(long)]
+    no_raw: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct RawArgs {
+    /// Rows per transaction; repeat for several runs.
+    #[arg(long, default_values_t = [1, 100])]
+    batch: Vec<usize>,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Sse(args) => sse_bench(args),
+        Command::Publish(args) => publish(args),
+        Command::Raw(args) => {
+            print_conditions(&args.common.data_dir)?;
+            let raw = raw_runs(&args.common, &args.batch)?;
+            report::print_table(None, &raw);
+            Ok(())
+        }
+    }
+}
+
+fn publish(args: PublishArgs) -> Result<()> {
+    let common = &args.common;
+    let batch = args.batch as usize;
+    let concurrency = args.concurrency as usize;
+    println!(
+        "eventbus-bench publish: up to {} events in {} s, payload {} B, batch {batch}, concurrency {concurrency}, \
+         client {:?} on {} thread(s), synchronous={}",
+        common.events,
+        common.duration,
+        common.payload_bytes,
+        args.client,
+        args.client_threads,
+        common.synchronous.as_env()
+    );
+    print_conditions(&common.data_dir)?;
+    let server = match &args.spawn {
+        Some(binary) => {
+            let s = server::SpawnedServer::start(
+                binary,
+                &common.data_dir,
+                common.synchronous.as_env(),
+            )?;
+            println!(
+                "server: {} (pid {}), data in {}",
+                s.url(),
+                s.pid(),
+                s.data_dir().display()
+            );
+            Some(s)
+        }
+        None => None,
+    };
+    let url = match (&server, &args.url) {
+        (Some(s), _) => s.url().to_owned(),
+        (None, Some(url)) => url.clone(),
+        (None, None) => bail!("give --spawn or --url"),
+    };
+    let run = publish::HttpRun {
+        url,
+        events: common.events,
+        batch,
+        concurrency,
+        payload_bytes: common.payload_bytes,
+        duration: Duration::from_secs_f64(common.duration),
+        warmup: args.warmup,
+        client: args.client,
+    };
+    let runtime = match args.client_threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
+    let server_pid = server.as_ref().map(server::SpawnedServer::pid);
+    let (http, usage) = runtime.block_on(async {
+        // The CPU window covers the timed part and the short warm-up before it.
+        let before = cpu::Snapshot::take(server_pid);
+        let start = std::time::Instant::now();
+        let mut http = publish::run(&run).await?;
+        let usage = before.since(&cpu::Snapshot::take(server_pid), start.elapsed());
+        http.others = usage.others();
+        anyhow::Ok((http, usage))
+    })?;
+    drop(runtime);
+    if let Some(s) = server {
+        s.stop().context("stopping the server")?;
+    }
+    // The raw runs come after the server has stopped, so they have the machine to themselves.
+    let raw_batch = args
+        .raw_batch
+        .unwrap_or(if batch > 1 { batch } else { 100 });
+    let raw_batches: Vec<usize> = if args.no_raw {
+        Vec::new()
+    } else if raw_batch == 1 {
+        vec![1]
+    } else {
+        vec![1, raw_batch]
+    };
+    let raw = raw_runs(common, &raw_batches)?;
+    println!();
+    report::print_table(Some(&http), &raw);
+    println!("{usage}");
+    report::print_targets(&http, batch, concurrency, &raw, &raw_batches);
+    Ok(())
+}
+
+/// Prints how busy the machine and the disk are before a run: figures from a busy machine are
+/// not comparable.
+fn print_conditions(data_dir: &std::path::Path) -> Result<()> {
+    let before = cpu::Snapshot::take(None);
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = before
+        .since(&cpu::Snapshot::take(None), Duration::from_secs(1))
+        .machine;
+    let probe = raw::fsync_probe(data_dir)?;
+    println!(
+        "before the run: machine busy {} over 1 s; 4 KiB write + fdatasync in {}: p50 {:.3} ms, p99 {:.3} ms",
+        busy.map_or("n/a".to_owned(), |b| format!("{:.0} %", b * 100.0)),
+        data_dir.display(),
+        probe.p50.as_secs_f64() * 1000.0,
+        probe.p99.as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
+
+fn raw_runs(common: &Common, batches: &[usize]) -> Result<Vec<stats::Measurement>> {
+    batches
+        .iter()
+        .map(|&batch| {
+            raw::run(
+                &common.data_dir,
+                &raw::RawRun {
+                    batch,
+                    events: common.events,
+                    duration: Duration::from_secs_f64(common.duration),
+                    payload_bytes: common.payload_bytes,
+                    synchronous: common.synchronous.store(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn sse_bench(args: SseArgs) -> Result<()> {
+    let limit = sse::raise_fd_limit()?;
+    let needed = args.connections + 1000;
+    if limit < needed {
+        bail!("the open-file limit is {limit}; {} streams need about {needed}", args.connections);
+    }
+    let server = server::SpawnedServer::start_with(
+        &args.spawn,
+        &args.data_dir,
+        "full",
+        &[("SSE_MAX_CONNECTIONS", (args.connections + 100).to_string()), ("SSE_QUEUE", "1024".into())],
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let load = sse::SseLoad {
+        url: server.url().to_owned(),
+        connections: args.connections as usize,
+        projects: args.projects as usize,
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration),
+        payload_bytes: args.payload_bytes,
+    };
+    let (before, after, per_conn) =
+        runtime.block_on(sse::idle_memory(server.url(), server.pid(), args.connections as usize))?;
+    println!(
+        "idle streams: {} — server RSS {:.1} MiB before, {:.1} MiB after: {:.1} KiB per stream",
+        args.connections,
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        per_conn / 1024.0
+    );
+    let (baseline, fanout) = runtime.block_on(sse::run(&load))?;
+    let rss = sse::rss_kib(server.pid())?;
+    println!();
+    println!("{:<58} {:>9} {:>11} {:>11} {:>13} {:>8} {:>8} {:>8}", "run", "published", "deliveries", "expected", "deliveries/s", "p50 ms", "p99 ms", "max ms");
+    for r in [&baseline, &fanout] {
+        println!(
+            "{:<58} {:>9} {:>11} {:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2}",
+            r.label,
+            r.published,
+            r.deliveries,
+            r.expected,
+            r.rate(),
+            r.latency.p50.as_secs_f64() * 1e3,
+            r.latency.p99.as_secs_f64() * 1e3,
+            r.latency.max.as_secs_f64() * 1e3
+        );
+    }
+    let ratio = fanout.latency.p99.as_secs_f64() / baseline.latency.p99.as_secs_f64().max(1e-9);
+    println!("fan-out p99 / baseline p99: {ratio:.2}; server RSS after the load: {:.1} MiB", rss as f64 / 1024.0);
+    let p99_ms = fanout.latency.p99.as_secs_f64() * 1e3;
+    println!(
+        "target: p99 < 50 ms at {} ev/s to {} streams: {:.2} ms {}",
+        args.rate,
+        args.connections,
+        p99_ms,
+        if p99_ms < 50.0 { "met" } else { "missed" }
+    );
+    println!(
+        "target: < 16 KiB server memory per idle stream: {:.1} KiB {}",
+        per_conn / 1024.0,
+        if per_conn < 16.0 * 1024.0 { "met" } else { "missed" }
+    );
+    if fanout.deliveries < fanout.expected {
+        bail!("{} of {} deliveries arrived", fanout.deliveries, fanout.expected);
+    }
+    server.stop()
+}

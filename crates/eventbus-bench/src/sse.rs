@@ -1,0 +1,270 @@
+//! The SSE fan-out load (DESIGN.md §6): C connections spread over P projects plus one connection
+//! subscribed to everything, events published at R per second, each carrying its send time.
+//!
+//! Reports deliveries per second, publish→receive latency (p50/p99/max) and the server's memory
+//! per idle connection. The baseline, measured in the same run against the same server, is one
+//! connection receiving everything at the same rate: the table shows the fan-out's p99 beside it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::Mutex;
+
+use crate::stats::{Latencies, Summary};
+
+/// One SSE load.
+#[derive(Debug, Clone)]
+pub struct SseLoad {
+    /// Server base URL.
+    pub url: String,
+    /// Connections filtered by project.
+    pub connections: usize,
+    /// Projects the connections and events are spread over.
+    pub projects: usize,
+    /// Events published per second.
+    pub rate: u64,
+    /// How long events are published.
+    pub duration: Duration,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
+}
+
+/// What one SSE run measured.
+#[derive(Debug, Clone)]
+pub struct SseResult {
+    /// Label of the run.
+    pub label: String,
+    /// Events published.
+    pub published: u64,
+    /// Events received over all connections.
+    pub deliveries: u64,
+    /// Deliveries expected (each event reaches its project's connections and the firehose).
+    pub expected: u64,
+    /// Wall time from the first publish to the last delivery.
+    pub elapsed: Duration,
+    /// Publish→receive latency.
+    pub latency: Summary,
+}
+
+impl SseResult {
+    /// Deliveries per second.
+    pub fn rate(&self) -> f64 {
+        self.deliveries as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_micros() as u64
+}
+
+/// Raises this process's open-file limit to its hard limit; returns the new soft limit.
+pub fn raise_fd_limit() -> Result<u64> {
+    let (_, hard) = rlimit::Resource::NOFILE.get().context("reading RLIMIT_NOFILE")?;
+    rlimit::Resource::NOFILE.set(hard, hard).context("raising RLIMIT_NOFILE")?;
+    Ok(hard)
+}
+
+/// The server's resident memory in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS line")
+}
+
+struct Shared {
+    latencies: Mutex<Latencies>,
+    deliveries: AtomicU64,
+    connected: AtomicU64,
+}
+
+/// Opens `n` streams (`query(i)` gives each one's query string); resolves once every one of them
+/// has received its opening `retry:` line, i.e. is registered on the server.
+async fn open_streams(
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    query: impl Fn(usize) -> String,
+    shared: &Arc<Shared>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let resp = client
+            .get(format!("{url}/v1/stream?{}", query(i)))
+            .send()
+            .await
+            .with_context(|| format!("opening stream {i}"))?;
+        if resp.status() != 200 {
+            bail!("stream {i} answered {}", resp.status());
+        }
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(read_stream(resp, shared)));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while shared.connected.load(Ordering::Acquire) < n as u64 {
+        if Instant::now() > deadline {
+            bail!("only {} of {n} streams opened", shared.connected.load(Ordering::Acquire));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(tasks)
+}
+
+async fn read_stream(mut resp: reqwest::Response, shared: Arc<Shared>) {
+    let mut buf = Vec::<u8>::new();
+    let mut samples = Latencies::with_capacity(1024);
+    let mut opened = false;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let now = now_micros();
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = find(&buf, b"\n\n") {
+            let block = &buf[..end];
+            if block.starts_with(b"retry:") && !opened {
+                opened = true;
+                shared.connected.fetch_add(1, Ordering::AcqRel);
+            }
+            if let Some(at) = find(block, b"\"sentAt\":") {
+                let digits: Vec<u8> =
+                    block[at + 9..].iter().take_while(|b| b.is_ascii_digit()).copied().collect();
+                if let Some(sent) = std::str::from_utf8(&digits).ok().and_then(|s| s.parse::<u64>().ok()) {
+                    samples.record(Duration::from_micros(now.saturating_sub(sent)));
+                    shared.deliveries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            buf.drain(..end + 2);
+        }
+        if samples.len() >= 1024 {
+            let full = std::mem::replace(&mut samples, Latencies::with_capacity(1024));
+            shared.latencies.lock().await.merge(full);
+        }
+    }
+    shared.latencies.lock().await.merge(samples);
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Runs `load` with `streams` connections (`query(i)` each) while publishing; returns the result.
+async fn run_phase(
+    label: String,
+    load: &SseLoad,
+    streams: usize,
+    query: impl Fn(usize) -> String,
+    fanout: impl Fn(usize) -> u64,
+) -> Result<SseResult> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(usize::MAX)
+        .build()
+        .context("building the HTTP client")?;
+    let shared = Arc::new(Shared {
+        latencies: Mutex::new(Latencies::default()),
+        deliveries: AtomicU64::new(0),
+        connected: AtomicU64::new(0),
+    });
+    let readers = open_streams(&client, &load.url, streams, query, &shared).await?;
+
+    let padding = "x".repeat(load.payload_bytes.saturating_sub(60));
+    let total = (load.rate as f64 * load.duration.as_secs_f64()) as u64;
+    let tick = Duration::from_millis(10);
+    let per_tick = (load.rate as f64 * tick.as_secs_f64()).max(1.0) as u64;
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut published = 0u64;
+    let mut expected = 0u64;
+    let mut inflight = tokio::task::JoinSet::new();
+    while published < total {
+        interval.tick().await;
+        for _ in 0..per_tick.min(total - published) {
+            let project = (published as usize) % load.projects;
+            expected += fanout(project);
+            let body = serde_json::json!({
+                "type": "project.updated",
+                "projectId": format!("p{project}"),
+                "payload": {"sentAt": now_micros(), "pad": padding},
+            });
+            let client = client.clone();
+            let url = format!("{}/v1/events", load.url);
+            inflight.spawn(async move { client.post(url).json(&body).send().await.map(|r| r.status()) });
+            published += 1;
+        }
+        while let Some(done) = inflight.try_join_next() {
+            let status = done.context("publisher task")?.context("publishing")?;
+            if status != 201 {
+                bail!("publish answered {status}");
+            }
+        }
+    }
+    while let Some(done) = inflight.join_next().await {
+        done.context("publisher task")?.context("publishing")?;
+    }
+    // Wait for the deliveries to drain (bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Instant::now();
+    while shared.deliveries.load(Ordering::Acquire) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        last = Instant::now();
+    }
+    let elapsed = last.duration_since(started);
+    for r in &readers {
+        r.abort();
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    let latencies = std::mem::take(&mut *shared.latencies.lock().await);
+    Ok(SseResult {
+        label,
+        published,
+        deliveries: shared.deliveries.load(Ordering::Acquire),
+        expected,
+        elapsed,
+        latency: latencies.summary(),
+    })
+}
+
+/// The baseline (one connection receiving everything) and the fan-out run.
+pub async fn run(load: &SseLoad) -> Result<(SseResult, SseResult)> {
+    let baseline = run_phase(format!("sse baseline: 1 conn, {} ev/s", load.rate), load, 1, |_| String::new(), |_| 1)
+        .await?;
+    let per_project = |p: usize| {
+        let c = load.connections;
+        (c / load.projects + usize::from(p < c % load.projects)) as u64
+    };
+    let fanout = run_phase(
+        format!("sse fan-out: {} conns / {} projects + 1, {} ev/s", load.connections, load.projects, load.rate),
+        load,
+        load.connections + 1,
+        |i| {
+            if i == load.connections { String::new() } else { format!("types=project.>&projectId=p{}", i % load.projects) }
+        },
+        |p| per_project(p) + 1,
+    )
+    .await?;
+    Ok((baseline, fanout))
+}
+
+/// Server memory per idle connection: RSS after opening `n` idle streams minus before, over `n`.
+pub async fn idle_memory(url: &str, pid: u32, n: usize) -> Result<(u64, u64, f64)> {
+    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(usize::MAX).build()?;
+    let shared = Arc::new(Shared {
+        latencies: Mutex::new(Latencies::default()),
+        deliveries: AtomicU64::new(0),
+        connected: AtomicU64::new(0),
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid)?;
+    let readers = open_streams(&client, url, n, |i| format!("types=project.>&projectId=p{}", i % 100), &shared).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid)?;
+    for r in &readers {
+        r.abort();
+    }
+    Ok((before, after, (after.saturating_sub(before)) as f64 * 1024.0 / n as f64))
+}
