@@ -304,15 +304,24 @@ fn sse_bench(args: SseArgs) -> Result<()> {
     let limit = sse::raise_fd_limit()?;
     let needed = args.connections + 1000;
     if limit < needed {
-        bail!("the open-file limit is {limit}; {} streams need about {needed}", args.connections);
+        bail!(
+            "the open-file limit is {limit}; {} streams need about {needed}",
+            args.connections
+        );
     }
     let server = server::SpawnedServer::start_with(
         &args.spawn,
         &args.data_dir,
         "full",
-        &[("SSE_MAX_CONNECTIONS", (args.connections + 100).to_string()), ("SSE_QUEUE", "1024".into())],
+        &[
+            ("SSE_MAX_CONNECTIONS", (args.connections + 100).to_string()),
+            ("SSE_QUEUE", "1024".into()),
+        ],
     )?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let load = sse::SseLoad {
         url: server.url().to_owned(),
         connections: args.connections as usize,
@@ -321,8 +330,11 @@ fn sse_bench(args: SseArgs) -> Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         payload_bytes: args.payload_bytes,
     };
-    let (before, after, per_conn) =
-        runtime.block_on(sse::idle_memory(server.url(), server.pid(), args.connections as usize))?;
+    let (before, after, per_conn) = runtime.block_on(sse::idle_memory(
+        server.url(),
+        server.pid(),
+        args.connections as usize,
+    ))?;
     println!(
         "idle streams: {} — server RSS {:.1} MiB before, {:.1} MiB after: {:.1} KiB per stream",
         args.connections,
@@ -333,7 +345,10 @@ fn sse_bench(args: SseArgs) -> Result<()> {
     let (baseline, fanout) = runtime.block_on(sse::run(&load))?;
     let rss = sse::rss_kib(server.pid())?;
     println!();
-    println!("{:<58} {:>9} {:>11} {:>11} {:>13} {:>8} {:>8} {:>8}", "run", "published", "deliveries", "expected", "deliveries/s", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "{:<58} {:>9} {:>11} {:>11} {:>13} {:>8} {:>8} {:>8}",
+        "run", "published", "deliveries", "expected", "deliveries/s", "p50 ms", "p99 ms", "max ms"
+    );
     for r in [&baseline, &fanout] {
         println!(
             "{:<58} {:>9} {:>11} {:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2}",
@@ -348,7 +363,10 @@ fn sse_bench(args: SseArgs) -> Result<()> {
         );
     }
     let ratio = fanout.latency.p99.as_secs_f64() / baseline.latency.p99.as_secs_f64().max(1e-9);
-    println!("fan-out p99 / baseline p99: {ratio:.2}; server RSS after the load: {:.1} MiB", rss as f64 / 1024.0);
+    println!(
+        "fan-out p99 / baseline p99: {ratio:.2}; server RSS after the load: {:.1} MiB",
+        rss as f64 / 1024.0
+    );
     let p99_ms = fanout.latency.p99.as_secs_f64() * 1e3;
     println!(
         "target: p99 < 50 ms at {} ev/s to {} streams: {:.2} ms {}",
@@ -360,10 +378,18 @@ fn sse_bench(args: SseArgs) -> Result<()> {
     println!(
         "target: < 16 KiB server memory per idle stream: {:.1} KiB {}",
         per_conn / 1024.0,
-        if per_conn < 16.0 * 1024.0 { "met" } else { "missed" }
+        if per_conn < 16.0 * 1024.0 {
+            "met"
+        } else {
+            "missed"
+        }
     );
     if fanout.deliveries < fanout.expected {
-        bail!("{} of {} deliveries arrived", fanout.deliveries, fanout.expected);
+        bail!(
+            "{} of {} deliveries arrived",
+            fanout.deliveries,
+            fanout.expected
+        );
     }
     server.stop()
 }

@@ -27,7 +27,12 @@ impl SpawnedServer {
     }
 
     /// Like [`SpawnedServer::start`], with extra environment variables.
-    pub fn start_with(binary: &Path, data_dir: &Path, synchronous: &str, env: &[(&str, String)]) -> Result<Self> {
+    pub fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        synchronous: &str,
+        env: &[(&str, String)],
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("eventbus-bench-server-")
             .tempdir_in(data_dir)

@@ -56,13 +56,20 @@ impl SseResult {
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64
 }
 
 /// Raises this process's open-file limit to its hard limit; returns the new soft limit.
 pub fn raise_fd_limit() -> Result<u64> {
-    let (_, hard) = rlimit::Resource::NOFILE.get().context("reading RLIMIT_NOFILE")?;
-    rlimit::Resource::NOFILE.set(hard, hard).context("raising RLIMIT_NOFILE")?;
+    let (_, hard) = rlimit::Resource::NOFILE
+        .get()
+        .context("reading RLIMIT_NOFILE")?;
+    rlimit::Resource::NOFILE
+        .set(hard, hard)
+        .context("raising RLIMIT_NOFILE")?;
     Ok(hard)
 }
 
@@ -107,7 +114,10 @@ async fn open_streams(
     let deadline = Instant::now() + Duration::from_secs(120);
     while shared.connected.load(Ordering::Acquire) < n as u64 {
         if Instant::now() > deadline {
-            bail!("only {} of {n} streams opened", shared.connected.load(Ordering::Acquire));
+            bail!(
+                "only {} of {n} streams opened",
+                shared.connected.load(Ordering::Acquire)
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -128,9 +138,15 @@ async fn read_stream(mut resp: reqwest::Response, shared: Arc<Shared>) {
                 shared.connected.fetch_add(1, Ordering::AcqRel);
             }
             if let Some(at) = find(block, b"\"sentAt\":") {
-                let digits: Vec<u8> =
-                    block[at + 9..].iter().take_while(|b| b.is_ascii_digit()).copied().collect();
-                if let Some(sent) = std::str::from_utf8(&digits).ok().and_then(|s| s.parse::<u64>().ok()) {
+                let digits: Vec<u8> = block[at + 9..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .copied()
+                    .collect();
+                if let Some(sent) = std::str::from_utf8(&digits)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
                     samples.record(Duration::from_micros(now.saturating_sub(sent)));
                     shared.deliveries.fetch_add(1, Ordering::Relaxed);
                 }
@@ -191,7 +207,14 @@ async fn run_phase(
             });
             let client = client.clone();
             let url = format!("{}/v1/events", load.url);
-            inflight.spawn(async move { client.post(url).json(&body).send().await.map(|r| r.status()) });
+            inflight.spawn(async move {
+                client
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            });
             published += 1;
         }
         while let Some(done) = inflight.try_join_next() {
@@ -231,18 +254,31 @@ async fn run_phase(
 
 /// The baseline (one connection receiving everything) and the fan-out run.
 pub async fn run(load: &SseLoad) -> Result<(SseResult, SseResult)> {
-    let baseline = run_phase(format!("sse baseline: 1 conn, {} ev/s", load.rate), load, 1, |_| String::new(), |_| 1)
-        .await?;
+    let baseline = run_phase(
+        format!("sse baseline: 1 conn, {} ev/s", load.rate),
+        load,
+        1,
+        |_| String::new(),
+        |_| 1,
+    )
+    .await?;
     let per_project = |p: usize| {
         let c = load.connections;
         (c / load.projects + usize::from(p < c % load.projects)) as u64
     };
     let fanout = run_phase(
-        format!("sse fan-out: {} conns / {} projects + 1, {} ev/s", load.connections, load.projects, load.rate),
+        format!(
+            "sse fan-out: {} conns / {} projects + 1, {} ev/s",
+            load.connections, load.projects, load.rate
+        ),
         load,
         load.connections + 1,
         |i| {
-            if i == load.connections { String::new() } else { format!("types=project.>&projectId=p{}", i % load.projects) }
+            if i == load.connections {
+                String::new()
+            } else {
+                format!("types=project.>&projectId=p{}", i % load.projects)
+            }
         },
         |p| per_project(p) + 1,
     )
@@ -252,7 +288,10 @@ pub async fn run(load: &SseLoad) -> Result<(SseResult, SseResult)> {
 
 /// Server memory per idle connection: RSS after opening `n` idle streams minus before, over `n`.
 pub async fn idle_memory(url: &str, pid: u32, n: usize) -> Result<(u64, u64, f64)> {
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(usize::MAX).build()?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(usize::MAX)
+        .build()?;
     let shared = Arc::new(Shared {
         latencies: Mutex::new(Latencies::default()),
         deliveries: AtomicU64::new(0),
@@ -260,11 +299,22 @@ pub async fn idle_memory(url: &str, pid: u32, n: usize) -> Result<(u64, u64, f64
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid)?;
-    let readers = open_streams(&client, url, n, |i| format!("types=project.>&projectId=p{}", i % 100), &shared).await?;
+    let readers = open_streams(
+        &client,
+        url,
+        n,
+        |i| format!("types=project.>&projectId=p{}", i % 100),
+        &shared,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(pid)?;
     for r in &readers {
         r.abort();
     }
-    Ok((before, after, (after.saturating_sub(before)) as f64 * 1024.0 / n as f64))
+    Ok((
+        before,
+        after,
+        (after.saturating_sub(before)) as f64 * 1024.0 / n as f64,
+    ))
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use eventbus::store::postgres::PgOptions;
-use eventbus::store::{StoreOptions, StoreUrl};
 use eventbus::store::sqlite::{SqliteOptions, Synchronous};
+use eventbus::store::{StoreOptions, StoreUrl};
 use eventbus::transport::sse::SseOptions;
 use eventbus::transport::webhook::client::Cidr;
 use eventbus::transport::webhook::{WebhookOptions, parse_duration, parse_schedule};
@@ -121,7 +121,12 @@ pub struct Config {
     pub sse_heartbeat_interval: u64,
 
     /// Most open SSE streams (503 with Retry-After above).
-    #[arg(long, env = "SSE_MAX_CONNECTIONS", default_value_t = 10_000, global = true)]
+    #[arg(
+        long,
+        env = "SSE_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
     pub sse_max_connections: usize,
 
     /// Events an SSE stream may have queued before it is closed as lagging.
@@ -147,7 +152,12 @@ pub struct Config {
 
     /// Milliseconds that requests still open after SIGTERM/SIGINT may take before they are
     /// dropped.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10_000, global = true)]
+    #[arg(
+        long,
+        env = "SHUTDOWN_TIMEOUT",
+        default_value_t = 10_000,
+        global = true
+    )]
     pub shutdown_timeout: u64,
 
     /// SQLite durability: full (fsync each commit) or normal (fsync at checkpoints).
@@ -192,7 +202,12 @@ pub struct Config {
     pub webhook_poll_interval: Duration,
 
     /// Webhooks: most bytes of an endpoint's answer read and kept in the attempt log.
-    #[arg(long, env = "WEBHOOK_RESPONSE_BODY_LIMIT", default_value_t = 4096, global = true)]
+    #[arg(
+        long,
+        env = "WEBHOOK_RESPONSE_BODY_LIMIT",
+        default_value_t = 4096,
+        global = true
+    )]
     pub webhook_response_body_limit: usize,
 
     /// Webhooks: how long the previous secret keeps signing after a rotation (e.g. 24h).
@@ -207,7 +222,12 @@ pub struct Config {
 
     /// Webhooks: …and for at least this many attempts in a row is disabled, and an
     /// `integration.status_changed` event is published.
-    #[arg(long, env = "WEBHOOK_DISABLE_FAILURES", default_value_t = 20, global = true)]
+    #[arg(
+        long,
+        env = "WEBHOOK_DISABLE_FAILURES",
+        default_value_t = 20,
+        global = true
+    )]
     pub webhook_disable_failures: u32,
 
     /// Webhooks: how long shutdown waits for attempts in flight (e.g. 10s).
@@ -291,10 +311,15 @@ impl Config {
 
     /// A config from defaults and the given `NAME=value` pairs only (ignores the process
     /// environment), for tests and embedding.
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, clap::Error> {
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, clap::Error> {
         let mut args = vec!["eventbus".to_owned()];
         for (name, value) in pairs {
-            args.push(format!("--{}={value}", name.to_ascii_lowercase().replace('_', "-")));
+            args.push(format!(
+                "--{}={value}",
+                name.to_ascii_lowercase().replace('_', "-")
+            ));
         }
         Cli::try_parse_from(args).map(|cli| cli.config)
     }
@@ -321,7 +346,9 @@ impl RetentionDays {
 
 /// `EVENT_ARCHIVE_URL`: a target this binary can write to.
 fn parse_archive_url(s: &str) -> Result<String, String> {
-    eventbus::store::archive::open_target(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
+    eventbus::store::archive::open_target(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// A retry schedule (`WEBHOOK_RETRY_SCHEDULE`).
@@ -340,7 +367,12 @@ pub struct Networks(pub Vec<Cidr>);
 
 impl Networks {
     fn parse(s: &str) -> Result<Self, String> {
-        s.split(',').map(str::trim).filter(|c| !c.is_empty()).map(Cidr::parse).collect::<Result<_, _>>().map(Networks)
+        s.split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(Cidr::parse)
+            .collect::<Result<_, _>>()
+            .map(Networks)
     }
 }
 
@@ -352,11 +384,17 @@ mod tests {
     fn defaults_match_the_design() {
         let c = Config::from_pairs([]).unwrap();
         assert_eq!(c.listen_addr().to_string(), "127.0.0.1:3002");
-        assert_eq!(c.event_store_url, StoreUrl::Sqlite("./data/eventbus.db".into()));
+        assert_eq!(
+            c.event_store_url,
+            StoreUrl::Sqlite("./data/eventbus.db".into())
+        );
         assert!(!c.strict_event_types);
         assert_eq!(c.max_payload_bytes, 262_144);
         let w = c.webhook_options();
-        assert_eq!((w.retry_attempts, w.timeout), (3, Duration::from_millis(5000)));
+        assert_eq!(
+            (w.retry_attempts, w.timeout),
+            (3, Duration::from_millis(5000))
+        );
         assert_eq!(w.retry_schedule.len(), 6);
         assert!(w.allowed_networks.is_empty());
     }
@@ -368,19 +406,30 @@ mod tests {
             ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8, ::1/128"),
         ])
         .unwrap();
-        assert_eq!(c.webhook_options().retry_schedule, [Duration::from_millis(100), Duration::from_millis(200)]);
+        assert_eq!(
+            c.webhook_options().retry_schedule,
+            [Duration::from_millis(100), Duration::from_millis(200)]
+        );
         assert_eq!(c.webhook_options().allowed_networks.len(), 2);
-        let err = Config::from_pairs([("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/99")]).unwrap_err().to_string();
+        let err = Config::from_pairs([("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/99")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--webhook-allowed-networks"), "{err}");
-        let err = Config::from_pairs([("WEBHOOK_RETRY_SCHEDULE", "5s,soon")]).unwrap_err().to_string();
+        let err = Config::from_pairs([("WEBHOOK_RETRY_SCHEDULE", "5s,soon")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--webhook-retry-schedule"), "{err}");
     }
 
     #[test]
     fn bad_values_name_the_setting() {
-        let err = Config::from_pairs([("EVENT_STORE_URL", "mysql://x")]).unwrap_err().to_string();
+        let err = Config::from_pairs([("EVENT_STORE_URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--event-store-url"), "{err}");
-        let err = Config::from_pairs([("PORT", "99999")]).unwrap_err().to_string();
+        let err = Config::from_pairs([("PORT", "99999")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--port"), "{err}");
     }
 }

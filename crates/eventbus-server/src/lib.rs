@@ -69,7 +69,8 @@ impl std::ops::Deref for Bus {
 /// Opens the store of `config` (applying migrations) and builds the bus on it.
 pub async fn build_bus(config: &Config) -> Result<Bus, ServerError> {
     let target = open_target(&config.event_archive_url).map_err(StoreError::from)?;
-    let (archive_store, webhooks) = open_store(&config.event_store_url, config.store_options()).await?;
+    let (archive_store, webhooks) =
+        open_store(&config.event_store_url, config.store_options()).await?;
     let archive = Arc::new(Archive::new(archive_store.clone(), target));
     let store: Arc<dyn eventbus::EventStore> = archive_store;
     let options = BusOptions {
@@ -79,8 +80,16 @@ pub async fn build_bus(config: &Config) -> Result<Bus, ServerError> {
         sse: config.sse_options(),
         ..BusOptions::default()
     };
-    match EventBus::builder(store.clone()).options(options).build().await {
-        Ok(bus) => Ok(Bus { bus, webhooks, archive }),
+    match EventBus::builder(store.clone())
+        .options(options)
+        .build()
+        .await
+    {
+        Ok(bus) => Ok(Bus {
+            bus,
+            webhooks,
+            archive,
+        }),
         Err(e) => {
             store.close().await;
             Err(e.into())
@@ -89,7 +98,11 @@ pub async fn build_bus(config: &Config) -> Result<Bus, ServerError> {
 }
 
 /// Opens the store, builds the bus and [`serve`]s.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
     let bus = build_bus(&config).await?;
     serve(bus, config, listener, shutdown).await
 }
@@ -97,8 +110,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 /// Serves the API on `listener` until `shutdown` is cancelled, then shuts down cleanly:
 /// requests in flight are answered, webhook attempts in flight are recorded (under the drain
 /// deadline), acknowledged events are durable, the store is closed.
-pub async fn serve(bus: Bus, config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
-    let Bus { bus, webhooks: webhook_store, archive } = bus;
+pub async fn serve(
+    bus: Bus,
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let Bus {
+        bus,
+        webhooks: webhook_store,
+        archive,
+    } = bus;
     let webhooks = match webhook_store {
         Some(store) => match WebhookService::start(bus.clone(), store, config.webhook_options()) {
             Ok(service) => Some(service),
@@ -108,18 +130,30 @@ pub async fn serve(bus: Bus, config: Config, listener: TcpListener, shutdown: Ca
             }
         },
         None => {
-            tracing::warn!(store = bus.store().backend(), "webhooks are not available on this store backend");
+            tracing::warn!(
+                store = bus.store().backend(),
+                "webhooks are not available on this store backend"
+            );
             None
         }
     };
     let config_shutdown_ms = config.shutdown_timeout;
     let stop_archiver = CancellationToken::new();
     let archiver = config.event_retention_days.0.map(|days| {
-        tokio::spawn(archive.clone().run_periodically(days, ARCHIVE_INTERVAL, stop_archiver.clone()))
+        tokio::spawn(archive.clone().run_periodically(
+            days,
+            ARCHIVE_INTERVAL,
+            stop_archiver.clone(),
+        ))
     });
     let deadline_token = shutdown.clone();
     http::metrics::install();
-    let state = http::AppState { bus: bus.clone(), config: Arc::new(config), webhooks: webhooks.clone(), archive };
+    let state = http::AppState {
+        bus: bus.clone(),
+        config: Arc::new(config),
+        webhooks: webhooks.clone(),
+        archive,
+    };
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, store = bus.store().backend(), "eventbus listening");
     // On shutdown, SSE streams end first: they never finish by themselves, and the graceful
@@ -131,7 +165,9 @@ pub async fn serve(bus: Bus, config: Config, listener: TcpListener, shutdown: Ca
     };
     // Requests still open `SHUTDOWN_TIMEOUT` after the signal (a stalled client) are dropped.
     let deadline = std::time::Duration::from_millis(config_shutdown_ms);
-    let serving = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
+    let serving = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .into_future();
     let served = tokio::select! {
         served = serving => served,
         _ = async {

@@ -17,9 +17,14 @@ fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.config.log_format {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.config).await,
@@ -37,7 +42,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: eventbus_server::Config) -> anyhow::Result<()> {
     let addr = config.listen_addr();
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
     let bus = eventbus_server::build_bus(&config).await?;
@@ -100,8 +107,11 @@ async fn health(config: &eventbus_server::Config) -> anyhow::Result<()> {
     }
     let check = async {
         let mut conn = tokio::net::TcpStream::connect(addr).await?;
-        conn.write_all(format!("GET /health/live HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
+        conn.write_all(
+            format!("GET /health/live HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
         let mut head = [0u8; 12];
         conn.read_exact(&mut head).await?;
         Ok::<_, std::io::Error>(head)
@@ -110,7 +120,11 @@ async fn health(config: &eventbus_server::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("no answer from {addr} within 3 s"))?
         .with_context(|| format!("asking {addr}"))?;
-    anyhow::ensure!(&head == b"HTTP/1.1 200", "{addr} answered {}", String::from_utf8_lossy(&head));
+    anyhow::ensure!(
+        &head == b"HTTP/1.1 200",
+        "{addr} answered {}",
+        String::from_utf8_lossy(&head)
+    );
     println!("ok");
     Ok(())
 }

@@ -133,13 +133,17 @@ impl EventBusBuilder {
 
     /// Loads the catalogue (adding the built-in types) and starts delivery.
     pub async fn build(self) -> Result<EventBus, StoreError> {
-        self.store.ensure_event_types(EventTypeDef::builtins(Timestamp::now())).await?;
+        self.store
+            .ensure_event_types(EventTypeDef::builtins(Timestamp::now()))
+            .await?;
         let registry = Arc::new(TypeRegistry::new());
         for def in self.store.list_event_types().await? {
             let name = def.name.clone();
             match TypeEntry::compile(def) {
                 Ok(entry) => registry.insert(entry),
-                Err(e) => tracing::error!(r#type = %name, error = %e, "stored event type is invalid; ignored"),
+                Err(e) => {
+                    tracing::error!(r#type = %name, error = %e, "stored event type is invalid; ignored")
+                }
             }
         }
         let mut steps: Vec<Arc<dyn Middleware>> = vec![Arc::new(ValidationMiddleware::new(
@@ -154,10 +158,19 @@ impl EventBusBuilder {
 
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let subscribers =
-            Subscribers::new(self.store.clone(), self.options.subscriber_queue, tasks.clone(), cancel.clone());
+        let subscribers = Subscribers::new(
+            self.store.clone(),
+            self.options.subscriber_queue,
+            tasks.clone(),
+            cancel.clone(),
+        );
         subscribers.start();
-        let sse = SseHub::start(self.store.clone(), self.options.sse.clone(), &tasks, cancel.child_token());
+        let sse = SseHub::start(
+            self.store.clone(),
+            self.options.sse.clone(),
+            &tasks,
+            cancel.child_token(),
+        );
         Ok(EventBus {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -202,7 +215,12 @@ impl std::fmt::Debug for EventBus {
 impl EventBus {
     /// A builder over `store`.
     pub fn builder(store: Arc<dyn EventStore>) -> EventBusBuilder {
-        EventBusBuilder { store, options: BusOptions::default(), security: None, custom: Vec::new() }
+        EventBusBuilder {
+            store,
+            options: BusOptions::default(),
+            security: None,
+            custom: Vec::new(),
+        }
     }
 
     /// The store.
@@ -226,11 +244,17 @@ impl EventBus {
     }
 
     /// Publishes one event on behalf of `ctx`.
-    pub async fn publish_with(&self, event: NewEvent, ctx: &PublishContext) -> Result<Appended, PublishError> {
+    pub async fn publish_with(
+        &self,
+        event: NewEvent,
+        ctx: &PublishContext,
+    ) -> Result<Appended, PublishError> {
         let started = Instant::now();
         let label = self.type_label(&event.event_type);
         let result = async {
-            let mut event = event.into_event(Timestamp::now()).map_err(PublishError::Invalid)?;
+            let mut event = event
+                .into_event(Timestamp::now())
+                .map_err(PublishError::Invalid)?;
             self.run_chain(&mut event, ctx).await?;
             let mut stored = self.inner.store.append(vec![event]).await?;
             Ok(stored.pop().expect("one event in, one out"))
@@ -253,8 +277,12 @@ impl EventBus {
     }
 
     /// Publishes a batch atomically as a trusted in-process publisher.
-    pub async fn publish_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, PublishError> {
-        self.publish_batch_with(events, &PublishContext::default()).await
+    pub async fn publish_batch(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Appended>, PublishError> {
+        self.publish_batch_with(events, &PublishContext::default())
+            .await
     }
 
     /// Publishes a batch atomically on behalf of `ctx`; errors name fields as `index/field`.
@@ -264,7 +292,10 @@ impl EventBus {
         ctx: &PublishContext,
     ) -> Result<Vec<Appended>, PublishError> {
         let started = Instant::now();
-        let labels: Vec<&'static str> = events.iter().map(|e| self.type_label(&e.event_type)).collect();
+        let labels: Vec<&'static str> = events
+            .iter()
+            .map(|e| self.type_label(&e.event_type))
+            .collect();
         let result = self.publish_batch_inner(events, ctx).await;
         metrics::histogram!(metric::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
         match &result {
@@ -289,12 +320,17 @@ impl EventBus {
     ) -> Result<Vec<Appended>, PublishError> {
         let max = self.inner.options.max_batch;
         if events.is_empty() || events.len() > max {
-            return Err(PublishError::BatchSize { len: events.len(), max });
+            return Err(PublishError::BatchSize {
+                len: events.len(),
+                max,
+            });
         }
         let now = Timestamp::now();
         let mut ready = Vec::with_capacity(events.len());
         for (index, new) in events.into_iter().enumerate() {
-            let mut event = new.into_event(now).map_err(|e| PublishError::Invalid(e.at_index(index)))?;
+            let mut event = new
+                .into_event(now)
+                .map_err(|e| PublishError::Invalid(e.at_index(index)))?;
             self.run_chain(&mut event, ctx).await.map_err(|e| match e {
                 PublishError::Rejected(mut r) => {
                     r.errors = r.errors.into_iter().map(|f| f.at_index(index)).collect();
@@ -311,9 +347,13 @@ impl EventBus {
     async fn run_chain(&self, event: &mut Event, ctx: &PublishContext) -> Result<(), PublishError> {
         self.inner.chain.run(event, ctx).await.map_err(|e| match e {
             MiddlewareError::Rejected(r) => PublishError::Rejected(r),
-            MiddlewareError::Failed { middleware, message } => {
-                PublishError::MiddlewareFailed { middleware, message }
-            }
+            MiddlewareError::Failed {
+                middleware,
+                message,
+            } => PublishError::MiddlewareFailed {
+                middleware,
+                message,
+            },
         })
     }
 
@@ -324,7 +364,9 @@ impl EventBus {
         F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.inner.subscribers.subscribe(pattern, Arc::new(move |e| handler(e).boxed()))
+        self.inner
+            .subscribers
+            .subscribe(pattern, Arc::new(move |e| handler(e).boxed()))
     }
 
     /// The SSE fan-out hub.
@@ -395,7 +437,13 @@ impl EventBus {
         schema: Option<serde_json::Value>,
     ) -> Result<(EventTypeDef, bool), RegisterError> {
         let builtin = self.inner.registry.get(name).is_some_and(|e| e.def.builtin);
-        let def = EventTypeDef { name: name.to_owned(), description, schema, builtin, updated_at: Timestamp::now() };
+        let def = EventTypeDef {
+            name: name.to_owned(),
+            description,
+            schema,
+            builtin,
+            updated_at: Timestamp::now(),
+        };
         let entry = TypeEntry::compile(def.clone())?;
         let created = self.inner.store.put_event_type(def.clone()).await?;
         self.inner.registry.insert(entry);

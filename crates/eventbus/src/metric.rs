@@ -43,14 +43,19 @@ pub const PROCESS_CPU: &str = "eventbus_process_cpu_seconds_total";
 pub const PROCESS_FDS: &str = "eventbus_process_open_fds";
 
 /// Histogram buckets for durations, in seconds.
-pub const DURATION_BUCKETS: &[f64] =
-    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 /// Histogram buckets for batch sizes.
-pub const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
+pub const SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
 
 /// Counts `n` events of `event_type` (already reduced to a bounded label) with `outcome`.
 pub fn published(event_type: &str, outcome: &'static str, n: u64) {
-    metrics::counter!(EVENTS_PUBLISHED, "type" => event_type.to_owned(), "outcome" => outcome).increment(n);
+    metrics::counter!(EVENTS_PUBLISHED, "type" => event_type.to_owned(), "outcome" => outcome)
+        .increment(n);
 }
 
 /// Records one group commit.

@@ -43,9 +43,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
         let message = inner.to_string();
         let field = missing_field(&message).map_or(path.clone(), |f| join(&path, f));
-        ApiError::InvalidField(FieldError::new(if field.is_empty() { "body".into() } else { field }, strip_position(&message)))
+        ApiError::InvalidField(FieldError::new(
+            if field.is_empty() {
+                "body".into()
+            } else {
+                field
+            },
+            strip_position(&message),
+        ))
     })?;
-    de.end().map_err(|e| ApiError::MalformedJson(format!("the body is not valid JSON: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(format!("the body is not valid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -64,7 +72,11 @@ fn json_path(path: &serde_path_to_error::Path) -> String {
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_owned() } else { format!("{path}/{field}") }
+    if path.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{path}/{field}")
+    }
 }
 
 fn missing_field(message: &str) -> Option<&str> {
@@ -92,14 +104,23 @@ mod tests {
 
     #[test]
     fn names_the_field() {
-        assert_eq!(field_of(r#"[{"type":"a.b"},{"type":"a.b","projectId":5}]"#), "1/projectId");
+        assert_eq!(
+            field_of(r#"[{"type":"a.b"},{"type":"a.b","projectId":5}]"#),
+            "1/projectId"
+        );
         assert_eq!(field_of(r#"[{"payload":{}}]"#), "0/type");
         assert_eq!(field_of(r#"[{"type":"a.b","bogus":1}]"#), "0/bogus");
     }
 
     #[test]
     fn broken_json_is_malformed() {
-        assert!(matches!(decode::<NewEvent>(b"{\"type\":"), Err(ApiError::MalformedJson(_))));
-        assert!(matches!(decode::<NewEvent>(b"{\"type\":\"a.b\"} x"), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(
+            decode::<NewEvent>(b"{\"type\":"),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            decode::<NewEvent>(b"{\"type\":\"a.b\"} x"),
+            Err(ApiError::MalformedJson(_))
+        ));
     }
 }

@@ -1,27 +1,30 @@
 //! `/v1/event-types`: the catalogue and its JSON Schemas.
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use eventbus::core::catalogue::EventTypeDef;
 use eventbus::core::event::{FieldError, validate_type};
 use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use super::body::{decode, read_json};
 use super::events::json;
-use super::params::PathParam;
 use super::openapi::{EventTypeInputSchema, EventTypeListSchema, EventTypeSchema, ProblemSchema};
+use super::params::PathParam;
 use super::problem::ApiError;
-use super::AppState;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/event-types", get(list_event_types))
-        .route("/v1/event-types/{type}", get(get_event_type).put(put_event_type))
+        .route(
+            "/v1/event-types/{type}",
+            get(get_event_type).put(put_event_type),
+        )
 }
 
 #[derive(Serialize)]
@@ -38,7 +41,12 @@ struct ListBody {
     responses((status = 200, description = "The catalogue", body = EventTypeListSchema))
 )]
 pub(super) async fn list_event_types(State(state): State<AppState>) -> Response {
-    json(StatusCode::OK, &ListBody { event_types: state.bus.event_types() })
+    json(
+        StatusCode::OK,
+        &ListBody {
+            event_types: state.bus.event_types(),
+        },
+    )
 }
 
 /// `GET /v1/event-types/{type}`.
@@ -53,11 +61,16 @@ pub(super) async fn list_event_types(State(state): State<AppState>) -> Response 
         (status = 404, description = "Not registered", body = ProblemSchema, content_type = "application/problem+json"),
     )
 )]
-pub(super) async fn get_event_type(State(state): State<AppState>, PathParam(name): PathParam<String>) -> Result<Response, ApiError> {
+pub(super) async fn get_event_type(
+    State(state): State<AppState>,
+    PathParam(name): PathParam<String>,
+) -> Result<Response, ApiError> {
     validate_type(&name).map_err(|m| ApiError::InvalidParameter(FieldError::new("type", m)))?;
     match state.bus.event_type(&name) {
         Some(def) => Ok(json(StatusCode::OK, &def)),
-        None => Err(ApiError::NotFound(format!("`{name}` is not a registered event type"))),
+        None => Err(ApiError::NotFound(format!(
+            "`{name}` is not a registered event type"
+        ))),
     }
 }
 
@@ -99,8 +112,21 @@ pub(super) async fn put_event_type(
     if let Some(d) = &body.description
         && d.len() > 1024
     {
-        return Err(ApiError::InvalidField(FieldError::new("description", "must be at most 1024 bytes")));
+        return Err(ApiError::InvalidField(FieldError::new(
+            "description",
+            "must be at most 1024 bytes",
+        )));
     }
-    let (def, created) = state.bus.register_event_type(&name, body.description, body.schema).await?;
-    Ok(json(if created { StatusCode::CREATED } else { StatusCode::OK }, &def))
+    let (def, created) = state
+        .bus
+        .register_event_type(&name, body.description, body.schema)
+        .await?;
+    Ok(json(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &def,
+    ))
 }

@@ -3,22 +3,24 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use eventbus::core::middleware::PublishContext;
 use eventbus::store::{Appended, EventPage};
 use eventbus::{Event, NewEvent};
 use serde::Serialize;
 
-use super::body::{decode, read_json};
-use super::params::{PathParam, event_query};
-use super::openapi::{EventPageSchema, EventSchema, ProblemSchema, PublishBodySchema, PublishedSchema};
-use super::problem::ApiError;
 use super::AppState;
+use super::body::{decode, read_json};
+use super::openapi::{
+    EventPageSchema, EventSchema, ProblemSchema, PublishBodySchema, PublishedSchema,
+};
+use super::params::{PathParam, event_query};
+use super::problem::ApiError;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -48,9 +50,16 @@ pub fn router() -> Router<AppState> {
         (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
     )
 )]
-pub(super) async fn create_events(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub(super) async fn create_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
-    let ctx = PublishContext { principal: None, traceparent: traceparent(&headers) };
+    let ctx = PublishContext {
+        principal: None,
+        traceparent: traceparent(&headers),
+    };
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => {
             let events: Vec<NewEvent> = decode(&bytes)?;
@@ -61,7 +70,11 @@ pub(super) async fn create_events(State(state): State<AppState>, headers: Header
         Some(b'{') => {
             let event: NewEvent = decode(&bytes)?;
             let Appended { event, created } = state.bus.publish_with(event, &ctx).await?;
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok(json(status, &*event))
         }
         _ => Err(ApiError::MalformedJson(
@@ -144,7 +157,10 @@ pub(super) async fn list_project_events(
         (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
     )
 )]
-pub(super) async fn get_event(State(state): State<AppState>, PathParam(id): PathParam<String>) -> Result<Response, ApiError> {
+pub(super) async fn get_event(
+    State(state): State<AppState>,
+    PathParam(id): PathParam<String>,
+) -> Result<Response, ApiError> {
     match state.bus.get(&id).await? {
         Some(event) => Ok(json(StatusCode::OK, &*event)),
         None => Err(ApiError::NotFound(format!("no event has id `{id}`"))),
@@ -160,14 +176,23 @@ struct PageBody<'a> {
 
 fn page(page: EventPage) -> Response {
     let events: Vec<&Event> = page.events.iter().map(Arc::as_ref).collect();
-    json(StatusCode::OK, &PageBody { events, next_after: page.next_after })
+    json(
+        StatusCode::OK,
+        &PageBody {
+            events,
+            next_after: page.next_after,
+        },
+    )
 }
 
 /// Serialises `value` once into the response body.
 pub(super) fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
     let body = serde_json::to_vec(value).expect("API bodies serialise");
     let mut response = (status, body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -184,7 +209,11 @@ async fn query_page(
     query: &eventbus::store::EventQuery,
 ) -> Result<eventbus::store::EventPage, ApiError> {
     if super::params::include_archived(params)? {
-        return Ok(state.archive.query(query).await.map_err(eventbus::StoreError::from)?);
+        return Ok(state
+            .archive
+            .query(query)
+            .await
+            .map_err(eventbus::StoreError::from)?);
     }
     Ok(state.bus.query(query).await?)
 }

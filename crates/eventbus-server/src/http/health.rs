@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use serde_json::{Map, Value, json};
 
-use super::events::json as json_response;
 use super::AppState;
+use super::events::json as json_response;
 use super::openapi::HealthSchema;
 
 /// How long the store's round trip may take before it counts as down.
@@ -19,7 +19,9 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health/live", get(get_live)).route("/health/ready", get(get_ready))
+    Router::new()
+        .route("/health/live", get(get_live))
+        .route("/health/ready", get(get_ready))
 }
 
 /// Liveness: the process answers.
@@ -47,22 +49,43 @@ pub(super) async fn get_ready(State(state): State<AppState>) -> Response {
     let store = state.bus.store();
     let backend = store.backend();
     let store_entry = match tokio::time::timeout(STORE_TIMEOUT, store.ping()).await {
-        Ok(Ok(())) => (true, json!({"status": "up", "backend": backend, "head": store.log().head()})),
-        Ok(Err(e)) => (false, json!({"status": "down", "backend": backend, "message": e.to_string()})),
-        Err(_) => (false, json!({"status": "down", "backend": backend, "message": "no answer within 2 s"})),
+        Ok(Ok(())) => (
+            true,
+            json!({"status": "up", "backend": backend, "head": store.log().head()}),
+        ),
+        Ok(Err(e)) => (
+            false,
+            json!({"status": "down", "backend": backend, "message": e.to_string()}),
+        ),
+        Err(_) => (
+            false,
+            json!({"status": "down", "backend": backend, "message": "no answer within 2 s"}),
+        ),
     };
     let mut checks = vec![("store", store_entry)];
     if let Some(webhooks) = &state.webhooks {
         let entry = match tokio::time::timeout(STORE_TIMEOUT, webhooks.queue_depth()).await {
             Ok(Ok(depth)) => (true, json!({"status": "up", "pending": depth})),
             Ok(Err(e)) => (false, json!({"status": "down", "message": e.to_string()})),
-            Err(_) => (false, json!({"status": "down", "message": "no answer within 2 s"})),
+            Err(_) => (
+                false,
+                json!({"status": "down", "message": "no answer within 2 s"}),
+            ),
         };
         checks.push(("webhooks", entry));
     }
     let sse = state.bus.sse();
-    let open = sse.stats().connections.load(std::sync::atomic::Ordering::Relaxed);
-    checks.push(("streams", (true, json!({"status": "up", "open": open, "max": sse.options().max_connections}))));
+    let open = sse
+        .stats()
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed);
+    checks.push((
+        "streams",
+        (
+            true,
+            json!({"status": "up", "open": open, "max": sse.options().max_connections}),
+        ),
+    ));
     terminus(checks)
 }
 
@@ -81,5 +104,12 @@ fn terminus(checks: Vec<(&str, (bool, Value))>) -> Response {
         "error": Value::Object(error),
         "details": Value::Object(details),
     });
-    json_response(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+    json_response(
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
 }

@@ -24,12 +24,16 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), m::DURATION_BUCKETS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), m::SIZE_BUCKETS))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), m::SIZE_BUCKETS)
+                })
                 .expect("bucket lists are not empty")
                 .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed; /metrics shows only this one's");
+                tracing::warn!(
+                    "a metrics recorder was already installed; /metrics shows only this one's"
+                );
             }
             handle
         })
@@ -51,13 +55,17 @@ pub fn router() -> Router<AppState> {
 pub(super) async fn get_metrics(State(state): State<AppState>) -> Response {
     let handle = install();
     let bus = &state.bus;
-    let gauge = |queue: &'static str, v: usize| metrics::gauge!(m::QUEUE_DEPTH, "queue" => queue).set(v as f64);
+    let gauge = |queue: &'static str, v: usize| {
+        metrics::gauge!(m::QUEUE_DEPTH, "queue" => queue).set(v as f64)
+    };
     gauge("store_writer", bus.store().write_queue_depth());
     gauge("subscribers", bus.subscriber_backlog());
     gauge("sse", bus.sse().buffered());
     let sse = bus.sse().stats();
-    metrics::gauge!(m::SSE_CONNECTIONS).set(sse.connections.load(std::sync::atomic::Ordering::Relaxed) as f64);
-    metrics::counter!(m::SSE_LAGGED).absolute(sse.lagged.load(std::sync::atomic::Ordering::Relaxed));
+    metrics::gauge!(m::SSE_CONNECTIONS)
+        .set(sse.connections.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    metrics::counter!(m::SSE_LAGGED)
+        .absolute(sse.lagged.load(std::sync::atomic::Ordering::Relaxed));
     if let Some(webhooks) = &state.webhooks {
         let s = webhooks.stats();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -66,7 +74,11 @@ pub(super) async fn get_metrics(State(state): State<AppState>) -> Response {
         metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "failed").absolute(failed);
         metrics::counter!(m::WEBHOOK_DEAD_LETTERS).absolute(load(&s.dead_lettered));
         metrics::counter!(m::WEBHOOK_AUTO_DISABLED).absolute(load(&s.auto_disabled));
-        let ratio = if ok + failed == 0 { 1.0 } else { ok as f64 / (ok + failed) as f64 };
+        let ratio = if ok + failed == 0 {
+            1.0
+        } else {
+            ok as f64 / (ok + failed) as f64
+        };
         metrics::gauge!(m::WEBHOOK_SUCCESS_RATIO).set(ratio);
         if let Ok(depth) = webhooks.queue_depth().await {
             metrics::gauge!(m::QUEUE_DEPTH, "queue" => "webhooks").set(depth as f64);
@@ -75,9 +87,10 @@ pub(super) async fn get_metrics(State(state): State<AppState>) -> Response {
     process_metrics();
     handle.run_upkeep();
     let mut response = (StatusCode::OK, handle.render()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     response
 }
 
@@ -93,7 +106,12 @@ fn process_metrics() {
     }
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         // Fields after the command name (which may hold spaces): utime is the 14th, stime 15th.
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         if let (Some(u), Some(s)) = (fields.get(11), fields.get(12))
             && let (Ok(u), Ok(s)) = (u.parse::<u64>(), s.parse::<u64>())
         {

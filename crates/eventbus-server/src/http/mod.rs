@@ -8,8 +8,8 @@ mod body;
 mod event_types;
 mod events;
 mod health;
-mod openapi;
 pub mod metrics;
+mod openapi;
 mod params;
 pub mod problem;
 mod stream;
@@ -20,8 +20,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use eventbus::EventBus;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
 use problem::ApiError;
@@ -64,11 +64,21 @@ fn cors(origins: &str) -> CorsLayer {
     let origin = if origins.trim() == "*" {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(origins.split(',').filter_map(|o| HeaderValue::from_str(o.trim()).ok()))
+        AllowOrigin::list(
+            origins
+                .split(',')
+                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
+        )
     };
     CorsLayer::new()
         .allow_origin(origin)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
+use eventbus::Pattern;
 use eventbus::core::filter::EventFilter;
 use eventbus::core::time::Timestamp;
 use eventbus::store::{EventQuery, MAX_PAGE};
-use eventbus::Pattern;
 
 use axum::extract::FromRequestParts;
 use axum::extract::path::ErrorKind;
@@ -33,7 +33,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
                     | ErrorKind::DeserializeError { key, .. } => key.clone(),
                     _ => "path".to_owned(),
                 };
-                Err(ApiError::parameter(&name, format!("{}; percent-encode UTF-8 text", e.body_text())))
+                Err(ApiError::parameter(
+                    &name,
+                    format!("{}; percent-encode UTF-8 text", e.body_text()),
+                ))
             }
             Err(e) => Err(ApiError::Internal(e.to_string())),
         }
@@ -44,13 +47,26 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
 pub const DEFAULT_PAGE: usize = 100;
 
 /// The parameters of `GET /v1/events`, as an [`EventQuery`].
-pub fn event_query(params: &HashMap<String, String>, path_project: Option<&str>) -> Result<EventQuery, ApiError> {
-    const KNOWN: &[&str] =
-        &["type", "projectId", "tenantId", "userId", "from", "to", "after", "limit", "includeArchived"];
+pub fn event_query(
+    params: &HashMap<String, String>,
+    path_project: Option<&str>,
+) -> Result<EventQuery, ApiError> {
+    const KNOWN: &[&str] = &[
+        "type",
+        "projectId",
+        "tenantId",
+        "userId",
+        "from",
+        "to",
+        "after",
+        "limit",
+        "includeArchived",
+    ];
     reject_unknown(params, KNOWN)?;
     let mut filter = EventFilter::default();
     if let Some(t) = params.get("type") {
-        filter.types = Pattern::parse_list(t).map_err(|e| ApiError::parameter("type", e.to_string()))?;
+        filter.types =
+            Pattern::parse_list(t).map_err(|e| ApiError::parameter("type", e.to_string()))?;
     }
     filter.project_id = match path_project {
         Some(p) => Some(p.to_owned()),
@@ -70,10 +86,19 @@ pub fn event_query(params: &HashMap<String, String>, path_project: Option<&str>)
         None => DEFAULT_PAGE,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => return Err(ApiError::parameter("limit", format!("`{l}` is out of range; use 1 to {MAX_PAGE}"))),
+            _ => {
+                return Err(ApiError::parameter(
+                    "limit",
+                    format!("`{l}` is out of range; use 1 to {MAX_PAGE}"),
+                ));
+            }
         },
     };
-    Ok(EventQuery { filter, after, limit })
+    Ok(EventQuery {
+        filter,
+        after,
+        limit,
+    })
 }
 
 /// `includeArchived`: `true` answers across archived and hot events, `false` (the default) hot only.
@@ -81,14 +106,20 @@ pub fn include_archived(params: &HashMap<String, String>) -> Result<bool, ApiErr
     match params.get("includeArchived").map(String::as_str) {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
-        Some(v) => Err(ApiError::parameter("includeArchived", format!("`{v}` is not a boolean; use true or false"))),
+        Some(v) => Err(ApiError::parameter(
+            "includeArchived",
+            format!("`{v}` is not a boolean; use true or false"),
+        )),
     }
 }
 
 /// Refuses parameters not in `known`.
 pub fn reject_unknown(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
     match params.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::parameter(k, format!("unknown parameter; known are: {}", known.join(", ")))),
+        Some(k) => Err(ApiError::parameter(
+            k,
+            format!("unknown parameter; known are: {}", known.join(", ")),
+        )),
         None => Ok(()),
     }
 }
@@ -101,5 +132,8 @@ fn non_empty(params: &HashMap<String, String>, name: &str) -> Result<Option<Stri
 }
 
 fn time(params: &HashMap<String, String>, name: &str) -> Result<Option<Timestamp>, ApiError> {
-    params.get(name).map(|v| Timestamp::parse_rfc3339(v).map_err(|m| ApiError::parameter(name, m))).transpose()
+    params
+        .get(name)
+        .map(|v| Timestamp::parse_rfc3339(v).map_err(|m| ApiError::parameter(name, m)))
+        .transpose()
 }

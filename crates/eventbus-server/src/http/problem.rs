@@ -72,7 +72,11 @@ struct Kind {
 }
 
 const fn kind(status: StatusCode, slug: &'static str, title: &'static str) -> Kind {
-    Kind { status, slug, title }
+    Kind {
+        status,
+        slug,
+        title,
+    }
 }
 
 impl ApiError {
@@ -80,27 +84,89 @@ impl ApiError {
     fn kind(&self) -> Kind {
         use StatusCode as S;
         match self {
-            ApiError::MalformedJson(_) => kind(S::BAD_REQUEST, "malformed-json", "The body is not valid JSON of the expected shape"),
-            ApiError::InvalidField(_) => kind(S::BAD_REQUEST, "invalid-field", "A field is invalid"),
-            ApiError::InvalidParameter(_) => kind(S::BAD_REQUEST, "invalid-parameter", "A parameter is invalid"),
-            ApiError::UnsupportedMediaType => kind(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "The body must be JSON"),
-            ApiError::BodyTooLarge(_) => kind(S::PAYLOAD_TOO_LARGE, "body-too-large", "The request body is too large"),
-            ApiError::BatchSize(_) => kind(S::PAYLOAD_TOO_LARGE, "batch-size", "The batch size is out of range"),
+            ApiError::MalformedJson(_) => kind(
+                S::BAD_REQUEST,
+                "malformed-json",
+                "The body is not valid JSON of the expected shape",
+            ),
+            ApiError::InvalidField(_) => {
+                kind(S::BAD_REQUEST, "invalid-field", "A field is invalid")
+            }
+            ApiError::InvalidParameter(_) => kind(
+                S::BAD_REQUEST,
+                "invalid-parameter",
+                "A parameter is invalid",
+            ),
+            ApiError::UnsupportedMediaType => kind(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "The body must be JSON",
+            ),
+            ApiError::BodyTooLarge(_) => kind(
+                S::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "The request body is too large",
+            ),
+            ApiError::BatchSize(_) => kind(
+                S::PAYLOAD_TOO_LARGE,
+                "batch-size",
+                "The batch size is out of range",
+            ),
             ApiError::Rejected(r) => match r.kind {
-                RejectKind::TooLarge => kind(S::PAYLOAD_TOO_LARGE, "payload-too-large", "The payload is too large"),
-                RejectKind::UnknownType => kind(S::UNPROCESSABLE_ENTITY, "unknown-event-type", "The event type is not registered"),
-                RejectKind::SchemaViolation => kind(S::UNPROCESSABLE_ENTITY, "schema-violation", "The payload does not match the event type's schema"),
+                RejectKind::TooLarge => kind(
+                    S::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "The payload is too large",
+                ),
+                RejectKind::UnknownType => kind(
+                    S::UNPROCESSABLE_ENTITY,
+                    "unknown-event-type",
+                    "The event type is not registered",
+                ),
+                RejectKind::SchemaViolation => kind(
+                    S::UNPROCESSABLE_ENTITY,
+                    "schema-violation",
+                    "The payload does not match the event type's schema",
+                ),
                 RejectKind::Forbidden => kind(S::FORBIDDEN, "forbidden", "Not allowed"),
                 _ => kind(S::BAD_REQUEST, "invalid-event", "The event is invalid"),
             },
             ApiError::NotFound(_) => kind(S::NOT_FOUND, "not-found", "Not found"),
-            ApiError::MethodNotAllowed(_) => kind(S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
-            ApiError::Conflict(_) => kind(S::CONFLICT, "id-conflict", "The id is already used by another event"),
-            ApiError::Unavailable(_) => kind(S::SERVICE_UNAVAILABLE, "store-unavailable", "The event store is unavailable"),
-            ApiError::Overloaded => kind(S::SERVICE_UNAVAILABLE, "overloaded", "The server is overloaded"),
-            ApiError::InvalidWebhookUrl(_) => kind(S::BAD_REQUEST, "invalid-webhook-url", "The webhook URL is not allowed"),
-            ApiError::WebhooksUnavailable(_) => kind(S::NOT_IMPLEMENTED, "webhooks-unavailable", "Webhooks are not available on this store"),
-            ApiError::Internal(_) => kind(S::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+            ApiError::MethodNotAllowed(_) => kind(
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            ApiError::Conflict(_) => kind(
+                S::CONFLICT,
+                "id-conflict",
+                "The id is already used by another event",
+            ),
+            ApiError::Unavailable(_) => kind(
+                S::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "The event store is unavailable",
+            ),
+            ApiError::Overloaded => kind(
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "The server is overloaded",
+            ),
+            ApiError::InvalidWebhookUrl(_) => kind(
+                S::BAD_REQUEST,
+                "invalid-webhook-url",
+                "The webhook URL is not allowed",
+            ),
+            ApiError::WebhooksUnavailable(_) => kind(
+                S::NOT_IMPLEMENTED,
+                "webhooks-unavailable",
+                "Webhooks are not available on this store",
+            ),
+            ApiError::Internal(_) => kind(
+                S::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
         }
     }
 
@@ -111,10 +177,15 @@ impl ApiError {
 
     fn fields(&self) -> Vec<FieldError> {
         match self {
-            ApiError::InvalidField(f) | ApiError::InvalidParameter(f) | ApiError::InvalidWebhookUrl(f) => vec![f.clone()],
+            ApiError::InvalidField(f)
+            | ApiError::InvalidParameter(f)
+            | ApiError::InvalidWebhookUrl(f) => vec![f.clone()],
             ApiError::Rejected(r) => r.errors.clone(),
             ApiError::Conflict(StoreError::Conflict { index, .. }) => {
-                vec![FieldError::new(format!("{index}/id"), "already stored with different content")]
+                vec![FieldError::new(
+                    format!("{index}/id"),
+                    "already stored with different content",
+                )]
             }
             _ => Vec::new(),
         }
@@ -149,7 +220,9 @@ impl IntoResponse for ApiError {
         let detail = if kind.status.is_server_error() {
             tracing::error!(error = %self, status = kind.status.as_u16(), "request failed");
             match &self {
-                ApiError::Internal(_) => "An internal error occurred; it has been logged.".to_owned(),
+                ApiError::Internal(_) => {
+                    "An internal error occurred; it has been logged.".to_owned()
+                }
                 other => other.to_string(),
             }
         } else {
@@ -164,10 +237,14 @@ impl IntoResponse for ApiError {
             errors: self
                 .fields()
                 .into_iter()
-                .map(|f| FieldError2 { field: f.field, message: f.message })
+                .map(|f| FieldError2 {
+                    field: f.field,
+                    message: f.message,
+                })
                 .collect(),
         };
-        let mut response = (kind.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+        let mut response =
+            (kind.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after() {
@@ -182,7 +259,9 @@ impl From<StoreError> for ApiError {
         match e {
             e @ StoreError::Conflict { .. } => ApiError::Conflict(e),
             StoreError::Overloaded => ApiError::Overloaded,
-            e @ (StoreError::Unavailable(_) | StoreError::Closed) => ApiError::Unavailable(e.to_string()),
+            e @ (StoreError::Unavailable(_) | StoreError::Closed) => {
+                ApiError::Unavailable(e.to_string())
+            }
             e => ApiError::Internal(e.to_string()),
         }
     }

@@ -8,20 +8,20 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
+use eventbus::Pattern;
 use eventbus::core::filter::EventFilter;
 use eventbus::transport::sse::ConnectError;
-use eventbus::Pattern;
 
-use super::params::reject_unknown;
-use super::openapi::ProblemSchema;
-use super::problem::ApiError;
 use super::AppState;
+use super::openapi::ProblemSchema;
+use super::params::reject_unknown;
+use super::problem::ApiError;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -52,10 +52,14 @@ pub(super) async fn get_stream(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    reject_unknown(&params, &["types", "projectId", "tenantId", "userId", "lastEventId"])?;
+    reject_unknown(
+        &params,
+        &["types", "projectId", "tenantId", "userId", "lastEventId"],
+    )?;
     let mut filter = EventFilter::default();
     if let Some(t) = params.get("types") {
-        filter.types = Pattern::parse_list(t).map_err(|e| ApiError::parameter("types", e.to_string()))?;
+        filter.types =
+            Pattern::parse_list(t).map_err(|e| ApiError::parameter("types", e.to_string()))?;
     }
     for (name, slot) in [
         ("projectId", &mut filter.project_id),
@@ -71,19 +75,31 @@ pub(super) async fn get_stream(
     }
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(parse_cursor("Last-Event-ID", v.to_str().unwrap_or("?"))?),
-        None => params.get("lastEventId").map(|v| parse_cursor("lastEventId", v)).transpose()?,
+        None => params
+            .get("lastEventId")
+            .map(|v| parse_cursor("lastEventId", v))
+            .transpose()?,
     };
-    let conn = state.bus.sse().connect(filter, resume).map_err(|e| match e {
-        ConnectError::TooManyConnections(_) => ApiError::Overloaded,
-        other => ApiError::Internal(other.to_string()),
-    })?;
+    let conn = state
+        .bus
+        .sse()
+        .connect(filter, resume)
+        .map_err(|e| match e {
+            ConnectError::TooManyConnections(_) => ApiError::Overloaded,
+            other => ApiError::Internal(other.to_string()),
+        })?;
     let stream = futures_util::stream::unfold(conn, |mut conn| async move {
-        conn.next_chunk().await.map(|chunk| (Ok::<Bytes, Infallible>(chunk), conn))
+        conn.next_chunk()
+            .await
+            .map(|chunk| (Ok::<Bytes, Infallible>(chunk), conn))
     });
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = StatusCode::OK;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)

@@ -22,12 +22,12 @@ use serde_json::Value;
 use super::AppState;
 use super::body::{decode, read_json};
 use super::events::json;
-use super::params::{DEFAULT_PAGE, reject_unknown};
 use super::openapi::{
     AttemptPageSchema, AttemptStatusSchema, DeliveryPageSchema, DeliverySchema,
     DeliveryStatusSchema, EndpointInputSchema, EndpointListSchema, EndpointSchema, ProblemSchema,
     ReplaySchema, RotateSecretInputSchema, TestResultSchema,
 };
+use super::params::{DEFAULT_PAGE, reject_unknown};
 use super::problem::ApiError;
 
 /// Routes of this resource.

@@ -12,7 +12,8 @@ use crate::common::sse::SseClient;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn database_url() -> String {
-    std::env::var("EVENTBUS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("EVENTBUS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// A fresh schema for this test; `None` (outside CI) when PostgreSQL cannot be reached.
@@ -20,20 +21,28 @@ fn create_schema() -> Option<String> {
     let name = format!("eb_cluster_{}", std::process::id());
     let ok = Command::new("psql")
         .arg(database_url())
-        .args(["-qAtc", &format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")])
+        .args([
+            "-qAtc",
+            &format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"),
+        ])
         .status()
         .is_ok_and(|s| s.success());
     if ok {
         return Some(name);
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "PostgreSQL is required in CI");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "PostgreSQL is required in CI"
+    );
     eprintln!("SKIPPED: PostgreSQL at {} is unreachable", database_url());
     None
 }
 
 #[tokio::test]
 async fn events_published_on_one_node_reach_streams_on_another() {
-    let Some(schema) = create_schema() else { return };
+    let Some(schema) = create_schema() else {
+        return;
+    };
     let url = format!("{}?options=-c%20search_path%3D{schema}", database_url());
     let a = TestServer::start(&[("EVENT_STORE_URL", &url)]).await;
     let b = TestServer::start(&[("EVENT_STORE_URL", &url)]).await;
@@ -42,15 +51,34 @@ async fn events_published_on_one_node_reach_streams_on_another() {
     for i in 0..30 {
         // Mostly on A, some on B itself: B's stream sees one ordered log.
         let node = if i % 5 == 4 { &b } else { &a };
-        let stored = node.publish_ok(&json!({"type": "project.updated", "payload": {"i": i}})).await;
+        let stored = node
+            .publish_ok(&json!({"type": "project.updated", "payload": {"i": i}}))
+            .await;
         expected.push(stored["seq"].as_u64().unwrap());
-        node.publish_ok(&json!({"type": "user.updated", "payload": {"i": i}})).await;
+        node.publish_ok(&json!({"type": "user.updated", "payload": {"i": i}}))
+            .await;
     }
-    let got: Vec<u64> = on_b.events_until_seq(*expected.last().unwrap(), WAIT).await.iter().map(|m| m.seq).collect();
-    assert_eq!(got, expected, "every event from either node, once, in seq order");
+    let got: Vec<u64> = on_b
+        .events_until_seq(*expected.last().unwrap(), WAIT)
+        .await
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(
+        got, expected,
+        "every event from either node, once, in seq order"
+    );
     // A stream on A resuming from the start sees the same log.
     let mut on_a = SseClient::connect(&a, "types=project.*", Some(0)).await;
-    let replay: Vec<u64> = on_a.events_until_seq(*expected.last().unwrap(), WAIT).await.iter().map(|m| m.seq).collect();
+    let replay: Vec<u64> = on_a
+        .events_until_seq(*expected.last().unwrap(), WAIT)
+        .await
+        .iter()
+        .map(|m| m.seq)
+        .collect();
     assert_eq!(replay, expected);
-    let _ = Command::new("psql").arg(database_url()).args(["-qAtc", &format!("DROP SCHEMA {schema} CASCADE")]).status();
+    let _ = Command::new("psql")
+        .arg(database_url())
+        .args(["-qAtc", &format!("DROP SCHEMA {schema} CASCADE")])
+        .status();
 }

@@ -12,7 +12,10 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_eventbus");
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The instructions of the Dockerfile, continuation lines joined.
@@ -57,26 +60,54 @@ fn dockerfile_paths_and_build_command_exist() {
     let lines = dockerfile();
     let mut copied = 0;
     for l in &lines {
-        let Some(rest) = l.strip_prefix("COPY ") else { continue };
+        let Some(rest) = l.strip_prefix("COPY ") else {
+            continue;
+        };
         if rest.starts_with("--from") {
             continue;
         }
         let parts: Vec<&str> = rest.split_whitespace().collect();
         for src in &parts[..parts.len() - 1] {
-            assert!(repo().join(src).exists(), "COPY source {src} does not exist");
+            assert!(
+                repo().join(src).exists(),
+                "COPY source {src} does not exist"
+            );
             copied += 1;
         }
     }
     assert!(copied >= 3, "the build stage copies the workspace");
-    let build = lines.iter().find(|l| l.contains("cargo build")).expect("a cargo build step");
-    assert!(build.contains("--locked") && build.contains("-p eventbus-server") && build.contains("--bin eventbus"));
-    let manifest = std::fs::read_to_string(repo().join("crates/eventbus-server/Cargo.toml")).unwrap();
-    assert!(manifest.contains("name = \"eventbus\""), "the server crate builds the `eventbus` binary");
-    assert!(lines.iter().any(|l| l.starts_with("USER ") && !l.contains("root")), "runs as a non-root user");
+    let build = lines
+        .iter()
+        .find(|l| l.contains("cargo build"))
+        .expect("a cargo build step");
+    assert!(
+        build.contains("--locked")
+            && build.contains("-p eventbus-server")
+            && build.contains("--bin eventbus")
+    );
+    let manifest =
+        std::fs::read_to_string(repo().join("crates/eventbus-server/Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("name = \"eventbus\""),
+        "the server crate builds the `eventbus` binary"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("USER ") && !l.contains("root")),
+        "runs as a non-root user"
+    );
     assert!(lines.iter().any(|l| l == "EXPOSE 3002"));
-    let health = lines.iter().find(|l| l.starts_with("HEALTHCHECK")).expect("a health check");
+    let health = lines
+        .iter()
+        .find(|l| l.starts_with("HEALTHCHECK"))
+        .expect("a health check");
     assert!(health.contains("/usr/local/bin/eventbus") && health.contains("\"health\""));
-    assert!(lines.iter().any(|l| l.starts_with("COPY --from=build") && l.ends_with("/usr/local/bin/eventbus")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("COPY --from=build") && l.ends_with("/usr/local/bin/eventbus"))
+    );
     let env = image_env();
     assert_eq!(env.get("HOST").map(String::as_str), Some("0.0.0.0"));
     assert_eq!(env.get("PORT").map(String::as_str), Some("3002"));
@@ -108,16 +139,42 @@ fn the_binary_starts_with_the_image_environment_and_passes_its_health_check() {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server starts");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server starts");
     let port = addr.rsplit(':').next().unwrap().to_owned();
-    assert!(addr.starts_with("0.0.0.0:"), "HOST=0.0.0.0 is honoured: {addr}");
-    assert!(data.path().join("eventbus.db").exists(), "the store is created under the data volume");
-    let status = Command::new(BIN).arg("health").env_clear().envs(&env).env("PORT", &port).status().unwrap();
+    assert!(
+        addr.starts_with("0.0.0.0:"),
+        "HOST=0.0.0.0 is honoured: {addr}"
+    );
+    assert!(
+        data.path().join("eventbus.db").exists(),
+        "the store is created under the data volume"
+    );
+    let status = Command::new(BIN)
+        .arg("health")
+        .env_clear()
+        .envs(&env)
+        .env("PORT", &port)
+        .status()
+        .unwrap();
     child.kill().unwrap();
     let _ = child.wait();
-    assert!(status.success(), "`eventbus health` passes against the running server");
-    let down = Command::new(BIN).arg("health").env_clear().envs(&env).env("PORT", &port).output().unwrap();
-    assert!(!down.status.success(), "`eventbus health` fails when nothing answers");
+    assert!(
+        status.success(),
+        "`eventbus health` passes against the running server"
+    );
+    let down = Command::new(BIN)
+        .arg("health")
+        .env_clear()
+        .envs(&env)
+        .env("PORT", &port)
+        .output()
+        .unwrap();
+    assert!(
+        !down.status.success(),
+        "`eventbus health` fails when nothing answers"
+    );
 }
 
 #[test]

@@ -7,17 +7,17 @@
 //! to a local receiver), `deploy` (the container image's environment).
 
 mod archive;
+mod cluster;
 mod common;
 mod deploy;
 mod durability;
 mod errors;
 mod event_types;
 mod health;
+mod metrics;
+mod openapi;
 mod publish;
 mod query;
 mod stream;
 mod webhooks;
-mod cluster;
-mod metrics;
-mod openapi;
 mod webhooks_pg;

@@ -10,15 +10,29 @@ use crate::common::receiver::WebhookReceiver;
 
 /// The value of the sample `name{labels}` (labels as Prometheus prints them, sorted), if present.
 fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 async fn scrape(server: &TestServer) -> String {
-    let r = server.client().get(server.url("/metrics")).send().await.unwrap();
+    let r = server
+        .client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     r.text().await.unwrap()
 }
 
@@ -47,13 +61,23 @@ async fn counters_match_a_known_workload() {
         let events: Vec<Value> = (0..100)
             .map(|i| json!({"id": format!("e{batch}-{i}"), "type": "project.created", "payload": {"i": i}}))
             .collect();
-        assert_eq!(server.publish(&Value::Array(events)).await.status, StatusCode::CREATED);
+        assert_eq!(
+            server.publish(&Value::Array(events)).await.status,
+            StatusCode::CREATED
+        );
     }
     // A repeat of a stored event, an unregistered type, two invalid events.
-    let repeat = server.publish(&json!({"id": "e0-0", "type": "project.created", "payload": {"i": 0}})).await;
+    let repeat = server
+        .publish(&json!({"id": "e0-0", "type": "project.created", "payload": {"i": 0}}))
+        .await;
     assert_eq!(repeat.status, StatusCode::OK);
-    server.publish_ok(&json!({"type": "audit.failing", "payload": {}})).await;
-    for bad in [json!({"type": "Bad"}), json!({"type": "project.created", "projectId": ""})] {
+    server
+        .publish_ok(&json!({"type": "audit.failing", "payload": {}}))
+        .await;
+    for bad in [
+        json!({"type": "Bad"}),
+        json!({"type": "project.created", "projectId": ""}),
+    ] {
         assert_eq!(server.publish(&bad).await.status, StatusCode::BAD_REQUEST);
     }
     let mut text = String::new();
@@ -64,21 +88,55 @@ async fn counters_match_a_known_workload() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let published = |labels: &str| sample(&text, &format!("eventbus_events_published_total{{{labels}}}"));
-    assert_eq!(published(r#"type="project.created",outcome="created""#), Some(1000.0), "{text}");
-    assert_eq!(published(r#"type="project.created",outcome="duplicate""#), Some(1.0));
+    let published = |labels: &str| {
+        sample(
+            &text,
+            &format!("eventbus_events_published_total{{{labels}}}"),
+        )
+    };
+    assert_eq!(
+        published(r#"type="project.created",outcome="created""#),
+        Some(1000.0),
+        "{text}"
+    );
+    assert_eq!(
+        published(r#"type="project.created",outcome="duplicate""#),
+        Some(1.0)
+    );
     assert_eq!(published(r#"type="other",outcome="created""#), Some(1.0));
-    assert_eq!(published(r#"type="other",outcome="rejected""#), Some(1.0), "`Bad` is no catalogue type");
-    assert_eq!(published(r#"type="project.created",outcome="rejected""#), Some(1.0));
-    assert_eq!(sample(&text, r#"eventbus_webhook_attempts_total{outcome="failed"}"#), Some(3.0));
-    assert_eq!(sample(&text, "eventbus_webhook_dead_letters_total"), Some(1.0));
+    assert_eq!(
+        published(r#"type="other",outcome="rejected""#),
+        Some(1.0),
+        "`Bad` is no catalogue type"
+    );
+    assert_eq!(
+        published(r#"type="project.created",outcome="rejected""#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"eventbus_webhook_attempts_total{outcome="failed"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&text, "eventbus_webhook_dead_letters_total"),
+        Some(1.0)
+    );
     assert_eq!(sample(&text, "eventbus_webhook_success_ratio"), Some(0.0));
     assert_eq!(receiver.count(), 3, "the receiver saw the three attempts");
     // 10 batches + 4 single publishes.
-    assert_eq!(sample(&text, "eventbus_publish_duration_seconds_count"), Some(14.0));
+    assert_eq!(
+        sample(&text, "eventbus_publish_duration_seconds_count"),
+        Some(14.0)
+    );
     assert!(sample(&text, "eventbus_store_append_batch_size_count").is_some_and(|n| n >= 1.0));
     assert!(sample(&text, "eventbus_process_resident_memory_bytes").is_some_and(|b| b > 1e6));
     assert!(sample(&text, "eventbus_process_open_fds").is_some_and(|n| n > 3.0));
-    assert_eq!(sample(&text, r#"eventbus_queue_depth{queue="store_writer"}"#), Some(0.0));
+    assert_eq!(
+        sample(&text, r#"eventbus_queue_depth{queue="store_writer"}"#),
+        Some(0.0)
+    );
     assert_eq!(sample(&text, "eventbus_sse_connections"), Some(0.0));
 }

@@ -64,15 +64,30 @@ async fn filters_select_what_each_stream_receives() {
     for (query, expected) in cases {
         let mut stream = SseClient::connect(&server, query, Some(0)).await;
         let got = stream.events_until_seq(5, Duration::from_millis(500)).await;
-        assert_eq!(&got.iter().map(|m| m.seq).collect::<Vec<_>>(), expected, "{query}");
+        assert_eq!(
+            &got.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            expected,
+            "{query}"
+        );
         for m in &got {
             assert_eq!(m.data["seq"].as_u64(), Some(m.seq), "id: is the seq");
-            assert_eq!(m.data["type"].as_str(), Some(m.event.as_str()), "event: is the type");
+            assert_eq!(
+                m.data["type"].as_str(),
+                Some(m.event.as_str()),
+                "event: is the type"
+            );
         }
     }
     // Live: a stream opened now sees only what is published after it, filtered.
     let mut live = SseClient::connect(&server, "types=user.*", None).await;
-    publish_types(&server, &[("project.created", None, None, None), ("user.deleted", None, None, None)]).await;
+    publish_types(
+        &server,
+        &[
+            ("project.created", None, None, None),
+            ("user.deleted", None, None, None),
+        ],
+    )
+    .await;
     let m = live.next_event(WAIT).await.expect("a live event");
     assert_eq!((m.seq, m.event.as_str()), (7, "user.deleted"));
 }
@@ -81,7 +96,10 @@ async fn filters_select_what_each_stream_receives() {
 async fn heartbeats_and_retry_hint() {
     let server = TestServer::start(&[("SSE_HEARTBEAT_INTERVAL", "100")]).await;
     let mut stream = SseClient::connect(&server, "", None).await;
-    assert!(matches!(stream.next(WAIT).await, Some(Message::Retry(_))), "the stream opens with retry:");
+    assert!(
+        matches!(stream.next(WAIT).await, Some(Message::Retry(_))),
+        "the stream opens with retry:"
+    );
     let mut heartbeats = 0;
     while heartbeats < 3 {
         match stream.next(WAIT).await {
@@ -104,7 +122,11 @@ async fn resume_with_header_or_query_replays_then_goes_live() {
             SseClient::connect(&server, "lastEventId=4", None).await
         };
         let replayed = stream.events_until_seq(head, WAIT).await;
-        assert_eq!(replayed.iter().map(|m| m.seq).collect::<Vec<_>>(), (5..=head).collect::<Vec<_>>(), "{how}");
+        assert_eq!(
+            replayed.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            (5..=head).collect::<Vec<_>>(),
+            "{how}"
+        );
         let published = server.publish_ok(&json!({"type": "a.b"})).await;
         let live = stream.next_event(WAIT).await.expect("a live event");
         assert_eq!(live.seq, published["seq"].as_u64().unwrap(), "{how}");
@@ -125,8 +147,14 @@ async fn resume_across_random_disconnects_under_concurrent_publishing() {
                 let server = server.clone();
                 tasks.push(tokio::spawn(async move {
                     for i in (t..TOTAL).step_by(8) {
-                        let ty = if i % 3 == 0 { "user.updated" } else { "project.updated" };
-                        server.publish_ok(&json!({"type": ty, "payload": {"i": i}})).await;
+                        let ty = if i % 3 == 0 {
+                            "user.updated"
+                        } else {
+                            "project.updated"
+                        };
+                        server
+                            .publish_ok(&json!({"type": ty, "payload": {"i": i}}))
+                            .await;
                     }
                 }));
             }
@@ -165,9 +193,14 @@ async fn resume_across_random_disconnects_under_concurrent_publishing() {
         .collect();
     assert_eq!(expected.len(), TOTAL - TOTAL.div_ceil(3));
     let mut stream = SseClient::connect(&server, "types=project.*", Some(last)).await;
-    let rest = stream.events_until_seq(*expected.last().unwrap(), WAIT).await;
+    let rest = stream
+        .events_until_seq(*expected.last().unwrap(), WAIT)
+        .await;
     received.extend(rest.iter().map(|m| m.seq));
-    assert!(received.windows(2).all(|w| w[0] < w[1]), "in order, no duplicates");
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates"
+    );
     assert_eq!(received, expected, "exactly the matching events");
 }
 
@@ -184,7 +217,9 @@ async fn a_client_that_stops_reading_is_closed_as_lagged_with_memory_bounded() {
     let server = TestServer::start(&[("SSE_QUEUE", "16")]).await;
     let payload = "x".repeat(8 * 1024);
     let publish_mb = |n: usize| {
-        let batch: Vec<Value> = (0..100).map(|_| json!({"type": "bulk.data", "payload": {"blob": payload}})).collect();
+        let batch: Vec<Value> = (0..100)
+            .map(|_| json!({"type": "bulk.data", "payload": {"blob": payload}}))
+            .collect();
         let server = &server;
         async move {
             for _ in 0..n {
@@ -217,9 +252,19 @@ async fn a_client_that_stops_reading_is_closed_as_lagged_with_memory_bounded() {
         }
     };
     assert_eq!(lag.0, "lagged");
-    assert_eq!(lag.1["lastEventId"], json!(last_seq.to_string()), "names the last delivered event");
-    assert!(last_seq < 18_000, "the client did not get everything before lagging");
-    assert!(stuck.next(WAIT).await.is_none(), "the server closes the stream");
+    assert_eq!(
+        lag.1["lastEventId"],
+        json!(last_seq.to_string()),
+        "names the last delivered event"
+    );
+    assert!(
+        last_seq < 18_000,
+        "the client did not get everything before lagging"
+    );
+    assert!(
+        stuck.next(WAIT).await.is_none(),
+        "the server closes the stream"
+    );
     // The client resumes from the store and gets the rest, in order.
     let mut resumed = SseClient::connect(&server, "types=bulk.*", Some(last_seq)).await;
     let rest = resumed.events_until_seq(18_000, WAIT).await;
@@ -232,14 +277,24 @@ async fn connection_limit_is_answered_with_503_and_retry_after() {
     let server = TestServer::start(&[("SSE_MAX_CONNECTIONS", "2")]).await;
     let _a = SseClient::connect(&server, "", None).await;
     let _b = SseClient::connect(&server, "", None).await;
-    let r = server.client().get(server.url("/v1/stream")).send().await.unwrap();
+    let r = server
+        .client()
+        .get(server.url("/v1/stream"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.headers().contains_key("retry-after"));
     drop(_a);
     // The slot frees once the server notices the closed connection.
     let mut ok = false;
     for _ in 0..100 {
-        let r = server.client().get(server.url("/v1/stream")).send().await.unwrap();
+        let r = server
+            .client()
+            .get(server.url("/v1/stream"))
+            .send()
+            .await
+            .unwrap();
         if r.status() == StatusCode::OK {
             ok = true;
             break;
@@ -262,7 +317,13 @@ async fn bad_stream_parameters_are_problems() {
         let r = server.get("/v1/stream", &parse_query(query)).await;
         r.assert_problem_field(StatusCode::BAD_REQUEST, field);
     }
-    let r = server.client().get(server.url("/v1/stream")).header("last-event-id", "x1").send().await.unwrap();
+    let r = server
+        .client()
+        .get(server.url("/v1/stream"))
+        .header("last-event-id", "x1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 

@@ -22,7 +22,10 @@ pub const BUILTIN_TYPES: &[(&str, &str)] = &[
     ("integration.created", "An integration was created"),
     ("integration.updated", "An integration was updated"),
     ("integration.deleted", "An integration was deleted"),
-    ("integration.status_changed", "An integration's status changed"),
+    (
+        "integration.status_changed",
+        "An integration's status changed",
+    ),
     ("user.created", "A user was created"),
     ("user.updated", "A user was updated"),
     ("user.deleted", "A user was deleted"),
@@ -121,7 +124,11 @@ impl TypeEntry {
             }
         };
         let label = intern(&def.name);
-        Ok(TypeEntry { def, validator, label })
+        Ok(TypeEntry {
+            def,
+            validator,
+            label,
+        })
     }
 }
 
@@ -146,18 +153,30 @@ impl TypeRegistry {
 
     /// Looks a type up.
     pub fn get(&self, name: &str) -> Option<Arc<TypeEntry>> {
-        self.entries.read().expect("registry lock").get(name).cloned()
+        self.entries
+            .read()
+            .expect("registry lock")
+            .get(name)
+            .cloned()
     }
 
     /// Adds or replaces an entry.
     pub fn insert(&self, entry: TypeEntry) {
-        self.entries.write().expect("registry lock").insert(entry.def.name.clone(), Arc::new(entry));
+        self.entries
+            .write()
+            .expect("registry lock")
+            .insert(entry.def.name.clone(), Arc::new(entry));
     }
 
     /// Every definition, sorted by name.
     pub fn list(&self) -> Vec<EventTypeDef> {
-        let mut defs: Vec<_> =
-            self.entries.read().expect("registry lock").values().map(|e| e.def.clone()).collect();
+        let mut defs: Vec<_> = self
+            .entries
+            .read()
+            .expect("registry lock")
+            .values()
+            .map(|e| e.def.clone())
+            .collect();
         defs.sort_by(|a, b| a.name.cmp(&b.name));
         defs
     }
@@ -176,7 +195,8 @@ mod tests {
             builtin: false,
             updated_at: Timestamp::from_micros(0),
         };
-        let ok = TypeEntry::compile(def(serde_json::json!({"type":"object","required":["id"]}))).unwrap();
+        let ok = TypeEntry::compile(def(serde_json::json!({"type":"object","required":["id"]})))
+            .unwrap();
         let v = ok.validator.unwrap();
         assert!(v.is_valid(&serde_json::json!({"id": 1})));
         assert!(!v.is_valid(&serde_json::json!({})));
@@ -186,7 +206,10 @@ mod tests {
         ));
         let mut bad = def(serde_json::json!(true));
         bad.name = "Order".into();
-        assert!(matches!(TypeEntry::compile(bad), Err(DefinitionError::InvalidName(_))));
+        assert!(matches!(
+            TypeEntry::compile(bad),
+            Err(DefinitionError::InvalidName(_))
+        ));
     }
 
     #[test]

@@ -204,10 +204,16 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
         return Err(FieldError::new(field, "must not be empty"));
     }
     if value.chars().count() > max {
-        return Err(FieldError::new(field, format!("must be at most {max} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -280,12 +286,18 @@ pub struct FieldError {
 impl FieldError {
     /// A new error about `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The same error, with its field prefixed by a batch index (`3/type`).
     pub fn at_index(self, index: usize) -> Self {
-        FieldError { field: format!("{index}/{}", self.field), message: self.message }
+        FieldError {
+            field: format!("{index}/{}", self.field),
+            message: self.message,
+        }
     }
 }
 
@@ -308,14 +320,27 @@ mod tests {
         for ok in ["project.created", "menu.item_updated", "a.b.c", "x1.y_2"] {
             assert!(validate_type(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "project", "Project.created", "project.", ".x", "project..x", "1a.b", "a.B", "a.b-c", "a. b"] {
+        for bad in [
+            "",
+            "project",
+            "Project.created",
+            "project.",
+            ".x",
+            "project..x",
+            "1a.b",
+            "a.B",
+            "a.b-c",
+            "a. b",
+        ] {
             assert!(validate_type(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn fills_id_and_timestamp() {
-        let e = NewEvent::new("project.created", serde_json::json!({"n": 1})).into_event(now()).unwrap();
+        let e = NewEvent::new("project.created", serde_json::json!({"n": 1}))
+            .into_event(now())
+            .unwrap();
         assert_eq!(e.id.len(), 36);
         assert_eq!(uuid::Uuid::parse_str(&e.id).unwrap().get_version_num(), 7);
         assert_eq!(e.timestamp, now());
@@ -326,13 +351,28 @@ mod tests {
     fn rejects_bad_fields_naming_them() {
         let long = "x".repeat(129);
         let cases = [
-            (NewEvent::new("project.created", serde_json::Value::Null).with_id(""), "id"),
-            (NewEvent::new("project.created", serde_json::Value::Null).with_id(long.clone()), "id"),
-            (NewEvent::new("Project", serde_json::Value::Null), "type"),
-            (NewEvent::new("project.created", serde_json::Value::Null).project(long), "projectId"),
-            (NewEvent::new("project.created", serde_json::Value::Null).tenant("a\nb"), "tenantId"),
             (
-                NewEvent { timestamp: Some("yesterday".into()), ..NewEvent::new("a.b", serde_json::Value::Null) },
+                NewEvent::new("project.created", serde_json::Value::Null).with_id(""),
+                "id",
+            ),
+            (
+                NewEvent::new("project.created", serde_json::Value::Null).with_id(long.clone()),
+                "id",
+            ),
+            (NewEvent::new("Project", serde_json::Value::Null), "type"),
+            (
+                NewEvent::new("project.created", serde_json::Value::Null).project(long),
+                "projectId",
+            ),
+            (
+                NewEvent::new("project.created", serde_json::Value::Null).tenant("a\nb"),
+                "tenantId",
+            ),
+            (
+                NewEvent {
+                    timestamp: Some("yesterday".into()),
+                    ..NewEvent::new("a.b", serde_json::Value::Null)
+                },
                 "timestamp",
             ),
         ];
@@ -358,9 +398,12 @@ mod tests {
 
     #[test]
     fn same_content_ignores_payload_formatting_but_not_values() {
-        let a = NewEvent { payload: Some(RawValue::from_string(r#"{"a":1,"b":2}"#.into()).unwrap()), ..NewEvent::new("a.b", serde_json::Value::Null).with_id("x") }
-            .into_event(now())
-            .unwrap();
+        let a = NewEvent {
+            payload: Some(RawValue::from_string(r#"{"a":1,"b":2}"#.into()).unwrap()),
+            ..NewEvent::new("a.b", serde_json::Value::Null).with_id("x")
+        }
+        .into_event(now())
+        .unwrap();
         let mut b = a.clone();
         b.payload = RawValue::from_string(r#"{ "b": 2, "a": 1 }"#.into()).unwrap();
         assert!(a.same_content(&b));
@@ -370,7 +413,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused_and_seq_is_ignored() {
-        let err = serde_json::from_str::<NewEvent>(r#"{"type":"a.b","projectID":"p"}"#).unwrap_err();
+        let err =
+            serde_json::from_str::<NewEvent>(r#"{"type":"a.b","projectID":"p"}"#).unwrap_err();
         assert!(err.to_string().contains("projectID"), "{err}");
         assert!(serde_json::from_str::<NewEvent>(r#"{"type":"a.b","seq":7}"#).is_ok());
     }

@@ -24,7 +24,10 @@ pub struct EventFilter {
 impl EventFilter {
     /// A filter on types only.
     pub fn types(types: Vec<Pattern>) -> Self {
-        EventFilter { types, ..Default::default() }
+        EventFilter {
+            types,
+            ..Default::default()
+        }
     }
 
     /// Whether the type-pattern part selects every type.

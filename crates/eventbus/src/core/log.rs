@@ -62,7 +62,11 @@ impl CommitLog {
     /// A log holding at most `capacity` recent events and `max_bytes` of payload.
     pub fn with_limits(head: u64, capacity: usize, max_bytes: usize) -> Self {
         CommitLog {
-            ring: Mutex::new(Ring { events: VecDeque::with_capacity(capacity.min(65_536)), base: head, bytes: 0 }),
+            ring: Mutex::new(Ring {
+                events: VecDeque::with_capacity(capacity.min(65_536)),
+                base: head,
+                bytes: 0,
+            }),
             head: watch::Sender::new(head),
             capacity: capacity.max(1),
             max_bytes,
@@ -72,7 +76,9 @@ impl CommitLog {
     /// Records a committed batch. `prev` is the highest `seq` committed before it; `events` are
     /// in increasing `seq` order. Wakes every reader.
     pub fn push(&self, prev: u64, events: &[Arc<Event>]) {
-        let Some(last) = events.last().map(|e| e.seq) else { return };
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return;
+        };
         let mut ring = self.ring.lock().expect("commit log lock");
         if ring.last() != prev {
             ring.events.clear();
@@ -83,7 +89,9 @@ impl CommitLog {
             ring.bytes += e.payload.get().len();
             ring.events.push_back(e.clone());
         }
-        while ring.events.len() > self.capacity || (ring.bytes > self.max_bytes && ring.events.len() > 1) {
+        while ring.events.len() > self.capacity
+            || (ring.bytes > self.max_bytes && ring.events.len() > 1)
+        {
             let dropped = ring.events.pop_front().expect("non-empty");
             ring.bytes -= dropped.payload.get().len();
             ring.base = dropped.seq;
@@ -141,7 +149,11 @@ impl CommitLog {
                 events.push(e.clone());
             }
         }
-        Some(HotRead { events, next, at_end })
+        Some(HotRead {
+            events,
+            next,
+            at_end,
+        })
     }
 }
 
@@ -152,7 +164,9 @@ mod tests {
     use crate::core::time::Timestamp;
 
     fn ev(seq: u64, ty: &str) -> Arc<Event> {
-        let mut e = NewEvent::new(ty, serde_json::Value::Null).into_event(Timestamp::from_micros(0)).unwrap();
+        let mut e = NewEvent::new(ty, serde_json::Value::Null)
+            .into_event(Timestamp::from_micros(0))
+            .unwrap();
         e.seq = seq;
         Arc::new(e)
     }
@@ -178,7 +192,9 @@ mod tests {
     fn payload_bytes_are_bounded() {
         let log = CommitLog::with_limits(0, 100, 10);
         let big = |seq| {
-            let mut e = NewEvent::new("a.b", serde_json::json!("0123456")).into_event(Timestamp::from_micros(0)).unwrap();
+            let mut e = NewEvent::new("a.b", serde_json::json!("0123456"))
+                .into_event(Timestamp::from_micros(0))
+                .unwrap();
             e.seq = seq;
             Arc::new(e)
         };
@@ -192,7 +208,10 @@ mod tests {
     fn a_gap_resets_and_old_cursors_go_to_the_store() {
         let log = CommitLog::new(0, 2);
         log.push(0, &[ev(1, "a.b"), ev(2, "a.b"), ev(3, "a.b")]);
-        assert!(log.read_after(0, 10, |_| true).is_none(), "seq 1 was evicted");
+        assert!(
+            log.read_after(0, 10, |_| true).is_none(),
+            "seq 1 was evicted"
+        );
         assert_eq!(log.read_after(1, 10, |_| true).unwrap().events.len(), 2);
         // Another process committed 4..=9: this batch does not follow on.
         log.push(9, &[ev(10, "a.b")]);

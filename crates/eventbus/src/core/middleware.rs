@@ -53,7 +53,11 @@ pub struct Rejection {
 impl Rejection {
     /// A refusal about one field.
     pub fn field(kind: RejectKind, error: FieldError) -> Self {
-        Rejection { kind, message: error.to_string(), errors: vec![error] }
+        Rejection {
+            kind,
+            message: error.to_string(),
+            errors: vec![error],
+        }
     }
 }
 
@@ -91,7 +95,9 @@ pub struct MiddlewareChain {
 
 impl std::fmt::Debug for MiddlewareChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.steps.iter().map(|m| m.name())).finish()
+        f.debug_list()
+            .entries(self.steps.iter().map(|m| m.name()))
+            .finish()
     }
 }
 
@@ -107,7 +113,11 @@ impl MiddlewareChain {
     }
 
     /// Runs every step on `event`.
-    pub async fn run(&self, event: &mut Event, ctx: &PublishContext) -> Result<(), MiddlewareError> {
+    pub async fn run(
+        &self,
+        event: &mut Event,
+        ctx: &PublishContext,
+    ) -> Result<(), MiddlewareError> {
         for step in &self.steps {
             step.handle(event, ctx).await?;
         }
@@ -127,7 +137,11 @@ pub struct ValidationMiddleware {
 impl ValidationMiddleware {
     /// Validation against `registry`.
     pub fn new(registry: Arc<TypeRegistry>, max_payload_bytes: usize, strict: bool) -> Self {
-        ValidationMiddleware { registry, max_payload_bytes, strict }
+        ValidationMiddleware {
+            registry,
+            max_payload_bytes,
+            strict,
+        }
     }
 }
 
@@ -140,14 +154,21 @@ impl Middleware for ValidationMiddleware {
         "validation"
     }
 
-    async fn handle(&self, event: &mut Event, _ctx: &PublishContext) -> Result<(), MiddlewareError> {
+    async fn handle(
+        &self,
+        event: &mut Event,
+        _ctx: &PublishContext,
+    ) -> Result<(), MiddlewareError> {
         let size = event.payload.get().len();
         if size > self.max_payload_bytes {
             return Err(Rejection::field(
                 RejectKind::TooLarge,
                 FieldError::new(
                     "payload",
-                    format!("is {size} bytes; the limit is {} bytes", self.max_payload_bytes),
+                    format!(
+                        "is {size} bytes; the limit is {} bytes",
+                        self.max_payload_bytes
+                    ),
                 ),
             )
             .into());
@@ -170,9 +191,14 @@ impl Middleware for ValidationMiddleware {
             }
             return Ok(());
         };
-        let Some(validator) = &entry.validator else { return Ok(()) };
-        let payload: serde_json::Value = serde_json::from_str(event.payload.get())
-            .map_err(|e| MiddlewareError::Failed { middleware: "validation".into(), message: e.to_string() })?;
+        let Some(validator) = &entry.validator else {
+            return Ok(());
+        };
+        let payload: serde_json::Value =
+            serde_json::from_str(event.payload.get()).map_err(|e| MiddlewareError::Failed {
+                middleware: "validation".into(),
+                message: e.to_string(),
+            })?;
         let errors: Vec<FieldError> = validator
             .iter_errors(&payload)
             .take(MAX_REPORTED_VIOLATIONS)
@@ -205,7 +231,10 @@ impl Middleware for EnrichmentMiddleware {
 
     async fn handle(&self, event: &mut Event, ctx: &PublishContext) -> Result<(), MiddlewareError> {
         if let Some(tp) = &ctx.traceparent {
-            event.metadata.entry("traceparent".to_owned()).or_insert_with(|| tp.clone());
+            event
+                .metadata
+                .entry("traceparent".to_owned())
+                .or_insert_with(|| tp.clone());
         }
         Ok(())
     }
@@ -259,7 +288,9 @@ mod tests {
     }
 
     fn event(ty: &str, payload: serde_json::Value) -> Event {
-        NewEvent::new(ty, payload).into_event(Timestamp::from_micros(0)).unwrap()
+        NewEvent::new(ty, payload)
+            .into_event(Timestamp::from_micros(0))
+            .unwrap()
     }
 
     async fn check(v: &ValidationMiddleware, mut e: Event) -> Result<(), MiddlewareError> {
@@ -269,8 +300,11 @@ mod tests {
     #[tokio::test]
     async fn schema_violations_name_the_field() {
         let v = ValidationMiddleware::new(registry(), 1024, false);
-        check(&v, event("order.placed", serde_json::json!({"total": 3}))).await.unwrap();
-        let Err(MiddlewareError::Rejected(r)) = check(&v, event("order.placed", serde_json::json!({"total": "3"}))).await
+        check(&v, event("order.placed", serde_json::json!({"total": 3})))
+            .await
+            .unwrap();
+        let Err(MiddlewareError::Rejected(r)) =
+            check(&v, event("order.placed", serde_json::json!({"total": "3"}))).await
         else {
             panic!("expected a rejection")
         };
@@ -281,14 +315,21 @@ mod tests {
     #[tokio::test]
     async fn strict_mode_refuses_unknown_types_and_size_is_limited() {
         let lax = ValidationMiddleware::new(registry(), 16, false);
-        check(&lax, event("other.thing", serde_json::json!(1))).await.unwrap();
+        check(&lax, event("other.thing", serde_json::json!(1)))
+            .await
+            .unwrap();
         let strict = ValidationMiddleware::new(registry(), 16, true);
-        let Err(MiddlewareError::Rejected(r)) = check(&strict, event("other.thing", serde_json::json!(1))).await else {
+        let Err(MiddlewareError::Rejected(r)) =
+            check(&strict, event("other.thing", serde_json::json!(1))).await
+        else {
             panic!("expected a rejection")
         };
         assert_eq!(r.kind, RejectKind::UnknownType);
-        let Err(MiddlewareError::Rejected(r)) =
-            check(&lax, event("other.thing", serde_json::json!("0123456789abcdef"))).await
+        let Err(MiddlewareError::Rejected(r)) = check(
+            &lax,
+            event("other.thing", serde_json::json!("0123456789abcdef")),
+        )
+        .await
         else {
             panic!("expected a rejection")
         };
@@ -303,16 +344,25 @@ mod tests {
             fn name(&self) -> &str {
                 self.0
             }
-            async fn handle(&self, e: &mut Event, _: &PublishContext) -> Result<(), MiddlewareError> {
+            async fn handle(
+                &self,
+                e: &mut Event,
+                _: &PublishContext,
+            ) -> Result<(), MiddlewareError> {
                 let seen = e.metadata.entry("seen".into()).or_default();
                 seen.push_str(self.0);
                 if self.1 {
-                    return Err(Rejection::field(RejectKind::Forbidden, FieldError::new("type", "no")).into());
+                    return Err(Rejection::field(
+                        RejectKind::Forbidden,
+                        FieldError::new("type", "no"),
+                    )
+                    .into());
                 }
                 Ok(())
             }
         }
-        let chain = MiddlewareChain::new(vec![Arc::new(Tag("a", false)), Arc::new(Tag("b", false))]);
+        let chain =
+            MiddlewareChain::new(vec![Arc::new(Tag("a", false)), Arc::new(Tag("b", false))]);
         let mut e = event("x.y", serde_json::Value::Null);
         chain.run(&mut e, &PublishContext::default()).await.unwrap();
         assert_eq!(e.metadata["seen"], "ab");

@@ -43,7 +43,10 @@ pub struct PatternError {
 impl Pattern {
     /// Parses `s`.
     pub fn parse(s: &str) -> Result<Self, PatternError> {
-        let err = |reason| PatternError { pattern: s.to_owned(), reason };
+        let err = |reason| PatternError {
+            pattern: s.to_owned(),
+            reason,
+        };
         if s.is_empty() {
             return Err(err("it is empty; use `>` for every type"));
         }
@@ -69,14 +72,22 @@ impl Pattern {
             segments.push(seg);
         }
         if segments.len() < 2 && segments[0] != Segment::Tail {
-            return Err(err("event types have at least two segments, e.g. `project.*` or `project.>`"));
+            return Err(err(
+                "event types have at least two segments, e.g. `project.*` or `project.>`",
+            ));
         }
-        Ok(Pattern { raw: s.to_owned(), segments })
+        Ok(Pattern {
+            raw: s.to_owned(),
+            segments,
+        })
     }
 
     /// The pattern matching every type (`>`).
     pub fn all() -> Self {
-        Pattern { raw: ">".to_owned(), segments: vec![Segment::Tail] }
+        Pattern {
+            raw: ">".to_owned(),
+            segments: vec![Segment::Tail],
+        }
     }
 
     /// Parses a comma-separated list (`project.*,user.>`); blank items are refused.
@@ -96,7 +107,9 @@ impl Pattern {
 
     /// Whether the pattern is a plain type name (no wildcard).
     pub fn is_exact(&self) -> bool {
-        self.segments.iter().all(|s| matches!(s, Segment::Literal(_)))
+        self.segments
+            .iter()
+            .all(|s| matches!(s, Segment::Literal(_)))
     }
 
     /// Whether the pattern matches every type.
@@ -235,7 +248,20 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_refused() {
-        for bad in ["", "project", "Project.*", "project.", ".x", "a..b", ">.a", "a.>.b", "a.b*", "a.b-c", "*", "a, b"] {
+        for bad in [
+            "",
+            "project",
+            "Project.*",
+            "project.",
+            ".x",
+            "a..b",
+            ">.a",
+            "a.>.b",
+            "a.b*",
+            "a.b-c",
+            "*",
+            "a, b",
+        ] {
             assert!(Pattern::parse(bad).is_err(), "{bad:?}");
         }
     }

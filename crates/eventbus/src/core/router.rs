@@ -23,13 +23,21 @@ struct Node<K> {
 
 impl<K> Default for Node<K> {
     fn default() -> Self {
-        Node { literal: HashMap::new(), any: None, here: Vec::new(), tail: Vec::new() }
+        Node {
+            literal: HashMap::new(),
+            any: None,
+            here: Vec::new(),
+            tail: Vec::new(),
+        }
     }
 }
 
 impl<K> Node<K> {
     fn is_empty(&self) -> bool {
-        self.literal.is_empty() && self.any.is_none() && self.here.is_empty() && self.tail.is_empty()
+        self.literal.is_empty()
+            && self.any.is_none()
+            && self.here.is_empty()
+            && self.tail.is_empty()
     }
 }
 
@@ -43,7 +51,11 @@ pub struct PatternIndex<K> {
 
 impl<K> Default for PatternIndex<K> {
     fn default() -> Self {
-        PatternIndex { root: Node::default(), cache: HashMap::new(), len: 0 }
+        PatternIndex {
+            root: Node::default(),
+            cache: HashMap::new(),
+            len: 0,
+        }
     }
 }
 
@@ -91,7 +103,10 @@ impl<K: Copy + Eq + Hash + Ord> PatternIndex<K> {
     }
 
     fn changed(&mut self, delta: isize) {
-        self.len = self.len.checked_add_signed(delta).expect("index length stays non-negative");
+        self.len = self
+            .len
+            .checked_add_signed(delta)
+            .expect("index length stays non-negative");
         self.cache.clear();
     }
 
@@ -136,7 +151,9 @@ fn remove_in<K: Eq>(node: &mut Node<K>, segments: &[Segment], key: K) -> bool {
     match first {
         Segment::Tail => remove_one(&mut node.tail, key),
         Segment::Literal(l) => {
-            let Some(child) = node.literal.get_mut(l) else { return false };
+            let Some(child) = node.literal.get_mut(l) else {
+                return false;
+            };
             let removed = remove_in(child, rest, key);
             if child.is_empty() {
                 node.literal.remove(l);
@@ -144,7 +161,9 @@ fn remove_in<K: Eq>(node: &mut Node<K>, segments: &[Segment], key: K) -> bool {
             removed
         }
         Segment::Any => {
-            let Some(child) = node.any.as_mut() else { return false };
+            let Some(child) = node.any.as_mut() else {
+                return false;
+            };
             let removed = remove_in(child, rest, key);
             if child.is_empty() {
                 node.any = None;
@@ -174,15 +193,37 @@ mod tests {
 
     #[test]
     fn matches_agree_with_pattern_matches() {
-        let patterns = ["project.created", "project.*", "project.>", ">", "*.created", "user.*", "a.*.c", "a.b.>"];
-        let types = ["project.created", "project.updated", "project.a.b", "user.created", "a.b.c", "a.x.c", "a.b.c.d", "menu.item_updated"];
+        let patterns = [
+            "project.created",
+            "project.*",
+            "project.>",
+            ">",
+            "*.created",
+            "user.*",
+            "a.*.c",
+            "a.b.>",
+        ];
+        let types = [
+            "project.created",
+            "project.updated",
+            "project.a.b",
+            "user.created",
+            "a.b.c",
+            "a.x.c",
+            "a.b.c.d",
+            "menu.item_updated",
+        ];
         let mut index = PatternIndex::new();
         for (i, pat) in patterns.iter().enumerate() {
             index.insert(&p(pat), i);
         }
         for t in types {
-            let expected: Vec<usize> =
-                patterns.iter().enumerate().filter(|(_, pat)| p(pat).matches(t)).map(|(i, _)| i).collect();
+            let expected: Vec<usize> = patterns
+                .iter()
+                .enumerate()
+                .filter(|(_, pat)| p(pat).matches(t))
+                .map(|(i, _)| i)
+                .collect();
             assert_eq!(&*index.matches(t), expected.as_slice(), "{t}");
         }
     }

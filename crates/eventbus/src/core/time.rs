@@ -40,8 +40,13 @@ impl Timestamp {
         })?;
         // An offset can carry a time at the edge of 0000 or 9999 out of the range RFC 3339 can
         // write in UTC; such a time could be stored but not shown again.
-        if !t.checked_to_offset(time::UtcOffset::UTC).is_some_and(|u| (0..=9999).contains(&u.year())) {
-            return Err(format!("`{s}` is outside the years 0000 to 9999 once converted to UTC"));
+        if !t
+            .checked_to_offset(time::UtcOffset::UTC)
+            .is_some_and(|u| (0..=9999).contains(&u.year()))
+        {
+            return Err(format!(
+                "`{s}` is outside the years 0000 to 9999 once converted to UTC"
+            ));
         }
         Ok(Self::from_datetime(t))
     }
@@ -106,7 +111,13 @@ mod tests {
 
     #[test]
     fn rejects_non_rfc3339() {
-        for bad in ["", "2026-11-27", "2026-11-27T05:00:00", "tomorrow", "2026-13-01T00:00:00Z"] {
+        for bad in [
+            "",
+            "2026-11-27",
+            "2026-11-27T05:00:00",
+            "tomorrow",
+            "2026-13-01T00:00:00Z",
+        ] {
             assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad}");
         }
     }

@@ -137,9 +137,18 @@ pub trait EventStore: ConsumerStore + Send + Sync + 'static {
     /// Like [`EventStore::read_after`], served from the in-memory commit log when it covers the
     /// range, from the backend otherwise. `limit` bounds the events looked at in memory and the
     /// events returned from the backend.
-    async fn tail(&self, after: u64, filter: &EventFilter, limit: usize) -> Result<TailRead, StoreError> {
+    async fn tail(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<TailRead, StoreError> {
         if let Some(hot) = self.log().read_after(after, limit, |e| filter.matches(e)) {
-            return Ok(TailRead { events: hot.events, next: hot.next, at_end: hot.at_end });
+            return Ok(TailRead {
+                events: hot.events,
+                next: hot.next,
+                at_end: hot.at_end,
+            });
         }
         self.read_after(after, filter, limit).await
     }

@@ -21,7 +21,9 @@ impl StoreUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err("`sqlite://` needs a file path, e.g. sqlite://./data/eventbus.db".into());
+                return Err(
+                    "`sqlite://` needs a file path, e.g. sqlite://./data/eventbus.db".into(),
+                );
             }
             return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
         }
@@ -46,13 +48,21 @@ pub struct StoreOptions {
 
 impl From<SqliteOptions> for StoreOptions {
     fn from(sqlite: SqliteOptions) -> Self {
-        StoreOptions { sqlite, ..StoreOptions::default() }
+        StoreOptions {
+            sqlite,
+            ..StoreOptions::default()
+        }
     }
 }
 
 /// Opens the store `url` names, applying its migrations.
-pub async fn open(url: &StoreUrl, options: impl Into<StoreOptions>) -> Result<Arc<dyn EventStore>, StoreError> {
-    super::webhook::open_with_webhooks(url, options).await.map(|(store, _)| store)
+pub async fn open(
+    url: &StoreUrl,
+    options: impl Into<StoreOptions>,
+) -> Result<Arc<dyn EventStore>, StoreError> {
+    super::webhook::open_with_webhooks(url, options)
+        .await
+        .map(|(store, _)| store)
 }
 
 #[cfg(test)]
@@ -65,8 +75,14 @@ mod tests {
             StoreUrl::parse("sqlite://./data/eventbus.db").unwrap(),
             StoreUrl::Sqlite("./data/eventbus.db".into())
         );
-        assert_eq!(StoreUrl::parse("sqlite:///tmp/x.db").unwrap(), StoreUrl::Sqlite("/tmp/x.db".into()));
-        assert!(matches!(StoreUrl::parse("postgres://u@h/db").unwrap(), StoreUrl::Postgres(_)));
+        assert_eq!(
+            StoreUrl::parse("sqlite:///tmp/x.db").unwrap(),
+            StoreUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert!(matches!(
+            StoreUrl::parse("postgres://u@h/db").unwrap(),
+            StoreUrl::Postgres(_)
+        ));
         assert!(StoreUrl::parse("mysql://x").is_err());
         assert!(StoreUrl::parse("sqlite://").is_err());
     }

@@ -102,7 +102,12 @@ impl Consumer {
             stats: stats.clone(),
         };
         let done = tasks.spawn(run.run(cancel.clone()));
-        Consumer { name, stats, cancel, done: Some(done) }
+        Consumer {
+            name,
+            stats,
+            cancel,
+            done: Some(done),
+        }
     }
 
     /// The consumer's name.
@@ -142,7 +147,9 @@ struct Runner {
 
 impl Runner {
     async fn run(self, cancel: CancellationToken) {
-        let Some(mut cursor) = self.initial_cursor(&cancel).await else { return };
+        let Some(mut cursor) = self.initial_cursor(&cancel).await else {
+            return;
+        };
         self.stats.cursor.store(cursor, Ordering::Relaxed);
         let mut saved = cursor;
         let mut last_save = Instant::now();
@@ -150,7 +157,11 @@ impl Runner {
         'outer: loop {
             heads.borrow_and_update();
             loop {
-                let read = match self.store.tail(cursor, &self.filter, super::READ_CHUNK).await {
+                let read = match self
+                    .store
+                    .tail(cursor, &self.filter, super::READ_CHUNK)
+                    .await
+                {
                     Ok(read) => read,
                     Err(e) => {
                         tracing::warn!(consumer = %self.name, error = %e, "consumer cannot read the store; retrying");
@@ -183,7 +194,8 @@ impl Runner {
                 changed = heads.changed() => if changed.is_err() { break },
             }
         }
-        self.save(self.stats.cursor.load(Ordering::Relaxed).max(saved), saved).await;
+        self.save(self.stats.cursor.load(Ordering::Relaxed).max(saved), saved)
+            .await;
     }
 
     async fn initial_cursor(&self, cancel: &CancellationToken) -> Option<u64> {
@@ -199,7 +211,9 @@ impl Runner {
                         return Some(start);
                     }
                 }
-                Err(e) => tracing::warn!(consumer = %self.name, error = %e, "cannot load the consumer's cursor"),
+                Err(e) => {
+                    tracing::warn!(consumer = %self.name, error = %e, "cannot load the consumer's cursor")
+                }
             }
             if super::sleep_or_cancel(cancel, super::RETRY_DELAY).await {
                 return None;
@@ -229,8 +243,11 @@ impl Runner {
                 return false;
             }
             let started = Instant::now();
-            let call = std::panic::AssertUnwindSafe((self.handler)(event.clone())).catch_unwind().await;
-            self.metrics.record(started.elapsed(), matches!(call, Ok(Ok(()))));
+            let call = std::panic::AssertUnwindSafe((self.handler)(event.clone()))
+                .catch_unwind()
+                .await;
+            self.metrics
+                .record(started.elapsed(), matches!(call, Ok(Ok(()))));
             let error = match call {
                 Ok(Ok(())) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);

@@ -30,7 +30,6 @@ use crate::store::EventStore;
 /// A subscriber's handler.
 pub type Handler = Arc<dyn Fn(Arc<Event>) -> BoxFuture<'static, ()> + Send + Sync>;
 
-
 /// Counters of one subscriber.
 #[derive(Debug, Default)]
 pub struct SubscriberStats {
@@ -67,7 +66,9 @@ pub struct Subscribers {
 
 impl std::fmt::Debug for Subscribers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscribers").field("queue_capacity", &self.queue_capacity).finish_non_exhaustive()
+        f.debug_struct("Subscribers")
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,18 +96,26 @@ impl Subscribers {
     pub fn start(self: &Arc<Self>) {
         let this = self.clone();
         let start = self.store.log().head();
-        self.tasks.spawn(async move { this.dispatch_loop(start).await });
+        self.tasks
+            .spawn(async move { this.dispatch_loop(start).await });
     }
 
     /// Number of live subscribers.
     pub fn len(&self) -> usize {
-        self.registry.lock().expect("registry lock").subscribers.len()
+        self.registry
+            .lock()
+            .expect("registry lock")
+            .subscribers
+            .len()
     }
 
     /// Events waiting in subscriber queues.
     pub fn buffered(&self) -> usize {
         let reg = self.registry.lock().expect("registry lock");
-        reg.subscribers.values().map(|s| s.queue.max_capacity() - s.queue.capacity()).sum()
+        reg.subscribers
+            .values()
+            .map(|s| s.queue.max_capacity() - s.queue.capacity())
+            .sum()
     }
 
     /// Whether there are none.
@@ -145,7 +154,13 @@ impl Subscribers {
             pattern: pattern.clone(),
         };
         self.tasks.spawn(worker.run(cancel.clone()));
-        Subscription { id, pattern, stats, cancel, owner: Arc::downgrade(self) }
+        Subscription {
+            id,
+            pattern,
+            stats,
+            cancel,
+            owner: Arc::downgrade(self),
+        }
     }
 
     fn remove(&self, id: u64, pattern: &Pattern) {
@@ -159,7 +174,9 @@ impl Subscribers {
         let mut reg = self.registry.lock().expect("registry lock");
         let keys = reg.index.matches(&event.event_type);
         for id in keys.iter() {
-            let Some(sub) = reg.subscribers.get(id) else { continue };
+            let Some(sub) = reg.subscribers.get(id) else {
+                continue;
+            };
             if sub.lagged.load(Ordering::Acquire) {
                 continue;
             }
@@ -220,7 +237,11 @@ impl Worker {
     /// Reads from the store what the queue dropped; `true` when cancelled.
     async fn catch_up(&mut self, cancel: &CancellationToken) -> bool {
         loop {
-            match self.store.tail(self.cursor, &self.filter, super::READ_CHUNK).await {
+            match self
+                .store
+                .tail(self.cursor, &self.filter, super::READ_CHUNK)
+                .await
+            {
                 Ok(read) => {
                     for event in read.events {
                         self.deliver(event).await;
@@ -286,7 +307,10 @@ pub struct Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").field("id", &self.id).field("pattern", &self.pattern).finish()
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("pattern", &self.pattern)
+            .finish()
     }
 }
 

@@ -46,7 +46,12 @@ pub struct SseOptions {
 
 impl Default for SseOptions {
     fn default() -> Self {
-        SseOptions { heartbeat: Duration::from_secs(30), queue: 256, max_connections: 10_000, retry_ms: 2_000 }
+        SseOptions {
+            heartbeat: Duration::from_secs(30),
+            queue: 256,
+            max_connections: 10_000,
+            retry_ms: 2_000,
+        }
     }
 }
 
@@ -96,7 +101,9 @@ pub struct SseHub {
 
 impl std::fmt::Debug for SseHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SseHub").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("SseHub")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +129,10 @@ impl SseHub {
         let start = hub.store.log().head();
         tasks.spawn(async move {
             let store = dispatcher.store.clone();
-            super::follow(&*store, start, &dispatcher.cancel, |e| dispatcher.dispatch(e)).await;
+            super::follow(&*store, start, &dispatcher.cancel, |e| {
+                dispatcher.dispatch(e)
+            })
+            .await;
         });
         hub
     }
@@ -136,7 +146,10 @@ impl SseHub {
     /// Frames waiting in connection queues.
     pub fn buffered(&self) -> usize {
         let reg = self.registry.lock().expect("sse registry lock");
-        reg.slots.values().map(|s| s.queue.max_capacity() - s.queue.capacity()).sum()
+        reg.slots
+            .values()
+            .map(|s| s.queue.max_capacity() - s.queue.capacity())
+            .sum()
     }
 
     /// The counters.
@@ -151,16 +164,31 @@ impl SseHub {
 
     /// Opens a connection for `filter` that first replays stored events after `resume` (when
     /// given), then streams live ones. `filter.from`/`to` are ignored.
-    pub fn connect(self: &Arc<Self>, filter: EventFilter, resume: Option<u64>) -> Result<Connection, ConnectError> {
+    pub fn connect(
+        self: &Arc<Self>,
+        filter: EventFilter,
+        resume: Option<u64>,
+    ) -> Result<Connection, ConnectError> {
         let open = self.stats.connections.fetch_add(1, Ordering::AcqRel);
         if open >= self.options.max_connections {
             self.stats.connections.fetch_sub(1, Ordering::AcqRel);
-            return Err(ConnectError::TooManyConnections(self.options.max_connections));
+            return Err(ConnectError::TooManyConnections(
+                self.options.max_connections,
+            ));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, rx) = mpsc::channel(self.options.queue.max(1));
-        let filter = EventFilter { from: None, to: None, ..filter };
-        let slot = Arc::new(Slot { queue, filter: filter.clone(), lagged: AtomicBool::new(false), wake: Notify::new() });
+        let filter = EventFilter {
+            from: None,
+            to: None,
+            ..filter
+        };
+        let slot = Arc::new(Slot {
+            queue,
+            filter: filter.clone(),
+            lagged: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
         // Registered before the cursor is read (under the same lock the dispatcher holds), so
         // every later event reaches the queue or the replay.
         let cursor = {
@@ -216,7 +244,9 @@ impl SseHub {
         let Registry { by_project, slots } = &mut *reg;
         let groups = [Some(None), event.project_id.clone().map(Some)];
         for group in groups.into_iter().flatten() {
-            let Some(index) = by_project.get_mut(&group) else { continue };
+            let Some(index) = by_project.get_mut(&group) else {
+                continue;
+            };
             let ids = index.matches(&event.event_type);
             for id in ids.iter() {
                 let Some(slot) = slots.get(id) else { continue };
@@ -240,7 +270,11 @@ impl SseHub {
 }
 
 fn patterns(filter: &EventFilter) -> Vec<crate::core::pattern::Pattern> {
-    if filter.all_types() { vec![crate::core::pattern::Pattern::all()] } else { filter.types.clone() }
+    if filter.all_types() {
+        vec![crate::core::pattern::Pattern::all()]
+    } else {
+        filter.types.clone()
+    }
 }
 
 /// The SSE frame of an event.
@@ -287,7 +321,10 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("id", &self.id).field("cursor", &self.cursor).finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
     }
 }
 

@@ -15,13 +15,19 @@ const PATIENCE: Duration = Duration::from_secs(30);
 type Seen = Arc<Mutex<Vec<u64>>>;
 
 async fn bus(db: &TestDb) -> EventBus {
-    EventBus::builder(db.open().await).build().await.expect("building the bus")
+    EventBus::builder(db.open().await)
+        .build()
+        .await
+        .expect("building the bus")
 }
 
 async fn publish(bus: &EventBus, n: usize, ty: &str) -> Vec<u64> {
     let mut seqs = Vec::new();
     for i in 0..n {
-        let stored = bus.publish(NewEvent::new(ty, json!({"i": i}))).await.expect("publish");
+        let stored = bus
+            .publish(NewEvent::new(ty, json!({"i": i})))
+            .await
+            .expect("publish");
         seqs.push(stored.event.seq);
     }
     seqs
@@ -38,22 +44,31 @@ fn options() -> ConsumerOptions {
 
 fn start(bus: &EventBus, seen: &Seen, slow: bool) -> eventbus::Consumer {
     let seen = seen.clone();
-    bus.consumer("billing-sync", Pattern::parse("order.*").unwrap(), options(), move |e| {
-        let seen = seen.clone();
-        async move {
-            if slow {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+    bus.consumer(
+        "billing-sync",
+        Pattern::parse("order.*").unwrap(),
+        options(),
+        move |e| {
+            let seen = seen.clone();
+            async move {
+                if slow {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                seen.lock().unwrap().push(e.seq);
+                Ok(())
             }
-            seen.lock().unwrap().push(e.seq);
-            Ok(())
-        }
-    })
+        },
+    )
 }
 
 async fn wait_for(seen: &Seen, what: impl Fn(&[u64]) -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !what(&seen.lock().unwrap()) {
-        assert!(tokio::time::Instant::now() < deadline, "timed out; seen {:?}", seen.lock().unwrap().len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out; seen {:?}",
+            seen.lock().unwrap().len()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -88,16 +103,25 @@ async fn stopped_mid_stream_and_restarted_receives_everything(db: TestDb) {
     let first = first.lock().unwrap().clone();
     let second = second.lock().unwrap().clone();
     for run in [&first, &second] {
-        assert!(run.windows(2).all(|w| w[0] < w[1]), "each run is in seq order without repeats");
+        assert!(
+            run.windows(2).all(|w| w[0] < w[1]),
+            "each run is in seq order without repeats"
+        );
     }
     // At least once: the second run starts at or before the event after the first run's last.
-    assert!(second[0] <= first.last().unwrap() + 1, "no gap at the restart");
+    assert!(
+        second[0] <= first.last().unwrap() + 1,
+        "no gap at the restart"
+    );
     let mut all: Vec<u64> = first.iter().chain(second.iter()).copied().collect();
     all.sort_unstable();
     all.dedup();
     assert_eq!(all, expected, "every matching event, and nothing else");
     let repeats = first.len() + second.len() - expected.len();
-    assert!(repeats <= 64, "{repeats} events handled twice: the cursor was saved too rarely");
+    assert!(
+        repeats <= 64,
+        "{repeats} events handled twice: the cursor was saved too rarely"
+    );
 }
 
 async fn failing_handler_is_retried_in_place(db: TestDb) {
@@ -108,31 +132,46 @@ async fn failing_handler_is_retried_in_place(db: TestDb) {
     let flaky = seqs[2];
     let consumer = {
         let (seen, failures_left) = (seen.clone(), failures_left.clone());
-        bus.consumer("flaky", Pattern::parse("order.>").unwrap(), options(), move |e| {
-            let (seen, failures_left) = (seen.clone(), failures_left.clone());
-            async move {
-                if e.seq == flaky {
-                    let was: u32 = {
-                        let mut left = failures_left.lock().unwrap();
-                        let was = *left;
-                        *left = was.saturating_sub(1);
-                        was
-                    };
-                    match was {
-                        1 => panic!("a handler panic is retried too"),
-                        2.. => return Err("downstream unavailable".to_owned()),
-                        0 => {}
+        bus.consumer(
+            "flaky",
+            Pattern::parse("order.>").unwrap(),
+            options(),
+            move |e| {
+                let (seen, failures_left) = (seen.clone(), failures_left.clone());
+                async move {
+                    if e.seq == flaky {
+                        let was: u32 = {
+                            let mut left = failures_left.lock().unwrap();
+                            let was = *left;
+                            *left = was.saturating_sub(1);
+                            was
+                        };
+                        match was {
+                            1 => panic!("a handler panic is retried too"),
+                            2.. => return Err("downstream unavailable".to_owned()),
+                            0 => {}
+                        }
                     }
+                    seen.lock().unwrap().push(e.seq);
+                    Ok(())
                 }
-                seen.lock().unwrap().push(e.seq);
-                Ok(())
-            }
-        })
+            },
+        )
     };
     let expected = seqs.clone();
     wait_for(&seen, |s| s.len() == 5).await;
-    assert_eq!(*seen.lock().unwrap(), expected, "in order, the failed event not skipped");
-    assert_eq!(consumer.stats().failures.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        expected,
+        "in order, the failed event not skipped"
+    );
+    assert_eq!(
+        consumer
+            .stats()
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
     consumer.stop().await;
     bus.shutdown().await;
 }
@@ -144,7 +183,9 @@ async fn sqlite_consumer_stopped_mid_stream_and_restarted_receives_everything() 
 
 #[tokio::test]
 async fn postgres_consumer_stopped_mid_stream_and_restarted_receives_everything() {
-    let Some(db) = TestDb::postgres().await else { return };
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
     stopped_mid_stream_and_restarted_receives_everything(db).await;
 }
 
@@ -155,6 +196,8 @@ async fn sqlite_failing_handler_is_retried_in_place() {
 
 #[tokio::test]
 async fn postgres_failing_handler_is_retried_in_place() {
-    let Some(db) = TestDb::postgres().await else { return };
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
     failing_handler_is_retried_in_place(db).await;
 }

@@ -1085,7 +1085,10 @@ mod postgres_only {
         .unwrap();
         assert_eq!(tables, 0, "not even the first migration was kept");
 
-        assert_eq!(migrate::migrate(&mut conn).await.unwrap(), migrate::MIGRATIONS.len());
+        assert_eq!(
+            migrate::migrate(&mut conn).await.unwrap(),
+            migrate::MIGRATIONS.len()
+        );
         assert_eq!(migrate::migrate(&mut conn).await.unwrap(), 0);
         assert!(migrate::apply(&mut conn, &broken).await.is_err());
         let t2: Option<String> = sqlx::query_scalar("SELECT to_regclass('t2')::text")

@@ -47,14 +47,21 @@ pub struct SseClient {
 impl SseClient {
     /// Opens `/v1/stream?<query>`, with `Last-Event-ID` when `last` is given; asserts 200.
     pub async fn connect(server: &TestServer, query: &str, last: Option<u64>) -> SseClient {
-        let mut req = server.client().get(server.url(&format!("/v1/stream?{query}")));
+        let mut req = server
+            .client()
+            .get(server.url(&format!("/v1/stream?{query}")));
         if let Some(last) = last {
             req = req.header("last-event-id", last.to_string());
         }
         let response = req.send().await.expect("connecting the stream");
         assert_eq!(response.status(), 200, "stream {query}");
         assert_eq!(response.headers()["content-type"], "text/event-stream");
-        SseClient { response, buffer: String::new(), messages: VecDeque::new(), ended: false }
+        SseClient {
+            response,
+            buffer: String::new(),
+            messages: VecDeque::new(),
+            ended: false,
+        }
     }
 
     /// The next message, `None` when the stream ended or nothing came within `wait`.
@@ -67,10 +74,13 @@ impl SseClient {
             if self.ended {
                 return None;
             }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.ok()?;
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?;
             match chunk {
                 Ok(Some(bytes)) => {
-                    self.buffer.push_str(std::str::from_utf8(&bytes).expect("utf-8 stream"));
+                    self.buffer
+                        .push_str(std::str::from_utf8(&bytes).expect("utf-8 stream"));
                     self.parse();
                 }
                 Ok(None) | Err(_) => self.ended = true,
@@ -105,7 +115,8 @@ impl SseClient {
     fn parse(&mut self) {
         while let Some(end) = self.buffer.find("\n\n") {
             let block: String = self.buffer.drain(..end + 2).collect();
-            let (mut id, mut event, mut data, mut retry, mut comment) = (None, None, None, None, None);
+            let (mut id, mut event, mut data, mut retry, mut comment) =
+                (None, None, None, None, None);
             for line in block.lines() {
                 if let Some(c) = line.strip_prefix(':') {
                     comment = Some(c.trim().to_owned());
@@ -113,14 +124,18 @@ impl SseClient {
                     match field {
                         "id" => id = Some(value.parse::<u64>().expect("numeric id")),
                         "event" => event = Some(value.to_owned()),
-                        "data" => data = Some(serde_json::from_str::<Value>(value).expect("JSON data")),
+                        "data" => {
+                            data = Some(serde_json::from_str::<Value>(value).expect("JSON data"))
+                        }
                         "retry" => retry = Some(value.parse::<u64>().expect("numeric retry")),
                         other => panic!("unexpected field {other}"),
                     }
                 }
             }
             let message = match (id, event, data, retry, comment) {
-                (Some(seq), Some(event), Some(data), _, _) => Message::Event(EventMessage { seq, event, data }),
+                (Some(seq), Some(event), Some(data), _, _) => {
+                    Message::Event(EventMessage { seq, event, data })
+                }
                 (None, Some(event), Some(data), _, _) => Message::Control { event, data },
                 (_, _, _, Some(ms), _) => Message::Retry(ms),
                 (_, _, _, _, Some(c)) => Message::Comment(c),

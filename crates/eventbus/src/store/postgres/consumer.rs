@@ -15,7 +15,8 @@ impl ConsumerStore for PgStore {
                 .bind(name)
                 .fetch_optional(&pool)
                 .await?;
-            row.map(|r| r.try_get::<i64, _>(0).map(|s| s as u64)).transpose()
+            row.map(|r| r.try_get::<i64, _>(0).map(|s| s as u64))
+                .transpose()
         })
         .await
     }

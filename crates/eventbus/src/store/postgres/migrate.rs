@@ -12,10 +12,22 @@ use sqlx::{Connection, PgConnection};
 
 /// This binary's migrations, in order; version `i + 1` is `MIGRATIONS[i]`.
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_events", include_str!("../../../migrations/postgres/0001_events.sql")),
-    ("0002_consumers", include_str!("../../../migrations/postgres/0002_consumers.sql")),
-    ("0003_webhooks", include_str!("../../../migrations/postgres/0003_webhooks.sql")),
-    ("0004_archive", include_str!("../../../migrations/postgres/0004_archive.sql")),
+    (
+        "0001_events",
+        include_str!("../../../migrations/postgres/0001_events.sql"),
+    ),
+    (
+        "0002_consumers",
+        include_str!("../../../migrations/postgres/0002_consumers.sql"),
+    ),
+    (
+        "0003_webhooks",
+        include_str!("../../../migrations/postgres/0003_webhooks.sql"),
+    ),
+    (
+        "0004_archive",
+        include_str!("../../../migrations/postgres/0004_archive.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

@@ -621,7 +621,11 @@ impl EventStore for PgStore {
     }
 
     fn write_queue_depth(&self) -> usize {
-        self.jobs.lock().expect("jobs lock").as_ref().map_or(0, |tx| tx.max_capacity() - tx.capacity())
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .as_ref()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -28,7 +28,11 @@ impl ConsumerStore for SqliteStore {
                  ON CONFLICT (name) DO UPDATE SET seq = max(seq, excluded.seq), \
                  updated_at = excluded.updated_at",
             )?
-            .execute(rusqlite::params![name, seq as i64, Timestamp::now().as_micros()])?;
+            .execute(rusqlite::params![
+                name,
+                seq as i64,
+                Timestamp::now().as_micros()
+            ])?;
             Ok(())
         })
         .await

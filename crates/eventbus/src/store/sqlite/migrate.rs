@@ -6,10 +6,22 @@ use rusqlite::{Connection, TransactionBehavior};
 
 /// The migrations, in order; `user_version` counts how many are applied.
 const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_events", include_str!("../../../migrations/sqlite/0001_events.sql")),
-    ("0002_webhooks", include_str!("../../../migrations/sqlite/0002_webhooks.sql")),
-    ("0003_consumers", include_str!("../../../migrations/sqlite/0003_consumers.sql")),
-    ("0004_archive", include_str!("../../../migrations/sqlite/0004_archive.sql")),
+    (
+        "0001_events",
+        include_str!("../../../migrations/sqlite/0001_events.sql"),
+    ),
+    (
+        "0002_webhooks",
+        include_str!("../../../migrations/sqlite/0002_webhooks.sql"),
+    ),
+    (
+        "0003_consumers",
+        include_str!("../../../migrations/sqlite/0003_consumers.sql"),
+    ),
+    (
+        "0004_archive",
+        include_str!("../../../migrations/sqlite/0004_archive.sql"),
+    ),
 ];
 
 /// Why migrating failed.
@@ -24,7 +36,9 @@ pub enum MigrateError {
         source: rusqlite::Error,
     },
     /// The database was migrated by a newer version of the bus.
-    #[error("the database is at schema version {found}, newer than this binary's {known}; upgrade the binary")]
+    #[error(
+        "the database is at schema version {found}, newer than this binary's {known}; upgrade the binary"
+    )]
     TooNew {
         /// Schema version in the file.
         found: usize,
@@ -41,14 +55,20 @@ pub fn migrate(conn: &mut Connection) -> Result<usize, MigrateError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let current = usize::try_from(current).unwrap_or(usize::MAX);
     if current > MIGRATIONS.len() {
-        return Err(MigrateError::TooNew { found: current, known: MIGRATIONS.len() });
+        return Err(MigrateError::TooNew {
+            found: current,
+            known: MIGRATIONS.len(),
+        });
     }
     let mut applied = 0;
     for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current) {
         let failed = |source| MigrateError::Failed { name, source };
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
         tx.execute_batch(sql).map_err(failed)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(failed)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(failed)?;
         tx.commit().map_err(failed)?;
         applied += 1;
     }
@@ -64,7 +84,9 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(migrate(&mut conn).unwrap(), MIGRATIONS.len());
         assert_eq!(migrate(&mut conn).unwrap(), 0);
-        let n: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 0);
     }
 
@@ -72,6 +94,9 @@ mod tests {
     fn refuses_a_newer_schema() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
-        assert!(matches!(migrate(&mut conn), Err(MigrateError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(MigrateError::TooNew { found: 99, .. })
+        ));
     }
 }

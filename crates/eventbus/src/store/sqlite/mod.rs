@@ -68,14 +68,22 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { synchronous: Synchronous::Full, readers: 4, hot_events: 16_384, queue: 16_384 }
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            readers: 4,
+            hot_events: 16_384,
+            queue: 16_384,
+        }
     }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Job {
-    Append { events: Vec<Event>, reply: Reply<Vec<Appended>> },
+    Append {
+        events: Vec<Event>,
+        reply: Reply<Vec<Appended>>,
+    },
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
@@ -98,7 +106,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.readers.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.readers.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,11 +148,20 @@ impl SqliteStore {
         let writer_log = log.clone();
         let writer_thread = std::thread::Builder::new()
             .name("eventbus-sqlite-writer".into())
-            .spawn(move || Writer { conn: writer, log: writer_log, head }.run(rx))
+            .spawn(move || {
+                Writer {
+                    conn: writer,
+                    log: writer_log,
+                    head,
+                }
+                .run(rx)
+            })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let (stop, stopped) = std::sync::mpsc::channel();
         let checkpoint_conn = Connection::open(path).map_err(unavailable)?;
-        checkpoint_conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
+        checkpoint_conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(unavailable)?;
         let checkpoint_thread = std::thread::Builder::new()
             .name("eventbus-sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpoint_conn, stopped))
@@ -159,7 +178,11 @@ impl SqliteStore {
     }
 
     fn sender(&self) -> Result<mpsc::Sender<Job>, StoreError> {
-        self.jobs.lock().expect("jobs lock").clone().ok_or(StoreError::Closed)
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .clone()
+            .ok_or(StoreError::Closed)
     }
 
     /// Runs `f` on the writer connection, in order with appends.
@@ -172,7 +195,10 @@ impl SqliteStore {
         let job = Job::Exec(Box::new(move |conn| {
             let _ = reply.send(f(conn).map_err(unavailable));
         }));
-        self.sender()?.send(job).await.map_err(|_| StoreError::Closed)?;
+        self.sender()?
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -183,7 +209,11 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let pool = self.readers.clone();
-        let _permit = pool.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let _permit = pool
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let conn = pool.conns.lock().expect("reader pool lock").pop();
         let pool2 = pool.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -208,7 +238,9 @@ fn lock_file(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display())))?;
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display()))
+        })?;
     file.try_lock().map_err(|_| {
         StoreError::Unavailable(format!(
             "{} is in use by another eventbus process; SQLite serves one process (use PostgreSQL \
@@ -244,7 +276,9 @@ pub fn configure(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "cache_size", -16_384)?;
@@ -261,10 +295,15 @@ fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         |ctx| {
             let pattern = ctx.get_or_create_aux(0, |v| -> Result<Pattern, rusqlite::Error> {
-                let text = v.as_str().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+                let text = v
+                    .as_str()
+                    .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
                 Pattern::parse(text).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))
             })?;
-            let ty = ctx.get_raw(1).as_str().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+            let ty = ctx
+                .get_raw(1)
+                .as_str()
+                .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
             Ok(pattern.matches(ty))
         },
     )
@@ -272,7 +311,11 @@ fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 
 fn read_head(conn: &Connection) -> rusqlite::Result<u64> {
     let seq: Option<i64> = conn
-        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )
         .optional()?;
     Ok(seq.unwrap_or(0) as u64)
 }
@@ -282,7 +325,9 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_millis(500)) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        stop.recv_timeout(Duration::from_millis(500))
+    {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
@@ -340,7 +385,10 @@ impl Writer {
         let started = std::time::Instant::now();
         match self.write_group(group) {
             Ok((committed, replies)) => {
-                let rows = committed.iter().map(|r| r.as_ref().map_or(0, Vec::len)).sum();
+                let rows = committed
+                    .iter()
+                    .map(|r| r.as_ref().map_or(0, Vec::len))
+                    .sum();
                 crate::metric::store_group(rows, started.elapsed());
                 let new: Vec<Arc<Event>> = committed
                     .iter()
@@ -372,7 +420,10 @@ impl Writer {
         &mut self,
         group: Vec<AppendJob>,
     ) -> Result<
-        (Vec<Result<Vec<Appended>, StoreError>>, Vec<Reply<Vec<Appended>>>),
+        (
+            Vec<Result<Vec<Appended>, StoreError>>,
+            Vec<Reply<Vec<Appended>>>,
+        ),
         (rusqlite::Error, Vec<Reply<Vec<Appended>>>),
     > {
         let mut replies = Vec::with_capacity(group.len());
@@ -398,7 +449,10 @@ impl Writer {
     }
 
     /// One publisher's batch, atomically: a conflict undoes the whole batch and only it.
-    fn write_batch(&mut self, events: Vec<Event>) -> rusqlite::Result<Result<Vec<Appended>, StoreError>> {
+    fn write_batch(
+        &mut self,
+        events: Vec<Event>,
+    ) -> rusqlite::Result<Result<Vec<Appended>, StoreError>> {
         let savepoint = events.len() > 1;
         if savepoint {
             self.conn.execute_batch("SAVEPOINT batch")?;
@@ -406,15 +460,23 @@ impl Writer {
         let mut out = Vec::with_capacity(events.len());
         for (index, mut event) in events.into_iter().enumerate() {
             match insert(&self.conn, &mut event)? {
-                Some(Inserted::New) => out.push(Appended { event: Arc::new(event), created: true }),
-                Some(Inserted::Duplicate(stored)) => {
-                    out.push(Appended { event: Arc::new(stored), created: false })
-                }
+                Some(Inserted::New) => out.push(Appended {
+                    event: Arc::new(event),
+                    created: true,
+                }),
+                Some(Inserted::Duplicate(stored)) => out.push(Appended {
+                    event: Arc::new(stored),
+                    created: false,
+                }),
                 None => {
                     if savepoint {
-                        self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                        self.conn
+                            .execute_batch("ROLLBACK TO batch; RELEASE batch")?;
                     }
-                    return Ok(Err(StoreError::Conflict { index, id: event.id }));
+                    return Ok(Err(StoreError::Conflict {
+                        index,
+                        id: event.id,
+                    }));
                 }
             }
         }
@@ -444,7 +506,9 @@ fn insert(conn: &Connection, event: &mut Event) -> rusqlite::Result<Option<Inser
         return Ok(Some(Inserted::New));
     }
     let stored = select_by_id(conn, &event.id)?.expect("a conflicting id is stored");
-    Ok(stored.same_content(event).then_some(Inserted::Duplicate(stored)))
+    Ok(stored
+        .same_content(event)
+        .then_some(Inserted::Duplicate(stored)))
 }
 
 fn select_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Event>> {
@@ -547,16 +611,19 @@ impl EventStore for SqliteStore {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
-        self.sender()?.try_send(Job::Append { events, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
+        self.sender()?
+            .try_send(Job::Append { events, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn get(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
         let id = id.to_owned();
-        self.read(move |c| select_by_id(c, &id).map(|e| e.map(Arc::new))).await
+        self.read(move |c| select_by_id(c, &id).map(|e| e.map(Arc::new)))
+            .await
     }
 
     async fn query(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
@@ -590,7 +657,11 @@ impl EventStore for SqliteStore {
                 events.last().map_or(after, |e| e.seq)
             };
             drop(tx);
-            Ok(TailRead { events, next, at_end })
+            Ok(TailRead {
+                events,
+                next,
+                at_end,
+            })
         })
         .await
     }
@@ -618,7 +689,11 @@ impl EventStore for SqliteStore {
     async fn put_event_type(&self, def: EventTypeDef) -> Result<bool, StoreError> {
         self.write(move |c| {
             let existed: bool = c
-                .query_row("SELECT 1 FROM event_types WHERE type = ?1", [&def.name], |_| Ok(()))
+                .query_row(
+                    "SELECT 1 FROM event_types WHERE type = ?1",
+                    [&def.name],
+                    |_| Ok(()),
+                )
                 .optional()?
                 .is_some();
             c.execute(
@@ -661,7 +736,11 @@ impl EventStore for SqliteStore {
     }
 
     fn write_queue_depth(&self) -> usize {
-        self.jobs.lock().expect("jobs lock").as_ref().map_or(0, |tx| tx.max_capacity() - tx.capacity())
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .as_ref()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
