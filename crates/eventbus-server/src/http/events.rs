@@ -83,6 +83,37 @@ pub(super) async fn create_events(
     }
 }
 
+/// The query parameters shared by the event lists, for the API description (they are parsed by
+/// `params::event_query`, which names the parameter of any error).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct EventListParams {
+    /// A pattern or a comma-separated list of patterns
+    #[param(rename = "type")]
+    event_type: Option<String>,
+    /// Exact match
+    #[param(rename = "tenantId")]
+    tenant_id: Option<String>,
+    /// Exact match
+    #[param(rename = "userId")]
+    user_id: Option<String>,
+    /// RFC 3339; `from` <= timestamp
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// RFC 3339; timestamp < `to`
+    #[param(format = DateTime)]
+    to: Option<String>,
+    /// Keyset cursor: the `nextAfter` of the previous page
+    after: Option<u64>,
+    /// Page size, default 100
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// `true`: also archived events; `false` (default): hot events only
+    #[param(rename = "includeArchived")]
+    include_archived: Option<bool>,
+}
+
 /// `GET /v1/events`: keyset-paginated query.
 #[utoipa::path(
     get,
@@ -90,14 +121,7 @@ pub(super) async fn create_events(
     tag = "events",
     params(
         ("projectId" = Option<String>, Query, description = "Exact match"),
-        ("type" = Option<String>, Query, description = "A pattern or a comma-separated list of patterns"),
-        ("tenantId" = Option<String>, Query, description = "Exact match"),
-        ("userId" = Option<String>, Query, description = "Exact match"),
-        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; `from` <= timestamp"),
-        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; timestamp < `to`"),
-        ("after" = Option<u64>, Query, description = "Keyset cursor: the `nextAfter` of the previous page"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100"),
-        ("includeArchived" = Option<bool>, Query, description = "`true`: also archived events; `false` (default): hot events only"),
+        EventListParams,
     ),
     responses(
         (status = 200, description = "One page", body = EventPageSchema),
@@ -120,14 +144,7 @@ pub(super) async fn list_events(
     tag = "events",
     params(
         ("projectId" = String, Path, description = "The project"),
-        ("type" = Option<String>, Query, description = "A pattern or a comma-separated list of patterns"),
-        ("tenantId" = Option<String>, Query, description = "Exact match"),
-        ("userId" = Option<String>, Query, description = "Exact match"),
-        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; `from` <= timestamp"),
-        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; timestamp < `to`"),
-        ("after" = Option<u64>, Query, description = "Keyset cursor: the `nextAfter` of the previous page"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100"),
-        ("includeArchived" = Option<bool>, Query, description = "`true`: also archived events; `false` (default): hot events only"),
+        EventListParams,
     ),
     responses(
         (status = 200, description = "One page", body = EventPageSchema),
