@@ -12,6 +12,7 @@
 //! - `stats`: latency samples, percentiles and one run's measurement.
 //! - `cpu`: CPU shares of client, server and machine from `/proc`.
 //! - `report`: the printed table and the targets.
+//! - `webhook`: the webhook load (a local receiver, E endpoints, deliveries/s and latency).
 //! - `sse`: the SSE fan-out load (connections over projects, publish→receive latency, memory).
 
 mod cpu;
@@ -22,6 +23,7 @@ mod report;
 mod server;
 mod sse;
 mod stats;
+mod webhook;
 mod workload;
 
 use std::path::PathBuf;
@@ -49,6 +51,35 @@ enum Command {
     /// published at R per second; publish→receive latency, deliveries/s, server memory per
     /// idle stream, beside a one-stream baseline measured in the same run.
     Sse(SseArgs),
+    /// Webhooks: E endpoints on a local receiver answering 200 at once, N events published in
+    /// batches; deliveries/s and publish→delivery latency.
+    Webhook(WebhookArgs),
+}
+
+#[derive(Debug, Args)]
+struct WebhookArgs {
+    /// Start this `eventbus` binary on a free loopback port with an empty database.
+    #[arg(long)]
+    spawn: PathBuf,
+    /// Store of the spawned server instead of a fresh SQLite file, e.g.
+    /// postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench (an empty schema).
+    #[arg(long)]
+    store_url: Option<String>,
+    /// Endpoints, each receiving every event.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    endpoints: u64,
+    /// Events published.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    events: u64,
+    /// Events per publish request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    batch: u64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    payload_bytes: usize,
+    /// Where the server's temporary database goes.
+    #[arg(long, default_value = ".")]
+    data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +195,7 @@ struct RawArgs {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Sse(args) => sse_bench(args),
+        Command::Webhook(args) => webhook_bench(args),
         Command::Publish(args) => publish(args),
         Command::Raw(args) => {
             print_conditions(&args.common.data_dir)?;
@@ -390,6 +422,58 @@ fn sse_bench(args: SseArgs) -> Result<()> {
             fanout.deliveries,
             fanout.expected
         );
+    }
+    server.stop()
+}
+
+fn webhook_bench(args: WebhookArgs) -> Result<()> {
+    let mut env = vec![("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned())];
+    if let Some(url) = &args.store_url {
+        env.push(("EVENT_STORE_URL", url.clone()));
+    }
+    let server = server::SpawnedServer::start_with(&args.spawn, &args.data_dir, "full", &env)?;
+    let store = if args.store_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let load = webhook::WebhookLoad {
+        url: server.url().to_owned(),
+        endpoints: args.endpoints as usize,
+        events: args.events as usize,
+        batch: args.batch as usize,
+        payload_bytes: args.payload_bytes,
+    };
+    let r = runtime.block_on(webhook::run(&load))?;
+    println!(
+        "{:<44} {:>11} {:>11} {:>10} {:>13} {:>8} {:>8} {:>8}",
+        "run", "deliveries", "expected", "duplicates", "deliveries/s", "p50 ms", "p99 ms", "max ms"
+    );
+    println!(
+        "{:<44} {:>11} {:>11} {:>10} {:>13.0} {:>8.1} {:>8.1} {:>8.1}",
+        format!(
+            "webhooks {store}: {} endpoints x {} events",
+            args.endpoints, args.events
+        ),
+        r.deliveries,
+        r.expected,
+        r.duplicates,
+        r.rate(),
+        r.latency.p50.as_secs_f64() * 1e3,
+        r.latency.p99.as_secs_f64() * 1e3,
+        r.latency.max.as_secs_f64() * 1e3
+    );
+    println!(
+        "target: >= 5,000 deliveries/s to a local receiver: {:.0} {}",
+        r.rate(),
+        if r.rate() >= 5000.0 { "met" } else { "missed" }
+    );
+    if r.deliveries < r.expected {
+        bail!("{} of {} deliveries arrived", r.deliveries, r.expected);
     }
     server.stop()
 }
