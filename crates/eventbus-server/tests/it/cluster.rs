@@ -11,14 +11,14 @@ use crate::common::sse::SseClient;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn database_url() -> String {
+pub(crate) fn database_url() -> String {
     std::env::var("EVENTBUS_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// A fresh schema for this test; `None` (outside CI) when PostgreSQL cannot be reached.
-fn create_schema() -> Option<String> {
-    let name = format!("eb_cluster_{}", std::process::id());
+pub(crate) fn create_schema(test: &str) -> Option<String> {
+    let name = format!("eb_{test}_{}", std::process::id());
     let ok = Command::new("psql")
         .arg(database_url())
         .args([
@@ -40,7 +40,7 @@ fn create_schema() -> Option<String> {
 
 #[tokio::test]
 async fn events_published_on_one_node_reach_streams_on_another() {
-    let Some(schema) = create_schema() else {
+    let Some(schema) = create_schema("cluster") else {
         return;
     };
     let url = format!("{}?options=-c%20search_path%3D{schema}", database_url());

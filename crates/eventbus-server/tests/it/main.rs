@@ -18,6 +18,7 @@ mod metrics;
 mod openapi;
 mod publish;
 mod query;
+mod readiness;
 mod stream;
 mod webhooks;
 mod webhooks_pg;
