@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 
+use super::commit::{EventColumns, INSERT_ROWS};
 use super::{COLUMNS, PgStore, row_to_event};
 use crate::core::event::Event;
 use crate::core::time::Timestamp;
@@ -155,30 +156,7 @@ impl ArchiveStore for PgStore {
         segment_id: u64,
         events: Vec<Arc<Event>>,
     ) -> Result<(), StoreError> {
-        let n = events.len();
-        let mut seq = Vec::with_capacity(n);
-        let mut id = Vec::with_capacity(n);
-        let mut ty = Vec::with_capacity(n);
-        let mut ts = Vec::with_capacity(n);
-        let mut project = Vec::with_capacity(n);
-        let mut tenant = Vec::with_capacity(n);
-        let mut user = Vec::with_capacity(n);
-        let mut payload = Vec::with_capacity(n);
-        let mut metadata = Vec::with_capacity(n);
-        for e in &events {
-            seq.push(e.seq as i64);
-            id.push(e.id.as_str());
-            ty.push(e.event_type.as_str());
-            ts.push(e.timestamp.as_micros());
-            project.push(e.project_id.as_deref());
-            tenant.push(e.tenant_id.as_deref());
-            user.push(e.user_id.as_deref());
-            payload.push(e.payload.get());
-            metadata.push(
-                (!e.metadata.is_empty())
-                    .then(|| serde_json::to_string(&e.metadata).expect("string map serialises")),
-            );
-        }
+        let columns = EventColumns::new(events.iter().map(|e| &**e));
         let outcome = self
             .write(async {
                 let attempt = async {
@@ -192,23 +170,10 @@ impl ArchiveStore for PgStore {
                         tx.rollback().await?;
                         return Err(Refused::Missing);
                     }
-                    sqlx::query(
-                        "INSERT INTO events \
-                         (seq, id, type, ts, project_id, tenant_id, user_id, payload, metadata) \
-                         SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], \
-                                              $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
-                    )
-                    .bind(&seq)
-                    .bind(&id)
-                    .bind(&ty)
-                    .bind(&ts)
-                    .bind(&project)
-                    .bind(&tenant)
-                    .bind(&user)
-                    .bind(&payload)
-                    .bind(&metadata)
-                    .execute(&mut *tx)
-                    .await?;
+                    columns
+                        .bind(sqlx::query(INSERT_ROWS))
+                        .execute(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                     Ok(())
                 };

@@ -278,52 +278,85 @@ fn plan(prev: u64, batches: Vec<Vec<Event>>, stored: &HashMap<String, Arc<Event>
     }
 }
 
+/// The events as one array per column, for `INSERT … SELECT * FROM UNNEST(…)` ([`INSERT_ROWS`]).
+pub(super) struct EventColumns<'a> {
+    seq: Vec<i64>,
+    id: Vec<&'a str>,
+    ty: Vec<&'a str>,
+    ts: Vec<i64>,
+    project: Vec<Option<&'a str>>,
+    tenant: Vec<Option<&'a str>>,
+    user: Vec<Option<&'a str>>,
+    payload: Vec<&'a str>,
+    metadata: Vec<Option<String>>,
+}
+
+/// Inserts the rows of [`EventColumns`] bound as `$1` to `$9`.
+pub(super) const INSERT_ROWS: &str = "INSERT INTO events \
+     (seq, id, type, ts, project_id, tenant_id, user_id, payload, metadata) \
+     SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], \
+                          $6::text[], $7::text[], $8::text[], $9::text[])";
+
+impl<'a> EventColumns<'a> {
+    /// The columns of `events`, in their order.
+    pub(super) fn new(events: impl ExactSizeIterator<Item = &'a Event>) -> Self {
+        let n = events.len();
+        let mut c = EventColumns {
+            seq: Vec::with_capacity(n),
+            id: Vec::with_capacity(n),
+            ty: Vec::with_capacity(n),
+            ts: Vec::with_capacity(n),
+            project: Vec::with_capacity(n),
+            tenant: Vec::with_capacity(n),
+            user: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        };
+        for e in events {
+            c.seq.push(e.seq as i64);
+            c.id.push(e.id.as_str());
+            c.ty.push(e.event_type.as_str());
+            c.ts.push(e.timestamp.as_micros());
+            c.project.push(e.project_id.as_deref());
+            c.tenant.push(e.tenant_id.as_deref());
+            c.user.push(e.user_id.as_deref());
+            c.payload.push(e.payload.get());
+            c.metadata.push(
+                (!e.metadata.is_empty())
+                    .then(|| serde_json::to_string(&e.metadata).expect("string map serialises")),
+            );
+        }
+        c
+    }
+
+    /// Binds the nine columns, in order, as the next parameters of `query`.
+    pub(super) fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.seq)
+            .bind(&self.id)
+            .bind(&self.ty)
+            .bind(&self.ts)
+            .bind(&self.project)
+            .bind(&self.tenant)
+            .bind(&self.user)
+            .bind(&self.payload)
+            .bind(&self.metadata)
+    }
+}
+
 /// Step 4: one statement inserting every new row and notifying the new head.
 async fn insert(conn: &mut PgConnection, rows: &[Event], channel: &str) -> Result<(), sqlx::Error> {
-    let n = rows.len();
-    let mut seq = Vec::with_capacity(n);
-    let mut id = Vec::with_capacity(n);
-    let mut ty = Vec::with_capacity(n);
-    let mut ts = Vec::with_capacity(n);
-    let mut project = Vec::with_capacity(n);
-    let mut tenant = Vec::with_capacity(n);
-    let mut user = Vec::with_capacity(n);
-    let mut payload = Vec::with_capacity(n);
-    let mut metadata = Vec::with_capacity(n);
-    for e in rows {
-        seq.push(e.seq as i64);
-        id.push(e.id.as_str());
-        ty.push(e.event_type.as_str());
-        ts.push(e.timestamp.as_micros());
-        project.push(e.project_id.as_deref());
-        tenant.push(e.tenant_id.as_deref());
-        user.push(e.user_id.as_deref());
-        payload.push(e.payload.get());
-        metadata.push(
-            (!e.metadata.is_empty())
-                .then(|| serde_json::to_string(&e.metadata).expect("string map serialises")),
-        );
-    }
+    let columns = EventColumns::new(rows.iter());
     let head = rows.last().map_or(0, |e| e.seq);
-    sqlx::query(
-        "WITH ins AS (INSERT INTO events \
-             (seq, id, type, ts, project_id, tenant_id, user_id, payload, metadata) \
-             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], \
-                                  $6::text[], $7::text[], $8::text[], $9::text[])) \
-         SELECT pg_notify($10, $11)",
-    )
-    .bind(&seq)
-    .bind(&id)
-    .bind(&ty)
-    .bind(&ts)
-    .bind(&project)
-    .bind(&tenant)
-    .bind(&user)
-    .bind(&payload)
-    .bind(&metadata)
-    .bind(channel)
-    .bind(head.to_string())
-    .execute(conn)
-    .await?;
+    let sql = format!("WITH ins AS ({INSERT_ROWS}) SELECT pg_notify($10, $11)");
+    columns
+        .bind(sqlx::query(AssertSqlSafe(sql)))
+        .bind(channel)
+        .bind(head.to_string())
+        .execute(conn)
+        .await?;
     Ok(())
 }
