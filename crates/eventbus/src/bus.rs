@@ -19,7 +19,7 @@ use crate::core::catalogue::{DefinitionError, EventTypeDef, TypeEntry, TypeRegis
 use crate::core::event::{Event, FieldError, NewEvent};
 use crate::core::middleware::{
     EnrichmentMiddleware, LoggingMiddleware, Middleware, MiddlewareChain, MiddlewareError,
-    PublishContext, Rejection, ValidationMiddleware,
+    PublishContext, Rejection, SecurityMiddleware, ValidationMiddleware,
 };
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
@@ -119,7 +119,8 @@ impl EventBusBuilder {
         self
     }
 
-    /// Fills the security slot of the chain (after validation, before enrichment).
+    /// Replaces the security step of the chain (after validation, before enrichment; by
+    /// default [`SecurityMiddleware`], which checks authenticated publishers against their key).
     pub fn security(mut self, middleware: Arc<dyn Middleware>) -> Self {
         self.security = Some(middleware);
         self
@@ -151,7 +152,10 @@ impl EventBusBuilder {
             self.options.max_payload_bytes,
             self.options.strict_types,
         ))];
-        steps.extend(self.security);
+        steps.push(
+            self.security
+                .unwrap_or_else(|| Arc::new(SecurityMiddleware)),
+        );
         steps.push(Arc::new(EnrichmentMiddleware));
         steps.push(Arc::new(LoggingMiddleware));
         steps.extend(self.custom);

@@ -16,11 +16,14 @@
 //!   [`transport::consumer`] (durable named consumers), [`transport::sse`] (the stream hub),
 //!   [`transport::webhook`] (signed, retried webhooks).
 //! - [`bus`]: [`EventBus`], tying the three together.
+//! - [`security`]: API keys, browser tokens and abuse limits; what a caller may do is decided
+//!   by [`core::principal`].
 //! - [`metric`]: metric names and recording helpers.
 
 pub mod bus;
 pub mod core;
 pub mod metric;
+pub mod security;
 pub mod store;
 pub mod transport;
 

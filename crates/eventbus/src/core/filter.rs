@@ -11,6 +11,9 @@ pub struct EventFilter {
     pub types: Vec<Pattern>,
     /// Exact project id.
     pub project_id: Option<String>,
+    /// The project id must be one of these (any project when empty). Set by the security layer
+    /// for keys limited to some projects; events without a project then do not pass.
+    pub project_ids: Vec<String>,
     /// Exact tenant id.
     pub tenant_id: Option<String>,
     /// Exact user id.
@@ -39,6 +42,11 @@ impl EventFilter {
     pub fn matches(&self, event: &Event) -> bool {
         (self.all_types() || self.types.iter().any(|p| p.matches(&event.event_type)))
             && opt_eq(&self.project_id, &event.project_id)
+            && (self.project_ids.is_empty()
+                || event
+                    .project_id
+                    .as_ref()
+                    .is_some_and(|p| self.project_ids.contains(p)))
             && opt_eq(&self.tenant_id, &event.tenant_id)
             && opt_eq(&self.user_id, &event.user_id)
             && self.from.is_none_or(|f| event.timestamp >= f)

@@ -219,6 +219,41 @@ impl Middleware for ValidationMiddleware {
     }
 }
 
+/// The security step: an event published by an authenticated caller must be within its key
+/// (the `publish` permission, its type patterns, its projects) and is bound to its tenant
+/// ([`Principal::may_publish`]). Trusted in-process publishers (no principal) pass.
+#[derive(Debug, Default)]
+pub struct SecurityMiddleware;
+
+#[async_trait]
+impl Middleware for SecurityMiddleware {
+    fn name(&self) -> &str {
+        "security"
+    }
+
+    async fn handle(&self, event: &mut Event, ctx: &PublishContext) -> Result<(), MiddlewareError> {
+        let Some(principal) = &ctx.principal else {
+            return Ok(());
+        };
+        principal.may_publish(event).map_err(|denied| {
+            tracing::warn!(
+                target: "audit",
+                key = %principal.key_id,
+                event.id = %event.id,
+                event.r#type = %event.event_type,
+                reason = %denied,
+                "publish refused"
+            );
+            Rejection {
+                kind: RejectKind::Forbidden,
+                message: denied.0,
+                errors: Vec::new(),
+            }
+            .into()
+        })
+    }
+}
+
 /// Adds trace context: the request's `traceparent` goes into events that carry none.
 #[derive(Debug, Default)]
 pub struct EnrichmentMiddleware;

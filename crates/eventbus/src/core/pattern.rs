@@ -182,6 +182,47 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// The pattern matching exactly the types both `self` and `other` match, if any type does:
+    /// `project.>` ∩ `*.created` is `project.created`; `project.*` ∩ `user.*` is `None`. Read
+    /// paths use it to narrow a caller's filter to what its key may see.
+    pub fn intersect(&self, other: &Pattern) -> Option<Pattern> {
+        let segments = intersect_segments(&self.segments, &other.segments)?;
+        let raw = segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => l.as_str(),
+                Segment::Any => "*",
+                Segment::Tail => ">",
+            })
+            .collect::<Vec<_>>()
+            .join(".");
+        Some(Pattern { raw, segments })
+    }
+}
+
+/// The segments matching what both `a` and `b` match. Every segment consumes at least one type
+/// segment, so a `>` (one or more segments) meets a non-empty rest exactly in that rest.
+fn intersect_segments(a: &[Segment], b: &[Segment]) -> Option<Vec<Segment>> {
+    match (a.first(), b.first()) {
+        (None, None) => Some(Vec::new()),
+        (None, _) | (_, None) => None,
+        (Some(Segment::Tail), _) => Some(b.to_vec()),
+        (_, Some(Segment::Tail)) => Some(a.to_vec()),
+        (Some(x), Some(y)) => {
+            let head = match (x, y) {
+                (Segment::Literal(l), Segment::Literal(m)) if l == m => x.clone(),
+                (Segment::Literal(_), Segment::Literal(_)) => return None,
+                (Segment::Literal(_), _) => x.clone(),
+                _ => y.clone(),
+            };
+            let mut rest = intersect_segments(&a[1..], &b[1..])?;
+            rest.insert(0, head);
+            Some(rest)
+        }
+    }
+}
+
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.raw)
@@ -214,6 +255,56 @@ mod tests {
 
     fn p(s: &str) -> Pattern {
         Pattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn intersection_is_the_set_of_types_both_match() {
+        let cases = [
+            ("project.>", "*.created", Some("project.created")),
+            ("project.*", "user.*", None),
+            (">", "project.*", Some("project.*")),
+            ("project.*", ">", Some("project.*")),
+            ("project.>", "project.*", Some("project.*")),
+            ("project.*", "project.created", Some("project.created")),
+            ("project.created", "project.updated", None),
+            ("project.*", "project.a.b", None),
+            ("*.*", "a.>", Some("a.*")),
+            ("a.>", "*.b.>", Some("a.b.>")),
+        ];
+        for (a, b, want) in cases {
+            let got = p(a).intersect(&p(b));
+            assert_eq!(got.as_ref().map(Pattern::as_str), want, "{a} ∩ {b}");
+            assert_eq!(
+                p(b).intersect(&p(a)).map(|x| x.segments),
+                got.as_ref().map(|x| x.segments.clone()),
+                "{a} ∩ {b} is symmetric"
+            );
+            if let Some(i) = got {
+                // The result parses back to itself and lies within both operands.
+                assert_eq!(p(i.as_str()), i);
+                assert!(
+                    i.is_within(&p(a)) && i.is_within(&p(b)),
+                    "{i} within {a} and {b}"
+                );
+            }
+        }
+        let types = [
+            "project.created",
+            "project.a.b",
+            "user.created",
+            "a.b",
+            "a.b.c",
+        ];
+        for (a, b) in [("project.>", "*.created"), ("*.*", "a.>"), ("a.>", "*.b.>")] {
+            let i = p(a).intersect(&p(b)).unwrap();
+            for t in types {
+                assert_eq!(
+                    i.matches(t),
+                    p(a).matches(t) && p(b).matches(t),
+                    "{t} in {a} ∩ {b}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -11,10 +11,12 @@
 //!   made by other processes (PostgreSQL) only [`CommitLog::advance`] its head.
 //!
 //! Layout: `sqlite` (embedded default), `postgres` (production, several processes on one
-//! database), `url` (choosing a backend from `EVENT_STORE_URL`), `archive` (moving old events
+//! database), `url` (choosing a backend from `EVENT_STORE_URL`), `key` (API keys and signing
+//! secrets), `archive` (moving old events
 //! into archive files and back, querying them).
 
 pub mod archive;
+pub mod key;
 pub mod postgres;
 pub mod sqlite;
 mod url;
@@ -110,7 +112,7 @@ pub trait ConsumerStore: Send + Sync + 'static {
 
 /// A durable, ordered, queryable event log.
 #[async_trait]
-pub trait EventStore: ConsumerStore + Send + Sync + 'static {
+pub trait EventStore: ConsumerStore + key::KeyStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

@@ -304,6 +304,16 @@ fn filters(events: &[Arc<Event>]) -> Vec<EventFilter> {
         ..Default::default()
     });
     out.push(EventFilter {
+        project_ids: vec!["p1".into(), "p3".into()],
+        ..Default::default()
+    });
+    out.push(EventFilter {
+        types: vec![p("project.*")],
+        project_ids: vec!["p2".into()],
+        tenant_id: Some("t1".into()),
+        ..Default::default()
+    });
+    out.push(EventFilter {
         user_id: Some("u3".into()),
         ..Default::default()
     });

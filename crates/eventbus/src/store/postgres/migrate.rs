@@ -28,6 +28,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_archive",
         include_str!("../../../migrations/postgres/0004_archive.sql"),
     ),
+    (
+        "0005_keys",
+        include_str!("../../../migrations/postgres/0005_keys.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

@@ -22,8 +22,11 @@
 mod archive;
 mod commit;
 mod consumer;
+mod key;
 mod listen;
 pub mod migrate;
+#[cfg(test)]
+pub(crate) mod testing;
 mod webhook;
 
 use std::str::FromStr;
@@ -350,6 +353,7 @@ fn row_to_event(row: &PgRow, offset: usize) -> Result<Event, sqlx::Error> {
 enum Arg {
     Int(i64),
     Text(String),
+    TextArray(Vec<String>),
 }
 
 fn bind_all<'q>(
@@ -360,6 +364,7 @@ fn bind_all<'q>(
         query = match arg {
             Arg::Int(v) => query.bind(v),
             Arg::Text(v) => query.bind(v),
+            Arg::TextArray(v) => query.bind(v),
         };
     }
     query
@@ -430,6 +435,10 @@ fn select_after_sql(filter: &EventFilter, after: u64, limit: usize) -> (String, 
             let p = param(&mut args, Arg::Text(v.clone()));
             sql.push_str(&format!(" AND {column} = {p}"));
         }
+    }
+    if !filter.project_ids.is_empty() {
+        let p = param(&mut args, Arg::TextArray(filter.project_ids.clone()));
+        sql.push_str(&format!(" AND project_id = ANY({p})"));
     }
     if let Some(from) = filter.from {
         let p = param(&mut args, Arg::Int(from.as_micros()));

@@ -874,77 +874,10 @@ impl WebhookStore for PgStore {
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-    use std::time::Duration;
-
-    use sqlx::{Connection, PgConnection};
-
     use super::*;
     use crate::store::EventStore;
-    use crate::store::postgres::{PgConnectOptions, PgOptions};
+    use crate::store::postgres::testing::store;
     use crate::store::webhook::contract;
-
-    fn url() -> String {
-        std::env::var("EVENTBUS_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-    }
-
-    /// A schema of its own, dropped on drop.
-    struct Schema(String);
-
-    impl Drop for Schema {
-        fn drop(&mut self) {
-            let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0);
-            // Drop may run inside a runtime; the cleanup gets a thread and runtime of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()?;
-                rt.block_on(async {
-                    let mut c = PgConnection::connect(&url()).await.ok()?;
-                    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut c).await.ok()
-                })
-            })
-            .join();
-        }
-    }
-
-    /// A store on a fresh schema; `None` (after saying why) when PostgreSQL is unreachable
-    /// outside CI.
-    async fn store() -> Option<(Schema, PgStore)> {
-        let admin = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&url()));
-        let mut admin = match admin.await {
-            Ok(Ok(c)) => c,
-            outcome => {
-                let why = match outcome {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "connecting timed out".to_owned(),
-                };
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "PostgreSQL is required in CI: {why}"
-                );
-                eprintln!("skipped: PostgreSQL at {} is unreachable ({why})", url());
-                return None;
-            }
-        };
-        let name = format!("eventbus_wh_{}", uuid::Uuid::now_v7().simple());
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA \"{name}\"")))
-            .execute(&mut admin)
-            .await
-            .expect("create schema");
-        let schema = Schema(name);
-        let connect = PgConnectOptions::from_str(&url())
-            .expect("a PostgreSQL URL")
-            .options([("search_path", schema.0.as_str())]);
-        let options = PgOptions {
-            pool_size: 4,
-            ..PgOptions::default()
-        };
-        let store = PgStore::open_with(connect, options).await.expect("open");
-        Some((schema, store))
-    }
 
     #[tokio::test]
     async fn fan_out_applies_once_and_refuses_stale_steps() {

@@ -22,6 +22,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_archive",
         include_str!("../../../migrations/sqlite/0004_archive.sql"),
     ),
+    (
+        "0005_keys",
+        include_str!("../../../migrations/sqlite/0005_keys.sql"),
+    ),
 ];
 
 /// Why migrating failed.

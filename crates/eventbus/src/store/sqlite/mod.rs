@@ -13,7 +13,10 @@
 
 mod archive;
 mod consumer;
+mod key;
 mod migrate;
+#[cfg(test)]
+pub(crate) mod testing;
 mod webhook;
 
 use std::fs::File;
@@ -580,6 +583,14 @@ fn select_after(
             sql.push_str(&format!(" AND {column} = ?"));
             args.push(SqlValue::Text(v.clone()));
         }
+    }
+    if !filter.project_ids.is_empty() {
+        sql.push_str(" AND project_id IN (");
+        for (i, project) in filter.project_ids.iter().enumerate() {
+            sql.push_str(if i == 0 { "?" } else { ", ?" });
+            args.push(SqlValue::Text(project.clone()));
+        }
+        sql.push(')');
     }
     if let Some(from) = filter.from {
         sql.push_str(" AND ts >= ?");

@@ -585,14 +585,8 @@ impl WebhookStore for SqliteStore {
 mod tests {
     use super::*;
     use crate::store::EventStore;
-    use crate::store::sqlite::SqliteOptions;
+    use crate::store::sqlite::testing::store;
     use crate::store::webhook::contract;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("w.db"), SqliteOptions::default()).unwrap();
-        (dir, store)
-    }
 
     #[tokio::test]
     async fn fan_out_applies_once_and_refuses_stale_steps() {
