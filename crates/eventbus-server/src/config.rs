@@ -247,12 +247,87 @@ pub struct Config {
           value_parser = parse_archive_url, global = true)]
     pub event_archive_url: String,
 
+    /// Security: the bootstrap admin API key (every permission; use it to create the other
+    /// keys). Without it, only keys already stored work.
+    #[arg(long, env = "EVENT_BUS_ADMIN_KEY", hide_env_values = true, value_parser = Secret::parse,
+          global = true)]
+    pub event_bus_admin_key: Option<Secret>,
+
+    /// Security: the secret (at least 32 bytes) signing browser stream tokens, shared with
+    /// backends that mint tokens themselves; when unset, a random secret is generated once and
+    /// kept in the store.
+    #[arg(long, env = "EVENT_BUS_TOKEN_SECRET", hide_env_values = true,
+          value_parser = Secret::parse_token_secret, global = true)]
+    pub event_bus_token_secret: Option<Secret>,
+
+    /// Security: longest lifetime of a browser token minted by POST /v1/tokens, in seconds.
+    #[arg(long, env = "TOKEN_MAX_TTL", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(10..=86_400), global = true)]
+    pub token_max_ttl: u64,
+
+    /// Security: publish requests per second per key, for keys without their own
+    /// `rateLimit` (0: no limit). Counted per process.
+    #[arg(long, env = "KEY_RATE_LIMIT", default_value_t = 0, global = true)]
+    pub key_rate_limit: u32,
+
+    /// Security: open streams per key, for keys without their own `maxConnections` (0: no
+    /// limit).
+    #[arg(
+        long,
+        env = "KEY_MAX_CONNECTIONS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub key_max_connections: usize,
+
+    /// Security: open streams per tenant, keys and browser tokens together (0: no limit).
+    #[arg(
+        long,
+        env = "TENANT_MAX_CONNECTIONS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub tenant_max_connections: usize,
+
+    /// Security: serve /health/ready and /metrics without a key (false: they need a key with
+    /// the `admin` permission). /health/live is always open.
+    #[arg(long, env = "HEALTH_METRICS_PUBLIC", default_value_t = true, action = ArgAction::Set,
+          global = true)]
+    pub health_metrics_public: bool,
+
+    /// Milliseconds a client may take to send a request's headers, and again its body (slow
+    /// clients are cut off).
+    #[arg(long, env = "REQUEST_READ_TIMEOUT", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000), global = true)]
+    pub request_read_timeout: u64,
+
+    /// Largest accepted request head (request line and headers), in bytes.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u64).range(8192..=1_048_576), global = true)]
+    pub max_header_bytes: u64,
+
     /// Log format: text or json (filter with RUST_LOG, default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 }
 
 impl Config {
+    /// The bootstrap admin key, when set (an empty value is none).
+    pub fn admin_key(&self) -> Option<&str> {
+        self.event_bus_admin_key
+            .as_ref()
+            .map(|k| k.0.as_str())
+            .filter(|k| !k.is_empty())
+    }
+
+    /// The browser-token secret, when set (an empty value is none).
+    pub fn token_secret(&self) -> Option<&[u8]> {
+        self.event_bus_token_secret
+            .as_ref()
+            .map(|k| k.0.as_bytes())
+            .filter(|k| !k.is_empty())
+    }
+
     /// The address to bind.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
@@ -322,6 +397,38 @@ impl Config {
             ));
         }
         Cli::try_parse_from(args).map(|cli| cli.config)
+    }
+}
+
+/// A secret setting: shown as `..` in debug output and logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    fn parse(s: &str) -> Result<Secret, String> {
+        if s.trim().is_empty() {
+            return Ok(Secret(String::new()));
+        }
+        if s.trim().len() < 16 {
+            return Err("use at least 16 characters (e.g. `openssl rand -hex 32`)".to_owned());
+        }
+        Ok(Secret(s.trim().to_owned()))
+    }
+
+    fn parse_token_secret(s: &str) -> Result<Secret, String> {
+        if s.is_empty() {
+            return Ok(Secret(String::new()));
+        }
+        if s.len() < 32 {
+            return Err("use at least 32 bytes (e.g. `openssl rand -hex 32`)".to_owned());
+        }
+        Ok(Secret(s.to_owned()))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod http;
 
 use std::sync::Arc;
 
+use eventbus::security::Keys;
 use eventbus::store::StoreError;
 use eventbus::store::archive::{Archive, open_store, open_target};
 use eventbus::store::webhook::WebhookStore;
@@ -121,6 +122,22 @@ pub async fn serve(
         webhooks: webhook_store,
         archive,
     } = bus;
+    let keys = match Keys::open(
+        bus.store().clone(),
+        config.admin_key(),
+        config.token_secret(),
+    )
+    .await
+    {
+        Ok(keys) => Arc::new(keys),
+        Err(e) => {
+            bus.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    if config.admin_key().is_none() {
+        tracing::warn!("EVENT_BUS_ADMIN_KEY is not set: only keys already stored can use the API");
+    }
     let webhooks = match webhook_store {
         Some(store) => match WebhookService::start(bus.clone(), store, config.webhook_options()) {
             Ok(service) => Some(service),
@@ -150,9 +167,11 @@ pub async fn serve(
     http::metrics::install();
     let state = http::AppState {
         bus: bus.clone(),
-        config: Arc::new(config),
+        config: Arc::new(config.clone()),
         webhooks: webhooks.clone(),
         archive,
+        keys,
+        limits: Default::default(),
     };
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, store = bus.store().backend(), "eventbus listening");
@@ -165,9 +184,11 @@ pub async fn serve(
     };
     // Requests still open `SHUTDOWN_TIMEOUT` after the signal (a stalled client) are dropped.
     let deadline = std::time::Duration::from_millis(config_shutdown_ms);
-    let serving = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .into_future();
+    let limits = http::server::ReadLimits {
+        header_timeout: std::time::Duration::from_millis(config.request_read_timeout),
+        max_header_bytes: config.max_header_bytes as usize,
+    };
+    let serving = http::server::serve(listener, app, limits, signal);
     let served = tokio::select! {
         served = serving => served,
         _ = async {

@@ -1,14 +1,25 @@
 //! Reading and decoding JSON bodies with errors that name the field at fault.
 
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use eventbus::core::event::FieldError;
 use serde::de::DeserializeOwned;
 
 use super::problem::ApiError;
+use crate::config::Config;
 
-/// Reads the whole body, refusing non-JSON media types and bodies over `limit` bytes.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body, refusing non-JSON media types, bodies over `MAX_REQUEST_BYTES` and
+/// bodies not received within `REQUEST_READ_TIMEOUT` (a client trickling its body holds no
+/// handler forever).
+pub async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    config: &Config,
+) -> Result<Bytes, ApiError> {
+    let limit = config.max_request_bytes;
+    let timeout = Duration::from_millis(config.request_read_timeout);
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or_default().trim();
@@ -16,7 +27,10 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             return Err(ApiError::UnsupportedMediaType);
         }
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::RequestTimeout(timeout.as_millis() as u64))?;
+    read.map_err(|e| {
         let e = e.into_inner();
         if e.is::<http_body_util::LengthLimitError>() {
             ApiError::BodyTooLarge(limit)

@@ -8,9 +8,11 @@ use axum::response::Response;
 use axum::routing::get;
 use eventbus::core::catalogue::EventTypeDef;
 use eventbus::core::event::{FieldError, validate_type};
+use eventbus::core::principal::{Denied, Permission};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::auth::Caller;
 use super::body::{decode, read_json};
 use super::events::json;
 use super::openapi::{EventTypeInputSchema, EventTypeListSchema, EventTypeSchema, ProblemSchema};
@@ -40,7 +42,7 @@ struct ListBody {
     tag = "event-types",
     responses((status = 200, description = "The catalogue", body = EventTypeListSchema))
 )]
-pub(super) async fn list_event_types(State(state): State<AppState>) -> Response {
+pub(super) async fn list_event_types(State(state): State<AppState>, _caller: Caller) -> Response {
     json(
         StatusCode::OK,
         &ListBody {
@@ -63,6 +65,7 @@ pub(super) async fn list_event_types(State(state): State<AppState>) -> Response 
 )]
 pub(super) async fn get_event_type(
     State(state): State<AppState>,
+    _caller: Caller,
     PathParam(name): PathParam<String>,
 ) -> Result<Response, ApiError> {
     validate_type(&name).map_err(|m| ApiError::InvalidParameter(FieldError::new("type", m)))?;
@@ -102,12 +105,21 @@ struct PutBody {
 )]
 pub(super) async fn put_event_type(
     State(state): State<AppState>,
+    caller: Caller,
     PathParam(name): PathParam<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    caller.require(Permission::Admin)?;
     validate_type(&name).map_err(|m| ApiError::InvalidParameter(FieldError::new("type", m)))?;
-    let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
+    if !caller.principal.is_unscoped() || !caller.principal.allows_type(Permission::Admin, &name) {
+        return Err(caller.deny(Denied(
+            "the catalogue is shared by every tenant: only an admin key bound to no tenant or \
+             project, whose types cover this type, may change it"
+                .into(),
+        )));
+    }
+    let bytes = read_json(&headers, body, &state.config).await?;
     let body: PutBody = decode(&bytes)?;
     if let Some(d) = &body.description
         && d.len() > 1024

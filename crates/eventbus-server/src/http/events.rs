@@ -10,11 +10,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use eventbus::core::middleware::PublishContext;
+use eventbus::core::principal::Permission;
 use eventbus::store::{Appended, EventPage};
 use eventbus::{Event, NewEvent};
 use serde::Serialize;
 
 use super::AppState;
+use super::auth::Caller;
 use super::body::{decode, read_json};
 use super::openapi::{
     EventPageSchema, EventSchema, ProblemSchema, PublishBodySchema, PublishedSchema,
@@ -52,12 +54,15 @@ pub fn router() -> Router<AppState> {
 )]
 pub(super) async fn create_events(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
+    caller.require(Permission::Publish)?;
+    caller.check_rate(&state)?;
+    let bytes = read_json(&headers, body, &state.config).await?;
     let ctx = PublishContext {
-        principal: None,
+        principal: Some(caller.principal.clone()),
         traceparent: traceparent(&headers),
     };
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -131,10 +136,11 @@ struct EventListParams {
 )]
 pub(super) async fn list_events(
     State(state): State<AppState>,
+    caller: Caller,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let query = event_query(&params, None)?;
-    Ok(page(query_page(&state, &params, &query).await?))
+    Ok(page(query_page(&state, &caller, &params, query).await?))
 }
 
 /// `GET /v1/projects/{projectId}/events`: the project's events, same paging.
@@ -154,11 +160,12 @@ pub(super) async fn list_events(
 )]
 pub(super) async fn list_project_events(
     State(state): State<AppState>,
+    caller: Caller,
     PathParam(project_id): PathParam<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let query = event_query(&params, Some(&project_id))?;
-    Ok(page(query_page(&state, &params, &query).await?))
+    Ok(page(query_page(&state, &caller, &params, query).await?))
 }
 
 /// `GET /v1/events/{id}`.
@@ -176,11 +183,16 @@ pub(super) async fn list_project_events(
 )]
 pub(super) async fn get_event(
     State(state): State<AppState>,
+    caller: Caller,
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
+    caller.require(Permission::Read)?;
+    // An event outside the caller's scope is answered exactly like a missing one.
     match state.bus.get(&id).await? {
-        Some(event) => Ok(json(StatusCode::OK, &*event)),
-        None => Err(ApiError::NotFound(format!("no event has id `{id}`"))),
+        Some(event) if caller.principal.sees(Permission::Read, &event) => {
+            Ok(json(StatusCode::OK, &*event))
+        }
+        _ => Err(ApiError::NotFound(format!("no event has id `{id}`"))),
     }
 }
 
@@ -219,18 +231,24 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
     (v.len() == 55 && v.split('-').count() == 4).then(|| v.to_owned())
 }
 
-/// A page of `query`, across archived and hot events when `includeArchived=true`.
+/// A page of `query` narrowed to what the caller may read, across archived and hot events when
+/// `includeArchived=true`.
 async fn query_page(
     state: &AppState,
+    caller: &Caller,
     params: &HashMap<String, String>,
-    query: &eventbus::store::EventQuery,
+    mut query: eventbus::store::EventQuery,
 ) -> Result<eventbus::store::EventPage, ApiError> {
+    query.filter = caller
+        .principal
+        .narrow(Permission::Read, &query.filter)
+        .map_err(|d| caller.deny(d))?;
     if super::params::include_archived(params)? {
         return Ok(state
             .archive
-            .query(query)
+            .query(&query)
             .await
             .map_err(eventbus::StoreError::from)?);
     }
-    Ok(state.bus.query(query).await?)
+    Ok(state.bus.query(&query).await?)
 }

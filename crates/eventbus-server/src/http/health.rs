@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::auth::require_observer;
 use super::events::json as json_response;
 use super::openapi::HealthSchema;
+use super::problem::ApiError;
 
 /// How long the store's round trip may take before it counts as down.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,7 +47,11 @@ pub(super) async fn get_live() -> Response {
         (status = 503, description = "A dependency is down", body = HealthSchema),
     )
 )]
-pub(super) async fn get_ready(State(state): State<AppState>) -> Response {
+pub(super) async fn get_ready(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_observer(&state, &headers).await?;
     let store = state.bus.store();
     let backend = store.backend();
     let store_entry = match tokio::time::timeout(STORE_TIMEOUT, store.ping()).await {
@@ -86,7 +92,7 @@ pub(super) async fn get_ready(State(state): State<AppState>) -> Response {
             json!({"status": "up", "open": open, "max": sse.options().max_connections}),
         ),
     ));
-    terminus(checks)
+    Ok(terminus(checks))
 }
 
 /// The Terminus body and status of a set of `(name, (up, entry))` checks.

@@ -8,13 +8,15 @@ use std::sync::OnceLock;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use eventbus::metric as m;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
+use super::auth::require_observer;
+use super::problem::ApiError;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -52,7 +54,11 @@ pub fn router() -> Router<AppState> {
     tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
 )]
-pub(super) async fn get_metrics(State(state): State<AppState>) -> Response {
+pub(super) async fn get_metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_observer(&state, &headers).await?;
     let handle = install();
     let bus = &state.bus;
     let gauge = |queue: &'static str, v: usize| {
@@ -91,7 +97,7 @@ pub(super) async fn get_metrics(State(state): State<AppState>) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    response
+    Ok(response)
 }
 
 /// RSS, CPU time and open descriptors from `/proc/self` (Linux; absent elsewhere).

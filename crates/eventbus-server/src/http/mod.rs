@@ -1,18 +1,28 @@
 //! The HTTP API (DESIGN.md §3). Each resource module exposes `router()` and verb_noun handlers.
 //!
 //! Layout: `events` (publish, query, get), `event_types` (the catalogue), `health`
-//! (liveness and readiness), `openapi` (the OpenAPI document), `stream` (SSE), `problem` (the
-//! error table), `body` (JSON bodies), `params` (query strings).
+//! (liveness and readiness), `keys` (API keys), `tokens` (browser stream tokens), `openapi` (the
+//! OpenAPI document), `stream` (SSE), `webhooks`, `metrics`; `auth` (who is calling), `problem`
+//! (the error table), `body` (JSON bodies), `params` (query strings), `server` (the HTTP/1
+//! connection loop with its header limits and read timeouts).
+//!
+//! Every `/v1` route takes a [`auth::Caller`] (401 without a valid key) and checks its
+//! permission and scope (403); `/health/live` and `/openapi.json` are open, `/health/ready` and
+//! `/metrics` too unless `HEALTH_METRICS_PUBLIC=false`.
 
+pub mod auth;
 mod body;
 mod event_types;
 mod events;
 mod health;
+mod keys;
 pub mod metrics;
 mod openapi;
 mod params;
 pub mod problem;
+pub mod server;
 mod stream;
+mod tokens;
 mod webhooks;
 
 use std::sync::Arc;
@@ -37,6 +47,19 @@ pub struct AppState {
     pub webhooks: Option<Arc<eventbus::transport::webhook::WebhookService>>,
     /// Archived events, for queries with `includeArchived=true`.
     pub archive: Arc<eventbus::store::archive::Archive>,
+    /// API keys and browser tokens.
+    pub keys: Arc<eventbus::security::Keys>,
+    /// Publish rates and stream counts.
+    pub limits: Arc<Limits>,
+}
+
+/// The abuse limits of this process.
+#[derive(Debug, Default)]
+pub struct Limits {
+    /// Publish rates per key.
+    pub rates: eventbus::security::limit::RateLimiter,
+    /// Open streams per key and tenant.
+    pub connections: Arc<eventbus::security::limit::ConnectionLimiter>,
 }
 
 /// The whole API.
@@ -46,9 +69,11 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(event_types::router())
         .merge(health::router())
+        .merge(keys::router())
         .merge(metrics::router())
         .merge(openapi::router())
         .merge(stream::router())
+        .merge(tokens::router())
         .merge(webhooks::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

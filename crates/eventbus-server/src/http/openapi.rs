@@ -70,6 +70,11 @@ pub(super) async fn get_openapi() -> Response {
         super::webhooks::list_attempts,
         super::webhooks::get_delivery,
         super::webhooks::retry_delivery,
+        super::keys::create_key,
+        super::keys::list_keys,
+        super::keys::get_key,
+        super::keys::revoke_key,
+        super::tokens::create_token,
         super::health::get_live,
         super::health::get_ready,
         super::metrics::get_metrics,
@@ -77,16 +82,97 @@ pub(super) async fn get_openapi() -> Response {
     ),
     // Schemas only parameters name, which are not collected from the paths.
     components(schemas(AttemptStatusSchema, DeliveryStatusSchema)),
+    modifiers(&Secured),
     tags(
         (name = "events", description = "Publish and query events"),
         (name = "event-types", description = "The event type catalogue"),
         (name = "stream", description = "Server-Sent Events"),
         (name = "webhooks", description = "Webhook endpoints, deliveries and attempts"),
+        (name = "keys", description = "API keys (admin)"),
+        (name = "tokens", description = "Browser tokens for streams"),
         (name = "operations", description = "Health and metrics"),
         (name = "meta", description = "This description"),
     )
 )]
 pub struct ApiDoc;
+
+/// Adds the authentication every `/v1` route requires: the `bearer` scheme (an API key), and
+/// the 401 and 403 answers; `/v1/stream` also takes a browser token as `?token=`. `/health/ready`
+/// and `/metrics` answer 401/403 only when `HEALTH_METRICS_PUBLIC=false`.
+struct Secured;
+
+impl utoipa::Modify for Secured {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{Ref, RefOr, ResponseBuilder, content::ContentBuilder};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key (`ebk_…`) or the EVENT_BUS_ADMIN_KEY"))
+                    .build(),
+            ),
+        );
+        let problem = |what: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(what)
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let guarded = path.starts_with("/v1/") || path == "/health/ready" || path == "/metrics";
+            if !guarded {
+                continue;
+            }
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut op.responses.responses;
+                responses
+                    .entry("401".into())
+                    .or_insert_with(|| problem("No valid API key (or stream token)"));
+                if path.starts_with("/v1/") {
+                    responses
+                        .entry("403".into())
+                        .or_insert_with(|| problem("The key does not allow this"));
+                    op.security = Some(vec![SecurityRequirement::new(
+                        "bearer",
+                        Vec::<String>::new(),
+                    )]);
+                }
+            }
+        }
+        if let Some(post) = doc
+            .paths
+            .paths
+            .get_mut("/v1/events")
+            .and_then(|i| i.post.as_mut())
+        {
+            post.responses
+                .responses
+                .entry("429".into())
+                .or_insert_with(|| problem("The key is over its publish rate; see Retry-After"));
+        }
+    }
+}
 
 /// A stored event (DESIGN.md §2).
 #[derive(Deserialize, ToSchema)]
@@ -528,6 +614,149 @@ pub(super) struct HealthSchema {
     /// Every dependency.
     #[serde(default)]
     details: Option<BTreeMap<String, Value>>,
+}
+
+/// The body of `POST /v1/keys`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ApiKeyInput)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct ApiKeyInputSchema {
+    /// A name for people (1 to 200 characters).
+    #[schema(min_length = 1, max_length = 200)]
+    name: String,
+    /// Bind the key to a tenant (a tenant-bound caller's tenant by default).
+    #[serde(default)]
+    tenant_id: Option<String>,
+    /// Limit the key to these projects (non-empty; every project when absent).
+    #[serde(default)]
+    #[schema(min_items = 1)]
+    project_ids: Option<Vec<String>>,
+    /// What the key may do.
+    #[schema(min_items = 1)]
+    permissions: Vec<PermissionSchema>,
+    /// Type patterns for every permission (default `[">"]`: every type).
+    #[serde(default)]
+    #[schema(min_items = 1)]
+    types: Option<Vec<String>>,
+    /// Type patterns of single permissions, overriding `types` for them.
+    #[serde(default)]
+    types_by_permission: Option<BTreeMap<String, Vec<String>>>,
+    /// Publish requests per second (the server's `KEY_RATE_LIMIT` when absent).
+    #[serde(default)]
+    rate_limit: Option<u32>,
+    /// Open streams at once (the server's `KEY_MAX_CONNECTIONS` when absent).
+    #[serde(default)]
+    max_connections: Option<u32>,
+    /// When the key stops working (RFC 3339, in the future).
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+}
+
+/// A permission.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Permission)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum PermissionSchema {
+    /// `POST /v1/events`.
+    Publish,
+    /// `GET /v1/stream`, `POST /v1/tokens`.
+    Subscribe,
+    /// Queries, the catalogue, webhook logs.
+    Read,
+    /// Keys, webhook endpoints, event types.
+    Admin,
+}
+
+/// An API key (never its secret).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ApiKey)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ApiKeySchema {
+    /// The key's id (the part after `ebk_` of its key string).
+    id: String,
+    /// Its name.
+    name: String,
+    /// Its tenant, if bound.
+    tenant_id: Option<String>,
+    /// Its projects, if limited.
+    project_ids: Option<Vec<String>>,
+    /// Its permissions.
+    permissions: Vec<PermissionSchema>,
+    /// The type patterns of each permission.
+    types_by_permission: BTreeMap<String, Vec<String>>,
+    /// Publish requests per second.
+    rate_limit: Option<u32>,
+    /// Open streams at once.
+    max_connections: Option<u32>,
+    /// When it was made.
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// The id of the key that made it (`admin`: the bootstrap key).
+    created_by: String,
+    /// When it stops working.
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    /// When it was revoked.
+    #[schema(format = DateTime)]
+    revoked_at: Option<String>,
+}
+
+/// A new API key with its key string, shown only once.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ApiKeyCreated)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ApiKeyCreatedSchema {
+    #[serde(flatten)]
+    key_fields: ApiKeySchema,
+    /// The key string to send as `Authorization: Bearer <key>`; not retrievable later.
+    key: String,
+}
+
+/// `GET /v1/keys` answer.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ApiKeyList)]
+#[allow(dead_code)]
+pub(super) struct ApiKeyListSchema {
+    /// Newest first.
+    keys: Vec<ApiKeySchema>,
+}
+
+/// The body of `POST /v1/tokens` (every field optional).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = TokenInput)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct TokenInputSchema {
+    /// Projects (within the key's; the key's own when absent).
+    #[serde(default)]
+    #[schema(min_items = 1)]
+    project_ids: Option<Vec<String>>,
+    /// Type patterns (within the key's subscribe patterns; those when absent).
+    #[serde(default)]
+    #[schema(min_items = 1)]
+    types: Option<Vec<String>>,
+    /// Lifetime in seconds (default 300, at most `TOKEN_MAX_TTL`).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    ttl_seconds: Option<u64>,
+}
+
+/// A browser token.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Token)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TokenSchema {
+    /// Pass it as `GET /v1/stream?token=`.
+    token: String,
+    /// When it expires.
+    #[schema(format = DateTime)]
+    expires_at: String,
 }
 
 /// An RFC 9457 problem.

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[error("send the body as application/json")]
     UnsupportedMediaType,
+    /// The body did not arrive within the read timeout (milliseconds).
+    #[error("the request body did not arrive within {0} ms; send it at once")]
+    RequestTimeout(u64),
     /// The body is over the limit.
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(usize),
@@ -59,6 +62,23 @@ pub enum ApiError {
     /// This store backend does not serve webhooks.
     #[error("{0}")]
     WebhooksUnavailable(String),
+    /// No key or token, or one that is unknown, wrong, revoked or expired (one answer for all).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The key does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The key is over its publish rate; retry after the given seconds.
+    #[error("{detail}")]
+    RateLimited {
+        /// What limit was hit.
+        detail: String,
+        /// Seconds until a retry can pass.
+        retry_after: u32,
+    },
+    /// The key or tenant has as many streams open as it may.
+    #[error("{0}")]
+    TooManyStreams(String),
     /// Anything else; details are logged, not shown.
     #[error("{0}")]
     Internal(String),
@@ -101,6 +121,11 @@ impl ApiError {
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "The body must be JSON",
+            ),
+            ApiError::RequestTimeout(_) => kind(
+                S::REQUEST_TIMEOUT,
+                "request-timeout",
+                "The request was not received in time",
             ),
             ApiError::BodyTooLarge(_) => kind(
                 S::PAYLOAD_TOO_LARGE,
@@ -162,6 +187,22 @@ impl ApiError {
                 "webhooks-unavailable",
                 "Webhooks are not available on this store",
             ),
+            ApiError::Unauthorized(_) => kind(
+                S::UNAUTHORIZED,
+                "unauthorized",
+                "A valid API key or token is required",
+            ),
+            ApiError::Forbidden(_) => kind(S::FORBIDDEN, "forbidden", "Not allowed"),
+            ApiError::RateLimited { .. } => kind(
+                S::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "The key is over its publish rate",
+            ),
+            ApiError::TooManyStreams(_) => kind(
+                S::TOO_MANY_REQUESTS,
+                "too-many-streams",
+                "Too many open streams",
+            ),
             ApiError::Internal(_) => kind(
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -170,9 +211,14 @@ impl ApiError {
         }
     }
 
-    /// Seconds after which a retry makes sense, for 503s.
+    /// Seconds after which a retry makes sense, for 429s and 503s.
     fn retry_after(&self) -> Option<u32> {
-        matches!(self, ApiError::Unavailable(_) | ApiError::Overloaded).then_some(1)
+        match self {
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ApiError::Unavailable(_) | ApiError::Overloaded => Some(1),
+            ApiError::TooManyStreams(_) => Some(5),
+            _ => None,
+        }
     }
 
     fn fields(&self) -> Vec<FieldError> {
@@ -249,6 +295,12 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"eventbus\""),
+            );
         }
         response
     }

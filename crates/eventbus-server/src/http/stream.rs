@@ -4,6 +4,10 @@
 //! the `Last-Event-ID` header or the `lastEventId` parameter (for clients that cannot set
 //! headers; the header wins). Each message carries `id: <seq>`, `event: <type>` and `data: <the
 //! event as JSON>`; comment lines are heartbeats.
+//!
+//! Authentication: a key with `subscribe` (header) or a browser token (`?token=`). The filter is
+//! narrowed to the caller's tenant, projects and patterns; streams count against the key's and
+//! the tenant's limits; a token's stream ends with a `token_expired` event when it expires.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -16,9 +20,12 @@ use axum::response::Response;
 use axum::routing::get;
 use eventbus::Pattern;
 use eventbus::core::filter::EventFilter;
-use eventbus::transport::sse::ConnectError;
+use eventbus::core::principal::Permission;
+use eventbus::security::limit::ConnectionGuard;
+use eventbus::transport::sse::{ConnectError, Connection, control_frame};
 
 use super::AppState;
+use super::auth::Caller;
 use super::openapi::ProblemSchema;
 use super::params::reject_unknown;
 use super::problem::ApiError;
@@ -40,21 +47,31 @@ pub fn router() -> Router<AppState> {
         ("userId" = Option<String>, Query, description = "Exact match"),
         ("lastEventId" = Option<u64>, Query, description = "Resume after this `seq` (the header wins)"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this `seq`"),
+        ("token" = Option<String>, Query, description = "A browser token from `POST /v1/tokens`, for clients that cannot send `Authorization`; the stream ends with a `token_expired` event when it expires"),
     ),
     responses(
         (status = 200, description = "Messages `id: <seq>`, `event: <type>`, `data: <event JSON>`; comment lines are heartbeats", content_type = "text/event-stream", body = String),
         (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Too many open streams", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "The key or tenant has too many open streams", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Too many open streams on this server", body = ProblemSchema, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn get_stream(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     reject_unknown(
         &params,
-        &["types", "projectId", "tenantId", "userId", "lastEventId"],
+        &[
+            "types",
+            "projectId",
+            "tenantId",
+            "userId",
+            "lastEventId",
+            "token",
+        ],
     )?;
     let mut filter = EventFilter::default();
     if let Some(t) = params.get("types") {
@@ -80,6 +97,29 @@ pub(super) async fn get_stream(
             .map(|v| parse_cursor("lastEventId", v))
             .transpose()?,
     };
+    let filter = caller
+        .principal
+        .narrow(Permission::Subscribe, &filter)
+        .map_err(|d| caller.deny(d))?;
+    // A key's own streams count against the key; every stream counts against its tenant.
+    let counted_key = if caller.token_expires.is_some() {
+        String::new()
+    } else {
+        caller.principal.key_id.clone()
+    };
+    let guard = state
+        .limits
+        .connections
+        .acquire(
+            &counted_key,
+            if counted_key.is_empty() { 0 } else { caller.max_connections },
+            caller.principal.tenant_id.as_deref(),
+            state.config.tenant_max_connections,
+        )
+        .map_err(|limit| {
+            tracing::warn!(target: "audit", key = %caller.principal.key_id, %limit, "stream refused");
+            ApiError::TooManyStreams(format!("{limit}; close a stream or retry later"))
+        })?;
     let conn = state
         .bus
         .sse()
@@ -88,10 +128,17 @@ pub(super) async fn get_stream(
             ConnectError::TooManyConnections(_) => ApiError::Overloaded,
             other => ApiError::Internal(other.to_string()),
         })?;
-    let stream = futures_util::stream::unfold(conn, |mut conn| async move {
-        conn.next_chunk()
+    let expires = caller.token_expires.map(token_deadline);
+    let open = Open {
+        conn,
+        expires,
+        _guard: guard,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(open, |mut open| async move {
+        open.next()
             .await
-            .map(|chunk| (Ok::<Bytes, Infallible>(chunk), conn))
+            .map(|chunk| (Ok::<Bytes, Infallible>(chunk), open))
     });
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = StatusCode::OK;
@@ -103,6 +150,47 @@ pub(super) async fn get_stream(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// An open stream: the hub connection, the token's expiry, and the stream's place in the
+/// connection limits (released when the response body is dropped).
+struct Open {
+    conn: Connection,
+    expires: Option<tokio::time::Instant>,
+    _guard: ConnectionGuard,
+    done: bool,
+}
+
+impl Open {
+    /// The next chunk; when the token expires, a final `token_expired` event, then the end.
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let Some(expires) = self.expires else {
+            return self.conn.next_chunk().await;
+        };
+        tokio::select! {
+            chunk = self.conn.next_chunk() => chunk,
+            _ = tokio::time::sleep_until(expires) => {
+                self.done = true;
+                Some(control_frame(
+                    "token_expired",
+                    &serde_json::json!({
+                        "lastEventId": self.conn.cursor().to_string(),
+                        "message": "the stream token expired; get a new token and reconnect with Last-Event-ID to resume",
+                    }),
+                ))
+            }
+        }
+    }
+}
+
+/// The instant a token expiring at `exp` (seconds since the epoch) runs out.
+fn token_deadline(exp: i64) -> tokio::time::Instant {
+    let now = eventbus::core::time::Timestamp::now().as_micros();
+    let left = (exp * 1_000_000 - now).max(0) as u64;
+    tokio::time::Instant::now() + std::time::Duration::from_micros(left)
 }
 
 fn parse_cursor(name: &str, value: &str) -> Result<u64, ApiError> {

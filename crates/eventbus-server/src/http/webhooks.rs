@@ -1,5 +1,10 @@
 //! `/v1/webhooks` and `/v1/deliveries`: endpoints, secret rotation, test sends, the delivery and
 //! attempt log, retry and replay (see docs/webhooks.md).
+//!
+//! Changing endpoints needs `admin`; reading them and their logs `read` or `admin`. A caller
+//! bound to a tenant or projects sees only endpoints of its scope (others answer 404, like
+//! missing ones), and the endpoints it makes are bound to its tenant and projects, with types
+//! within its `admin` patterns, so they never receive another tenant's events.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +15,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
+use eventbus::Pattern;
 use eventbus::core::event::FieldError;
+use eventbus::core::principal::{Denied, Permission};
 use eventbus::core::time::Timestamp;
 use eventbus::store::webhook::{
     AttemptQuery, DeliveryQuery, DeliveryStatus, Endpoint, MAX_LOG_PAGE,
@@ -20,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
+use super::auth::Caller;
 use super::body::{decode, read_json};
 use super::events::json;
 use super::openapi::{
@@ -60,6 +68,103 @@ fn service(state: &AppState) -> Result<&Arc<WebhookService>, ApiError> {
     })
 }
 
+/// Whether `caller` may see `ep`: an unscoped caller sees every endpoint, a tenant-bound one
+/// its tenant's, a project-bound one its projects'.
+fn visible(caller: &Caller, ep: &Endpoint) -> bool {
+    let p = &caller.principal;
+    p.tenant_id
+        .as_ref()
+        .is_none_or(|t| ep.tenant_id.as_ref() == Some(t))
+        && p.project_ids
+            .as_ref()
+            .is_none_or(|ps| ep.project_id.as_ref().is_some_and(|x| ps.contains(x)))
+}
+
+/// The endpoint `id` if it exists and `caller` may see it; 404 otherwise, the same answer either
+/// way.
+async fn visible_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Endpoint, ApiError> {
+    let missing = || ApiError::NotFound(format!("no webhook endpoint has id `{id}`"));
+    match service(state)?.get_endpoint(id).await {
+        Ok(ep) if visible(caller, &ep) => Ok(ep),
+        Ok(_) | Err(WebhookError::NotFound(_)) => Err(missing()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The delivery `id` if its endpoint is visible to `caller`; 404 otherwise.
+async fn visible_delivery(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<eventbus::store::webhook::Delivery, ApiError> {
+    let d = service(state)?.get_delivery(delivery_id(id)?).await?;
+    visible_endpoint(state, caller, &d.endpoint_id)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::NotFound(format!("no delivery has id `{id}`")),
+            e => e,
+        })?;
+    Ok(d)
+}
+
+/// Binds an endpoint being created (`existing` = `None`) or changed to the caller's scope: its
+/// tenant (filled in when absent), one of its projects, and types within its `admin` patterns.
+fn scope_input(
+    caller: &Caller,
+    input: &mut EndpointInput,
+    existing: Option<&Endpoint>,
+) -> Result<(), ApiError> {
+    let p = &caller.principal;
+    if let Some(tenant) = &p.tenant_id {
+        match &input.tenant_id {
+            None if existing.is_none() => input.tenant_id = Some(Some(tenant.clone())),
+            None => {}
+            Some(Some(t)) if t == tenant => {}
+            Some(_) => {
+                return Err(caller.deny(Denied(format!(
+                    "this key manages endpoints of tenant `{tenant}` only; omit `tenantId` or set \
+                     it to `{tenant}`"
+                ))));
+            }
+        }
+    }
+    if let Some(projects) = &p.project_ids {
+        let ok = match &input.project_id {
+            None => existing.is_some(),
+            Some(Some(x)) => projects.contains(x),
+            Some(None) => false,
+        };
+        if !ok {
+            return Err(caller.deny(Denied(format!(
+                "this key manages endpoints of its projects only; set `projectId` to one of `{}`",
+                projects.join("`, `")
+            ))));
+        }
+    }
+    let asked: Vec<Pattern> = match &input.event_types {
+        Some(types) => types
+            .iter()
+            .filter_map(|t| Pattern::parse(t).ok())
+            .collect(),
+        None => existing.map_or_else(|| vec![Pattern::all()], |ep| ep.event_types.clone()),
+    };
+    if let Some(outside) = asked.iter().find(|t| !p.covers(Permission::Admin, t)) {
+        return Err(caller.deny(Denied(format!(
+            "`{outside}` is outside this key's types; set `eventTypes` within `{}`",
+            p.patterns(Permission::Admin)
+                .iter()
+                .map(Pattern::as_str)
+                .collect::<Vec<_>>()
+                .join("`, `")
+        ))));
+    }
+    Ok(())
+}
+
 impl From<WebhookError> for ApiError {
     fn from(e: WebhookError) -> Self {
         match e {
@@ -98,12 +203,15 @@ pub(super) fn endpoint_body(ep: &Endpoint, with_secret: bool) -> Value {
 )]
 pub(super) async fn create_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    caller.require(Permission::Admin)?;
     let svc = service(&state)?;
-    let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
-    let input: EndpointInput = decode(&bytes)?;
+    let bytes = read_json(&headers, body, &state.config).await?;
+    let mut input: EndpointInput = decode(&bytes)?;
+    scope_input(&caller, &mut input, None)?;
     let ep = svc.create_endpoint(input).await?;
     Ok(json(StatusCode::CREATED, &endpoint_body(&ep, true)))
 }
@@ -124,8 +232,13 @@ struct ListBody {
         (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
     )
 )]
-pub(super) async fn list_endpoints(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let list = service(&state)?.list_endpoints().await?;
+pub(super) async fn list_endpoints(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require_any(&[Permission::Read, Permission::Admin])?;
+    let mut list = service(&state)?.list_endpoints().await?;
+    list.retain(|ep| visible(&caller, ep));
     Ok(json(
         StatusCode::OK,
         &ListBody {
@@ -149,9 +262,11 @@ pub(super) async fn list_endpoints(State(state): State<AppState>) -> Result<Resp
 )]
 pub(super) async fn get_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let ep = service(&state)?.get_endpoint(&id).await?;
+    caller.require_any(&[Permission::Read, Permission::Admin])?;
+    let ep = visible_endpoint(&state, &caller, &id).await?;
     Ok(json(StatusCode::OK, &endpoint_body(&ep, false)))
 }
 
@@ -174,13 +289,17 @@ pub(super) async fn get_endpoint(
 )]
 pub(super) async fn update_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    caller.require(Permission::Admin)?;
+    let existing = visible_endpoint(&state, &caller, &id).await?;
     let svc = service(&state)?;
-    let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
-    let input: EndpointInput = decode(&bytes)?;
+    let bytes = read_json(&headers, body, &state.config).await?;
+    let mut input: EndpointInput = decode(&bytes)?;
+    scope_input(&caller, &mut input, Some(&existing))?;
     let ep = svc.update_endpoint(&id, input).await?;
     Ok(json(StatusCode::OK, &endpoint_body(&ep, false)))
 }
@@ -200,8 +319,11 @@ pub(super) async fn update_endpoint(
 )]
 pub(super) async fn delete_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    caller.require(Permission::Admin)?;
+    visible_endpoint(&state, &caller, &id).await?;
     service(&state)?.delete_endpoint(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -221,8 +343,11 @@ pub(super) async fn delete_endpoint(
 )]
 pub(super) async fn enable_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.require(Permission::Admin)?;
+    visible_endpoint(&state, &caller, &id).await?;
     let ep = service(&state)?.set_disabled(&id, false).await?;
     Ok(json(StatusCode::OK, &endpoint_body(&ep, false)))
 }
@@ -242,8 +367,11 @@ pub(super) async fn enable_endpoint(
 )]
 pub(super) async fn disable_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.require(Permission::Admin)?;
+    visible_endpoint(&state, &caller, &id).await?;
     let ep = service(&state)?.set_disabled(&id, true).await?;
     Ok(json(StatusCode::OK, &endpoint_body(&ep, false)))
 }
@@ -275,12 +403,15 @@ struct RotateBody {
 )]
 pub(super) async fn rotate_secret(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    caller.require(Permission::Admin)?;
+    visible_endpoint(&state, &caller, &id).await?;
     let svc = service(&state)?;
-    let bytes = read_json(&headers, body, state.config.max_request_bytes).await?;
+    let bytes = read_json(&headers, body, &state.config).await?;
     let body: RotateBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         RotateBody::default()
     } else {
@@ -305,8 +436,11 @@ pub(super) async fn rotate_secret(
 )]
 pub(super) async fn test_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.require(Permission::Admin)?;
+    visible_endpoint(&state, &caller, &id).await?;
     let result = service(&state)?.test_endpoint(&id).await?;
     Ok(json(StatusCode::OK, &result))
 }
@@ -337,9 +471,12 @@ struct ReplayBody {
 )]
 pub(super) async fn replay_events(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    caller.require(Permission::Admin)?;
+    visible_endpoint(&state, &caller, &id).await?;
     reject_unknown(&params, &["since"])?;
     let since = params
         .get("since")
@@ -406,9 +543,12 @@ fn paging(params: &HashMap<String, String>) -> Result<(u64, usize), ApiError> {
 )]
 pub(super) async fn list_deliveries(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    caller.require_any(&[Permission::Read, Permission::Admin])?;
+    visible_endpoint(&state, &caller, &id).await?;
     reject_unknown(&params, &["status", "eventId", "after", "limit"])?;
     let (after, limit) = paging(&params)?;
     let status = params
@@ -457,9 +597,12 @@ pub(super) async fn list_deliveries(
 )]
 pub(super) async fn list_attempts(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    caller.require_any(&[Permission::Read, Permission::Admin])?;
+    visible_endpoint(&state, &caller, &id).await?;
     reject_unknown(&params, &["deliveryId", "status", "after", "limit"])?;
     let (after, limit) = paging(&params)?;
     let delivery_id = params
@@ -514,9 +657,11 @@ fn delivery_id(id: &str) -> Result<u64, ApiError> {
 )]
 pub(super) async fn get_delivery(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let d = service(&state)?.get_delivery(delivery_id(&id)?).await?;
+    caller.require_any(&[Permission::Read, Permission::Admin])?;
+    let d = visible_delivery(&state, &caller, &id).await?;
     Ok(json(StatusCode::OK, &d))
 }
 
@@ -536,8 +681,11 @@ pub(super) async fn get_delivery(
 )]
 pub(super) async fn retry_delivery(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.require(Permission::Admin)?;
+    visible_delivery(&state, &caller, &id).await?;
     let d = service(&state)?.retry_delivery(delivery_id(&id)?).await?;
     Ok(json(StatusCode::ACCEPTED, &d))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{TestServer, seq, seqs_by_id};
+use crate::common::{self, TestServer, seq, seqs_by_id};
 
 /// Asserts that every acknowledged `id → seq` is stored with the same `seq`.
 async fn assert_all_present(server: &TestServer, acked: &HashMap<String, u64>) {
@@ -102,8 +102,7 @@ async fn sigterm_while_publishing_keeps_every_acknowledged_event_and_exits_0() {
     for t in 0..16 {
         let (base, acks, stop) = (base.clone(), acks.clone(), stop.clone());
         // One client per task: each task has its own connection, in flight when SIGTERM lands.
-        let client = reqwest::Client::builder()
-            .no_proxy()
+        let client = common::admin_client()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
@@ -183,7 +182,7 @@ async fn kill_9_during_batches_leaves_whole_batches() {
     let mut tasks = Vec::new();
     for t in 0..4 {
         let (base, acked_batches) = (base.clone(), acked_batches.clone());
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = common::admin_client().build().unwrap();
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for b in 0..1000 {

@@ -41,6 +41,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/webhooks/{id}/attempts"),
     ("GET", "/v1/deliveries/{id}"),
     ("POST", "/v1/deliveries/{id}/retry"),
+    ("GET", "/v1/keys"),
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys/{id}"),
+    ("DELETE", "/v1/keys/{id}"),
+    ("POST", "/v1/tokens"),
 ];
 
 /// Methods the API could use; a listed path must refuse every one it does not list.

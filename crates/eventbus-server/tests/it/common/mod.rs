@@ -22,6 +22,28 @@ use tempfile::TempDir;
 /// How long a server may take to print its address, or to exit after SIGTERM.
 pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The bootstrap admin key every test server starts with; the typed client sends it.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+
+/// A client builder that sends `Authorization: Bearer <ADMIN_KEY>` on every request.
+pub fn admin_client() -> reqwest::ClientBuilder {
+    client_with_key(ADMIN_KEY)
+}
+
+/// A client builder that sends `Authorization: Bearer <key>` on every request.
+pub fn client_with_key(key: &str) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}")
+            .parse()
+            .expect("a valid header value"),
+    );
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+}
+
 /// What the server prints on stdout once it listens.
 const LISTENING: &str = "eventbus listening on http://";
 
@@ -61,8 +83,7 @@ impl TestServer {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let client = reqwest::Client::builder()
-            .no_proxy()
+        let client = admin_client()
             .timeout(Duration::from_secs(60))
             .build()
             .expect("building the HTTP client");
@@ -87,7 +108,8 @@ impl TestServer {
         cmd.env("PORT", "0")
             .env("HOST", "127.0.0.1")
             .env("EVENT_STORE_URL", format!("sqlite://{}", db.display()))
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .env("EVENT_BUS_ADMIN_KEY", ADMIN_KEY);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
