@@ -4,7 +4,8 @@
 //! idempotency, get by id), `query` (every filter, project route, keyset paging), `event_types`
 //! (the catalogue and JSON Schemas), `errors` (every bad input is a problem and stores nothing),
 //! `durability` (`kill -9` and SIGTERM while publishing), `stream` (SSE), `webhooks` (delivery
-//! to a local receiver), `deploy` (the container image's environment).
+//! to a local receiver), `security` (keys, tenants, tokens and limits), `deploy` (the container
+//! image's environment).
 
 mod archive;
 mod cluster;
@@ -19,6 +20,7 @@ mod openapi;
 mod publish;
 mod query;
 mod readiness;
+mod security;
 mod stream;
 mod webhooks;
 mod webhooks_pg;

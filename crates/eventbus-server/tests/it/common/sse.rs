@@ -47,9 +47,17 @@ pub struct SseClient {
 impl SseClient {
     /// Opens `/v1/stream?<query>`, with `Last-Event-ID` when `last` is given; asserts 200.
     pub async fn connect(server: &TestServer, query: &str, last: Option<u64>) -> SseClient {
-        let mut req = server
-            .client()
-            .get(server.url(&format!("/v1/stream?{query}")));
+        Self::connect_with(server.client(), server, query, last).await
+    }
+
+    /// [`SseClient::connect`] with another client (another key, or none with `?token=`).
+    pub async fn connect_with(
+        client: &reqwest::Client,
+        server: &TestServer,
+        query: &str,
+        last: Option<u64>,
+    ) -> SseClient {
+        let mut req = client.get(server.url(&format!("/v1/stream?{query}")));
         if let Some(last) = last {
             req = req.header("last-event-id", last.to_string());
         }
