@@ -19,10 +19,10 @@ pub fn authority(url: &str) -> io::Result<&str> {
     Ok(rest.split('/').next().unwrap_or(rest))
 }
 
-/// A complete `POST` request of a JSON `body` to `path`.
-pub fn post_request(authority: &str, path: &str, body: &[u8]) -> Vec<u8> {
+/// A complete `POST` request of a JSON `body` to `path`, authenticated with `key`.
+pub fn post_request(authority: &str, key: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -137,7 +137,7 @@ mod tests {
             authority("http://127.0.0.1:3002/x").unwrap(),
             "127.0.0.1:3002"
         );
-        let r = post_request("127.0.0.1:1", "/v1/events", b"{}");
+        let r = post_request("127.0.0.1:1", "k", "/v1/events", b"{}");
         assert!(r.starts_with(b"POST /v1/events HTTP/1.1\r\n"));
         assert!(r.ends_with(b"content-length: 2\r\n\r\n{}"));
     }
@@ -157,7 +157,7 @@ mod tests {
             }
         });
         let mut c = Connection::connect(&addr).await.unwrap();
-        let req = post_request(&addr, "/v1/events", b"{}");
+        let req = post_request(&addr, "k", "/v1/events", b"{}");
         for _ in 0..2 {
             let (status, body) = c.roundtrip(&req).await.unwrap();
             assert_eq!((status, body), (201, &b"ok"[..]));

@@ -61,13 +61,20 @@ pub async fn run(run: &HttpRun) -> Result<Measurement> {
     let authority = http1::authority(&run.url)?.to_owned();
     let requests: Arc<[Bytes]> = bodies
         .iter()
-        .map(|b| Bytes::from(http1::post_request(&authority, PATH, b)))
+        .map(|b| {
+            Bytes::from(http1::post_request(
+                &authority,
+                &crate::server::api_key(),
+                PATH,
+                b,
+            ))
+        })
         .collect();
     let url: Arc<str> = format!("http://{authority}{PATH}").into();
     let bodies: Arc<[Bytes]> = bodies.into();
 
     let mut senders = Vec::with_capacity(run.concurrency);
-    let shared = reqwest::Client::builder()
+    let shared = crate::server::client_builder()
         .pool_max_idle_per_host(run.concurrency)
         .tcp_nodelay(true)
         .build()

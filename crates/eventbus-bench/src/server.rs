@@ -13,6 +13,29 @@ use tempfile::TempDir;
 
 const LISTENING: &str = "eventbus listening on ";
 
+/// The admin key of the servers this tool spawns.
+pub const ADMIN_KEY: &str = "eventbus-bench-admin-key";
+
+/// The key the tool sends: `EVENTBUS_API_KEY` (for a server started elsewhere, `--url`), else
+/// [`ADMIN_KEY`].
+pub fn api_key() -> String {
+    std::env::var("EVENTBUS_API_KEY").unwrap_or_else(|_| ADMIN_KEY.to_owned())
+}
+
+/// A client builder sending [`api_key`] on every request.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", api_key())
+            .parse()
+            .expect("a key is a valid header value"),
+    );
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+}
+
 /// A server process this run started; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct SpawnedServer {
     child: Child,
@@ -43,6 +66,7 @@ impl SpawnedServer {
             .env("HOST", "127.0.0.1")
             .env("EVENT_STORE_URL", format!("sqlite://{}", db.display()))
             .env("SQLITE_SYNCHRONOUS", synchronous)
+            .env("EVENT_BUS_ADMIN_KEY", ADMIN_KEY)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env(
                 "RUST_LOG",

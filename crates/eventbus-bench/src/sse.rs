@@ -173,8 +173,7 @@ async fn run_phase(
     query: impl Fn(usize) -> String,
     fanout: impl Fn(usize) -> u64,
 ) -> Result<SseResult> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
+    let client = crate::server::client_builder()
         .pool_max_idle_per_host(usize::MAX)
         .build()
         .context("building the HTTP client")?;
@@ -288,8 +287,7 @@ pub async fn run(load: &SseLoad) -> Result<(SseResult, SseResult)> {
 
 /// Server memory per idle connection: RSS after opening `n` idle streams minus before, over `n`.
 pub async fn idle_memory(url: &str, pid: u32, n: usize) -> Result<(u64, u64, f64)> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
+    let client = crate::server::client_builder()
         .pool_max_idle_per_host(usize::MAX)
         .build()?;
     let shared = Arc::new(Shared {

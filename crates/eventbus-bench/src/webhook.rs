@@ -144,7 +144,7 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
             }
         })
     };
-    let client = reqwest::Client::builder().no_proxy().build()?;
+    let client = crate::server::client_builder().build()?;
     for e in 0..load.endpoints {
         let r = client
             .post(format!("{}/v1/webhooks", load.url))

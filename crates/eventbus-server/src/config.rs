@@ -43,6 +43,54 @@ pub enum Command {
         #[command(subcommand)]
         action: ArchiveAction,
     },
+    /// Create, list or revoke API keys in the store (as the operator: every key may be made).
+    /// Run it while no server uses a SQLite database (the database allows one process).
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Print the version and the store schema versions this binary migrates to.
+    Version,
+}
+
+/// `eventbus keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key and print it (it is shown only now).
+    Create {
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated permissions: publish, subscribe, read, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<eventbus::core::principal::Permission>,
+        /// Bind the key to this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Comma-separated projects the key is limited to.
+        #[arg(long, value_delimiter = ',')]
+        projects: Option<Vec<String>>,
+        /// Comma-separated type patterns for every permission (default: `>`, every type).
+        #[arg(long, value_delimiter = ',')]
+        types: Option<Vec<eventbus::Pattern>>,
+        /// Publish requests per second.
+        #[arg(long)]
+        rate_limit: Option<u32>,
+        /// Open streams at once.
+        #[arg(long)]
+        max_connections: Option<u32>,
+        /// Expiry, RFC 3339.
+        #[arg(long, value_parser = eventbus::core::time::Timestamp::parse_rfc3339)]
+        expires_at: Option<eventbus::core::time::Timestamp>,
+    },
+    /// List the keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke {
+        /// The key id (the part after `ebk_`).
+        id: String,
+    },
 }
 
 /// `eventbus archive …`.

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use eventbus_server::config::{ArchiveAction, Cli, Command, LogFormat};
+use eventbus_server::config::{ArchiveAction, Cli, Command, KeysAction, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -36,6 +36,16 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Archive { action } => archive(&cli.config, action).await,
+            Command::Keys { action } => keys(&cli.config, action).await,
+            Command::Version => {
+                println!(
+                    "eventbus {} (schema: sqlite {}, postgres {})",
+                    env!("CARGO_PKG_VERSION"),
+                    eventbus::store::sqlite::SCHEMA_VERSION,
+                    eventbus::store::postgres::migrate::MIGRATIONS.len()
+                );
+                Ok(())
+            }
         }
     })
 }
@@ -89,6 +99,77 @@ async fn archive(config: &eventbus_server::Config, action: ArchiveAction) -> any
                 };
                 let events: u64 = restored.iter().map(|s| s.count).sum();
                 println!("restored {events} events from {} segments", restored.len());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    bus.shutdown().await;
+    result
+}
+
+/// `eventbus keys create|list|revoke` on the configured store, as the operator.
+async fn keys(config: &eventbus_server::Config, action: KeysAction) -> anyhow::Result<()> {
+    use eventbus::core::principal::Principal;
+    use eventbus::security::{KeySpec, Keys};
+    let bus = eventbus_server::build_bus(config).await?;
+    let result = async {
+        let keys = Keys::open(bus.store().clone(), None, config.token_secret()).await?;
+        let operator = Principal::root("cli");
+        match action {
+            KeysAction::Create {
+                name,
+                permissions,
+                tenant,
+                projects,
+                types,
+                rate_limit,
+                max_connections,
+                expires_at,
+            } => {
+                let spec = KeySpec {
+                    name,
+                    tenant_id: tenant,
+                    project_ids: projects,
+                    permissions,
+                    types,
+                    rate_limit,
+                    max_connections,
+                    expires_at,
+                    ..KeySpec::default()
+                };
+                let (key, secret) = keys.create(&operator, spec).await?;
+                println!("id:  {}", key.id);
+                println!("key: {secret}");
+                eprintln!("the key is shown only now; store it where its user can read it");
+            }
+            KeysAction::List => {
+                println!(
+                    "{:<16}  {:<24}  {:<12}  {:<28}  {:<24}  status",
+                    "id", "name", "tenant", "permissions", "created"
+                );
+                for k in keys.list(&operator).await? {
+                    let perms: Vec<&str> = k.grants.keys().map(|p| p.as_str()).collect();
+                    let status = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else if k.is_active(eventbus::core::time::Timestamp::now()) {
+                        "active"
+                    } else {
+                        "expired"
+                    };
+                    println!(
+                        "{:<16}  {:<24}  {:<12}  {:<28}  {:<24}  {status}",
+                        k.id,
+                        k.name,
+                        k.tenant_id.as_deref().unwrap_or("-"),
+                        perms.join(","),
+                        k.created_at.to_string()
+                    );
+                }
+            }
+            KeysAction::Revoke { id } => {
+                anyhow::ensure!(keys.revoke(&operator, &id).await?, "no key has id `{id}`");
+                println!("revoked {id}");
             }
         }
         Ok(())

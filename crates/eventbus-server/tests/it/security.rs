@@ -884,3 +884,63 @@ async fn key_changes_and_refusals_are_audited_without_secrets() {
     assert!(!log.contains(secret), "a key secret was logged");
     assert!(!log.contains(ADMIN_KEY), "the admin key was logged");
 }
+
+#[tokio::test]
+async fn keys_made_on_the_command_line_work_and_revoke() {
+    let mut server = TestServer::start(&[]).await;
+    server.kill();
+    let dir = server.data_dir().to_owned();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_eventbus"))
+            .args(args)
+            .env_clear()
+            .env(
+                "EVENT_STORE_URL",
+                format!("sqlite://{}", dir.join("eventbus.db").display()),
+            )
+            .env("RUST_LOG", "error")
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "eventbus {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let made = cli(&[
+        "keys",
+        "create",
+        "--name",
+        "frontend",
+        "--permissions",
+        "read",
+        "--tenant",
+        "t_a",
+    ]);
+    let key = made
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .expect("the key is printed")
+        .to_owned();
+    let id = made
+        .lines()
+        .find_map(|l| l.strip_prefix("id:  "))
+        .expect("the id is printed")
+        .to_owned();
+    assert!(cli(&["keys", "list"]).contains(&id));
+    server.restart().await;
+    let api = Api::new(&server, &key);
+    assert_eq!(api.get("/v1/events").await.status, StatusCode::OK);
+    api.publish(&json!({"type": "project.created"}))
+        .await
+        .assert_problem(StatusCode::FORBIDDEN);
+    server.kill();
+    assert!(cli(&["keys", "revoke", &id]).contains("revoked"));
+    server.restart().await;
+    Api::new(&server, &key)
+        .get("/v1/events")
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED);
+}

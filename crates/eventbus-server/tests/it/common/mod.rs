@@ -180,6 +180,11 @@ impl TestServer {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The data directory (holding `eventbus.db`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// The process id of the running server.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the server is running").id()

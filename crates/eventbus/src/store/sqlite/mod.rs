@@ -17,6 +17,8 @@ mod key;
 mod migrate;
 #[cfg(test)]
 pub(crate) mod testing;
+
+pub use self::migrate::SCHEMA_VERSION;
 mod webhook;
 
 use std::fs::File;
