@@ -129,10 +129,15 @@ pub(super) async fn get_stream(
             other => ApiError::Internal(other.to_string()),
         })?;
     let expires = caller.token_expires.map(token_deadline);
+    let preface = match resume {
+        Some(cursor) => archived_notice(&state, cursor).await,
+        None => None,
+    };
     let open = Open {
         conn,
         expires,
         _guard: guard,
+        preface,
         done: false,
     };
     let stream = futures_util::stream::unfold(open, |mut open| async move {
@@ -158,12 +163,17 @@ struct Open {
     conn: Connection,
     expires: Option<tokio::time::Instant>,
     _guard: ConnectionGuard,
+    /// A control event sent before anything else (events after the cursor were archived).
+    preface: Option<Bytes>,
     done: bool,
 }
 
 impl Open {
     /// The next chunk; when the token expires, a final `token_expired` event, then the end.
     async fn next(&mut self) -> Option<Bytes> {
+        if let Some(preface) = self.preface.take() {
+            return Some(preface);
+        }
         if self.done {
             return None;
         }
@@ -184,6 +194,38 @@ impl Open {
             }
         }
     }
+}
+
+/// When events after `cursor` were moved to the archive (older than the retention), the control
+/// event that says which: `event: error` with `code: "cursor_archived"`, the archived `seq`
+/// range, and how to fetch it. The stream then goes on with the hot events after the cursor, so
+/// the client knows exactly what it did not receive live.
+async fn archived_notice(state: &AppState, cursor: u64) -> Option<Bytes> {
+    let segments = match state.archive.list().await {
+        Ok(segments) => segments,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list archive segments for a resuming stream");
+            return None;
+        }
+    };
+    let lost: Vec<_> = segments.iter().filter(|s| s.last_seq > cursor).collect();
+    let first = lost.iter().map(|s| s.first_seq.max(cursor + 1)).min()?;
+    let last = lost.iter().map(|s| s.last_seq).max()?;
+    Some(control_frame(
+        "error",
+        &serde_json::json!({
+            "code": "cursor_archived",
+            "lastEventId": cursor.to_string(),
+            "archivedFrom": first.to_string(),
+            "archivedTo": last.to_string(),
+            "message": format!(
+                "events with seq {first} to {last} (some may match this stream) are older than the \
+                 retention and were archived; they are not replayed here. Read them with \
+                 GET /v1/events?includeArchived=true&after={cursor}; this stream goes on with the \
+                 stored events after them"
+            ),
+        }),
+    ))
 }
 
 /// The instant a token expiring at `exp` (seconds since the epoch) runs out.

@@ -10,7 +10,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
-use crate::common::{TestServer, ids};
+use std::time::Duration;
+
+use crate::common::sse::{Message, SseClient};
+use crate::common::{TestServer, ids, seq};
 
 const OLD: usize = 30;
 const RECENT: usize = 5;
@@ -98,6 +101,33 @@ async fn archived_events_are_queried_with_include_archived_after_a_restart_and_r
     // Hot events only by default.
     let hot = server.all_events().await;
     assert_eq!(ids(&json!(hot)), ids(&json!(before[OLD..])));
+    // A stream resuming before the archived range is told what it will not get, then gets the
+    // hot events after it.
+    let first_old = seq(&before[0]);
+    let mut stream = SseClient::connect(&server, "", Some(first_old)).await;
+    let notice = loop {
+        match stream
+            .next(Duration::from_secs(30))
+            .await
+            .expect("a message")
+        {
+            Message::Control { event, data } => break (event, data),
+            Message::Retry(_) | Message::Comment(_) => continue,
+            Message::Event(e) => panic!("an event before the archive notice: {e:?}"),
+        }
+    };
+    assert_eq!(notice.0, "error");
+    assert_eq!(notice.1["code"], "cursor_archived", "{}", notice.1);
+    assert_eq!(notice.1["archivedFrom"], (first_old + 1).to_string());
+    assert_eq!(notice.1["archivedTo"], seq(&before[OLD - 1]).to_string());
+    let live: Vec<u64> = stream
+        .events_until_seq(seq(&before[OLD + RECENT - 1]), Duration::from_secs(30))
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(live, before[OLD..].iter().map(seq).collect::<Vec<_>>());
+    drop(stream);
     // Across archived and hot events, paged across the boundary, same content.
     for limit in [1, 7, 1000] {
         let all = server
