@@ -283,6 +283,21 @@ pub struct Config {
           global = true)]
     pub webhook_drain_timeout: Duration,
 
+    /// Readiness: the webhook queue counts as down above this many pending deliveries.
+    #[arg(
+        long,
+        env = "WEBHOOK_READY_MAX_PENDING",
+        default_value_t = 100_000,
+        global = true
+    )]
+    pub webhook_ready_max_pending: u64,
+
+    /// Readiness: the webhook queue counts as down when a delivery is overdue (past its due
+    /// time, not waiting for a retry) for longer than this (e.g. 5m).
+    #[arg(long, env = "WEBHOOK_READY_MAX_OVERDUE", default_value = "5m", value_parser = parse_duration,
+          global = true)]
+    pub webhook_ready_max_overdue: Duration,
+
     /// Archiving: events whose timestamp is older than this many days move from the hot table
     /// into archive files (hourly and at start, and by `eventbus archive run`); none: never.
     #[arg(long, env = "EVENT_RETENTION_DAYS", default_value = "", value_parser = RetentionDays::parse,

@@ -70,8 +70,31 @@ pub(super) async fn get_ready(
     };
     let mut checks = vec![("store", store_entry)];
     if let Some(webhooks) = &state.webhooks {
-        let entry = match tokio::time::timeout(STORE_TIMEOUT, webhooks.queue_depth()).await {
-            Ok(Ok(depth)) => (true, json!({"status": "up", "pending": depth})),
+        let stats = async {
+            Ok::<_, eventbus::transport::webhook::WebhookError>((
+                webhooks.queue_depth().await?,
+                webhooks.overdue().await?,
+            ))
+        };
+        let entry = match tokio::time::timeout(STORE_TIMEOUT, stats).await {
+            Ok(Ok((pending, overdue))) => {
+                let (max_pending, max_overdue) = (
+                    state.config.webhook_ready_max_pending,
+                    state.config.webhook_ready_max_overdue,
+                );
+                let up = pending <= max_pending && overdue <= max_overdue;
+                let mut entry = json!({
+                    "status": if up { "up" } else { "down" },
+                    "pending": pending,
+                    "maxPending": max_pending,
+                    "overdueMs": overdue.as_millis() as u64,
+                    "maxOverdueMs": max_overdue.as_millis() as u64,
+                });
+                if !up {
+                    entry["message"] = json!("the webhook queue is behind its thresholds");
+                }
+                (up, entry)
+            }
             Ok(Err(e)) => (false, json!({"status": "down", "message": e.to_string()})),
             Err(_) => (
                 false,
@@ -79,6 +102,15 @@ pub(super) async fn get_ready(
             ),
         };
         checks.push(("webhooks", entry));
+    }
+    if let Some(up) = store.notification_link() {
+        let entry = if up {
+            json!({"status": "up", "kind": "postgres LISTEN/NOTIFY"})
+        } else {
+            json!({"status": "down", "kind": "postgres LISTEN/NOTIFY",
+                   "message": "not listening: commits of other processes reach this one late"})
+        };
+        checks.push(("notifications", (up, entry)));
     }
     let sse = state.bus.sse();
     let open = sse

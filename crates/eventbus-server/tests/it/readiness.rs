@@ -47,6 +47,7 @@ async fn readiness_and_publishes_follow_the_store_and_recover_by_themselves() {
         TestServer::start(&[("EVENT_STORE_URL", &url), ("EVENT_STORE_TIMEOUT", "1000")]).await;
     let body = ready_becomes(&server, StatusCode::OK).await;
     assert_eq!(body["details"]["store"]["status"], "up");
+    assert_eq!(body["details"]["notifications"]["status"], "up", "{body}");
     server
         .publish_ok(&json!({"type": "project.created", "payload": {"n": 1}}))
         .await;
@@ -61,7 +62,9 @@ async fn readiness_and_publishes_follow_the_store_and_recover_by_themselves() {
     refused.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
 
     proxy.restore();
-    ready_becomes(&server, StatusCode::OK).await;
+    // Ready again means every entry is up, the LISTEN session included.
+    let body = ready_becomes(&server, StatusCode::OK).await;
+    assert_eq!(body["details"]["notifications"]["status"], "up", "{body}");
     let mut stored = None;
     for _ in 0..100 {
         let r = server

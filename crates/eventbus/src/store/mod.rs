@@ -167,6 +167,12 @@ pub trait EventStore: ConsumerStore + key::KeyStore + Send + Sync + 'static {
     /// A real round trip to the backend.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Whether the link that tells this process of other processes' commits is up: `None` when
+    /// the backend has none (SQLite: one process owns the database).
+    fn notification_link(&self) -> Option<bool> {
+        None
+    }
+
     /// Appends waiting for the writer (the group-commit queue).
     fn write_queue_depth(&self) -> usize;
 

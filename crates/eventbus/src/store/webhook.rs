@@ -515,6 +515,10 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// Pending deliveries (the queue depth).
     async fn pending_count(&self) -> Result<u64, StoreError>;
+
+    /// The earliest `next_attempt_at` of a pending delivery: how far behind its schedule the
+    /// queue is when that time has passed. `None` when nothing is pending.
+    async fn oldest_due(&self) -> Result<Option<Timestamp>, StoreError>;
 }
 
 /// Opens the store `url` names, and its [`WebhookStore`] when the backend has one.
@@ -642,6 +646,10 @@ pub(crate) mod contract {
             FanOutResult::Stale { cursor: 5, .. }
         ));
         assert_eq!(s.pending_count().await.unwrap(), 1);
+        assert!(
+            s.oldest_due().await.unwrap().is_some(),
+            "a pending delivery has a due time"
+        );
     }
 
     /// Claims lease; ordered endpoints yield only their head.

@@ -12,6 +12,7 @@
 //! the store closes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -27,16 +28,18 @@ pub(super) async fn run(
     pool: PgPool,
     channel: String,
     log: Arc<CommitLog>,
+    up: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let mut listening = false;
-        let session = session(&pool, &channel, &log, &mut listening);
+        let session = session(&pool, &channel, &log, &mut listening, &up);
         let error = tokio::select! {
             _ = cancel.cancelled() => break,
             e = session => e,
         };
+        up.store(false, Ordering::Release);
         if listening {
             backoff = FIRST_BACKOFF;
         }
@@ -56,6 +59,7 @@ async fn session(
     channel: &str,
     log: &CommitLog,
     listening: &mut bool,
+    up: &AtomicBool,
 ) -> sqlx::Error {
     let mut listener = match PgListener::connect_with(pool).await {
         Ok(l) => l,
@@ -72,6 +76,7 @@ async fn session(
         Err(e) => return e,
     }
     *listening = true;
+    up.store(true, Ordering::Release);
     loop {
         match listener.try_recv().await {
             Ok(Some(n)) => match n.payload().parse::<u64>() {

@@ -88,6 +88,8 @@ pub struct PgStore {
     cancel: CancellationToken,
     timeout: Duration,
     schema: String,
+    /// Whether the listener holds a live `LISTEN` session.
+    listening: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -199,10 +201,12 @@ impl PgStore {
             timeout,
         };
         tasks.spawn(committer.run(rx));
+        let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tasks.spawn(listen::run(
             listen_pool,
             channel,
             log.clone(),
+            listening.clone(),
             cancel.clone(),
         ));
         tasks.close();
@@ -213,6 +217,7 @@ impl PgStore {
             tasks,
             cancel,
             timeout,
+            listening,
             schema,
         })
     }
@@ -640,6 +645,10 @@ impl EventStore for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|pool| async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()) })
             .await
+    }
+
+    fn notification_link(&self) -> Option<bool> {
+        Some(self.listening.load(std::sync::atomic::Ordering::Acquire))
     }
 
     async fn close(&self) {

@@ -870,6 +870,18 @@ impl WebhookStore for PgStore {
         })
         .await
     }
+
+    async fn oldest_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.read(|pool| async move {
+            let t: Option<i64> = sqlx::query_scalar(
+                "SELECT min(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            Ok(t.map(Timestamp::from_micros))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

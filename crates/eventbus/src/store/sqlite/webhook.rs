@@ -579,6 +579,18 @@ impl WebhookStore for SqliteStore {
         })
         .await
     }
+
+    async fn oldest_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT min(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|t| t.map(Timestamp::from_micros))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

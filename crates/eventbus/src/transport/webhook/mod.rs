@@ -794,6 +794,16 @@ impl WebhookService {
     pub async fn queue_depth(&self) -> Result<u64, WebhookError> {
         Ok(self.store().pending_count().await?)
     }
+
+    /// How long the most overdue pending delivery has waited past its due time (zero when none
+    /// is overdue): the workers' lag behind the queue, not the retry delays.
+    pub async fn overdue(&self) -> Result<std::time::Duration, WebhookError> {
+        let due = self.store().oldest_due().await?;
+        let now = Timestamp::now().as_micros();
+        Ok(due.map_or(std::time::Duration::ZERO, |d| {
+            std::time::Duration::from_micros((now - d.as_micros()).max(0) as u64)
+        }))
+    }
 }
 
 fn no_endpoint(id: &str) -> WebhookError {
