@@ -15,6 +15,7 @@ mod durability;
 mod errors;
 mod event_types;
 mod health;
+mod logs;
 mod metrics;
 mod openapi;
 mod publish;

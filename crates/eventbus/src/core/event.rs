@@ -75,6 +75,11 @@ impl Event {
             && same_json(self.payload.get(), other.payload.get())
     }
 
+    /// The W3C `traceparent` the event carries in its metadata, for log lines about it.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.metadata.get("traceparent").map(String::as_str)
+    }
+
     /// The event as JSON bytes (the SSE `data:` and webhook body form).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an event always serialises")

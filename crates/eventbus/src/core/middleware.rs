@@ -241,6 +241,7 @@ impl Middleware for SecurityMiddleware {
                 key = %principal.key_id,
                 event.id = %event.id,
                 event.r#type = %event.event_type,
+                traceparent = event.traceparent(),
                 reason = %denied,
                 "publish refused"
             );
@@ -289,7 +290,7 @@ impl Middleware for LoggingMiddleware {
         tracing::debug!(
             event.id = %event.id,
             event.r#type = %event.event_type,
-            traceparent = event.metadata.get("traceparent").map(String::as_str),
+            traceparent = event.traceparent(),
             key = ctx.principal.as_ref().map(|p| p.key_id.as_str()),
             "event accepted by the chain"
         );

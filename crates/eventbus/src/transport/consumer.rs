@@ -258,7 +258,8 @@ impl Runner {
             };
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                consumer = %self.name, event.id = %event.id, event.seq = event.seq, error = %error,
+                consumer = %self.name, event.id = %event.id, event.seq = event.seq,
+                traceparent = event.traceparent(), error = %error,
                 retry_in_ms = backoff.as_millis() as u64, "consumer handler failed; retrying"
             );
             if super::sleep_or_cancel(cancel, backoff).await {

@@ -288,6 +288,7 @@ impl Worker {
                     pattern = %self.pattern,
                     event.id = %event.id,
                     event.seq = event.seq,
+                    traceparent = event.traceparent(),
                     panic = %message,
                     "subscriber handler panicked; the event is skipped for this subscriber"
                 );

@@ -261,11 +261,12 @@ async fn attempt(
             ));
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read the event of a webhook delivery");
+            tracing::warn!(error = %e, event.id = %d.event_id, event.seq = d.event_seq, "cannot read the event of a webhook delivery");
             return None;
         }
     };
     let headers = shared.headers(ep, &d.event_id, &body);
+    let body_copy = body.clone();
     let r = shared.client.post(&ep.url, headers, body).await;
     let success = r.success();
     let stats = &shared.stats;
@@ -287,11 +288,24 @@ async fn attempt(
         }
         retry.map(|delay| Timestamp::now().plus_micros(delay.as_micros() as i64))
     };
-    tracing::debug!(delivery = d.id, endpoint = %ep.id, status = ?r.status, error = ?r.error, "webhook attempt");
+    if success {
+        tracing::debug!(delivery = d.id, endpoint = %ep.id, event.id = %d.event_id, traceparent = traceparent_of(&body_copy), status = ?r.status, "webhook attempt succeeded");
+    } else {
+        tracing::info!(delivery = d.id, endpoint = %ep.id, event.id = %d.event_id, traceparent = traceparent_of(&body_copy), status = ?r.status, error = ?r.error, retry = retry_at.is_some(), "webhook attempt failed");
+    }
     metrics::histogram!(crate::metric::WEBHOOK_ATTEMPT_DURATION).record(r.duration.as_secs_f64());
     let mut rec = record(d, started_at, r.status, r.body, r.error, success, retry_at);
     rec.duration_ms = r.duration.as_millis() as u64;
     Some(rec)
+}
+
+/// The `traceparent` in an event's JSON body (its metadata), for log lines about the event. The
+/// value is validated on publish, so it holds no quote.
+fn traceparent_of(body: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"traceparent\":\"";
+    let start = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = body[start..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&body[start..start + len]).ok()
 }
 
 fn record(
