@@ -9,6 +9,8 @@ import { chromium } from 'playwright-core';
 const root = path.resolve(import.meta.dirname, '../..');
 export const BIN = process.env.EVENTBUS_BIN ?? path.join(root, 'target/debug/eventbus');
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+/** The bootstrap admin key every test bus starts with (`EVENT_BUS_ADMIN_KEY`). */
+export const ADMIN_KEY = 'browser-test-admin-key-0123456789';
 
 /** Starts the bus on `port` (0: any) over `dir`; resolves once it listens. */
 export function startBus({ dir = mkdtempSync(path.join(tmpdir(), 'eventbus-')), port = 0, env = {} } = {}) {
@@ -21,6 +23,7 @@ export function startBus({ dir = mkdtempSync(path.join(tmpdir(), 'eventbus-')), 
         HOST: '127.0.0.1',
         EVENT_STORE_URL: `sqlite://${path.join(dir, 'eventbus.db')}`,
         RUST_LOG: 'warn',
+        EVENT_BUS_ADMIN_KEY: ADMIN_KEY,
         ...env,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -47,14 +50,28 @@ export function killBus(bus) {
   });
 }
 
-/** Publishes one event; returns the stored event. */
-export async function publish(busUrl, event) {
+/** Publishes one event with `key` (default: the admin key); returns the stored event. */
+export async function publish(busUrl, event, key = ADMIN_KEY) {
   const r = await fetch(`${busUrl}/v1/events`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
     body: JSON.stringify(event),
   });
   if (r.status !== 201) throw new Error(`publish answered ${r.status}: ${await r.text()}`);
+  return r.json();
+}
+
+/**
+ * Mints a stream token (`POST /v1/tokens`) with `key` (default: the admin key), as a page's backend
+ * does; resolves to { token, expiresAt }.
+ */
+export async function mintToken(busUrl, body = {}, key = ADMIN_KEY) {
+  const r = await fetch(`${busUrl}/v1/tokens`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: JSON.stringify(body),
+  });
+  if (r.status !== 201) throw new Error(`POST /v1/tokens answered ${r.status}: ${await r.text()}`);
   return r.json();
 }
 

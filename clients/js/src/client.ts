@@ -29,9 +29,17 @@ export interface EventBusClientOptions {
   url: string;
   /** An API key, sent as `Authorization: Bearer <key>` wherever headers can be set. */
   apiKey?: string;
-  /** A browser token, sent as `?token=` on the stream (for `EventSource`, which cannot send headers). */
+  /**
+   * A stream token (from `POST /v1/tokens`), sent as `?token=` on the stream; the bus accepts it
+   * on `GET /v1/stream` only. When it expires the stream ends with a {@link TokenExpiredError}
+   * (to the subscriptions' `onError`): prefer `getToken` for streams that outlive a token.
+   */
   token?: string;
-  /** Called before each stream connection for a fresh token; wins over `token`. */
+  /**
+   * Called before each stream connection for a fresh token (typically a call to the application's
+   * backend, which mints it with its API key); wins over `token`. When a token expires the stream
+   * reconnects with a new one and resumes after the last event, without gap or duplicate.
+   */
   getToken?: () => string | Promise<string>;
   /**
    * How streams are read: `fetch` (streaming body; sends headers), `eventsource` (native
@@ -229,6 +237,7 @@ export class EventBusClient {
           transport: this.transport,
           headers: () => this.headers(),
           token: async () => (this.options.getToken ? await this.options.getToken() : this.options.token),
+          refreshableToken: this.options.getToken !== undefined,
           knownTypes: () => this.options.knownTypes ?? Object.values(EventType),
           backoff: this.options.reconnectBackoff ?? {},
           onStatusChange: () => this.emitStatus(),

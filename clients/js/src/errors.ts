@@ -1,7 +1,9 @@
 /**
  * Errors raised by the client. Every answer of the bus that is not a success becomes a
  * {@link ProblemError} carrying the RFC 9457 problem body (`type`, `title`, `status`, `detail`,
- * `errors[].field`); a request that never got an answer becomes a {@link NetworkError}.
+ * `errors[].field`) — among them `401` (missing, wrong or expired key or token), `403` (the key or
+ * token lacks the permission, tenant, project or type) and `429` (rate or connection limit, with
+ * `retryAfterMs`); a request that never got an answer becomes a {@link NetworkError}.
  */
 
 /** One entry of a problem's `errors` list: the field (e.g. `payload/total`, `3/type`) and why. */
@@ -51,6 +53,20 @@ export class ProblemError extends EventBusError {
   /** The first invalid field, when the bus named one (`errors[0].field`). */
   get field(): string | undefined {
     return this.errors[0]?.field;
+  }
+}
+
+/**
+ * A stream's token expired (the bus ended the stream with `token_expired`, or the configured token
+ * was already past its `exp`) and the client has no `getToken` to fetch a fresh one. The stream is
+ * closed; `lastEventId` is where a new subscription (`after`) would resume.
+ */
+export class TokenExpiredError extends EventBusError {
+  override name = 'TokenExpiredError';
+  readonly lastEventId: number | null;
+  constructor(message: string, lastEventId: number | null) {
+    super(message);
+    this.lastEventId = lastEventId;
   }
 }
 

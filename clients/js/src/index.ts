@@ -7,7 +7,7 @@
  * - `transport/` — one SSE connection attempt over `fetch` streaming or `EventSource`
  * - `pattern`    — type patterns (`*`, `>`) with the bus's semantics
  * - `event-types`— the generated catalogue: `EventType`, `EventPayloadMap`
- * - `errors`     — `ProblemError` (the bus's problem+json), `NetworkError`
+ * - `errors`     — `ProblemError` (the bus's problem+json), `NetworkError`, `TokenExpiredError`
  * - `backoff`, `uuid` — retry spacing; UUIDv7 ids
  * - `react/` (subpath `@situs/event-bus-client/react`) — provider and hooks
  * - `legacy/` (subpath `@situs/event-bus-client/legacy`) — `RealtimeEventsService`
@@ -15,7 +15,14 @@
  */
 export { EventBusClient, type EventBusClientOptions } from './client.js';
 export type { Subscription, SubscribeOptions } from './stream.js';
-export { EventBusError, NetworkError, ProblemError, type Problem, type ProblemFieldError } from './errors.js';
+export {
+  EventBusError,
+  NetworkError,
+  ProblemError,
+  TokenExpiredError,
+  type Problem,
+  type ProblemFieldError,
+} from './errors.js';
 export * from './event-types.js';
 export { isValidPattern, matchPattern, matchAny, patternCovers } from './pattern.js';
 export { backoffDelay, parseRetryAfter, type BackoffOptions } from './backoff.js';

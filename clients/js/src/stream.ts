@@ -12,13 +12,18 @@
  *   replays every stored matching event after it, in order. An event whose `seq` is not above
  *   the cursor is dropped, so a handler never sees one twice.
  * - **Reconnection** after any break (server restart, network error, `error` control event) with
- *   exponential backoff and jitter, honouring `Retry-After` on `503`; on a `lagged` control event
- *   at once, from its `lastEventId`.
+ *   exponential backoff and jitter, honouring `Retry-After` on `503`/`429`; on a `lagged` control
+ *   event at once, from its `lastEventId`.
+ * - **Tokens.** On a `token_expired` control event (a stream opened with `?token=` outlived its
+ *   token) the connection reconnects at once with a fresh token from `getToken`, resuming like
+ *   after `lagged`. With a static `token` it cannot: it closes and reports a `TokenExpiredError`.
+ *   A refusal that reconnecting does not fix (`400`, `403`, `404`, and `401` unless a fresh token
+ *   may help) closes the connection and goes to the subscriptions' `onError`.
  * - A connection starts live (from the moment it opens) unless a subscription asks for `after`.
  *   Widening the pattern set of a connection that has not yet received any event reopens it live.
  */
 import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
-import { ProblemError } from './errors.js';
+import { ProblemError, TokenExpiredError } from './errors.js';
 import { matchAny, patternsCover, unionPatterns } from './pattern.js';
 import type { StreamTransport } from './transport/index.js';
 import type { SseMessage } from './transport/sse-parser.js';
@@ -45,6 +50,8 @@ export interface ConnectionContext {
   transport: StreamTransport;
   headers: () => Record<string, string>;
   token: () => Promise<string | undefined>;
+  /** Whether `token()` can give a new token (`getToken`), rather than always the same one. */
+  refreshableToken: boolean;
   knownTypes: () => readonly string[];
   backoff: BackoffOptions;
   onStatusChange: () => void;
@@ -176,6 +183,9 @@ export class StreamConnection {
 
   private async loop(): Promise<void> {
     let attempt = 0;
+    // Consecutive `401`s: with `getToken` a fresh token may fix one (e.g. minted just before it
+    // expired), but not several in a row.
+    let unauthorized = 0;
     while (!this.closed) {
       this.setStatus(this.everOpened ? 'reconnecting' : 'connecting');
       this.restart = false;
@@ -186,6 +196,10 @@ export class StreamConnection {
       try {
         const token = await this.ctx.token();
         if (this.closed) break;
+        if (token && !this.ctx.refreshableToken && tokenExpired(token)) {
+          this.fail(new TokenExpiredError('the stream token has expired; configure `getToken` to refresh it', this.lastSeq));
+          break;
+        }
         const patterns = this.patterns;
         await this.ctx.transport({
           url: this.streamUrl(token),
@@ -196,10 +210,11 @@ export class StreamConnection {
           onOpen: () => {
             this.everOpened = true;
             attempt = 0;
+            unauthorized = 0;
             this.setStatus('open');
           },
           onMessage: (message) => {
-            if (this.handle(message) === 'reconnect') {
+            if (this.handle(message, token) === 'reconnect') {
               reconnectNow = true;
               controller.abort();
             }
@@ -208,9 +223,16 @@ export class StreamConnection {
       } catch (error) {
         if (this.closed) break;
         if (error instanceof ProblemError) {
-          if (error.status === 400 || error.status === 404) {
+          if (error.status === 400 || error.status === 403 || error.status === 404) {
             this.fail(error);
             break;
+          }
+          if (error.status === 401) {
+            unauthorized += 1;
+            if (!this.ctx.refreshableToken || unauthorized > 2) {
+              this.fail(error);
+              break;
+            }
           }
           delay = error.retryAfterMs;
         }
@@ -236,11 +258,16 @@ export class StreamConnection {
   }
 
   /** Handles one message; returns 'reconnect' when the stream must be reopened at once. */
-  private handle(message: SseMessage): 'reconnect' | undefined {
-    if (message.event === 'lagged' && message.id === undefined) {
+  private handle(message: SseMessage, token: string | undefined): 'reconnect' | undefined {
+    if ((message.event === 'lagged' || message.event === 'token_expired') && message.id === undefined) {
       const data = parseJson(message.data) as { lastEventId?: unknown } | undefined;
-      const id = Number(data?.lastEventId);
+      // The server's cursor: where a connection that has not dispatched any event yet resumes.
+      const id = data?.lastEventId === undefined || data.lastEventId === null ? NaN : Number(data.lastEventId);
       if (this.lastSeq === null && Number.isFinite(id)) this.lastSeq = id;
+      if (message.event === 'token_expired' && !(this.ctx.refreshableToken && token)) {
+        this.fail(new TokenExpiredError('the stream token expired; configure `getToken` to refresh it', this.lastSeq));
+        return undefined;
+      }
       return 'reconnect';
     }
     if (message.event === 'error' && message.id === undefined) {
@@ -263,6 +290,19 @@ export class StreamConnection {
       }
     }
     return undefined;
+  }
+}
+
+/** Whether `token` (a JWT) carries an `exp` in the past; false when it cannot be read. */
+function tokenExpired(token: string): boolean {
+  const part = token.split('.')[1];
+  if (!part || typeof atob !== 'function') return false;
+  try {
+    const json = atob(part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '='));
+    const exp = (JSON.parse(json) as { exp?: unknown }).exp;
+    return typeof exp === 'number' && exp * 1000 <= Date.now();
+  } catch {
+    return false;
   }
 }
 

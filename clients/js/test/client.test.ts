@@ -2,7 +2,7 @@
 // errors, paged queries.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventBusClient, NetworkError, ProblemError, type BusEvent } from '../src/index.js';
-import { killBus, startBus, type Bus } from './helpers/bus.js';
+import { ADMIN_KEY, killBus, startBus, type Bus } from './helpers/bus.js';
 import { startFaultProxy, type FaultProxy } from './helpers/proxy.js';
 
 let bus: Bus;
@@ -20,7 +20,7 @@ const fast = { initialDelayMs: 20, maxDelayMs: 200 };
 
 describe('EventBusClient publishing', () => {
   it('publishes one event with a client-generated UUIDv7 and gets it back with its seq', async () => {
-    const client = new EventBusClient({ url: bus.url, apiKey: 'test-key' });
+    const client = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
     const stored = await client.publish({ type: 'project.created', payload: { name: 'A', projectId: 'p1' }, projectId: 'p1' });
     expect(stored.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/);
     expect(stored.seq).toBeGreaterThan(0);
@@ -30,7 +30,7 @@ describe('EventBusClient publishing', () => {
   });
 
   it('publishes a batch atomically, in order', async () => {
-    const client = new EventBusClient({ url: bus.url });
+    const client = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
     const stored = await client.publishBatch([
       { type: 'user.created', payload: { n: 1 } },
       { type: 'user.updated', payload: { n: 2 }, timestamp: new Date('2026-01-01T00:00:00Z') },
@@ -41,7 +41,7 @@ describe('EventBusClient publishing', () => {
   });
 
   it('turns problem+json answers into ProblemError with status, type and field', async () => {
-    const client = new EventBusClient({ url: bus.url });
+    const client = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
     const error = await client.publish({ type: 'Not A Type', payload: {} }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ProblemError);
     const p = error as ProblemError;
@@ -58,7 +58,7 @@ describe('EventBusClient publishing', () => {
   });
 
   it('answers 409 when an id is reused with other content, and is a no-op with the same', async () => {
-    const client = new EventBusClient({ url: bus.url });
+    const client = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
     const first = await client.publish({ id: 'fixed-id-1', type: 'user.created', payload: { a: 1 } });
     const again = await client.publish({ id: 'fixed-id-1', type: 'user.created', payload: { a: 1 }, timestamp: first.timestamp });
     expect(again.seq).toBe(first.seq);
@@ -68,7 +68,7 @@ describe('EventBusClient publishing', () => {
   });
 
   it('retries 503 and 429 honouring Retry-After, then succeeds', async () => {
-    const client = new EventBusClient({ url: proxy.url, retryBackoff: fast });
+    const client = new EventBusClient({ url: proxy.url, apiKey: ADMIN_KEY, retryBackoff: fast });
     proxy.faults.push({ status: 503, retryAfter: '1' }, { status: 429 });
     const before = proxy.requests.length;
     const started = Date.now();
@@ -80,7 +80,7 @@ describe('EventBusClient publishing', () => {
   });
 
   it('a retry after a lost answer stores the event once (same client-generated id)', async () => {
-    const client = new EventBusClient({ url: proxy.url, retryBackoff: fast });
+    const client = new EventBusClient({ url: proxy.url, apiKey: ADMIN_KEY, retryBackoff: fast });
     const marker = `lost-${Date.now()}`;
     proxy.faults.push({ status: 503, forwardThenFail: true });
     const stored = await client.publish({ type: 'project.updated', payload: { marker } });
@@ -93,7 +93,7 @@ describe('EventBusClient publishing', () => {
   });
 
   it('gives up after maxRetries with the last problem', async () => {
-    const client = new EventBusClient({ url: proxy.url, retryBackoff: fast, maxRetries: 2 });
+    const client = new EventBusClient({ url: proxy.url, apiKey: ADMIN_KEY, retryBackoff: fast, maxRetries: 2 });
     proxy.faults.push({ status: 503 }, { status: 503 }, { status: 503 });
     const error = await client.publish({ type: 'user.created', payload: {} }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ProblemError);
@@ -109,7 +109,7 @@ describe('EventBusClient publishing', () => {
 
 describe('EventBusClient.query', () => {
   it('follows nextAfter across pages with filters', async () => {
-    const client = new EventBusClient({ url: bus.url });
+    const client = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
     const events = Array.from({ length: 25 }, (_, i) => ({ type: 'integration.updated', payload: { i }, projectId: 'q-proj' }));
     await client.publishBatch(events);
     await client.publish({ type: 'integration.updated', payload: { i: 99 }, projectId: 'other' });
@@ -121,7 +121,7 @@ describe('EventBusClient.query', () => {
   });
 
   it('rejects a bad parameter with a ProblemError', async () => {
-    const client = new EventBusClient({ url: bus.url });
+    const client = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
     const iterate = async () => {
       for await (const _ of client.query({ limit: 5000 })) void _;
     };

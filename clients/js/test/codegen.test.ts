@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main, parseArgs } from '../src/codegen/cli.js';
 import { generateModule, schemaToType } from '../src/codegen/schema-to-ts.js';
 import { EventType } from '../src/event-types.js';
-import { killBus, startBus, tempDir, type Bus } from './helpers/bus.js';
+import { ADMIN_KEY, killBus, startBus, tempDir, type Bus } from './helpers/bus.js';
 
 describe('schemaToType', () => {
   it('converts scalars, enums, arrays and nested objects', () => {
@@ -47,7 +47,7 @@ describe('gen-types against the bus', () => {
   });
 
   it('the committed catalogue matches the bus built-ins', async () => {
-    const res = await fetch(`${bus.url}/v1/event-types`);
+    const res = await fetch(`${bus.url}/v1/event-types`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
     const { eventTypes } = (await res.json()) as { eventTypes: { type: string; builtin: boolean }[] };
     const builtins = eventTypes.filter((t) => t.builtin).map((t) => t.type).sort();
     expect(builtins).toHaveLength(17);
@@ -62,7 +62,7 @@ describe('gen-types against the bus', () => {
   it('types a registered custom type from its schema (module augmentation)', async () => {
     const put = await fetch(`${bus.url}/v1/event-types/order.placed`, {
       method: 'PUT',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
       body: JSON.stringify({
         description: 'An order was placed',
         schema: {
@@ -75,7 +75,7 @@ describe('gen-types against the bus', () => {
     });
     expect(put.status).toBe(201);
     const out = path.join(tempDir('gen-types-'), 'bus-types.ts');
-    await main(['--url', bus.url, '--augment', '--out', out], {});
+    await main(['--url', bus.url, '--augment', '--out', out], { EVENT_BUS_API_KEY: ADMIN_KEY });
     const source = readFileSync(out, 'utf8');
     expect(source).toContain("declare module '@situs/event-bus-client' {");
     expect(source).toContain("'order.placed': OrderPlacedPayload;");

@@ -1,8 +1,10 @@
 // Reconnection logic for the bus's control events and refusals, driven by a scripted transport
-// (no network: each attempt plays a fixed list of SSE messages, then ends).
+// (no network: each attempt plays a fixed list of SSE messages, then ends); and the fetch
+// transport against a local server that ends a stream right after a control event, as the bus does.
+import http from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { EventBusClient, ProblemError, type BusEvent, type StreamRequest } from '../src/index.js';
-import type { SseMessage } from '../src/transport/index.js';
+import { fetchTransport, type SseMessage } from '../src/transport/index.js';
 import { waitFor } from './helpers/bus.js';
 
 function event(seq: number, type = 'project.created'): SseMessage {
@@ -116,5 +118,52 @@ describe('stream control events', () => {
     await waitFor(() => got.length === 2, 'the events');
     expect(errors).toHaveLength(2);
     client.close();
+  });
+});
+
+describe('the fetch transport and a stream that ends after a control event', () => {
+  // The bus writes `lagged` or `token_expired` and then ends the response. The connection aborts
+  // the attempt from onMessage, before reading the end of the body, which arrived with the last
+  // chunk; Node's fetch can then leave the next read() pending for good. The transport must settle anyway (this used to hang the
+  // slow-reader test in stream.test.ts).
+  it('settles when aborted from onMessage before the end of the body arrives', async () => {
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('id: 1\nevent: project.created\ndata: {}\n\n');
+      setTimeout(() => {
+        res.write('event: token_expired\ndata: {"lastEventId":"1"}\n\n');
+        res.end();
+      }, 50);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      const { port } = server.address() as { port: number };
+      const transport = fetchTransport();
+      for (let round = 0; round < 3; round++) {
+        const controller = new AbortController();
+        const seen: string[] = [];
+        const attempt = transport({
+          url: `http://127.0.0.1:${port}/v1/stream`,
+          headers: {},
+          lastEventId: null,
+          eventNames: [],
+          signal: controller.signal,
+          onOpen: () => undefined,
+          onMessage: (m) => {
+            seen.push(m.event);
+            if (m.event === 'token_expired') controller.abort();
+          },
+        });
+        const outcome = await Promise.race([
+          attempt.then(() => 'settled'),
+          new Promise((r) => setTimeout(() => r('still pending'), 3000)),
+        ]);
+        expect(outcome).toBe('settled');
+        expect(seen).toEqual(['project.created', 'token_expired']);
+      }
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
   });
 });

@@ -1,6 +1,7 @@
-// End to end in real headless Chromium: the example React page (built with Vite) shows events
-// published through the Node client, and after the bus is killed and restarted it shows the
-// events published while it was away — each once, in order.
+// End to end in real headless Chromium: the example React page (built with Vite), served with the
+// example's application backend (which mints the page's stream tokens with its own API key),
+// shows events published through the Node client, and after the bus is killed and restarted it
+// shows the events published while it was away — each once, in order.
 import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -9,7 +10,8 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventBusClient } from '../src/index.js';
-import { killBus, restartBus, startBus, tempDir, type Bus } from './helpers/bus.js';
+import { createBackend } from '../../../examples/react-live-feed/backend.js';
+import { ADMIN_KEY, createKey, killBus, restartBus, startBus, tempDir, type Bus } from './helpers/bus.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const pkg = path.resolve(here, '..');
@@ -43,10 +45,15 @@ async function buildExample(): Promise<string> {
   return outDir;
 }
 
-function serveDir(dir: string): Promise<{ url: string; close: () => void }> {
+/** Serves the built page and, under `/api`, the example's backend. */
+function serveSite(dir: string, backend: ReturnType<typeof createBackend>): Promise<{ url: string; close: () => void }> {
   const types: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
   const server = http.createServer((req, res) => {
     const pathname = new URL(req.url ?? '/', 'http://x').pathname;
+    if (pathname.startsWith('/api/')) {
+      void backend(req, res);
+      return;
+    }
     const file = path.join(dir, pathname === '/' ? 'index.html' : path.normalize(pathname));
     if (!file.startsWith(dir) || !existsSync(file)) {
       res.writeHead(404);
@@ -71,11 +78,20 @@ describe.skipIf(!haveChromium)('the React example page in Chromium', () => {
   let bus: Bus;
   let browser: Browser;
   let site: { url: string; close: () => void };
+  let publisher: EventBusClient;
+  const tokenRequests: string[] = [];
 
   beforeAll(async () => {
     const [dist, b] = await Promise.all([buildExample(), startBus()]);
     bus = b;
-    site = await serveDir(dist);
+    publisher = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
+    // The backend's own key: enough for the page's tokens and the test button, nothing more.
+    const apiKey = await createKey(bus, { name: 'live feed backend', permissions: ['subscribe', 'publish'], types: ['project.*'] });
+    const backend = createBackend({ busUrl: bus.url, apiKey });
+    site = await serveSite(dist, (req, res, next) => {
+      if (req.url?.startsWith('/api/stream-token')) tokenRequests.push(req.url);
+      return backend(req, res, next);
+    });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
@@ -100,7 +116,8 @@ describe.skipIf(!haveChromium)('the React example page in Chromium', () => {
   for (const transport of ['fetch', 'eventsource'] as const) {
     it(`renders published events and resumes after a bus restart (${transport} transport)`, async () => {
       const projectId = `e2e-${transport}`;
-      const client = new EventBusClient({ url: bus.url });
+      const client = publisher;
+      const tokensBefore = tokenRequests.length;
       const page = await browser.newPage();
       const pageErrors: string[] = [];
       page.on('pageerror', (e) => pageErrors.push(String(e)));
@@ -115,12 +132,12 @@ describe.skipIf(!haveChromium)('the React example page in Chromium', () => {
       // kill -9 and restart on the same port and data. The page's stream requests are refused
       // (where Chromium lets the test intercept them) until the events of the outage are
       // published, so it gets them by resuming.
-      const streamRequests: { lastEventId: string | null }[] = [];
+      const streamRequests: { lastEventId: string | null; token: string | null }[] = [];
       page.on('request', (r) => {
         const url = new URL(r.url());
         // The feed's stream (useEventBus on the same page has its own, for every project).
         if (url.pathname !== '/v1/stream' || url.searchParams.get('projectId') !== projectId) return;
-        streamRequests.push({ lastEventId: r.headers()['last-event-id'] ?? url.searchParams.get('lastEventId') });
+        streamRequests.push({ lastEventId: r.headers()['last-event-id'] ?? url.searchParams.get('lastEventId'), token: url.searchParams.get('token') });
       });
       await page.route('**/v1/stream**', (route) => route.abort());
       await killBus(bus);
@@ -139,6 +156,11 @@ describe.skipIf(!haveChromium)('the React example page in Chromium', () => {
       expect(shown.map((e) => e.n)).toEqual([1, 2, 3, 4, 5, 6, 7]);
       expect(new Set(shown.map((e) => e.seq)).size).toBe(7);
       expect(pageErrors).toEqual([]);
+      // The page got its stream tokens from the backend (at least one per stream and reconnection);
+      // its URLs carried one, never a key.
+      expect(tokenRequests.length - tokensBefore).toBeGreaterThanOrEqual(2);
+      expect(await page.$('#stream-error')).toBeNull();
+      expect(streamRequests.every((r) => r.token !== null && r.token.split('.').length === 3)).toBe(true);
       // Every reconnection resumed from the last event shown before the outage.
       expect(streamRequests.length).toBeGreaterThan(0);
       expect(streamRequests.map((r) => r.lastEventId)).toEqual(streamRequests.map(() => String(lastBefore)));

@@ -7,7 +7,7 @@ import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { EventBusClient, type StreamRequest } from '../src/index.js';
 import { EventBusProvider, useEventBus, useEventBusStatus, useEventStream, usePublish } from '../src/react/index.js';
 import { fetchTransport } from '../src/transport/index.js';
-import { killBus, startBus, waitFor, type Bus } from './helpers/bus.js';
+import { ADMIN_KEY, killBus, mintToken, startBus, waitFor, type Bus } from './helpers/bus.js';
 
 // Updates arrive from the network, outside act(): let React schedule them as in a browser.
 (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = false;
@@ -32,6 +32,7 @@ function setup() {
   const inner = fetchTransport();
   const client = new EventBusClient({
     url: bus.url,
+    apiKey: ADMIN_KEY,
     transport: (req) => {
       attempts.push(req);
       return inner(req);
@@ -143,6 +144,40 @@ describe('React hooks (StrictMode)', () => {
     await waitFor(() => items(container).length === 1, 'the event for b');
     // The stream of `a` was closed when its last subscriber left.
     await waitFor(() => attempts[0]!.signal.aborted, 'the first stream to close');
+  });
+
+  it('a provider built from options streams with getToken, as a browser page does', async () => {
+    const container = document.createElement('div');
+    document.body.appendChild(container);
+    const root = createRoot(container);
+    roots.push(root);
+    const publisher = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
+    const tokens: string[] = [];
+    // A new options object and callback on every render: the provider keeps its one client.
+    const tree = () => (
+      <StrictMode>
+        <EventBusProvider
+          options={{
+            url: bus.url,
+            transport: 'fetch',
+            getToken: async () => {
+              const { token } = await mintToken(bus, { types: ['project.*'], projectIds: ['tokp'] });
+              tokens.push(token);
+              return token;
+            },
+          }}
+        >
+          <Feed projectId="tokp" />
+        </EventBusProvider>
+      </StrictMode>
+    );
+    root.render(tree());
+    await waitFor(() => container.querySelector('[data-testid=status]')?.textContent === 'open', 'status open');
+    root.render(tree());
+    await publisher.publish({ type: 'project.created', payload: { n: 1 }, projectId: 'tokp' });
+    await waitFor(() => items(container).length === 1, 'the event');
+    expect(items(container)[0]).toMatch(/:1$/);
+    expect(tokens.length).toBeGreaterThanOrEqual(1);
   });
 
   it('throws a clear error outside the provider', () => {

@@ -10,7 +10,7 @@ import {
   mapLegacyType,
 } from '../src/legacy/index.js';
 import { bootstrap } from '../../../examples/nest-publisher/src/main.js';
-import { killBus, startBus, type Bus } from './helpers/bus.js';
+import { ADMIN_KEY, killBus, startBus, type Bus } from './helpers/bus.js';
 
 describe('legacy type mapping', () => {
   it('maps every legacy name to the built-in catalogue', () => {
@@ -69,7 +69,7 @@ describe('RealtimeEventsService against the bus', () => {
   };
   beforeAll(async () => {
     bus = await startBus();
-    client = new EventBusClient({ url: bus.url });
+    client = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
   });
   afterAll(async () => {
     if (bus) await killBus(bus);
@@ -103,7 +103,7 @@ describe('RealtimeEventsService against the bus', () => {
   });
 
   it('the NestJS example module publishes through the adapter, or the legacy path when disabled', async () => {
-    const on = await bootstrap({ EVENT_BUS_URL: bus.url });
+    const on = await bootstrap({ EVENT_BUS_URL: bus.url, EVENT_BUS_API_KEY: ADMIN_KEY });
     const created = await on.projects.create({ projectId: 'nest-1', name: 'Nest' });
     await on.projects.rename('nest-1', 'Nest 2');
     expect((await storedFor('nest-1')).map((e) => [e.type, e.metadata?.source])).toEqual([
@@ -113,7 +113,7 @@ describe('RealtimeEventsService against the bus', () => {
     expect(created?.projectId).toBe('nest-1');
     expect(on.legacy.sent).toEqual([]);
 
-    const off = await bootstrap({ EVENT_BUS_URL: bus.url, EVENT_BUS_ENABLED: 'false' });
+    const off = await bootstrap({ EVENT_BUS_URL: bus.url, EVENT_BUS_API_KEY: ADMIN_KEY, EVENT_BUS_ENABLED: 'false' });
     await off.projects.create({ projectId: 'nest-2', name: 'Old path' });
     expect(off.legacy.sent).toEqual([{ type: 'PROJECT_CREATED', payload: { projectId: 'nest-2', name: 'Old path' } }]);
     expect(await storedFor('nest-2')).toEqual([]);

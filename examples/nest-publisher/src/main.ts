@@ -2,7 +2,7 @@
  * Runs the module without NestJS: a minimal resolver for `useClass` / `useFactory` providers,
  * then a project creation through `ProjectsService`.
  *
- *   EVENT_BUS_URL=http://127.0.0.1:3002 npm start
+ *   EVENT_BUS_URL=http://127.0.0.1:3002 EVENT_BUS_API_KEY=ebk_… npm start
  *   EVENT_BUS_ENABLED=false npm start     (the legacy path; nothing reaches the bus)
  */
 import { RealtimeEventsService } from '@situs/event-bus-client/legacy';

@@ -10,7 +10,8 @@
  * export class RealtimeModule {}
  * ```
  *
- * The provider objects below are exactly what `@Module({ providers })` takes.
+ * The provider objects below are exactly what `@Module({ providers })` takes. The bus client
+ * publishes with the API key in `EVENT_BUS_API_KEY` (a key with `publish`).
  */
 import { EventBusClient } from '@situs/event-bus-client';
 import { RealtimeEventsService } from '@situs/event-bus-client/legacy';

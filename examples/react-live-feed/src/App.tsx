@@ -1,7 +1,11 @@
-/** A live feed of one project's events, built from the package's hooks. */
+/**
+ * A live feed of one project's events, built from the package's hooks. The test button publishes
+ * through the application backend (`POST /api/publish`): publishing needs an API key, which the
+ * page does not have.
+ */
 import { useState } from 'react';
 import { EventType } from '@situs/event-bus-client';
-import { useEventBus, useEventBusStatus, useEventStream, usePublish } from '@situs/event-bus-client/react';
+import { useEventBus, useEventBusStatus, useEventStream } from '@situs/event-bus-client/react';
 
 interface ProjectUpdate {
   projectId: string;
@@ -10,15 +14,21 @@ interface ProjectUpdate {
 
 export function App({ projectId }: { projectId: string }) {
   const status = useEventBusStatus();
-  const events = useEventStream({ types: ['project.*'], projectId }, { limit: 100 });
+  const [streamError, setStreamError] = useState<string | null>(null);
+  // A stream stops for good only on a refusal (e.g. the backend's key lost `subscribe`).
+  const events = useEventStream({ types: ['project.*'], projectId }, { limit: 100, onError: (e) => setStreamError(e.message) });
   const lastUpdate = useEventBus<ProjectUpdate>(EventType.PROJECT_UPDATED);
-  const publish = usePublish();
   const [sending, setSending] = useState(false);
 
   const sendTest = async () => {
     setSending(true);
     try {
-      await publish({ type: EventType.PROJECT_UPDATED, projectId, payload: { projectId, name: `Renamed at ${new Date().toLocaleTimeString()}` } });
+      const response = await fetch('/api/publish', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ projectId, name: `Renamed at ${new Date().toLocaleTimeString()}` }),
+      });
+      if (!response.ok) throw new Error(`publish failed (${response.status})`);
     } finally {
       setSending(false);
     }
@@ -30,6 +40,11 @@ export function App({ projectId }: { projectId: string }) {
       <p>
         Connection: <strong id="status" data-status={status}>{status}</strong>
       </p>
+      {streamError && (
+        <p id="stream-error" role="alert">
+          Stream stopped: {streamError}
+        </p>
+      )}
       <p>
         Latest name: <span id="latest-name">{lastUpdate?.name ?? '—'}</span>
       </p>

@@ -1,6 +1,10 @@
 /**
  * Entry point. Settings come from the query string so one build serves any bus:
- * `?bus=http://127.0.0.1:3002&project=p_demo` (plus optional `token`, `transport`).
+ * `?bus=http://127.0.0.1:3002&project=p_demo` (plus optional `transport`).
+ *
+ * The page holds no API key: its stream token comes from the application backend
+ * (`GET /api/stream-token`, see `backend.ts`), through `getToken`. The client calls it before
+ * every (re)connection, so when a token expires the stream resumes with a new one.
  */
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
@@ -10,10 +14,18 @@ import { App } from './App.js';
 
 const params = new URLSearchParams(window.location.search);
 const transport = params.get('transport');
-const token = params.get('token');
+
+/** Asks the application backend (same origin) for a stream token. */
+async function getToken(): Promise<string> {
+  const response = await fetch('/api/stream-token', { credentials: 'same-origin' });
+  if (!response.ok) throw new Error(`the backend gave no stream token (${response.status})`);
+  const { token } = (await response.json()) as { token: string };
+  return token;
+}
+
 const client = new EventBusClient({
   url: params.get('bus') ?? 'http://127.0.0.1:3002',
-  ...(token ? { token } : {}),
+  getToken,
   ...(transport === 'fetch' || transport === 'eventsource' ? { transport } : {}),
   reconnectBackoff: { initialDelayMs: 250, maxDelayMs: 2000 },
 });

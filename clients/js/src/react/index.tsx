@@ -3,22 +3,43 @@
  * therefore its stream connections. Each hook subscribes in an effect and unsubscribes in its
  * cleanup, so React 18 StrictMode's mount → unmount → mount leaves exactly one subscription (and
  * the connection survives the gap: it closes only a tick after its last subscription).
+ *
+ * Authentication is the client's: in a browser give it `getToken` (a call to your backend, which
+ * mints a stream token), never an API key; in Node (SSR, tests) an `apiKey`. Either build the
+ * client yourself (`<EventBusProvider client={…}>`) or let the provider build it
+ * (`<EventBusProvider options={{ url, getToken }}>`).
  */
-import { createContext, useCallback, useContext, useEffect, useState, useSyncExternalStore, type ReactNode } from 'react';
-import type { EventBusClient } from '../client.js';
+import { createContext, useCallback, useContext, useEffect, useRef, useState, useSyncExternalStore, type ReactNode } from 'react';
+import { EventBusClient, type EventBusClientOptions } from '../client.js';
 import type { BusEvent, ConnectionStatus, EventInput, EventOf, StreamFilter } from '../types.js';
 
 const EventBusContext = createContext<EventBusClient | null>(null);
 
-/** Props of {@link EventBusProvider}. */
-export interface EventBusProviderProps {
-  client: EventBusClient;
-  children?: ReactNode;
-}
+/**
+ * Props of {@link EventBusProvider}: a `client`, or the `options` of one the provider creates on
+ * mount (read once, except `getToken`, whose latest value is always called; remount with a new
+ * `key` to change the others).
+ */
+export type EventBusProviderProps =
+  | { client: EventBusClient; options?: undefined; children?: ReactNode }
+  | { client?: undefined; options: EventBusClientOptions; children?: ReactNode };
 
-/** Makes `client` available to the hooks below it. */
-export function EventBusProvider({ client, children }: EventBusProviderProps) {
-  return <EventBusContext.Provider value={client}>{children}</EventBusContext.Provider>;
+/** Makes a client available to the hooks below it. */
+export function EventBusProvider({ client, options, children }: EventBusProviderProps) {
+  const latestOptions = useRef(options);
+  latestOptions.current = options;
+  const [owned] = useState<EventBusClient | null>(() => {
+    if (client || !options) return null;
+    const { getToken } = options;
+    return new EventBusClient({
+      ...options,
+      // Through the ref: an inline callback may change on every render.
+      ...(getToken ? { getToken: () => (latestOptions.current?.getToken ?? getToken)() } : {}),
+    });
+  });
+  const value = client ?? owned;
+  if (!value) throw new Error('<EventBusProvider> needs a `client` or `options`');
+  return <EventBusContext.Provider value={value}>{children}</EventBusContext.Provider>;
 }
 
 /** The provider's client; throws outside an {@link EventBusProvider}. */
@@ -32,15 +53,20 @@ export function useEventBusClient(): EventBusClient {
  * The payload of the latest event of `eventType` (a type or a pattern) received since mount;
  * null until one arrives.
  */
-export function useEventBus<T = unknown>(eventType: string): T | null {
+export function useEventBus<T = unknown>(eventType: string, options: { onError?: (error: Error) => void } = {}): T | null {
   const client = useEventBusClient();
   const [payload, setPayload] = useState<T | null>(null);
+  const onError = useLatest(options.onError);
   useEffect(() => {
-    const subscription = client.subscribe({ types: [eventType] }, (event: BusEvent) => {
-      setPayload(event.payload as T);
-    });
+    const subscription = client.subscribe(
+      { types: [eventType] },
+      (event: BusEvent) => {
+        setPayload(event.payload as T);
+      },
+      { onError: (error) => report(onError.current, error) },
+    );
     return () => subscription.unsubscribe();
-  }, [client, eventType]);
+  }, [client, eventType, onError]);
   return payload;
 }
 
@@ -48,6 +74,26 @@ export function useEventBus<T = unknown>(eventType: string): T | null {
 export interface UseEventStreamOptions {
   /** How many events to keep (default 50). */
   limit?: number;
+  /**
+   * Called when the stream stops for good: a refusal (`ProblemError` 400/401/403) or an expired
+   * static token (`TokenExpiredError`). Changing it does not resubscribe.
+   */
+  onError?: (error: Error) => void;
+}
+
+/** Gives a stream error to the hook's `onError`, or logs it like the client does without one. */
+function report(onError: ((error: Error) => void) | undefined, error: Error) {
+  if (onError) onError(error);
+  else console.error('event bus subscription:', error);
+}
+
+/** A ref that always holds the latest `value`, for callbacks that must not trigger effects. */
+function useLatest<V>(value: V) {
+  const ref = useRef(value);
+  useEffect(() => {
+    ref.current = value;
+  });
+  return ref;
 }
 
 /**
@@ -56,9 +102,10 @@ export interface UseEventStreamOptions {
  */
 export function useEventStream<T extends string = string>(
   filter: StreamFilter<T>,
-  { limit = 50 }: UseEventStreamOptions = {},
+  { limit = 50, onError }: UseEventStreamOptions = {},
 ): EventOf<T>[] {
   const client = useEventBusClient();
+  const onErrorRef = useLatest(onError);
   const key = JSON.stringify([
     filter.types ? [...filter.types].sort() : null,
     filter.projectId ?? null,
@@ -76,9 +123,10 @@ export function useEventStream<T extends string = string>(
         ...(userId !== null ? { userId } : {}),
       },
       (event) => setEvents((previous) => [...previous, event].slice(-limit)),
+      { onError: (error) => report(onErrorRef.current, error) },
     );
     return () => subscription.unsubscribe();
-  }, [client, key, limit]);
+  }, [client, key, limit, onErrorRef]);
   return events;
 }
 

@@ -52,7 +52,7 @@ export function eventSourceTransport(options: { EventSource?: EventSourceConstru
         // id is taken from the event JSON by the connection, never from here.
         req.onMessage({ id: undefined, event: name, data: e.data });
       };
-      for (const name of new Set([...req.eventNames, 'lagged', 'message'])) {
+      for (const name of new Set([...req.eventNames, 'lagged', 'token_expired', 'message'])) {
         source.addEventListener(name, forward(name));
       }
       // `error` is both the server's control event (a MessageEvent with data) and the

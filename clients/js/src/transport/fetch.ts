@@ -56,9 +56,25 @@ export function fetchTransport(options: FetchTransportOptions = {}): StreamTrans
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       const parser = new SseParser();
+      // A read must not outlive the abort: Node's fetch can leave `read()` pending for good when
+      // the request is aborted while no read is in flight (e.g. from `onMessage`, on `lagged` or
+      // `token_expired`), so every read races the abort.
+      const abortedRead = new Promise<'aborted'>((resolve) => {
+        if (controller.signal.aborted) resolve('aborted');
+        else controller.signal.addEventListener('abort', () => resolve('aborted'), { once: true });
+      });
       try {
         for (;;) {
-          const { done, value } = await reader.read();
+          if (controller.signal.aborted) {
+            if (idled) throw new Error('idle');
+            return;
+          }
+          const result = await Promise.race([reader.read(), abortedRead]);
+          if (result === 'aborted') {
+            if (idled && !req.signal.aborted) throw new Error('idle');
+            return;
+          }
+          const { done, value } = result;
           if (done) return;
           armIdle();
           for (const message of parser.feed(decoder.decode(value, { stream: true }))) {

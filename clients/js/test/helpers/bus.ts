@@ -1,5 +1,6 @@
 // The real `eventbus` binary for tests: started on an ephemeral loopback port over a temporary
-// data directory, killed with SIGKILL, restarted on the same port and data.
+// data directory with a known admin key, killed with SIGKILL, restarted on the same port and data.
+// Also: API keys (`POST /v1/keys`) and stream tokens (`POST /v1/tokens`) for the tests.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,9 @@ import { afterAll } from 'vitest';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
 export const BIN = process.env.EVENTBUS_BIN ?? path.join(root, 'target/debug/eventbus');
+
+/** The bootstrap admin key every test bus starts with (`EVENT_BUS_ADMIN_KEY`): every permission. */
+export const ADMIN_KEY = 'test-admin-key-0123456789abcdef';
 
 const tempDirs: string[] = [];
 // Registered when a test file imports this module, so it runs after that file's own cleanup.
@@ -28,6 +32,8 @@ export interface Bus {
   url: string;
   dir: string;
   port: number;
+  /** The extra environment it was started with (kept on restart). */
+  env: Record<string, string>;
 }
 
 /** Starts the bus on `port` (0: any) over `dir`; resolves once it listens. */
@@ -44,6 +50,7 @@ export function startBus(options: { dir?: string; port?: number; env?: Record<st
         HOST: '127.0.0.1',
         EVENT_STORE_URL: `sqlite://${path.join(dir, 'eventbus.db')}`,
         RUST_LOG: 'warn',
+        EVENT_BUS_ADMIN_KEY: ADMIN_KEY,
         ...options.env,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -55,7 +62,7 @@ export function startBus(options: { dir?: string; port?: number; env?: Record<st
       const m = /eventbus listening on (http:\/\/[\d.:]+)/.exec(out);
       if (m) {
         clearTimeout(timer);
-        resolve({ proc, url: m[1]!, dir, port: Number(new URL(m[1]!).port) });
+        resolve({ proc, url: m[1]!, dir, port: Number(new URL(m[1]!).port), env: options.env ?? {} });
       }
     });
     proc.on('exit', (code) => {
@@ -70,7 +77,7 @@ export async function restartBus(bus: Bus): Promise<Bus> {
   let lastError: unknown;
   for (let i = 0; i < 50; i++) {
     try {
-      return await startBus({ dir: bus.dir, port: bus.port });
+      return await startBus({ dir: bus.dir, port: bus.port, env: bus.env });
     } catch (error) {
       lastError = error;
       await new Promise((r) => setTimeout(r, 100));
@@ -97,4 +104,52 @@ export async function waitFor<T>(check: () => T | Promise<T>, what: string, time
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A permission of an API key. */
+export type Permission = 'publish' | 'subscribe' | 'read' | 'admin';
+
+/** The body of `POST /v1/keys`. */
+export interface KeySpec {
+  name?: string;
+  tenantId?: string;
+  projectIds?: string[];
+  permissions: Permission[];
+  types?: string[];
+  typesByPermission?: Partial<Record<Permission, string[]>>;
+  rateLimit?: number;
+  maxConnections?: number;
+  expiresAt?: string;
+}
+
+async function postJson(url: string, key: string, body: unknown): Promise<Record<string, unknown>> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (res.status !== 201) throw new Error(`POST ${url} answered ${res.status}: ${text}`);
+  return JSON.parse(text) as Record<string, unknown>;
+}
+
+/** Creates an API key with the admin key; resolves to its secret (`ebk_…`). */
+export async function createKey(bus: { url: string }, spec: KeySpec): Promise<string> {
+  const body = await postJson(`${bus.url}/v1/keys`, ADMIN_KEY, { name: 'test key', ...spec });
+  if (typeof body.key !== 'string' || !body.key.startsWith('ebk_')) throw new Error(`no key in ${JSON.stringify(body)}`);
+  return body.key;
+}
+
+/** The body of `POST /v1/tokens`. */
+export interface TokenSpec {
+  projectIds?: string[];
+  types?: string[];
+  ttlSeconds?: number;
+}
+
+/** Mints a stream token with `key` (which needs `subscribe`; default: the admin key). */
+export async function mintToken(bus: { url: string }, spec: TokenSpec = {}, key: string = ADMIN_KEY): Promise<{ token: string; expiresAt: string }> {
+  const body = await postJson(`${bus.url}/v1/tokens`, key, spec);
+  if (typeof body.token !== 'string') throw new Error(`no token in ${JSON.stringify(body)}`);
+  return { token: body.token, expiresAt: String(body.expiresAt) };
 }
