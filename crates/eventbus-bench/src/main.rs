@@ -19,6 +19,7 @@ mod cpu;
 mod http1;
 mod publish;
 mod raw;
+mod raw_pg;
 mod report;
 mod server;
 mod sse;
@@ -179,6 +180,10 @@ struct PublishArgs {
     /// Skip the raw-store runs.
     #[arg(long)]
     no_raw: bool,
+    /// Run the spawned server on this PostgreSQL database (a new schema per run, dropped after)
+    /// instead of SQLite; the raw runs then write PostgreSQL too (multi-row INSERT and COPY).
+    #[arg(long, requires = "spawn")]
+    store_url: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -221,12 +226,24 @@ fn publish(args: PublishArgs) -> Result<()> {
         common.synchronous.as_env()
     );
     print_conditions(&common.data_dir)?;
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let pg_schema = match &args.store_url {
+        Some(url) => Some(setup.block_on(raw_pg::Schema::create(url, "eventbus_bench_http"))?),
+        None => None,
+    };
+    let server_env: Vec<(&str, String)> = pg_schema
+        .iter()
+        .map(|s| ("EVENT_STORE_URL", s.store_url()))
+        .collect();
     let server = match &args.spawn {
         Some(binary) => {
-            let s = server::SpawnedServer::start(
+            let s = server::SpawnedServer::start_with(
                 binary,
                 &common.data_dir,
                 common.synchronous.as_env(),
+                &server_env,
             )?;
             println!(
                 "server: {} (pid {}), data in {}",
@@ -280,6 +297,10 @@ fn publish(args: PublishArgs) -> Result<()> {
     let raw_batch = args
         .raw_batch
         .unwrap_or(if batch > 1 { batch } else { 100 });
+    if let (Some(schema), Some(url)) = (pg_schema, &args.store_url) {
+        setup.block_on(schema.drop_now())?;
+        return pg_report(&setup, &args, url, &http, raw_batch, &usage);
+    }
     let raw_batches: Vec<usize> = if args.no_raw {
         Vec::new()
     } else if raw_batch == 1 {
@@ -292,6 +313,48 @@ fn publish(args: PublishArgs) -> Result<()> {
     report::print_table(Some(&http), &raw);
     println!("{usage}");
     report::print_targets(&http, batch, concurrency, &raw, &raw_batches);
+    Ok(())
+}
+
+/// The raw PostgreSQL runs beside a PostgreSQL HTTP run, the table and the target: batched publish
+/// through HTTP at least half the raw `COPY` rate of the same rows.
+fn pg_report(
+    runtime: &tokio::runtime::Runtime,
+    args: &PublishArgs,
+    url: &str,
+    http: &stats::Measurement,
+    raw_batch: usize,
+    usage: &impl std::fmt::Display,
+) -> Result<()> {
+    let common = &args.common;
+    let mut raw = Vec::new();
+    if !args.no_raw {
+        let runs = [
+            (1, raw_pg::Method::Insert),
+            (raw_batch, raw_pg::Method::Insert),
+            (raw_batch, raw_pg::Method::Copy),
+        ];
+        for (batch, method) in runs {
+            raw.push(runtime.block_on(raw_pg::run(&raw_pg::RawPgRun {
+                url: url.to_owned(),
+                batch,
+                method,
+                events: common.events,
+                duration: Duration::from_secs_f64(common.duration),
+                payload_bytes: common.payload_bytes,
+            }))?);
+        }
+    }
+    println!();
+    report::print_table(Some(http), &raw);
+    println!("{usage}");
+    if let Some(copy) = raw.last() {
+        let ratio = http.rate() / copy.rate();
+        let verdict = if ratio >= 0.5 { "met" } else { "MISSED" };
+        println!(
+            "target: http / raw COPY {raw_batch} rows/txn: {ratio:.2} (goal >= 0.50 for batched publishes) {verdict}"
+        );
+    }
     Ok(())
 }
 

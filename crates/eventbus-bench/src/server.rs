@@ -44,12 +44,8 @@ pub struct SpawnedServer {
 }
 
 impl SpawnedServer {
-    /// Starts `binary` with its database in a new directory under `data_dir`.
-    pub fn start(binary: &Path, data_dir: &Path, synchronous: &str) -> Result<Self> {
-        Self::start_with(binary, data_dir, synchronous, &[])
-    }
-
-    /// Like [`SpawnedServer::start`], with extra environment variables.
+    /// Starts `binary` with its database in a new directory under `data_dir` (unless `env` names
+    /// another `EVENT_STORE_URL`), with extra environment variables.
     pub fn start_with(
         binary: &Path,
         data_dir: &Path,
@@ -67,6 +63,8 @@ impl SpawnedServer {
             .env("EVENT_STORE_URL", format!("sqlite://{}", db.display()))
             .env("SQLITE_SYNCHRONOUS", synchronous)
             .env("EVENT_BUS_ADMIN_KEY", ADMIN_KEY)
+            // One key opens every stream of a run.
+            .env("KEY_MAX_CONNECTIONS", "0")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env(
                 "RUST_LOG",

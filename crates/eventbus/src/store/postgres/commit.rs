@@ -291,8 +291,8 @@ pub(super) struct EventColumns<'a> {
     metadata: Vec<Option<String>>,
 }
 
-/// Inserts the rows of [`EventColumns`] bound as `$1` to `$9`.
-pub(super) const INSERT_ROWS: &str = "INSERT INTO events \
+/// Inserts rows given as one array per column, bound as `$1` to `$9` (see `EventColumns`).
+pub const INSERT_ROWS: &str = "INSERT INTO events \
      (seq, id, type, ts, project_id, tenant_id, user_id, payload, metadata) \
      SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], \
                           $6::text[], $7::text[], $8::text[], $9::text[])";

@@ -41,8 +41,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use self::commit::MAX_GROUP_ROWS;
 use self::commit::{APPEND_LOCK, AppendJob, Committer};
+pub use self::commit::{INSERT_ROWS, MAX_GROUP_ROWS};
 pub use self::migrate::MigrateError;
 use super::{
     Appended, EventPage, EventQuery, EventStore, StoreError, TailRead, prefix_upper_bound,
