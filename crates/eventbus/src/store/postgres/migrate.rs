@@ -28,6 +28,13 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_archive",
         include_str!("../../../migrations/postgres/0004_archive.sql"),
     ),
+    // Number 0005 belongs to the API key and tenant tables; until they land this slot keeps
+    // the numbering aligned.
+    ("0005_reserved", "SELECT 1"),
+    (
+        "0006_plugins",
+        include_str!("../../../migrations/postgres/0006_plugins.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

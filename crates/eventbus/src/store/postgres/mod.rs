@@ -24,6 +24,7 @@ mod commit;
 mod consumer;
 mod listen;
 pub mod migrate;
+mod plugin;
 mod webhook;
 
 use std::str::FromStr;
@@ -639,6 +640,10 @@ impl EventStore for PgStore {
         self.cancel.cancel();
         self.tasks.wait().await;
         self.pool.close().await;
+    }
+
+    fn plugin_store(&self) -> Option<&dyn crate::store::plugin::PluginStore> {
+        Some(self)
     }
 }
 

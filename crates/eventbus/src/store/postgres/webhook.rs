@@ -873,7 +873,7 @@ impl WebhookStore for PgStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::str::FromStr;
     use std::time::Duration;
 
@@ -890,7 +890,7 @@ mod tests {
     }
 
     /// A schema of its own, dropped on drop.
-    struct Schema(String);
+    pub(crate) struct Schema(String);
 
     impl Drop for Schema {
         fn drop(&mut self) {
@@ -912,7 +912,7 @@ mod tests {
 
     /// A store on a fresh schema; `None` (after saying why) when PostgreSQL is unreachable
     /// outside CI.
-    async fn store() -> Option<(Schema, PgStore)> {
+    pub(crate) async fn store() -> Option<(Schema, PgStore)> {
         let admin = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&url()));
         let mut admin = match admin.await {
             Ok(Ok(c)) => c,

@@ -22,6 +22,13 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_archive",
         include_str!("../../../migrations/sqlite/0004_archive.sql"),
     ),
+    // Number 0005 belongs to the API key and tenant tables; until they land this slot keeps
+    // the numbering (and `user_version`) aligned.
+    ("0005_reserved", "SELECT 1;"),
+    (
+        "0006_plugins",
+        include_str!("../../../migrations/sqlite/0006_plugins.sql"),
+    ),
 ];
 
 /// Why migrating failed.

@@ -14,6 +14,7 @@
 mod archive;
 mod consumer;
 mod migrate;
+mod plugin;
 mod webhook;
 
 use std::fs::File;
@@ -759,5 +760,9 @@ impl EventStore for SqliteStore {
         })
         .await;
         drop(self.lock.lock().expect("lock file lock").take());
+    }
+
+    fn plugin_store(&self) -> Option<&dyn crate::store::plugin::PluginStore> {
+        Some(self)
     }
 }
