@@ -21,6 +21,7 @@
 pub mod bus;
 pub mod core;
 pub mod metric;
+pub mod plugin;
 pub mod store;
 pub mod transport;
 
