@@ -247,6 +247,11 @@ pub struct Config {
           value_parser = parse_archive_url, global = true)]
     pub event_archive_url: String,
 
+    /// Plugins: the folder of JavaScript plugins (one folder per plugin with plugin.json and
+    /// index.js); a missing folder holds none. See docs/plugins.md.
+    #[arg(long, env = "PLUGINS_DIR", default_value = "./plugins", global = true)]
+    pub plugins_dir: std::path::PathBuf,
+
     /// Log format: text or json (filter with RUST_LOG, default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -306,6 +311,14 @@ impl Config {
             disable_after: self.webhook_disable_after,
             disable_failures: self.webhook_disable_failures,
             drain_timeout: self.webhook_drain_timeout,
+        }
+    }
+
+    /// The plugin host's settings.
+    pub fn plugin_options(&self) -> eventbus::plugin::HostOptions {
+        eventbus::plugin::HostOptions {
+            dir: Some(self.plugins_dir.clone()),
+            ..eventbus::plugin::HostOptions::default()
         }
     }
 

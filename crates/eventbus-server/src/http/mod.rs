@@ -1,8 +1,9 @@
 //! The HTTP API (DESIGN.md §3). Each resource module exposes `router()` and verb_noun handlers.
 //!
 //! Layout: `events` (publish, query, get), `event_types` (the catalogue), `health`
-//! (liveness and readiness), `openapi` (the OpenAPI document), `stream` (SSE), `problem` (the
-//! error table), `body` (JSON bodies), `params` (query strings).
+//! (liveness and readiness), `openapi` (the OpenAPI document), `stream` (SSE), `webhooks`,
+//! `plugins` (status, reload, install, dead letters), `problem` (the error table), `body` (JSON
+//! bodies), `params` (query strings).
 
 mod body;
 mod event_types;
@@ -11,6 +12,7 @@ mod health;
 pub mod metrics;
 mod openapi;
 mod params;
+mod plugins;
 pub mod problem;
 mod stream;
 mod webhooks;
@@ -50,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(stream::router())
         .merge(webhooks::router())
+        .merge(plugins::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `body::read_json` with the configured limit.

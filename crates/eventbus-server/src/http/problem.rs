@@ -59,6 +59,18 @@ pub enum ApiError {
     /// This store backend does not serve webhooks.
     #[error("{0}")]
     WebhooksUnavailable(String),
+    /// A middleware (a plugin) failed; the event was not stored; retry later.
+    #[error("{0}")]
+    MiddlewareFailed(String),
+    /// A plugin bundle does not load.
+    #[error("{0}")]
+    InvalidPlugin(String),
+    /// The plugin cannot be changed (a Rust plugin).
+    #[error("{0}")]
+    PluginConflict(String),
+    /// Plugins are not enabled, or have no folder.
+    #[error("{0}")]
+    PluginsUnavailable(String),
     /// Anything else; details are logged, not shown.
     #[error("{0}")]
     Internal(String),
@@ -129,6 +141,11 @@ impl ApiError {
                     "The payload does not match the event type's schema",
                 ),
                 RejectKind::Forbidden => kind(S::FORBIDDEN, "forbidden", "Not allowed"),
+                RejectKind::Plugin => kind(
+                    S::UNPROCESSABLE_ENTITY,
+                    "rejected-by-plugin",
+                    "A middleware plugin rejected the event",
+                ),
                 _ => kind(S::BAD_REQUEST, "invalid-event", "The event is invalid"),
             },
             ApiError::NotFound(_) => kind(S::NOT_FOUND, "not-found", "Not found"),
@@ -162,6 +179,26 @@ impl ApiError {
                 "webhooks-unavailable",
                 "Webhooks are not available on this store",
             ),
+            ApiError::MiddlewareFailed(_) => kind(
+                S::SERVICE_UNAVAILABLE,
+                "middleware-failed",
+                "A middleware failed; the event was not stored",
+            ),
+            ApiError::InvalidPlugin(_) => kind(
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-plugin",
+                "The plugin does not load",
+            ),
+            ApiError::PluginConflict(_) => kind(
+                S::CONFLICT,
+                "plugin-conflict",
+                "The plugin cannot be changed",
+            ),
+            ApiError::PluginsUnavailable(_) => kind(
+                S::NOT_IMPLEMENTED,
+                "plugins-unavailable",
+                "Plugins are not available",
+            ),
             ApiError::Internal(_) => kind(
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -172,7 +209,11 @@ impl ApiError {
 
     /// Seconds after which a retry makes sense, for 503s.
     fn retry_after(&self) -> Option<u32> {
-        matches!(self, ApiError::Unavailable(_) | ApiError::Overloaded).then_some(1)
+        matches!(
+            self,
+            ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::MiddlewareFailed(_)
+        )
+        .then_some(1)
     }
 
     fn fields(&self) -> Vec<FieldError> {
@@ -274,6 +315,15 @@ impl From<PublishError> for ApiError {
             PublishError::Rejected(r) => ApiError::Rejected(r),
             e @ PublishError::BatchSize { .. } => ApiError::BatchSize(e.to_string()),
             PublishError::Store(s) => s.into(),
+            PublishError::MiddlewareFailed {
+                middleware,
+                message,
+            } => {
+                tracing::warn!(%middleware, %message, "a middleware failed; the publish is refused");
+                ApiError::MiddlewareFailed(format!(
+                    "the middleware `{middleware}` failed; the event was not stored"
+                ))
+            }
             e => ApiError::Internal(e.to_string()),
         }
     }

@@ -4,7 +4,8 @@
 //! idempotency, get by id), `query` (every filter, project route, keyset paging), `event_types`
 //! (the catalogue and JSON Schemas), `errors` (every bad input is a problem and stores nothing),
 //! `durability` (`kill -9` and SIGTERM while publishing), `stream` (SSE), `webhooks` (delivery
-//! to a local receiver), `deploy` (the container image's environment).
+//! to a local receiver), `plugins` (real JavaScript plugins: handling, isolation, middleware,
+//! lifecycle, reload), `deploy` (the container image's environment).
 
 mod archive;
 mod cluster;
@@ -16,6 +17,7 @@ mod event_types;
 mod health;
 mod metrics;
 mod openapi;
+mod plugins;
 mod publish;
 mod query;
 mod readiness;
