@@ -454,7 +454,7 @@ async fn a_webhook_shaper_plugin_shapes_the_signed_body() {
         dir.path(),
         json!({"name": "shaper", "version": "1", "subscribe": ["project.*"]}),
         r#"export function webhookPayload(event, endpoint) {
-             if (event.payload.plain) return undefined;
+             if (event.payload && event.payload.plain) return undefined;
              return { text: `${event.type} in ${event.projectId}`, endpoint: endpoint.id };
            }"#,
     );
