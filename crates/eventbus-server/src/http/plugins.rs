@@ -51,7 +51,7 @@ fn host(state: &AppState) -> Result<&PluginHost, ApiError> {
 impl From<HostError> for ApiError {
     fn from(e: HostError) -> Self {
         match e {
-            HostError::NotFound(m) => ApiError::NotFound(format!("no such plugin: {m}")),
+            HostError::NotFound(m) => ApiError::NotFound(m),
             HostError::Manifest(m) => ApiError::InvalidField(FieldError::new(
                 format!("manifest/{}", m.field.replace('.', "/")),
                 m.message,
@@ -103,7 +103,7 @@ pub(super) async fn get_plugin(
 ) -> Result<Response, ApiError> {
     let info = host(&state)?
         .get(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("no such plugin: `{name}`")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("no plugin is named `{name}`")))?;
     Ok(json(StatusCode::OK, &info))
 }
 

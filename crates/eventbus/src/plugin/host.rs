@@ -83,8 +83,8 @@ impl Default for HostOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostError {
-    /// No such plugin.
-    #[error("no plugin is named `{0}`")]
+    /// No such plugin or dead letter (the message says which).
+    #[error("{0}")]
     NotFound(String),
     /// The manifest is invalid.
     #[error("invalid manifest: {0}")]
@@ -1098,7 +1098,7 @@ impl PluginHost {
                 .expect("broken lock")
                 .contains_key(name);
         if check_name(name).is_err() || !known {
-            return Err(HostError::NotFound(name.to_owned()));
+            return Err(HostError::NotFound(format!("no plugin is named `{name}`")));
         }
         let folder = dir.join(name);
         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&folder) {
@@ -1220,7 +1220,7 @@ impl PluginHost {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, HostError> {
         if self.slot(name).is_none() {
-            return Err(HostError::NotFound(name.to_owned()));
+            return Err(HostError::NotFound(format!("no plugin is named `{name}`")));
         }
         let bus = self.bus()?;
         Ok(Self::store(&bus)?.dead_letters(name, after, limit).await?)
@@ -1231,7 +1231,7 @@ impl PluginHost {
     pub async fn retry_dead_letter(&self, name: &str, id: u64) -> Result<Option<String>, HostError> {
         let slot = self
             .slot(name)
-            .ok_or_else(|| HostError::NotFound(name.to_owned()))?;
+            .ok_or_else(|| HostError::NotFound(format!("no plugin is named `{name}`")))?;
         let bus = self.bus()?;
         let store = Self::store(&bus)?;
         let letter = store
@@ -1239,9 +1239,9 @@ impl PluginHost {
             .await?
             .into_iter()
             .find(|d| d.id == id)
-            .ok_or_else(|| HostError::NotFound(format!("dead letter {id} of `{name}`")))?;
+            .ok_or_else(|| HostError::NotFound(format!("plugin `{name}` has no dead letter {id}")))?;
         let event = bus.get(&letter.event_id).await?.ok_or_else(|| {
-            HostError::NotFound(format!("event `{}` (no longer stored)", letter.event_id))
+            HostError::NotFound(format!("event `{}` is no longer stored", letter.event_id))
         })?;
         match self.handle_once(&slot, &event).await {
             Ok(()) => {
