@@ -482,3 +482,37 @@ async fn a_webhook_shaper_plugin_shapes_the_signed_body() {
     assert!(bodies.iter().any(|b| b["type"] == "project.updated"), "{bodies:?}");
     assert!(got.iter().all(|r| r.header("webhook-signature").is_some()));
 }
+
+#[tokio::test]
+async fn the_example_plugins_load_and_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins");
+    for name in ["audit", "redact", "webhook-shaper"] {
+        std::fs::create_dir_all(dir.path().join(name)).unwrap();
+        for file in ["plugin.json", "index.js"] {
+            std::fs::copy(examples.join(name).join(file), dir.path().join(name).join(file))
+                .unwrap();
+        }
+    }
+    let server = start(dir.path(), &[]).await;
+    let listed = server.get("/v1/plugins", &[]).await;
+    let statuses: Vec<&str> = listed.body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["running"; 3], "{}", listed.body);
+    let user = server
+        .publish_ok(&json!({"type": "user.created", "payload": {"name": "a", "password": "x"}}))
+        .await;
+    assert_eq!(user["payload"]["password"], "***");
+    server
+        .publish_ok(&json!({"type": "project.created", "payload": {"name": "Site"}}))
+        .await;
+    let summary = wait_for("the audit summary", || async {
+        events_of(&server, "audit.summary").await.pop()
+    })
+    .await;
+    assert_eq!(summary["payload"]["payloadKeys"], json!(["name"]));
+}
