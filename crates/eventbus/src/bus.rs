@@ -171,9 +171,8 @@ impl EventBusBuilder {
         steps.push(Arc::new(EnrichmentMiddleware));
         steps.push(Arc::new(LoggingMiddleware));
         steps.extend(self.custom);
-        let plugins = (self.plugin_options.is_some() || !self.plugins.is_empty()).then(|| {
-            PluginHost::new(self.plugin_options.unwrap_or_default(), self.plugins)
-        });
+        let plugins = (self.plugin_options.is_some() || !self.plugins.is_empty())
+            .then(|| PluginHost::new(self.plugin_options.unwrap_or_default(), self.plugins));
         if let Some(host) = &plugins {
             steps.extend(host.rust_middleware());
             steps.push(host.middleware());

@@ -237,7 +237,9 @@ pub(super) async fn list_dead_letters(
         },
     };
     let letters = host(&state)?.dead_letters(&name, after, limit).await?;
-    let next_after = (letters.len() == limit).then(|| letters.last().map(|d| d.id)).flatten();
+    let next_after = (letters.len() == limit)
+        .then(|| letters.last().map(|d| d.id))
+        .flatten();
     Ok(json(
         StatusCode::OK,
         &json!({ "deadLetters": letters, "nextAfter": next_after }),

@@ -58,7 +58,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -98,7 +101,9 @@ async fn a_plugin_handles_events_publishes_follow_ups_and_is_refused_other_types
     assert_eq!(installed[0]["payload"]["name"], "audit");
 
     let source = server
-        .publish_ok(&json!({"type": "project.created", "payload": {"sneaky": true}, "projectId": "p_1"}))
+        .publish_ok(
+            &json!({"type": "project.created", "payload": {"sneaky": true}, "projectId": "p_1"}),
+        )
         .await;
     let summaries = wait_for("the summary", || async {
         let s = events_of(&server, "audit.summary").await;
@@ -131,7 +136,10 @@ async fn a_plugin_handles_events_publishes_follow_ups_and_is_refused_other_types
     })
     .await;
     let s = events_of(&server, "audit.summary").await;
-    assert_eq!(s[1]["payload"]["count"], 2, "the key-value store keeps the count");
+    assert_eq!(
+        s[1]["payload"]["count"], 2,
+        "the key-value store keeps the count"
+    );
     assert_eq!(s[1]["payload"]["type"], "project.updated");
 }
 
@@ -162,7 +170,10 @@ async fn an_infinite_loop_is_interrupted_while_other_plugins_keep_up() {
     assert_eq!(spin["counters"]["timeouts"], 4, "{spin}");
     assert_eq!(spin["counters"]["retries"], 3, "{spin}");
     assert!(
-        spin["lastError"]["message"].as_str().unwrap().contains("time budget of 50 ms"),
+        spin["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("time budget of 50 ms"),
         "{spin}"
     );
     let letters = server.get("/v1/plugins/spin/dead-letters", &[]).await;
@@ -190,7 +201,12 @@ async fn memory_exhaustion_is_contained() {
     })
     .await;
     assert_eq!(hog["counters"]["memoryErrors"], 4, "{hog}");
-    assert!(hog["lastError"]["message"].as_str().unwrap().contains("memory"));
+    assert!(
+        hog["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory")
+    );
     // The bus and the other plugin carry on.
     server.publish_ok(&json!({"type": "project.created"})).await;
     wait_for("audit's summary", || async {
@@ -223,10 +239,18 @@ async fn exceptions_are_retried_then_dead_lettered_and_suspend_the_plugin_until_
     assert_eq!(p["counters"]["deadLetters"], 3, "{p}");
     assert_eq!(p["counters"]["retries"], 9, "{p}");
     assert_eq!(p["counters"]["errors"], 12, "{p}");
-    assert!(p["lastError"]["message"].as_str().unwrap().contains("broken on job.run"));
+    assert!(
+        p["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("broken on job.run")
+    );
     let ready = server.get("/health/ready", &[]).await;
     assert_eq!(ready.status, StatusCode::OK);
-    assert_eq!(ready.body["details"]["plugins"]["suspended"], json!(["flaky"]));
+    assert_eq!(
+        ready.body["details"]["plugins"]["suspended"],
+        json!(["flaky"])
+    );
     let letters = server.get("/v1/plugins/flaky/dead-letters", &[]).await;
     let letters = letters.body["deadLetters"].as_array().unwrap().clone();
     assert_eq!(letters.len(), 3);
@@ -279,7 +303,10 @@ async fn middleware_plugins_transform_and_reject_per_their_failure_policy() {
              return event;
            }"#,
     );
-    for (name, policy, ty) in [("strict", "reject", "order.*"), ("lenient", "pass", "note.*")] {
+    for (name, policy, ty) in [
+        ("strict", "reject", "order.*"),
+        ("lenient", "pass", "note.*"),
+    ] {
         write_plugin(
             dir.path(),
             json!({"name": name, "version": "1", "subscribe": [ty], "middleware": true,
@@ -289,7 +316,9 @@ async fn middleware_plugins_transform_and_reject_per_their_failure_policy() {
     }
     let server = start(dir.path(), &[]).await;
     let stored = server
-        .publish_ok(&json!({"type": "user.created", "payload": {"name": "a", "password": "hunter2"}}))
+        .publish_ok(
+            &json!({"type": "user.created", "payload": {"name": "a", "password": "hunter2"}}),
+        )
         .await;
     assert_eq!(stored["payload"], json!({"name": "a", "password": "***"}));
     let read = server.get_event(stored["id"].as_str().unwrap()).await;
@@ -301,7 +330,9 @@ async fn middleware_plugins_transform_and_reject_per_their_failure_policy() {
     refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(refused.body["type"], "/problems/rejected-by-plugin");
 
-    let failed = server.publish(&json!({"type": "order.placed", "payload": {}})).await;
+    let failed = server
+        .publish(&json!({"type": "order.placed", "payload": {}}))
+        .await;
     failed.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(failed.body["type"], "/problems/middleware-failed");
     let passed = server
@@ -312,7 +343,13 @@ async fn middleware_plugins_transform_and_reject_per_their_failure_policy() {
     assert!(events_of(&server, "order.*").await.is_empty());
     assert_eq!(events_of(&server, "user.*").await.len(), 1);
     let p = plugin(&server, "redact").await;
-    assert_eq!((p["counters"]["transformed"].as_u64(), p["counters"]["rejected"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (
+            p["counters"]["transformed"].as_u64(),
+            p["counters"]["rejected"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
     assert_eq!(plugin(&server, "lenient").await["counters"]["errors"], 1);
 }
 
@@ -356,8 +393,15 @@ async fn a_plugin_reloaded_mid_stream_sees_every_one_of_5000_events() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let missing: Vec<u64> = (0..TOTAL as u64).filter(|n| !seen.contains(n)).take(10).collect();
-    assert!(missing.is_empty(), "never seen: {missing:?} ({} of {TOTAL} seen)", seen.len());
+    let missing: Vec<u64> = (0..TOTAL as u64)
+        .filter(|n| !seen.contains(n))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never seen: {missing:?} ({} of {TOTAL} seen)",
+        seen.len()
+    );
     assert_eq!(plugin(&server, "tally").await["version"], "2");
 }
 
@@ -399,13 +443,21 @@ async fn install_update_and_uninstall_publish_lifecycle_events_that_other_plugin
         let greeter: Vec<(String, String)> = seen
             .iter()
             .filter(|e| e["payload"]["name"] == "greeter")
-            .map(|e| (e["payload"]["type"].as_str().unwrap().to_owned(), String::new()))
+            .map(|e| {
+                (
+                    e["payload"]["type"].as_str().unwrap().to_owned(),
+                    String::new(),
+                )
+            })
             .collect();
         (greeter.len() == 3).then_some(greeter)
     })
     .await;
     let types: Vec<&str> = lifecycle.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(types, ["plugin.installed", "plugin.updated", "plugin.uninstalled"]);
+    assert_eq!(
+        types,
+        ["plugin.installed", "plugin.updated", "plugin.uninstalled"]
+    );
     let updated = events_of(&server, "plugin.updated").await;
     assert_eq!(updated[0]["payload"]["previousVersion"], "1.0.0");
 
@@ -444,7 +496,10 @@ async fn install_update_and_uninstall_publish_lifecycle_events_that_other_plugin
         .unwrap()
         .clone();
     assert_eq!(halfway["status"], "failed");
-    assert_eq!(server.get("/health/ready", &[]).await.body["details"]["plugins"]["failed"], json!(["halfway"]));
+    assert_eq!(
+        server.get("/health/ready", &[]).await.body["details"]["plugins"]["failed"],
+        json!(["halfway"])
+    );
 }
 
 #[tokio::test]
@@ -479,7 +534,10 @@ async fn a_webhook_shaper_plugin_shapes_the_signed_body() {
         bodies.contains(&json!({"text": "project.created in p_9", "endpoint": ep.body["id"]})),
         "{bodies:?}"
     );
-    assert!(bodies.iter().any(|b| b["type"] == "project.updated"), "{bodies:?}");
+    assert!(
+        bodies.iter().any(|b| b["type"] == "project.updated"),
+        "{bodies:?}"
+    );
     assert!(got.iter().all(|r| r.header("webhook-signature").is_some()));
 }
 
@@ -490,8 +548,11 @@ async fn the_example_plugins_load_and_work() {
     for name in ["audit", "redact", "webhook-shaper"] {
         std::fs::create_dir_all(dir.path().join(name)).unwrap();
         for file in ["plugin.json", "index.js"] {
-            std::fs::copy(examples.join(name).join(file), dir.path().join(name).join(file))
-                .unwrap();
+            std::fs::copy(
+                examples.join(name).join(file),
+                dir.path().join(name).join(file),
+            )
+            .unwrap();
         }
     }
     let server = start(dir.path(), &[]).await;

@@ -41,9 +41,7 @@ use super::manifest::{
 use super::{Plugin, PluginContext};
 use crate::bus::{EventBus, PublishError};
 use crate::core::event::{Event, NewEvent};
-use crate::core::middleware::{
-    Middleware, MiddlewareError, PublishContext, RejectKind, Rejection,
-};
+use crate::core::middleware::{Middleware, MiddlewareError, PublishContext, RejectKind, Rejection};
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::metric;
@@ -373,10 +371,7 @@ fn js_hash(manifest: &[u8], source: &[u8]) -> String {
     h.update(manifest);
     h.update([0u8]);
     h.update(source);
-    h.finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The id of the `index`th event a plugin publishes while handling `source_id`: the same on
@@ -433,8 +428,12 @@ fn read_folder(dir: &Path, name: &str) -> Result<Folder, (Option<String>, String
     let source = read_limited(&dir.join("index.js"), MAX_SOURCE_BYTES)
         .map_err(|e| (Some(manifest.version.clone()), e))?;
     let hash = js_hash(&manifest_bytes, &source);
-    let source = String::from_utf8(source)
-        .map_err(|_| (Some(manifest.version.clone()), "index.js is not UTF-8".into()))?;
+    let source = String::from_utf8(source).map_err(|_| {
+        (
+            Some(manifest.version.clone()),
+            "index.js is not UTF-8".into(),
+        )
+    })?;
     Ok(Folder {
         manifest,
         source,
@@ -805,7 +804,9 @@ impl PluginHost {
                 slot.stats
                     .refused_publishes
                     .fetch_add(out.refused, Ordering::Relaxed);
-                if let Err(e) = self.apply(&bus, slot, event, out.publishes, out.kv_writes).await
+                if let Err(e) = self
+                    .apply(&bus, slot, event, out.publishes, out.kv_writes)
+                    .await
                 {
                     slot.failed(&e);
                     return Err(e);
@@ -989,12 +990,7 @@ impl PluginHost {
         gone.sort();
         gone.dedup();
         for name in gone {
-            let slot = self
-                .inner
-                .slots
-                .write()
-                .expect("slots lock")
-                .remove(&name);
+            let slot = self.inner.slots.write().expect("slots lock").remove(&name);
             let version = match &slot {
                 Some(s) => {
                     Self::stop_slot(s).await;
@@ -1003,8 +999,15 @@ impl PluginHost {
                 None => states.get(&name).map(|s| s.version.clone()),
             };
             store.forget_plugin(&name).await?;
-            self.announce(bus, "plugin.uninstalled", &name, version.as_deref(), None, "js")
-                .await;
+            self.announce(
+                bus,
+                "plugin.uninstalled",
+                &name,
+                version.as_deref(),
+                None,
+                "js",
+            )
+            .await;
             report.uninstalled.push(name);
         }
         Ok(report)
@@ -1228,7 +1231,11 @@ impl PluginHost {
 
     /// Runs dead letter `id` of `name` through the plugin once more; on success the dead
     /// letter is removed (`Ok(None)`), else the error is returned (`Ok(Some(error))`).
-    pub async fn retry_dead_letter(&self, name: &str, id: u64) -> Result<Option<String>, HostError> {
+    pub async fn retry_dead_letter(
+        &self,
+        name: &str,
+        id: u64,
+    ) -> Result<Option<String>, HostError> {
         let slot = self
             .slot(name)
             .ok_or_else(|| HostError::NotFound(format!("no plugin is named `{name}`")))?;
@@ -1239,7 +1246,9 @@ impl PluginHost {
             .await?
             .into_iter()
             .find(|d| d.id == id)
-            .ok_or_else(|| HostError::NotFound(format!("plugin `{name}` has no dead letter {id}")))?;
+            .ok_or_else(|| {
+                HostError::NotFound(format!("plugin `{name}` has no dead letter {id}"))
+            })?;
         let event = bus.get(&letter.event_id).await?.ok_or_else(|| {
             HostError::NotFound(format!("event `{}` is no longer stored", letter.event_id))
         })?;
@@ -1274,7 +1283,8 @@ impl PluginHost {
                 s.js().is_some_and(|j| j.exports(export))
                     && s.receives(event_type)
                     && !s.is_suspended()
-                    && (export != Export::Transform || s.manifest.as_ref().is_some_and(|m| m.middleware))
+                    && (export != Export::Transform
+                        || s.manifest.as_ref().is_some_and(|m| m.middleware))
             })
             .collect()
     }
@@ -1338,7 +1348,11 @@ impl Middleware for TransformStep {
         "plugins"
     }
 
-    async fn handle(&self, event: &mut Event, _ctx: &PublishContext) -> Result<(), MiddlewareError> {
+    async fn handle(
+        &self,
+        event: &mut Event,
+        _ctx: &PublishContext,
+    ) -> Result<(), MiddlewareError> {
         for slot in self.host.js_with(Export::Transform, &event.event_type) {
             let Some(js) = slot.js() else { continue };
             let Some(manifest) = &slot.manifest else {
@@ -1473,7 +1487,9 @@ mod tests {
         let mut e = NewEvent::new("a.b", serde_json::json!({"secret": 1}))
             .into_event(Timestamp::now())
             .unwrap();
-        assert!(apply_transform(&mut e, Some(r#"{"payload":{"secret":"***"},"type":"x.y"}"#)).unwrap());
+        assert!(
+            apply_transform(&mut e, Some(r#"{"payload":{"secret":"***"},"type":"x.y"}"#)).unwrap()
+        );
         assert_eq!(e.payload.get(), r#"{"secret":"***"}"#);
         assert_eq!(e.event_type, "a.b");
         assert!(!apply_transform(&mut e, Some("null")).unwrap());

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use rquickjs::function::Rest;
 use rquickjs::{
-    CaughtError, Context, Ctx, Exception, Function, Module, Object, Persistent,
-    Promise, Runtime, Value,
+    CaughtError, Context, Ctx, Exception, Function, Module, Object, Persistent, Promise, Runtime,
+    Value,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -327,9 +327,7 @@ impl Instance {
             let module = Module::declare(ctx.clone(), format!("{name}/index.js"), source)
                 .map_err(|e| describe(&ctx, e))?;
             let (module, promise) = module.eval().map_err(|e| describe(&ctx, e))?;
-            promise
-                .finish::<Value>()
-                .map_err(|e| describe(&ctx, e))?;
+            promise.finish::<Value>().map_err(|e| describe(&ctx, e))?;
             let namespace = module.namespace().map_err(|e| describe(&ctx, e))?;
             Ok((
                 Persistent::save(&ctx, namespace),
@@ -401,9 +399,7 @@ impl Instance {
                 values.push(ctx.json_parse(a.as_str()).map_err(|e| describe(&ctx, e))?);
             }
             values.push(plugin_ctx.into_value());
-            let returned: Value = f
-                .call((Rest(values),))
-                .map_err(|e| describe(&ctx, e))?;
+            let returned: Value = f.call((Rest(values),)).map_err(|e| describe(&ctx, e))?;
             let value = match returned.as_promise() {
                 Some(p) => settle(&ctx, p)?,
                 None => returned,
@@ -415,10 +411,7 @@ impl Instance {
                 .map_err(|e| describe(&ctx, e))
                 .map(|s| s.and_then(|s| s.to_string().ok()))
         });
-        let timed_out = self
-            .deadline
-            .take()
-            .is_some_and(|d| Instant::now() >= d);
+        let timed_out = self.deadline.take().is_some_and(|d| Instant::now() >= d);
         let mut s = state.borrow_mut();
         match result {
             Ok(value) => {
@@ -630,7 +623,10 @@ mod tests {
         .await;
         assert_eq!(p.export_names(), ["onEvent"]);
         let out = p.call(Export::OnEvent, vec![EVENT.into()]).await.unwrap();
-        assert_eq!(out.publishes, [("audit.seen".into(), r#"{"id":"e1","n":1}"#.into())]);
+        assert_eq!(
+            out.publishes,
+            [("audit.seen".into(), r#"{"id":"e1","n":1}"#.into())]
+        );
         assert_eq!(out.kv_writes, [("count".into(), Some("1".into()))]);
         let out = p.call(Export::OnEvent, vec![EVENT.into()]).await.unwrap();
         assert_eq!(out.kv_writes, [("count".into(), Some("2".into()))]);
@@ -658,7 +654,10 @@ mod tests {
         )
         .await;
         let started = Instant::now();
-        let err = p.call(Export::OnEvent, vec![EVENT.into()]).await.unwrap_err();
+        let err = p
+            .call(Export::OnEvent, vec![EVENT.into()])
+            .await
+            .unwrap_err();
         assert_eq!(err, CallError::Timeout(100));
         assert!(started.elapsed() < Duration::from_secs(5));
         let out = p
@@ -678,7 +677,10 @@ mod tests {
                }"#,
         )
         .await;
-        let err = p.call(Export::OnEvent, vec![EVENT.into()]).await.unwrap_err();
+        let err = p
+            .call(Export::OnEvent, vec![EVENT.into()])
+            .await
+            .unwrap_err();
         assert_eq!(err, CallError::OutOfMemory(8));
         let out = p
             .call(Export::OnEvent, vec![r#"{"payload":{"n":2}}"#.into()])
@@ -694,8 +696,14 @@ mod tests {
                export async function transform(e) { e.payload.seen = true; return e; }"#,
         )
         .await;
-        let err = p.call(Export::OnEvent, vec![EVENT.into()]).await.unwrap_err();
-        assert!(matches!(&err, CallError::Exception(m) if m.contains("boom")), "{err}");
+        let err = p
+            .call(Export::OnEvent, vec![EVENT.into()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, CallError::Exception(m) if m.contains("boom")),
+            "{err}"
+        );
         let out = p.call(Export::Transform, vec![EVENT.into()]).await.unwrap();
         assert!(out.value.unwrap().contains(r#""seen":true"#));
         assert!(out.kv_writes.is_empty());

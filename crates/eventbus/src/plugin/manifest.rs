@@ -120,7 +120,10 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::new(
                 "plugin.json",
-                format!("is {} bytes; the limit is {MAX_MANIFEST_BYTES}", bytes.len()),
+                format!(
+                    "is {} bytes; the limit is {MAX_MANIFEST_BYTES}",
+                    bytes.len()
+                ),
             ));
         }
         let manifest: Manifest = serde_json::from_slice(bytes)
@@ -133,7 +136,10 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), ManifestError> {
         check_name(&self.name)?;
         if self.version.trim().is_empty() || self.version.len() > 64 {
-            return Err(ManifestError::new("version", "must hold 1 to 64 characters"));
+            return Err(ManifestError::new(
+                "version",
+                "must hold 1 to 64 characters",
+            ));
         }
         if self.subscribe.is_empty() && !self.middleware {
             return Err(ManifestError::new(
@@ -227,9 +233,18 @@ mod tests {
                 r#"{"name":"a","version":"1","subscribe":[">"],"limits":{"timeoutMs":0}}"#,
                 "limits.timeoutMs",
             ),
-            (r#"{"name":"a","version":"1","subscribe":["Bad"]}"#, "plugin.json"),
-            (r#"{"name":"a","version":"1","subscribe":[">"],"extra":1}"#, "plugin.json"),
-            (r#"{"name":"a","version":"1","subscribe":[">"],"config":[1]}"#, "config"),
+            (
+                r#"{"name":"a","version":"1","subscribe":["Bad"]}"#,
+                "plugin.json",
+            ),
+            (
+                r#"{"name":"a","version":"1","subscribe":[">"],"extra":1}"#,
+                "plugin.json",
+            ),
+            (
+                r#"{"name":"a","version":"1","subscribe":[">"],"config":[1]}"#,
+                "config",
+            ),
         ];
         for (json, field) in cases {
             let e = Manifest::parse(json.as_bytes()).unwrap_err();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventbus::core::event::Event;
-use eventbus::core::middleware::{Middleware, MiddlewareError, PublishContext};
 use eventbus::core::filter::EventFilter;
+use eventbus::core::middleware::{Middleware, MiddlewareError, PublishContext};
 use eventbus::plugin::{HostOptions, Plugin, PluginContext, PluginError};
 use eventbus::store::EventQuery;
 use eventbus::{EventBus, EventStore, NewEvent, Pattern};
@@ -109,7 +109,10 @@ async fn count(store: &Arc<dyn EventStore>, ty: &str) -> usize {
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let until = tokio::time::Instant::now() + PATIENCE;
     while !f() {
-        assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -144,7 +147,10 @@ async fn a_rust_plugin_handles_in_order_and_catches_up_after_a_restart(db: TestD
             .publish(NewEvent::new("order.placed", json!({"i": i})))
             .await
             .unwrap();
-        assert_eq!(a.event.metadata["stamped"], "yes", "the plugin's middleware ran");
+        assert_eq!(
+            a.event.metadata["stamped"], "yes",
+            "the plugin's middleware ran"
+        );
         expected.push(a.event.seq);
     }
     wait_until("20 events", || seen.lock().unwrap().len() >= 20).await;
@@ -175,11 +181,21 @@ async fn a_rust_plugin_handles_in_order_and_catches_up_after_a_restart(db: TestD
     let after = Arc::new(Mutex::new(Vec::new()));
     let b = bus(&db, "1.1.0", &after).await;
     wait_until("the 5 missed events", || {
-        after.lock().unwrap().iter().filter(|s| missed.contains(s)).count() == 5
+        after
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| missed.contains(s))
+            .count()
+            == 5
     })
     .await;
     let store = b.store().clone();
-    assert_eq!(count(&store, "plugin.updated").await, 1, "a new version is an update");
+    assert_eq!(
+        count(&store, "plugin.updated").await,
+        1,
+        "a new version is an update"
+    );
     assert_eq!(count(&store, "plugin.installed").await, 1);
     let info = b.plugins().unwrap().get("recorder").unwrap();
     assert_eq!((info.kind, info.status), ("rust", "running"));
@@ -214,6 +230,9 @@ async fn failures_are_dead_lettered_and_suspend_a_rust_plugin(db: TestDb) {
     assert!(seen.lock().unwrap().is_empty());
     let report = host.reload().await.unwrap();
     assert_eq!(report.resumed, ["recorder"]);
-    wait_until("the waiting event", || seen.lock().unwrap().contains(&waiting)).await;
+    wait_until("the waiting event", || {
+        seen.lock().unwrap().contains(&waiting)
+    })
+    .await;
     b.shutdown().await;
 }

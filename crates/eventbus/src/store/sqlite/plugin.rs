@@ -75,7 +75,10 @@ impl PluginStore for SqliteStore {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM plugin_states WHERE name = ?1", [&plugin])?;
             tx.execute("DELETE FROM plugin_kv WHERE plugin = ?1", [&plugin])?;
-            tx.execute("DELETE FROM plugin_dead_letters WHERE plugin = ?1", [&plugin])?;
+            tx.execute(
+                "DELETE FROM plugin_dead_letters WHERE plugin = ?1",
+                [&plugin],
+            )?;
             tx.execute(
                 "DELETE FROM consumer_cursors WHERE name = ?1",
                 [consumer_name(&plugin)],

@@ -402,9 +402,11 @@ impl Shared {
         d: &Delivery,
         ep: &Endpoint,
     ) -> Result<Option<Bytes>, Result<String, StoreError>> {
-        if let Some(shaper) = self.shaper.as_ref().filter(|s| {
-            <crate::plugin::PluginHost as PayloadShaper>::shapes(s, &d.event_type)
-        }) {
+        if let Some(shaper) = self
+            .shaper
+            .as_ref()
+            .filter(|s| <crate::plugin::PluginHost as PayloadShaper>::shapes(s, &d.event_type))
+        {
             let Some(event) = self.events.get(&d.event_id).await.map_err(Err)? else {
                 return Ok(None);
             };

@@ -269,7 +269,8 @@ async fn attempt(
                 None,
                 None,
             );
-            let retry_at = retry.map(|delay| Timestamp::now().plus_micros(delay.as_micros() as i64));
+            let retry_at =
+                retry.map(|delay| Timestamp::now().plus_micros(delay.as_micros() as i64));
             return Some(record(
                 d,
                 started_at,
