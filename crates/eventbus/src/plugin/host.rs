@@ -410,7 +410,7 @@ fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn read_folder(dir: &Path, name: &str) -> Result<Folder, (Option<String>, String)> {
+fn read_folder(dir: &Path, name: &str) -> FolderRead {
     check_name(name).map_err(|e| (None, format!("folder name: {e}")))?;
     let manifest_bytes =
         read_limited(&dir.join("plugin.json"), MAX_MANIFEST_BYTES).map_err(|e| (None, e))?;
@@ -441,8 +441,11 @@ fn read_folder(dir: &Path, name: &str) -> Result<Folder, (Option<String>, String
     })
 }
 
+/// A folder's content, or its version (when known) and why it does not load.
+type FolderRead = Result<Folder, (Option<String>, String)>;
+
 /// Every plugin folder under `dir` (hidden entries are skipped); a missing `dir` is empty.
-fn scan(dir: &Path) -> Result<BTreeMap<String, Result<Folder, (Option<String>, String)>>, String> {
+fn scan(dir: &Path) -> Result<BTreeMap<String, FolderRead>, String> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),

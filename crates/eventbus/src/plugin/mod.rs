@@ -9,7 +9,7 @@
 //! Layout:
 //! - [`Plugin`] and [`PluginContext`]: the Rust plugin trait and what its handler can reach.
 //! - [`host`]: [`PluginHost`], which loads, runs, isolates, swaps and lists plugins.
-//! - [`manifest`]: `plugin.json`.
+//! - [`manifest`]: the `plugin.json` format.
 //! - [`js`]: the sandboxed QuickJS runtime of one JavaScript plugin, on its own thread.
 //! - [`kv`]: a plugin's key-value store as its runtime sees it.
 
