@@ -17,6 +17,7 @@
 
 mod cpu;
 mod http1;
+mod plugin;
 mod publish;
 mod raw;
 mod raw_pg;
@@ -55,6 +56,24 @@ enum Command {
     /// Webhooks: E endpoints on a local receiver answering 200 at once, N events published in
     /// batches; deliveries/s and publish→delivery latency.
     Webhook(WebhookArgs),
+    /// Plugins: the same publish load with no plugin, with one JavaScript plugin handling every
+    /// event, and with one JavaScript middleware plugin, in one run; events/s and the ratios.
+    Plugin(PluginArgs),
+}
+
+#[derive(Debug, Args)]
+struct PluginArgs {
+    /// Start this `eventbus` binary (three times, one per phase) on a free loopback port.
+    #[arg(long)]
+    spawn: PathBuf,
+    /// Events per request.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    batch: u64,
+    /// Publishers sending at the same time.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    concurrency: u64,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +220,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Sse(args) => sse_bench(args),
         Command::Webhook(args) => webhook_bench(args),
+        Command::Plugin(args) => plugin_bench(args),
         Command::Publish(args) => publish(args),
         Command::Raw(args) => {
             print_conditions(&args.common.data_dir)?;
@@ -539,4 +559,83 @@ fn webhook_bench(args: WebhookArgs) -> Result<()> {
         bail!("{} of {} deliveries arrived", r.deliveries, r.expected);
     }
     server.stop()
+}
+
+fn plugin_bench(args: PluginArgs) -> Result<()> {
+    use plugin::Phase;
+    let common = &args.common;
+    println!(
+        "eventbus-bench plugin: up to {} events in {} s per phase, payload {} B, batch {}, concurrency {}, synchronous={}",
+        common.events,
+        common.duration,
+        common.payload_bytes,
+        args.batch,
+        args.concurrency,
+        common.synchronous.as_env()
+    );
+    print_conditions(&common.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut rates = Vec::new();
+    println!(
+        "{:<26} {:>9} {:>10} {:>9} {:>9} {:>16}",
+        "run", "events", "events/s", "p50 ms", "p99 ms", "plugin events/s"
+    );
+    for phase in [Phase::Baseline, Phase::Consumer, Phase::Middleware] {
+        let plugins = tempfile::Builder::new()
+            .prefix("eventbus-bench-plugins-")
+            .tempdir_in(&common.data_dir)?;
+        plugin::write_plugin(plugins.path(), phase)?;
+        let env = [("PLUGINS_DIR", plugins.path().display().to_string())];
+        let server = server::SpawnedServer::start_with(
+            &args.spawn,
+            &common.data_dir,
+            common.synchronous.as_env(),
+            &env,
+        )?;
+        let run = publish::HttpRun {
+            url: server.url().to_owned(),
+            events: common.events,
+            batch: args.batch as usize,
+            concurrency: args.concurrency as usize,
+            payload_bytes: common.payload_bytes,
+            duration: Duration::from_secs_f64(common.duration),
+            warmup: 200,
+            client: publish::ClientKind::Lean,
+        };
+        let started = std::time::Instant::now();
+        let m = runtime.block_on(publish::run(&run))?;
+        let consumed = if phase == Phase::Consumer {
+            let url = server.url().to_owned();
+            let done = runtime.block_on(async {
+                let head = plugin::head(&url).await?;
+                plugin::wait_caught_up(&url, head, Duration::from_secs(600)).await
+            })?;
+            let secs = done.duration_since(started).as_secs_f64();
+            format!("{:.0}", m.events as f64 / secs)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<26} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>16}",
+            phase.label(),
+            m.events,
+            m.rate(),
+            m.latency.p50.as_secs_f64() * 1e3,
+            m.latency.p99.as_secs_f64() * 1e3,
+            consumed
+        );
+        rates.push(m.rate());
+        server.stop()?;
+    }
+    for (i, label) in [(1, "onEvent"), (2, "transform")] {
+        let overhead_us = (1.0 / rates[i] - 1.0 / rates[0]) * 1e6;
+        println!(
+            "with 1 JS plugin ({label}): {:.2} x the events/s without; {overhead_us:+.1} us per event",
+            rates[i] / rates[0]
+        );
+    }
+    Ok(())
 }

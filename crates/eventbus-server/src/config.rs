@@ -368,6 +368,10 @@ pub struct Config {
     #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024,
           value_parser = clap::value_parser!(u64).range(8192..=1_048_576), global = true)]
     pub max_header_bytes: u64,
+    /// Plugins: the folder of JavaScript plugins (one folder per plugin with plugin.json and
+    /// index.js); a missing folder holds none. See docs/plugins.md.
+    #[arg(long, env = "PLUGINS_DIR", default_value = "./plugins", global = true)]
+    pub plugins_dir: std::path::PathBuf,
 
     /// Log format: text or json (filter with RUST_LOG, default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -444,6 +448,14 @@ impl Config {
             disable_after: self.webhook_disable_after,
             disable_failures: self.webhook_disable_failures,
             drain_timeout: self.webhook_drain_timeout,
+        }
+    }
+
+    /// The plugin host's settings.
+    pub fn plugin_options(&self) -> eventbus::plugin::HostOptions {
+        eventbus::plugin::HostOptions {
+            dir: Some(self.plugins_dir.clone()),
+            ..eventbus::plugin::HostOptions::default()
         }
     }
 

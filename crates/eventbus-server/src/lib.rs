@@ -83,6 +83,7 @@ pub async fn build_bus(config: &Config) -> Result<Bus, ServerError> {
     };
     match EventBus::builder(store.clone())
         .options(options)
+        .plugin_options(config.plugin_options())
         .build()
         .await
     {

@@ -24,6 +24,7 @@ use crate::core::middleware::{
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::metric;
+use crate::plugin::{HostOptions, Plugin, PluginHost};
 use crate::store::{Appended, EventPage, EventQuery, EventStore, StoreError};
 use crate::transport::consumer::{Consumer, ConsumerOptions};
 use crate::transport::internal::{Subscribers, Subscription};
@@ -110,9 +111,24 @@ pub struct EventBusBuilder {
     options: BusOptions,
     security: Option<Arc<dyn Middleware>>,
     custom: Vec<Arc<dyn Middleware>>,
+    plugins: Vec<Arc<dyn Plugin>>,
+    plugin_options: Option<HostOptions>,
 }
 
 impl EventBusBuilder {
+    /// Registers a Rust plugin (see [`crate::plugin::Plugin`]).
+    pub fn plugin(mut self, plugin: Arc<dyn Plugin>) -> Self {
+        self.plugins.push(plugin);
+        self
+    }
+
+    /// Enables the plugin host with these options (`dir` loads JavaScript plugins); without
+    /// it, the host runs only when a Rust plugin is registered.
+    pub fn plugin_options(mut self, options: HostOptions) -> Self {
+        self.plugin_options = Some(options);
+        self
+    }
+
     /// Sets the options.
     pub fn options(mut self, options: BusOptions) -> Self {
         self.options = options;
@@ -159,6 +175,12 @@ impl EventBusBuilder {
         steps.push(Arc::new(EnrichmentMiddleware));
         steps.push(Arc::new(LoggingMiddleware));
         steps.extend(self.custom);
+        let plugins = (self.plugin_options.is_some() || !self.plugins.is_empty())
+            .then(|| PluginHost::new(self.plugin_options.unwrap_or_default(), self.plugins));
+        if let Some(host) = &plugins {
+            steps.extend(host.rust_middleware());
+            steps.push(host.middleware());
+        }
 
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
@@ -175,7 +197,7 @@ impl EventBusBuilder {
             &tasks,
             cancel.child_token(),
         );
-        Ok(EventBus {
+        let bus = EventBus {
             inner: Arc::new(Inner {
                 store: self.store,
                 chain: MiddlewareChain::new(steps),
@@ -185,8 +207,19 @@ impl EventBusBuilder {
                 options: self.options,
                 tasks,
                 cancel,
+                plugins,
             }),
-        })
+        };
+        if let Some(host) = &bus.inner.plugins
+            && let Err(e) = host.start(bus.clone()).await
+        {
+            bus.shutdown().await;
+            return Err(match e {
+                crate::plugin::HostError::Store(s) => s,
+                other => StoreError::Internal(other.to_string()),
+            });
+        }
+        Ok(bus)
     }
 }
 
@@ -199,6 +232,7 @@ struct Inner {
     options: BusOptions,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    plugins: Option<PluginHost>,
 }
 
 /// The event bus; cheap to clone.
@@ -224,7 +258,14 @@ impl EventBus {
             options: BusOptions::default(),
             security: None,
             custom: Vec::new(),
+            plugins: Vec::new(),
+            plugin_options: None,
         }
+    }
+
+    /// The plugin host, when plugins are enabled.
+    pub fn plugins(&self) -> Option<&PluginHost> {
+        self.inner.plugins.as_ref()
     }
 
     /// The store.
@@ -403,6 +444,29 @@ impl EventBus {
         )
     }
 
+    /// Like [`EventBus::consumer`], for events matching any of `patterns`.
+    pub(crate) fn consumer_with_patterns<F, Fut>(
+        &self,
+        name: String,
+        patterns: Vec<Pattern>,
+        options: ConsumerOptions,
+        handler: F,
+    ) -> Consumer
+    where
+        F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Consumer::start(
+            name,
+            crate::core::filter::EventFilter::types(patterns),
+            Arc::new(move |e| handler(e).boxed()),
+            self.inner.store.clone(),
+            options,
+            &self.inner.tasks,
+            self.inner.cancel.child_token(),
+        )
+    }
+
     /// Events waiting in in-process subscriber queues.
     pub fn subscriber_backlog(&self) -> usize {
         self.inner.subscribers.buffered()
@@ -456,6 +520,9 @@ impl EventBus {
 
     /// Stops delivery tasks, then closes the store after its queued writes.
     pub async fn shutdown(&self) {
+        if let Some(host) = &self.inner.plugins {
+            host.shutdown().await;
+        }
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;

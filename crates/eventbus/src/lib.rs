@@ -23,6 +23,7 @@
 pub mod bus;
 pub mod core;
 pub mod metric;
+pub mod plugin;
 pub mod security;
 pub mod store;
 pub mod transport;

@@ -35,6 +35,15 @@ pub const WEBHOOK_ATTEMPT_DURATION: &str = "eventbus_webhook_attempt_duration_se
 pub const WEBHOOK_SUCCESS_RATIO: &str = "eventbus_webhook_success_ratio";
 /// Endpoints disabled after failing continuously.
 pub const WEBHOOK_AUTO_DISABLED: &str = "eventbus_webhook_endpoints_disabled_total";
+/// Calls into plugins, by `plugin` and `outcome` (`ok`, `error`, `timeout`, `memory`,
+/// `unavailable`).
+pub const PLUGIN_CALLS: &str = "eventbus_plugin_calls_total";
+/// Events a plugin failed on after its retries, by `plugin`.
+pub const PLUGIN_DEAD_LETTERS: &str = "eventbus_plugin_dead_letters_total";
+/// Plugins suspended after repeated failures, by `plugin`.
+pub const PLUGIN_SUSPENSIONS: &str = "eventbus_plugin_suspensions_total";
+/// Events committed after the last one a plugin handled, by `plugin`.
+pub const PLUGIN_QUEUE_DEPTH: &str = "eventbus_plugin_queue_depth";
 /// Resident memory of the process.
 pub const PROCESS_RSS: &str = "eventbus_process_resident_memory_bytes";
 /// CPU time of the process.

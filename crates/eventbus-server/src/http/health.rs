@@ -112,6 +112,22 @@ pub(super) async fn get_ready(
         };
         checks.push(("notifications", (up, entry)));
     }
+    if let Some(plugins) = state.bus.plugins() {
+        // Plugins never take the node out of service: a suspended or broken plugin is reported
+        // for operators, and the bus carries on without it.
+        checks.push((
+            "plugins",
+            (
+                true,
+                json!({
+                    "status": "up",
+                    "loaded": plugins.names().len(),
+                    "suspended": plugins.suspended(),
+                    "failed": plugins.failed(),
+                }),
+            ),
+        ));
+    }
     let sse = state.bus.sse();
     let open = sse
         .stats()

@@ -2,9 +2,10 @@
 //!
 //! Layout: `events` (publish, query, get), `event_types` (the catalogue), `health`
 //! (liveness and readiness), `keys` (API keys), `tokens` (browser stream tokens), `openapi` (the
-//! OpenAPI document), `stream` (SSE), `webhooks`, `metrics`; `auth` (who is calling), `problem`
-//! (the error table), `body` (JSON bodies), `params` (query strings), `server` (the HTTP/1
-//! connection loop with its header limits and read timeouts).
+//! OpenAPI document), `stream` (SSE), `webhooks`, `plugins` (status, reload, install, dead
+//! letters), `metrics`; `auth` (who is calling), `problem` (the error table), `body` (JSON
+//! bodies), `params` (query strings), `server` (the HTTP/1 connection loop with its header limits
+//! and read timeouts).
 //!
 //! Every `/v1` route takes a [`auth::Caller`] (401 without a valid key) and checks its
 //! permission and scope (403); `/health/live` and `/openapi.json` are open, `/health/ready` and
@@ -19,6 +20,7 @@ mod keys;
 pub mod metrics;
 mod openapi;
 mod params;
+mod plugins;
 pub mod problem;
 pub mod server;
 mod stream;
@@ -75,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stream::router())
         .merge(tokens::router())
         .merge(webhooks::router())
+        .merge(plugins::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `body::read_json` with the configured limit.

@@ -75,6 +75,13 @@ pub(super) async fn get_openapi() -> Response {
         super::keys::get_key,
         super::keys::revoke_key,
         super::tokens::create_token,
+        super::plugins::list_plugins,
+        super::plugins::get_plugin,
+        super::plugins::reload_plugins,
+        super::plugins::install_plugin,
+        super::plugins::uninstall_plugin,
+        super::plugins::list_dead_letters,
+        super::plugins::retry_dead_letter,
         super::health::get_live,
         super::health::get_ready,
         super::metrics::get_metrics,
@@ -90,6 +97,7 @@ pub(super) async fn get_openapi() -> Response {
         (name = "webhooks", description = "Webhook endpoints, deliveries and attempts"),
         (name = "keys", description = "API keys (admin)"),
         (name = "tokens", description = "Browser tokens for streams"),
+        (name = "plugins", description = "Rust and JavaScript plugins: status, reload, install, dead letters"),
         (name = "operations", description = "Health and metrics"),
         (name = "meta", description = "This description"),
     )
@@ -1011,4 +1019,138 @@ mod tests {
             conforms("Problem", &serde_json::from_slice(&body).unwrap());
         }
     }
+}
+
+/// A plugin as `GET /v1/plugins` shows it (see docs/plugins.md).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Plugin)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PluginSchema {
+    /// Its name.
+    name: String,
+    /// Its version; `null` when its manifest could not be read.
+    version: Option<String>,
+    /// `js` or `rust`.
+    kind: String,
+    /// `running`, `suspended` or `failed` (did not load).
+    status: String,
+    /// Patterns it receives.
+    subscribe: Vec<String>,
+    /// Patterns `ctx.publish` may emit.
+    publish: Vec<String>,
+    /// Whether it runs in the publish chain.
+    middleware: bool,
+    /// `reject` or `pass` (middleware only).
+    #[serde(default)]
+    failure_policy: Option<String>,
+    /// `{"memoryMb", "timeoutMs"}` (JavaScript plugins).
+    #[serde(default)]
+    limits: Option<Value>,
+    /// The functions `index.js` exports.
+    exports: Vec<String>,
+    /// The last `seq` its handler finished.
+    cursor: u64,
+    /// Counters since it was (re)loaded: `calls`, `handled`, `errors`, `timeouts`,
+    /// `memoryErrors`, `retries`, `deadLetters`, `refusedPublishes`, `published`,
+    /// `transformed`, `rejected`.
+    counters: BTreeMap<String, u64>,
+    /// `{"message", "at"}` of its last error.
+    last_error: Option<Value>,
+}
+
+/// `GET /v1/plugins` answer.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PluginList)]
+#[allow(dead_code)]
+pub(super) struct PluginListSchema {
+    /// Every plugin, by name.
+    plugins: Vec<PluginSchema>,
+}
+
+/// What a reload changed.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ReloadReport)]
+#[allow(dead_code)]
+pub(super) struct ReloadReportSchema {
+    /// Plugins installed.
+    installed: Vec<String>,
+    /// Plugins whose code changed.
+    updated: Vec<String>,
+    /// Plugins removed.
+    uninstalled: Vec<String>,
+    /// Suspended plugins started again.
+    resumed: Vec<String>,
+    /// Plugins that did not load, with why.
+    failed: BTreeMap<String, String>,
+}
+
+/// `POST /v1/plugins` body: a plugin bundle.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = InstallBundle)]
+#[allow(dead_code)]
+pub(super) struct InstallBundleSchema {
+    /// The `plugin.json` object.
+    manifest: Value,
+    /// The `index.js` ES module.
+    source: String,
+}
+
+/// `POST /v1/plugins` answer.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Installed)]
+#[allow(dead_code)]
+pub(super) struct InstalledSchema {
+    /// The plugin as installed.
+    plugin: PluginSchema,
+    /// What the reload changed.
+    reload: ReloadReportSchema,
+}
+
+/// An event a plugin failed on after its retries.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = DeadLetter)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DeadLetterSchema {
+    /// Unique id.
+    id: u64,
+    /// The plugin.
+    plugin: String,
+    /// The event's id.
+    event_id: String,
+    /// The event's `seq`.
+    event_seq: u64,
+    /// The event's type.
+    event_type: String,
+    /// The last error.
+    error: String,
+    /// Calls made.
+    attempts: u32,
+    /// When it was dead-lettered.
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// One page of dead letters.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = DeadLetterPage)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DeadLetterPageSchema {
+    /// The dead letters, oldest first.
+    dead_letters: Vec<DeadLetterSchema>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    next_after: Option<u64>,
+}
+
+/// The outcome of retrying a dead letter.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RetryOutcome)]
+#[allow(dead_code)]
+pub(super) struct RetryOutcomeSchema {
+    /// Whether the plugin handled the event (the dead letter is removed).
+    succeeded: bool,
+    /// The plugin's error otherwise.
+    error: Option<String>,
 }

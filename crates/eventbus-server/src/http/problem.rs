@@ -79,6 +79,18 @@ pub enum ApiError {
     /// The key or tenant has as many streams open as it may.
     #[error("{0}")]
     TooManyStreams(String),
+    /// A middleware (a plugin) failed; the event was not stored; retry later.
+    #[error("{0}")]
+    MiddlewareFailed(String),
+    /// A plugin bundle does not load.
+    #[error("{0}")]
+    InvalidPlugin(String),
+    /// The plugin cannot be changed (a Rust plugin).
+    #[error("{0}")]
+    PluginConflict(String),
+    /// Plugins are not enabled, or have no folder.
+    #[error("{0}")]
+    PluginsUnavailable(String),
     /// Anything else; details are logged, not shown.
     #[error("{0}")]
     Internal(String),
@@ -154,6 +166,11 @@ impl ApiError {
                     "The payload does not match the event type's schema",
                 ),
                 RejectKind::Forbidden => kind(S::FORBIDDEN, "forbidden", "Not allowed"),
+                RejectKind::Plugin => kind(
+                    S::UNPROCESSABLE_ENTITY,
+                    "rejected-by-plugin",
+                    "A middleware plugin rejected the event",
+                ),
                 _ => kind(S::BAD_REQUEST, "invalid-event", "The event is invalid"),
             },
             ApiError::NotFound(_) => kind(S::NOT_FOUND, "not-found", "Not found"),
@@ -203,6 +220,26 @@ impl ApiError {
                 "too-many-streams",
                 "Too many open streams",
             ),
+            ApiError::MiddlewareFailed(_) => kind(
+                S::SERVICE_UNAVAILABLE,
+                "middleware-failed",
+                "A middleware failed; the event was not stored",
+            ),
+            ApiError::InvalidPlugin(_) => kind(
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-plugin",
+                "The plugin does not load",
+            ),
+            ApiError::PluginConflict(_) => kind(
+                S::CONFLICT,
+                "plugin-conflict",
+                "The plugin cannot be changed",
+            ),
+            ApiError::PluginsUnavailable(_) => kind(
+                S::NOT_IMPLEMENTED,
+                "plugins-unavailable",
+                "Plugins are not available",
+            ),
             ApiError::Internal(_) => kind(
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -215,7 +252,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u32> {
         match self {
             ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
-            ApiError::Unavailable(_) | ApiError::Overloaded => Some(1),
+            ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::MiddlewareFailed(_) => {
+                Some(1)
+            }
             ApiError::TooManyStreams(_) => Some(5),
             _ => None,
         }
@@ -326,6 +365,15 @@ impl From<PublishError> for ApiError {
             PublishError::Rejected(r) => ApiError::Rejected(r),
             e @ PublishError::BatchSize { .. } => ApiError::BatchSize(e.to_string()),
             PublishError::Store(s) => s.into(),
+            PublishError::MiddlewareFailed {
+                middleware,
+                message,
+            } => {
+                tracing::warn!(%middleware, %message, "a middleware failed; the publish is refused");
+                ApiError::MiddlewareFailed(format!(
+                    "the middleware `{middleware}` failed; the event was not stored"
+                ))
+            }
             e => ApiError::Internal(e.to_string()),
         }
     }

@@ -4,8 +4,9 @@
 //! idempotency, get by id), `query` (every filter, project route, keyset paging), `event_types`
 //! (the catalogue and JSON Schemas), `errors` (every bad input is a problem and stores nothing),
 //! `durability` (`kill -9` and SIGTERM while publishing), `stream` (SSE), `webhooks` (delivery
-//! to a local receiver), `security` (keys, tenants, tokens and limits), `deploy` (the container
-//! image's environment).
+//! to a local receiver), `security` (keys, tenants, tokens and limits), `plugins` (real
+//! JavaScript plugins: handling, isolation, middleware, lifecycle, reload), `deploy` (the
+//! container image's environment).
 
 mod archive;
 mod cluster;
@@ -18,6 +19,7 @@ mod health;
 mod logs;
 mod metrics;
 mod openapi;
+mod plugins;
 mod publish;
 mod query;
 mod readiness;

@@ -46,6 +46,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/keys/{id}"),
     ("DELETE", "/v1/keys/{id}"),
     ("POST", "/v1/tokens"),
+    ("GET", "/v1/plugins"),
+    ("POST", "/v1/plugins"),
+    ("POST", "/v1/plugins/reload"),
+    ("GET", "/v1/plugins/{name}"),
+    ("DELETE", "/v1/plugins/{name}"),
+    ("GET", "/v1/plugins/{name}/dead-letters"),
+    ("POST", "/v1/plugins/{name}/dead-letters/{id}/retry"),
 ];
 
 /// Methods the API could use; a listed path must refuse every one it does not list.

@@ -144,6 +144,9 @@ async fn every_v1_route_needs_a_valid_key_and_the_answer_reveals_nothing() {
         (Method::GET, "/v1/keys/0123456789abcdef"),
         (Method::DELETE, "/v1/keys/0123456789abcdef"),
         (Method::POST, "/v1/tokens"),
+        (Method::GET, "/v1/plugins"),
+        (Method::POST, "/v1/plugins/reload"),
+        (Method::DELETE, "/v1/plugins/audit"),
     ];
     let wrong = [
         None,
@@ -478,6 +481,15 @@ async fn two_tenants_never_see_each_others_events_on_any_path() {
         .assert_problem(StatusCode::NOT_FOUND);
     a_read
         .get("/v1/keys")
+        .await
+        .assert_problem(StatusCode::FORBIDDEN);
+    // Plugins see every tenant: a tenant admin cannot list or change them.
+    a_admin
+        .get("/v1/plugins")
+        .await
+        .assert_problem(StatusCode::FORBIDDEN);
+    a_admin
+        .post("/v1/plugins/reload", &json!({}))
         .await
         .assert_problem(StatusCode::FORBIDDEN);
     // The catalogue is shared: a tenant admin cannot change it.

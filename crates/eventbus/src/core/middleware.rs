@@ -36,6 +36,8 @@ pub enum RejectKind {
     SchemaViolation,
     /// The caller may not publish this event (403).
     Forbidden,
+    /// A middleware plugin's `transform` refused the event (422).
+    Plugin,
 }
 
 /// A refusal: the kind, the message, and the fields at fault.

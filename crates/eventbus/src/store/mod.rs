@@ -12,11 +12,12 @@
 //!
 //! Layout: `sqlite` (embedded default), `postgres` (production, several processes on one
 //! database), `url` (choosing a backend from `EVENT_STORE_URL`), `key` (API keys and signing
-//! secrets), `archive` (moving old events
-//! into archive files and back, querying them).
+//! secrets), `archive` (moving old events into archive files and back, querying them), `webhook`
+//! and `plugin` (the contracts of the webhook and plugin tables).
 
 pub mod archive;
 pub mod key;
+pub mod plugin;
 pub mod postgres;
 pub mod sqlite;
 mod url;
@@ -178,6 +179,11 @@ pub trait EventStore: ConsumerStore + key::KeyStore + Send + Sync + 'static {
 
     /// Finishes queued writes and releases the backend.
     async fn close(&self);
+
+    /// The plugin tables of this backend, when it has them.
+    fn plugin_store(&self) -> Option<&dyn plugin::PluginStore> {
+        None
+    }
 }
 
 /// The upper bound of the string range holding every type that starts with `prefix`, where

@@ -3,6 +3,7 @@
 mod archive;
 mod common;
 mod consumer;
+mod plugin;
 mod store;
 mod subscriber;
 mod webhook;

@@ -63,6 +63,7 @@ const OWN_VARS: &[&str] = &[
     "SSE_MAX_CONNECTIONS",
     "SSE_QUEUE",
     "EVENT_BUS_ADMIN_KEY",
+    "PLUGINS_DIR",
 ];
 
 /// The `eventbus` binary running on an ephemeral loopback port over its own data directory.

@@ -32,6 +32,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_keys",
         include_str!("../../../migrations/postgres/0005_keys.sql"),
     ),
+    (
+        "0006_plugins",
+        include_str!("../../../migrations/postgres/0006_plugins.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

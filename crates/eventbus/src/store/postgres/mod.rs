@@ -25,6 +25,7 @@ mod consumer;
 mod key;
 mod listen;
 pub mod migrate;
+mod plugin;
 #[cfg(test)]
 pub(crate) mod testing;
 mod webhook;
@@ -657,6 +658,10 @@ impl EventStore for PgStore {
         self.cancel.cancel();
         self.tasks.wait().await;
         self.pool.close().await;
+    }
+
+    fn plugin_store(&self) -> Option<&dyn crate::store::plugin::PluginStore> {
+        Some(self)
     }
 }
 

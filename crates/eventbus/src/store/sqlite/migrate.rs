@@ -26,6 +26,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_keys",
         include_str!("../../../migrations/sqlite/0005_keys.sql"),
     ),
+    (
+        "0006_plugins",
+        include_str!("../../../migrations/sqlite/0006_plugins.sql"),
+    ),
 ];
 
 /// The schema version this binary migrates to (`PRAGMA user_version`).

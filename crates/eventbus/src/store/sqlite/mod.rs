@@ -19,6 +19,7 @@ mod migrate;
 pub(crate) mod testing;
 
 pub use self::migrate::SCHEMA_VERSION;
+mod plugin;
 mod webhook;
 
 use std::fs::File;
@@ -772,5 +773,9 @@ impl EventStore for SqliteStore {
         })
         .await;
         drop(self.lock.lock().expect("lock file lock").take());
+    }
+
+    fn plugin_store(&self) -> Option<&dyn crate::store::plugin::PluginStore> {
+        Some(self)
     }
 }

@@ -337,6 +337,20 @@ impl BodyCache {
     }
 }
 
+/// Shapes webhook bodies (JavaScript plugins' `webhookPayload(event, endpoint)`).
+///
+/// A shaped body is signed and sent instead of the event's JSON; `Ok(None)` keeps the event's
+/// JSON. An `Err` fails the attempt (no request is sent), which is retried like any failed
+/// attempt: a body meant to hide fields is never replaced by the unshaped event.
+#[async_trait::async_trait]
+pub trait PayloadShaper: Send + Sync + 'static {
+    /// Whether any shaper applies to `event_type` (cheap; checked before every attempt).
+    fn shapes(&self, event_type: &str) -> bool;
+
+    /// The body for `event` sent to `endpoint`.
+    async fn shape(&self, event: &Event, endpoint: &Endpoint) -> Result<Option<Bytes>, String>;
+}
+
 /// What the stages share.
 struct Shared {
     bus: EventBus,
@@ -349,6 +363,8 @@ struct Shared {
     stats: WebhookStats,
     /// Wakes the worker: deliveries were queued, or a lane has room.
     wake: Notify,
+    /// Plugins that shape bodies, when the bus has plugins.
+    shaper: Option<crate::plugin::PluginHost>,
 }
 
 impl Shared {
@@ -376,6 +392,31 @@ impl Shared {
             headers.insert(HEADER_SIGNATURE, v);
         }
         headers
+    }
+
+    /// The body of one attempt: shaped by a plugin when one applies to the event's type, else
+    /// the event's JSON. `Ok(None)`: the event is no longer stored; `Err(Some)`: the shaper
+    /// failed; `Err(None)`: the store failed.
+    async fn attempt_body(
+        &self,
+        d: &Delivery,
+        ep: &Endpoint,
+    ) -> Result<Option<Bytes>, Result<String, StoreError>> {
+        if let Some(shaper) = self
+            .shaper
+            .as_ref()
+            .filter(|s| <crate::plugin::PluginHost as PayloadShaper>::shapes(s, &d.event_type))
+        {
+            let Some(event) = self.events.get(&d.event_id).await.map_err(Err)? else {
+                return Ok(None);
+            };
+            match shaper.shape(&event, ep).await {
+                Ok(Some(body)) => return Ok(Some(body)),
+                Ok(None) => {}
+                Err(e) => return Err(Ok(e)),
+            }
+        }
+        self.body(d.event_seq, &d.event_id).await.map_err(Err)
     }
 
     /// The JSON body of the event `seq` (from the cache, else the store); `None` when the event
@@ -420,6 +461,7 @@ impl WebhookService {
             allowed: options.allowed_networks.clone(),
         };
         let client = WebhookClient::new(policy, options.timeout, options.response_body_limit)?;
+        let shaper = bus.plugins().cloned();
         let shared = Arc::new(Shared {
             events: bus.store().clone(),
             bus,
@@ -430,6 +472,7 @@ impl WebhookService {
             bodies: BodyCache::default(),
             stats: WebhookStats::default(),
             wake: Notify::new(),
+            shaper,
         });
         let service = Arc::new(WebhookService {
             shared: shared.clone(),

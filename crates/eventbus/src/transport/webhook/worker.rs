@@ -247,7 +247,7 @@ async fn attempt(
         }
     }
     let started_at = Timestamp::now();
-    let body = match shared.body(d.event_seq, &d.event_id).await {
+    let body = match shared.attempt_body(d, ep).await {
         Ok(Some(b)) => b,
         Ok(None) => {
             return Some(record(
@@ -260,7 +260,28 @@ async fn attempt(
                 None,
             ));
         }
-        Err(e) => {
+        Err(Ok(shaper_error)) => {
+            // The shaping plugin failed: the attempt fails without a request and is retried.
+            let retry = next_delay(
+                &shared.options.retry_schedule,
+                shared.options.retry_attempts,
+                d.cycle_attempts,
+                None,
+                None,
+            );
+            let retry_at =
+                retry.map(|delay| Timestamp::now().plus_micros(delay.as_micros() as i64));
+            return Some(record(
+                d,
+                started_at,
+                None,
+                None,
+                Some(shaper_error),
+                false,
+                retry_at,
+            ));
+        }
+        Err(Err(e)) => {
             tracing::warn!(error = %e, event.id = %d.event_id, event.seq = d.event_seq, "cannot read the event of a webhook delivery");
             return None;
         }
