@@ -87,6 +87,8 @@ struct Shared {
     latencies: Mutex<Latencies>,
     deliveries: AtomicU64,
     connected: AtomicU64,
+    /// Set when the phase is over: readers stop and hand in their samples.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Opens `n` streams (`query(i)` gives each one's query string); resolves once every one of them
@@ -128,7 +130,13 @@ async fn read_stream(mut resp: reqwest::Response, shared: Arc<Shared>) {
     let mut buf = Vec::<u8>::new();
     let mut samples = Latencies::with_capacity(1024);
     let mut opened = false;
-    while let Ok(Some(chunk)) = resp.chunk().await {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let chunk = tokio::select! {
+            chunk = resp.chunk() => chunk,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let Ok(Some(chunk)) = chunk else { break };
         let now = now_micros();
         buf.extend_from_slice(&chunk);
         while let Some(end) = find(&buf, b"\n\n") {
@@ -181,6 +189,7 @@ async fn run_phase(
         latencies: Mutex::new(Latencies::default()),
         deliveries: AtomicU64::new(0),
         connected: AtomicU64::new(0),
+        stop: tokio::sync::watch::channel(false).0,
     });
     let readers = open_streams(&client, &load.url, streams, query, &shared).await?;
 
@@ -234,9 +243,8 @@ async fn run_phase(
         last = Instant::now();
     }
     let elapsed = last.duration_since(started);
-    for r in &readers {
-        r.abort();
-    }
+    // Every reader hands in its samples (aborting them would drop those not merged yet).
+    shared.stop.send_replace(true);
     for r in readers {
         let _ = r.await;
     }
@@ -294,6 +302,7 @@ pub async fn idle_memory(url: &str, pid: u32, n: usize) -> Result<(u64, u64, f64
         latencies: Mutex::new(Latencies::default()),
         deliveries: AtomicU64::new(0),
         connected: AtomicU64::new(0),
+        stop: tokio::sync::watch::channel(false).0,
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid)?;
