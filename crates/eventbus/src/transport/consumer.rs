@@ -93,6 +93,7 @@ impl Consumer {
     ) -> Consumer {
         let stats = Arc::new(ConsumerStats::default());
         let run = Runner {
+            head_at_start: store.log().head(),
             metrics: crate::metric::HandlerMetrics::new(format!("consumer:{name}")),
             name: name.clone(),
             filter,
@@ -143,6 +144,10 @@ struct Runner {
     store: Arc<dyn EventStore>,
     options: ConsumerOptions,
     stats: Arc<ConsumerStats>,
+    /// The log's head when the consumer was started: where a new consumer with
+    /// [`StartFrom::Now`] begins, so an event published after `start` returns is never skipped
+    /// (reading the head later, when the task first runs, could pass over it).
+    head_at_start: u64,
 }
 
 impl Runner {
@@ -204,7 +209,7 @@ impl Runner {
                 Ok(Some(c)) => return Some(c),
                 Ok(None) => {
                     let start = match self.options.start {
-                        StartFrom::Now => self.store.log().head(),
+                        StartFrom::Now => self.head_at_start,
                         StartFrom::Beginning => 0,
                     };
                     if self.store.save_cursor(&self.name, start).await.is_ok() {
