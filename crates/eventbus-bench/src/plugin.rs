@@ -60,7 +60,7 @@ pub fn write_plugin(dir: &Path, phase: Phase) -> Result<()> {
 
 /// Waits until the plugin `bench` has handled the event `head`; returns when it did.
 pub async fn wait_caught_up(url: &str, head: u64, limit: Duration) -> Result<Instant> {
-    let client = reqwest::Client::new();
+    let client = crate::server::client_builder().build()?;
     let until = Instant::now() + limit;
     loop {
         let body: Value = client
