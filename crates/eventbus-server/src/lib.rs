@@ -67,8 +67,19 @@ impl std::ops::Deref for Bus {
     }
 }
 
-/// Opens the store of `config` (applying migrations) and builds the bus on it.
+/// Opens the store of `config` (applying migrations) and builds the bus on it, with the
+/// JavaScript plugins of `PLUGINS_DIR`.
 pub async fn build_bus(config: &Config) -> Result<Bus, ServerError> {
+    build(config, true).await
+}
+
+/// Like [`build_bus`] without loading plugins: for the maintenance commands (`migrate`,
+/// `archive`, `keys`), which must not run plugin code or publish their lifecycle events.
+pub async fn build_bus_for_maintenance(config: &Config) -> Result<Bus, ServerError> {
+    build(config, false).await
+}
+
+async fn build(config: &Config, with_plugins: bool) -> Result<Bus, ServerError> {
     let target = open_target(&config.event_archive_url).map_err(StoreError::from)?;
     let (archive_store, webhooks) =
         open_store(&config.event_store_url, config.store_options()).await?;
@@ -83,7 +94,10 @@ pub async fn build_bus(config: &Config) -> Result<Bus, ServerError> {
     };
     match EventBus::builder(store.clone())
         .options(options)
-        .plugin_options(config.plugin_options())
+        .plugin_options(eventbus::plugin::HostOptions {
+            dir: with_plugins.then(|| config.plugins_dir.clone()),
+            ..config.plugin_options()
+        })
         .build()
         .await
     {

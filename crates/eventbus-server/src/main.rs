@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve => serve(cli.config).await,
             Command::Health => health(&cli.config).await,
             Command::Migrate => {
-                let bus = eventbus_server::build_bus(&cli.config).await?;
+                let bus = eventbus_server::build_bus_for_maintenance(&cli.config).await?;
                 bus.shutdown().await;
                 println!("migrations applied");
                 Ok(())
@@ -66,7 +66,7 @@ async fn serve(config: eventbus_server::Config) -> anyhow::Result<()> {
 
 /// `eventbus archive run|list|restore` on the configured store and archive target.
 async fn archive(config: &eventbus_server::Config, action: ArchiveAction) -> anyhow::Result<()> {
-    let bus = eventbus_server::build_bus(config).await?;
+    let bus = eventbus_server::build_bus_for_maintenance(config).await?;
     let archive = bus.archive().clone();
     let result = async {
         match action {
@@ -112,7 +112,7 @@ async fn archive(config: &eventbus_server::Config, action: ArchiveAction) -> any
 async fn keys(config: &eventbus_server::Config, action: KeysAction) -> anyhow::Result<()> {
     use eventbus::core::principal::Principal;
     use eventbus::security::{KeySpec, Keys};
-    let bus = eventbus_server::build_bus(config).await?;
+    let bus = eventbus_server::build_bus_for_maintenance(config).await?;
     let result = async {
         let keys = Keys::open(bus.store().clone(), None, config.token_secret()).await?;
         let operator = Principal::root("cli");
