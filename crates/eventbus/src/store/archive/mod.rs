@@ -57,7 +57,11 @@ pub const DEFAULT_BATCH: usize = 10_000;
 const SEGMENT_SUFFIX: &str = ".jsonl.zst";
 const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
 /// How often [`Archive::query`] reads again when segments moved while it read.
-const QUERY_ATTEMPTS: usize = 5;
+const QUERY_ATTEMPTS: usize = 40;
+
+/// Pause before trying a query again after segments moved: an archive run commits one segment
+/// after another, so a query retried at once would likely meet the next one.
+const QUERY_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// One archived segment: a manifest row.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -440,6 +444,7 @@ impl Archive {
             let hot = self.store.query(query).await?;
             let archived = self.query_segments(&segments, query).await;
             if self.store.segments().await? != segments {
+                tokio::time::sleep(QUERY_RETRY_PAUSE).await;
                 continue;
             }
             let mut events = archived?;
