@@ -15,7 +15,7 @@ use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use eventbus::core::principal::{Denied, Permission, Principal};
-use eventbus::security::{AuthError, parse_key};
+use eventbus::security::{AuthError, GrantError, parse_key};
 
 use super::AppState;
 use super::problem::ApiError;
@@ -56,6 +56,15 @@ impl Caller {
         ))))
     }
 
+    /// The answer to a key or token this caller may not make: 403 (audited) when it would be
+    /// wider than the caller, the usual mapping otherwise.
+    pub fn grant_error(&self, e: GrantError) -> ApiError {
+        match e {
+            GrantError::Wider(m) => self.deny(Denied(m)),
+            e => e.into(),
+        }
+    }
+
     /// The 403 for `denied`, logged to the audit target.
     pub fn deny(&self, denied: Denied) -> ApiError {
         tracing::warn!(target: "audit", key = %self.principal.key_id, reason = %denied, "request refused");
@@ -86,19 +95,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = match parts.headers.get(header::AUTHORIZATION) {
-            Some(value) => {
-                let value = value.to_str().unwrap_or_default();
-                let key = value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty());
-                Some(key.ok_or_else(|| fail("the Authorization header is not `Bearer <key>`"))?)
-            }
-            None => None,
-        };
-        if let Some(key) = bearer {
+        if let Some(key) = bearer(&parts.headers)? {
             return authenticate_key(state, key).await;
         }
         if parts.uri.path() == "/v1/stream"
@@ -124,14 +121,26 @@ pub async fn require_observer(state: &AppState, headers: &HeaderMap) -> Result<(
     if state.config.health_metrics_public {
         return Ok(());
     }
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| fail("no credentials"))?;
-    authenticate_key(state, key.trim())
+    let key = bearer(headers)?.ok_or_else(|| fail("no credentials"))?;
+    authenticate_key(state, key)
         .await?
         .require(Permission::Admin)
+}
+
+/// The key of the `Authorization: Bearer <key>` header; `None` without the header, 401 when it
+/// has another form.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or_default();
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(Some)
+        .ok_or_else(|| fail("the Authorization header is not `Bearer <key>`"))
 }
 
 /// Authenticates a key string.

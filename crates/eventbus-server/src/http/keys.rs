@@ -143,10 +143,7 @@ pub(super) async fn create_key(
         .keys
         .create(&caller.principal, spec)
         .await
-        .map_err(|e| match e {
-            GrantError::Wider(m) => caller.deny(eventbus::core::principal::Denied(m)),
-            e => e.into(),
-        })?;
+        .map_err(|e| caller.grant_error(e))?;
     Ok(json(StatusCode::CREATED, &view(&key, Some(&secret))))
 }
 

@@ -12,9 +12,8 @@ use axum::response::Response;
 use axum::routing::post;
 use eventbus::Pattern;
 use eventbus::core::event::FieldError;
-use eventbus::core::principal::{Denied, Permission};
+use eventbus::core::principal::Permission;
 use eventbus::core::time::Timestamp;
-use eventbus::security::GrantError;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -91,10 +90,7 @@ pub(super) async fn create_token(
             input.types,
             Duration::from_secs(ttl),
         )
-        .map_err(|e| match e {
-            GrantError::Wider(m) => caller.deny(Denied(m)),
-            e => e.into(),
-        })?;
+        .map_err(|e| caller.grant_error(e))?;
     tracing::debug!(target: "audit", key = %caller.principal.key_id, ttl, "stream token minted");
     Ok(json(StatusCode::CREATED, &TokenBody { token, expires_at }))
 }
