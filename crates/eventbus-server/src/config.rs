@@ -304,8 +304,8 @@ pub struct Config {
           global = true)]
     pub event_retention_days: RetentionDays,
 
-    /// Archiving: where archive files go: file://<directory> (relative to the working directory)
-    /// or file:///<absolute directory>.
+    /// Archiving: where archive files go: file://<directory> (relative to the working directory),
+    /// file:///<absolute directory>, or s3://<bucket>/<prefix> (with the AWS_* settings).
     #[arg(long, env = "EVENT_ARCHIVE_URL", default_value = "file://./data/archive",
           value_parser = parse_archive_url, global = true)]
     pub event_archive_url: String,

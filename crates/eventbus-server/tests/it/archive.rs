@@ -1,7 +1,8 @@
 //! Archiving through the binary: events published with old timestamps are archived by
 //! `eventbus archive run` on the stopped server's data, and after a restart
 //! `GET /v1/events?includeArchived=true` answers across archived and hot events with the same
-//! filters and paging; `eventbus archive restore --all` puts them back.
+//! filters and paging; `eventbus archive restore --all` puts them back. Once with a local
+//! directory (`file://`), once with a bucket of a real S3-compatible server (`s3://`).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -12,23 +13,16 @@ use time::format_description::well_known::Rfc3339;
 
 use std::time::Duration;
 
+use crate::common::s3::{TestBucket, TlsServer, unique_name};
 use crate::common::sse::{Message, SseClient};
 use crate::common::{TestServer, ids, seq};
 
 const OLD: usize = 30;
 const RECENT: usize = 5;
 
-/// Runs `eventbus archive <args>` over the data in `dir`.
-fn archive_cli(dir: &Path, env: &[(&str, String)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventbus"));
-    cmd.arg("archive")
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("running eventbus archive");
+/// Runs `eventbus archive <args>` over the data in `dir`, which must succeed.
+fn archive_cli(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
+    let out = try_archive_cli(dir, env, args);
     assert!(
         out.status.success(),
         "eventbus archive {args:?} failed: {}{}",
@@ -38,24 +32,80 @@ fn archive_cli(dir: &Path, env: &[(&str, String)], args: &[&str]) -> Output {
     out
 }
 
+/// Runs `eventbus archive <args>` over the data in `dir`. Only `env` says which extra CAs to
+/// trust: `SSL_CERT_FILE` and `SSL_CERT_DIR` are not inherited.
+fn try_archive_cli(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventbus"));
+    cmd.arg("archive")
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running eventbus archive")
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where the archive files of a test go.
+enum Target {
+    /// `file://` of this directory.
+    Dir(std::path::PathBuf),
+    /// `s3://` of this bucket, under the prefix `situs/archive`.
+    S3(TestBucket),
+}
+
+impl Target {
+    /// `EVENT_ARCHIVE_URL` and, for S3, the `AWS_*` settings.
+    fn env(&self) -> Vec<(String, String)> {
+        let key = "EVENT_ARCHIVE_URL".to_owned();
+        match self {
+            Target::Dir(dir) => vec![(key, format!("file://{}", dir.display()))],
+            Target::S3(bucket) => {
+                let mut env = vec![(key, bucket.url("situs/archive"))];
+                env.extend(bucket.settings());
+                env
+            }
+        }
+    }
+
+    /// How many archive files are stored, counted without the server.
+    async fn files(&self) -> usize {
+        match self {
+            Target::Dir(dir) => std::fs::read_dir(dir).map_or(0, Iterator::count),
+            Target::S3(bucket) => bucket.keys().await.len(),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archived_events_are_queried_with_include_archived_after_a_restart_and_restored() {
     let data = tempfile::tempdir().unwrap();
-    let env = vec![
-        (
-            "EVENT_STORE_URL",
-            format!("sqlite://{}", data.path().join("eventbus.db").display()),
-        ),
-        (
-            "EVENT_ARCHIVE_URL",
-            format!("file://{}", data.path().join("archive").display()),
-        ),
-    ];
-    let server_env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let target = Target::Dir(data.path().join("archive"));
+    archive_query_restore_through_the_binary(&data, &target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_into_an_s3_bucket_through_the_binary() {
+    let Some(bucket) = TestBucket::create().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    archive_query_restore_through_the_binary(&data, &Target::S3(bucket)).await;
+}
+
+async fn archive_query_restore_through_the_binary(data: &tempfile::TempDir, target: &Target) {
+    let mut env = vec![(
+        "EVENT_STORE_URL".to_owned(),
+        format!("sqlite://{}", data.path().join("eventbus.db").display()),
+    )];
+    env.extend(target.env());
+    let server_env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut server = TestServer::start(&server_env).await;
 
     let old = time::OffsetDateTime::now_utc() - time::Duration::days(3);
@@ -83,7 +133,7 @@ async fn archived_events_are_queried_with_include_archived_after_a_restart_and_r
     server.terminate();
     assert!(server.wait_exit().await.success());
     let mut run_env = env.clone();
-    run_env.push(("EVENT_RETENTION_DAYS", "1".into()));
+    run_env.push(("EVENT_RETENTION_DAYS".into(), "1".into()));
     let out = archive_cli(data.path(), &run_env, &["run"]);
     assert!(
         stdout(&out).contains(&format!("archived {OLD} events")),
@@ -92,10 +142,7 @@ async fn archived_events_are_queried_with_include_archived_after_a_restart_and_r
     );
     let listed = stdout(&archive_cli(data.path(), &env, &["list"]));
     assert!(listed.contains(".jsonl.zst"), "{listed}");
-    let files: Vec<_> = std::fs::read_dir(data.path().join("archive"))
-        .unwrap()
-        .collect();
-    assert_eq!(files.len(), 1, "one segment file");
+    assert_eq!(target.files().await, 1, "one segment file");
 
     server.restart().await;
     // Hot events only by default.
@@ -184,12 +231,7 @@ async fn archived_events_are_queried_with_include_archived_after_a_restart_and_r
     );
     server.restart().await;
     assert_eq!(server.all_events().await, before);
-    assert_eq!(
-        std::fs::read_dir(data.path().join("archive"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(target.files().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,4 +286,86 @@ async fn the_server_archives_at_start_when_a_retention_is_set_and_stops_cleanly(
     );
     server.terminate();
     assert!(server.wait_exit().await.success(), "{}", server.log_text());
+}
+
+/// `s3://` over HTTPS: the storage's certificate is verified (a run that does not trust its CA
+/// fails and moves nothing), and with the CA trusted the archive round trip works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_into_s3_over_https_verifies_the_certificate() {
+    let Some(tls) = TlsServer::from_env() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", data.path().join("eventbus.db").display());
+    let mut server = TestServer::start(&[("EVENT_STORE_URL", &store)]).await;
+    let old = (time::OffsetDateTime::now_utc() - time::Duration::days(3))
+        .format(&Rfc3339)
+        .unwrap();
+    let batch: Vec<Value> = (0..8)
+        .map(|i| match i {
+            0..6 => json!({"type": "order.created", "timestamp": old, "payload": {"i": i}}),
+            _ => json!({"type": "order.created", "payload": {"i": i}}),
+        })
+        .collect();
+    assert_eq!(
+        server.publish(&json!(batch)).await.status,
+        StatusCode::CREATED
+    );
+    let before = server.all_events().await;
+    server.terminate();
+    assert!(server.wait_exit().await.success());
+
+    let env: Vec<(String, String)> = [
+        ("EVENT_STORE_URL", store.clone()),
+        (
+            "EVENT_ARCHIVE_URL",
+            format!("s3://{}/{}", tls.bucket, unique_name("run")),
+        ),
+        ("EVENT_RETENTION_DAYS", "1".into()),
+        ("AWS_ENDPOINT", tls.endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .into();
+
+    // The CA is not trusted: the run fails, saying where it wrote, and nothing moves.
+    let refused = try_archive_cli(data.path(), &env, &["run"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(stderr.contains("s3://eventbus-tls-test/"), "{stderr}");
+    assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+    let listed = stdout(&archive_cli(data.path(), &env, &["list"]));
+    assert!(!listed.contains(".jsonl.zst"), "{listed}");
+
+    // Trusted: archived, queried across both sources after a restart, restored.
+    let mut trusted = env.clone();
+    trusted.push(("SSL_CERT_FILE".into(), tls.ca_file.clone()));
+    let out = archive_cli(data.path(), &trusted, &["run"]);
+    assert!(
+        stdout(&out).contains("archived 6 events"),
+        "{}",
+        stdout(&out)
+    );
+    let server_env: Vec<(&str, &str)> = trusted
+        .iter()
+        .filter(|(k, _)| k != "EVENT_RETENTION_DAYS")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut server = TestServer::start(&server_env).await;
+    assert_eq!(server.all_events().await, before[6..].to_vec());
+    assert_eq!(
+        server
+            .collect("/v1/events", &[("includeArchived", "true")], 3)
+            .await,
+        before
+    );
+    server.terminate();
+    assert!(server.wait_exit().await.success());
+    let out = archive_cli(data.path(), &trusted, &["restore", "--all"]);
+    assert!(
+        stdout(&out).contains("restored 6 events"),
+        "{}",
+        stdout(&out)
+    );
 }

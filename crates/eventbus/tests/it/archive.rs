@@ -1,6 +1,7 @@
-//! Archiving on every backend: archive → query (hot and archived, every filter, paging across
-//! the boundary) → restore round trip, and crash safety between writing a segment's file and
-//! committing its manifest row.
+//! Archiving on every backend and every target kind: archive → query (hot and archived, every
+//! filter, paging across the boundary) → restore round trip, and crash safety between writing a
+//! segment's file and committing its manifest row; on a local directory (`file://`) and on a
+//! real S3-compatible server (`s3://`, see [`TestBucket`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,11 +9,14 @@ use std::sync::Arc;
 use eventbus::core::filter::EventFilter;
 use eventbus::core::time::Timestamp;
 use eventbus::store::EventQuery;
-use eventbus::store::archive::{Archive, ArchiveStore, FileTarget, Segment};
+use eventbus::store::archive::{
+    Archive, ArchiveError, ArchiveStore, ArchiveTarget, FileTarget, S3Target, Segment,
+};
 use eventbus::store::postgres::PgStore;
 use eventbus::store::sqlite::{SqliteOptions, SqliteStore};
 use eventbus::{Event, Pattern};
 
+use crate::common::s3::TestBucket;
 use crate::common::{TestDb, event, test_pg_options};
 
 const DAY: i64 = 86_400 * 1_000_000;
@@ -45,10 +49,152 @@ macro_rules! both {
 }
 
 both!(
-    archive_query_restore_round_trip,
-    an_orphan_file_of_an_interrupted_run_is_replaced_and_nothing_is_lost_or_duplicated,
+    archive_query_restore_round_trip_on_files,
+    archive_query_restore_round_trip_on_s3,
+    an_orphan_of_an_interrupted_run_is_replaced_and_nothing_is_lost_or_duplicated_on_files,
+    an_orphan_of_an_interrupted_run_is_replaced_and_nothing_is_lost_or_duplicated_on_s3,
     publishes_go_on_during_a_run_and_every_event_is_hot_or_archived_once,
 );
+
+async fn archive_query_restore_round_trip_on_files(db: TestDb) {
+    archive_query_restore_round_trip(db, TestTarget::files()).await;
+}
+
+async fn archive_query_restore_round_trip_on_s3(db: TestDb) {
+    if let Some(target) = TestTarget::s3().await {
+        archive_query_restore_round_trip(db, target).await;
+    }
+}
+
+async fn an_orphan_of_an_interrupted_run_is_replaced_and_nothing_is_lost_or_duplicated_on_files(
+    db: TestDb,
+) {
+    an_orphan_of_an_interrupted_run_is_replaced(db, TestTarget::files()).await;
+}
+
+async fn an_orphan_of_an_interrupted_run_is_replaced_and_nothing_is_lost_or_duplicated_on_s3(
+    db: TestDb,
+) {
+    if let Some(target) = TestTarget::s3().await {
+        an_orphan_of_an_interrupted_run_is_replaced(db, target).await;
+    }
+}
+
+/// Where a test's archive files go.
+enum TestTarget {
+    /// A temporary directory.
+    Files(tempfile::TempDir),
+    /// A fresh bucket, under the prefix [`S3_PREFIX`].
+    S3(TestBucket),
+}
+
+const S3_PREFIX: &str = "archive/segments";
+
+impl TestTarget {
+    fn files() -> TestTarget {
+        TestTarget::Files(tempfile::tempdir().unwrap())
+    }
+
+    async fn s3() -> Option<TestTarget> {
+        TestBucket::create().await.map(TestTarget::S3)
+    }
+
+    fn open(&self) -> Box<dyn ArchiveTarget> {
+        match self {
+            TestTarget::Files(dir) => Box::new(FileTarget::new(dir.path().to_owned())),
+            TestTarget::S3(bucket) => Box::new(bucket.target(S3_PREFIX)),
+        }
+    }
+
+    /// The names of the stored objects, read without the target under test.
+    async fn names(&self) -> HashSet<String> {
+        match self {
+            TestTarget::Files(dir) => files(dir.path()),
+            TestTarget::S3(bucket) => bucket
+                .keys()
+                .await
+                .into_iter()
+                .map(|key| {
+                    key.strip_prefix(&format!("{S3_PREFIX}/"))
+                        .unwrap_or_else(|| panic!("{key} is under the prefix"))
+                        .to_owned()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What every target must do, checked against what is really stored.
+async fn target_contract(kind: &TestTarget) {
+    let target = kind.open();
+    assert!(target.list().await.unwrap().is_empty(), "starts empty");
+    target.put("b.zst", b"one".to_vec()).await.unwrap();
+    target.put("b.zst", b"two".to_vec()).await.unwrap();
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    target.put("a.zst", big.clone()).await.unwrap();
+    assert_eq!(target.get("b.zst").await.unwrap(), b"two", "put replaces");
+    assert_eq!(target.get("a.zst").await.unwrap(), big);
+    assert_eq!(target.list().await.unwrap(), ["a.zst", "b.zst"], "sorted");
+    assert_eq!(
+        kind.names().await,
+        HashSet::from(["a.zst".into(), "b.zst".into()])
+    );
+    let missing = target.get("missing.zst").await.unwrap_err().to_string();
+    assert!(missing.contains("missing.zst"), "{missing}");
+    for bad in ["", ".x", "a/b"] {
+        assert!(target.put(bad, Vec::new()).await.is_err(), "{bad:?}");
+    }
+    target.remove_temporary().await.unwrap();
+    target.remove("b.zst").await.unwrap();
+    target.remove("b.zst").await.unwrap();
+    assert_eq!(target.list().await.unwrap(), ["a.zst"]);
+    target.remove("a.zst").await.unwrap();
+    assert!(target.list().await.unwrap().is_empty());
+    assert!(kind.names().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_file_target_keeps_the_target_contract() {
+    target_contract(&TestTarget::files()).await;
+}
+
+#[tokio::test]
+async fn the_s3_target_keeps_the_target_contract() {
+    if let Some(target) = TestTarget::s3().await {
+        target_contract(&target).await;
+        // Objects elsewhere in the bucket (another prefix, or deeper) are not the target's.
+        let TestTarget::S3(bucket) = &target else {
+            unreachable!()
+        };
+        bucket
+            .target("archive")
+            .put("x.zst", b"x".to_vec())
+            .await
+            .unwrap();
+        assert!(target.open().list().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_s3_server_is_a_clear_error_not_a_hang() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let settings = [
+        ("AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let target = S3Target::with_settings("s3://nowhere/archive", settings).unwrap();
+    let error = target.put("a.zst", b"a".to_vec()).await.unwrap_err();
+    assert!(matches!(error, ArchiveError::Target(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("s3://nowhere/archive"),
+        "{error}"
+    );
+}
 
 async fn open(db: &TestDb) -> Arc<dyn ArchiveStore> {
     match db {
@@ -205,14 +351,9 @@ async fn hot(store: &Arc<dyn ArchiveStore>) -> Vec<Event> {
     page.events.iter().map(|e| (**e).clone()).collect()
 }
 
-async fn archive_query_restore_round_trip(db: TestDb) {
+async fn archive_query_restore_round_trip(db: TestDb, target: TestTarget) {
     let store = open(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let archive = Archive::new(
-        store.clone(),
-        Box::new(FileTarget::new(dir.path().to_owned())),
-    )
-    .with_batch_size(7);
+    let archive = Archive::new(store.clone(), target.open()).with_batch_size(7);
     let events = publish(&store).await;
     let cutoff = Archive::cutoff(1, Timestamp::now());
 
@@ -224,7 +365,7 @@ async fn archive_query_restore_round_trip(db: TestDb) {
     assert_eq!(segments.iter().map(|s| s.count).sum::<u64>(), OLD as u64);
     assert_eq!(segments[0].first_seq, events[0].seq);
     assert_eq!(segments.last().unwrap().last_seq, events[OLD - 1].seq);
-    assert_eq!(files(dir.path()), locations(&segments));
+    assert_eq!(target.names().await, locations(&segments));
     same(&hot(&store).await, &events[OLD..]);
 
     // A second run finds nothing more to archive.
@@ -265,7 +406,7 @@ async fn archive_query_restore_round_trip(db: TestDb) {
     // Restoring a middle segment first: queries still merge both sources in seq order.
     let middle = segments[1].clone();
     archive.restore(middle.id).await.unwrap();
-    assert!(!files(dir.path()).contains(&middle.location));
+    assert!(!target.names().await.contains(&middle.location));
     for filter in filters(&events) {
         let expected: Vec<Event> = events
             .iter()
@@ -279,7 +420,7 @@ async fn archive_query_restore_round_trip(db: TestDb) {
     let restored = archive.restore_all().await.unwrap();
     assert_eq!(restored.len(), segments.len() - 1);
     assert!(archive.list().await.unwrap().is_empty());
-    assert!(files(dir.path()).is_empty());
+    assert!(target.names().await.is_empty());
     same(&hot(&store).await, &events);
     for e in &events {
         let got = store.get(&e.id).await.unwrap().expect("restored event");
@@ -288,12 +429,9 @@ async fn archive_query_restore_round_trip(db: TestDb) {
     store.close().await;
 }
 
-async fn an_orphan_file_of_an_interrupted_run_is_replaced_and_nothing_is_lost_or_duplicated(
-    db: TestDb,
-) {
+async fn an_orphan_of_an_interrupted_run_is_replaced(db: TestDb, kind: TestTarget) {
     let store = open(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let target = || Box::new(FileTarget::new(dir.path().to_owned()));
+    let target = || kind.open();
     let events = publish(&store).await;
     let cutoff = Archive::cutoff(1, Timestamp::now());
 
@@ -307,7 +445,7 @@ async fn an_orphan_file_of_an_interrupted_run_is_replaced_and_nothing_is_lost_or
         .expect("something is due");
     let orphan = pending.segment().location.clone();
     drop(pending);
-    assert_eq!(files(dir.path()), HashSet::from([orphan.clone()]));
+    assert_eq!(kind.names().await, HashSet::from([orphan.clone()]));
     assert!(interrupted.list().await.unwrap().is_empty());
     same(&hot(&store).await, &events);
     // Queries ignore the orphan.
@@ -323,8 +461,8 @@ async fn an_orphan_file_of_an_interrupted_run_is_replaced_and_nothing_is_lost_or
     assert_eq!(report.orphans_removed, 1);
     assert_eq!(report.events, OLD as u64);
     let segments = archive.list().await.unwrap();
-    assert_eq!(files(dir.path()), locations(&segments));
-    assert!(!files(dir.path()).contains(&orphan));
+    assert_eq!(kind.names().await, locations(&segments));
+    assert!(!kind.names().await.contains(&orphan));
     same(
         &all_pages(&archive, &EventFilter::default(), 4).await,
         &events,
@@ -338,7 +476,7 @@ async fn an_orphan_file_of_an_interrupted_run_is_replaced_and_nothing_is_lost_or
     assert_eq!(report.events, OLD as u64);
     let segments = archive.list().await.unwrap();
     assert_eq!(segments.iter().map(|s| s.count).sum::<u64>(), OLD as u64);
-    assert_eq!(files(dir.path()), locations(&segments));
+    assert_eq!(kind.names().await, locations(&segments));
     same(
         &all_pages(&archive, &EventFilter::default(), 1000).await,
         &events,

@@ -7,6 +7,9 @@
 #![allow(dead_code)]
 
 pub mod receiver;
+/// A fresh bucket on the test S3 server (shared with the library's tests).
+#[path = "../../../../eventbus/tests/it/common/s3.rs"]
+pub mod s3;
 pub mod sse;
 
 use std::collections::HashMap;

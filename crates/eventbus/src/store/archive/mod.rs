@@ -5,12 +5,12 @@
 //! Layout: this module holds the backend-neutral [`Archive`] (run, list, restore, query) and the
 //! [`ArchiveStore`] trait each backend implements with its own SQL (`store::sqlite::archive`,
 //! `store::postgres::archive`); [`format`](mod@format) is the file format, [`target`] where
-//! files live (`file://` only; another scheme needs an [`ArchiveTarget`] implementation).
+//! files live (`file://` or `s3://`).
 //!
 //! Invariants:
 //! - **Nothing lost, nothing duplicated.** A segment is archived in two steps: (1) its file is
-//!   written under a name derived from its seq range (temporary name, fsync, rename, fsync of the
-//!   directory); (2) **one** transaction inserts the manifest row and deletes the archived rows.
+//!   written, atomically and durably, under a name derived from its seq range (on `file://` a
+//!   temporary name, fsync, rename, fsync of the directory; on `s3://` one `PUT`); (2) **one** transaction inserts the manifest row and deletes the archived rows.
 //!   A crash before (2) commits leaves the events hot and at most an orphan file, which the next
 //!   run removes before it archives (or overwrites, when it writes the same range). A crash after
 //!   (2) leaves a complete file with its manifest row. So every event is, at every moment, either
@@ -44,7 +44,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 pub use self::format::Header;
-pub use self::target::{ArchiveTarget, FileTarget, open_target};
+pub use self::target::{ArchiveTarget, FileTarget, S3Target, open_target};
 use super::webhook::WebhookStore;
 use super::{EventPage, EventQuery, EventStore, StoreError, StoreOptions, StoreUrl};
 use crate::core::event::Event;
@@ -273,27 +273,28 @@ impl Archive {
         if events.is_empty() {
             return Ok(None);
         }
-        let target = self.target.clone();
-        let segment = blocking(move || {
+        let (header, bytes, checksum) = blocking(move || {
             let (header, bytes) = format::encode(&events)?;
-            let location = format!(
-                "{:020}-{:020}{SEGMENT_SUFFIX}",
-                header.first_seq, header.last_seq
-            );
-            target.put(&location, &bytes)?;
-            Ok(Segment {
-                id: 0,
-                first_seq: header.first_seq,
-                last_seq: header.last_seq,
-                from_ts: Timestamp::from_micros(header.from_ts),
-                to_ts: Timestamp::from_micros(header.to_ts),
-                count: header.count,
-                location,
-                checksum: format::checksum(&bytes),
-                created_at: Timestamp::now(),
-            })
+            let checksum = format::checksum(&bytes);
+            Ok((header, bytes, checksum))
         })
         .await?;
+        let location = format!(
+            "{:020}-{:020}{SEGMENT_SUFFIX}",
+            header.first_seq, header.last_seq
+        );
+        self.target.put(&location, bytes).await?;
+        let segment = Segment {
+            id: 0,
+            first_seq: header.first_seq,
+            last_seq: header.last_seq,
+            from_ts: Timestamp::from_micros(header.from_ts),
+            to_ts: Timestamp::from_micros(header.to_ts),
+            count: header.count,
+            location,
+            checksum,
+            created_at: Timestamp::now(),
+        };
         Ok(Some(PendingSegment { segment }))
     }
 
@@ -314,20 +315,16 @@ impl Archive {
             .into_iter()
             .map(|s| s.location)
             .collect();
-        let target = self.target.clone();
-        blocking(move || {
-            target.remove_temporary()?;
-            let mut removed = 0;
-            for name in target.list()? {
-                if name.ends_with(SEGMENT_SUFFIX) && !known.contains(&name) {
-                    tracing::warn!(file = %name, "removing an archive file of an interrupted run");
-                    target.remove(&name)?;
-                    removed += 1;
-                }
+        self.target.remove_temporary().await?;
+        let mut removed = 0;
+        for name in self.target.list().await? {
+            if name.ends_with(SEGMENT_SUFFIX) && !known.contains(&name) {
+                tracing::warn!(file = %name, "removing an archive file of an interrupted run");
+                self.target.remove(&name).await?;
+                removed += 1;
             }
-            Ok(removed)
-        })
-        .await
+        }
+        Ok(removed)
     }
 
     /// Every segment, by `first_seq`.
@@ -369,17 +366,14 @@ impl Archive {
         let events = self.read_segment(&segment).await?;
         self.store.restore_segment(id, events).await?;
         // A crash here leaves an orphan file, removed by the next run.
-        let target = self.target.clone();
-        let location = segment.location.clone();
-        blocking(move || target.remove(&location)).await?;
+        self.target.remove(&segment.location).await?;
         Ok(segment)
     }
 
     async fn read_segment(&self, segment: &Segment) -> Result<Vec<Arc<Event>>, ArchiveError> {
-        let target = self.target.clone();
+        let bytes = self.target.get(&segment.location).await?;
         let segment = segment.clone();
         blocking(move || {
-            let bytes = target.get(&segment.location)?;
             let (header, events) = format::decode(&bytes, Some(&segment.checksum))?;
             if (header.first_seq, header.last_seq, header.count)
                 != (segment.first_seq, segment.last_seq, segment.count)
@@ -520,7 +514,7 @@ pub async fn open_store(
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
 ) -> Result<T, ArchiveError> {
     tokio::task::spawn_blocking(f)

@@ -5,11 +5,13 @@
 //!   `EVENTBUS_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); when it
 //!   cannot be reached the PostgreSQL tests print why and pass, unless `CI=true`, where they fail.
 //! - [`proxy::TcpProxy`]: a loopback TCP proxy that can cut a store off its database.
+//! - [`s3::TestBucket`]: a fresh bucket on the test S3 server, for `s3://` archive targets.
 //! - [`event`]: event builders.
 
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod s3;
 
 use std::str::FromStr;
 use std::sync::Arc;
