@@ -1051,6 +1051,9 @@ pub(super) struct PluginSchema {
     exports: Vec<String>,
     /// The last `seq` its handler finished.
     cursor: u64,
+    /// Whether this process runs its event handler: with several processes on one database,
+    /// one at a time does and the others stand by. `null` without a handler.
+    runs_handler: Option<bool>,
     /// Counters since it was (re)loaded: `calls`, `handled`, `errors`, `timeouts`,
     /// `memoryErrors`, `retries`, `deadLetters`, `refusedPublishes`, `published`,
     /// `transformed`, `rejected`.

@@ -577,3 +577,85 @@ async fn the_example_plugins_load_and_work() {
     .await;
     assert_eq!(summary["payload"]["payloadKeys"], json!(["name"]));
 }
+
+/// Handler calls of `name` on `server` since it was loaded, and whether it runs the handler.
+async fn handled_and_running(server: &TestServer, name: &str) -> (u64, bool) {
+    let p = plugin(server, name).await;
+    (
+        p["counters"]["handled"].as_u64().unwrap(),
+        p["runsHandler"]
+            .as_bool()
+            .expect("a plugin with a handler says"),
+    )
+}
+
+/// Publishes `project.updated` events `from..to` in one batch.
+async fn publish_range(server: &TestServer, from: usize, to: usize) {
+    let batch: Vec<Value> = (from..to)
+        .map(|i| json!({"type": "project.updated", "payload": {"i": i}}))
+        .collect();
+    let reply = server.publish(&json!(batch)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+}
+
+/// Two processes on one PostgreSQL database load the same plugin: one runs its handler, the
+/// other stands by, so each event is handled once. When the runner dies (`kill -9`), the other
+/// takes over once the lease expires, from the saved cursor.
+#[tokio::test]
+async fn two_processes_on_postgres_run_a_plugin_once_and_the_survivor_takes_over() {
+    let Some(schema) = crate::cluster::create_schema("plugin_lease") else {
+        return;
+    };
+    let url = format!(
+        "{}?options=-c%20search_path%3D{schema}",
+        crate::cluster::database_url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_plugin(
+        dir.path(),
+        json!({"name": "counter", "version": "1.0.0", "subscribe": ["project.*"]}),
+        "export function onEvent(event, ctx) { ctx.log(`seen ${event.seq}`); }",
+    );
+    let mut servers = [
+        start(dir.path(), &[("EVENT_STORE_URL", &url)]).await,
+        start(dir.path(), &[("EVENT_STORE_URL", &url)]).await,
+    ];
+    let runner = wait_for("one process to run the handler", || async {
+        match (
+            handled_and_running(&servers[0], "counter").await.1,
+            handled_and_running(&servers[1], "counter").await.1,
+        ) {
+            (true, false) => Some(0),
+            (false, true) => Some(1),
+            _ => None,
+        }
+    })
+    .await;
+    let survivor = 1 - runner;
+    publish_range(&servers[survivor], 0, 40).await;
+    wait_for("the runner to handle 40 events", || async {
+        (handled_and_running(&servers[runner], "counter").await.0 == 40).then_some(())
+    })
+    .await;
+    // Well past a cursor save and several lease renewals: the standby handled nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        handled_and_running(&servers[runner], "counter").await,
+        (40, true)
+    );
+    assert_eq!(
+        handled_and_running(&servers[survivor], "counter").await,
+        (0, false)
+    );
+
+    servers[runner].kill();
+    let survivor = &servers[survivor];
+    publish_range(survivor, 40, 60).await;
+    let handled = wait_for("the survivor to take over", || async {
+        let (handled, running) = handled_and_running(survivor, "counter").await;
+        (running && handled >= 20).then_some(handled)
+    })
+    .await;
+    // From the dead runner's saved cursor: the 20 new events, none of the 40 again.
+    assert_eq!(handled, 20, "{}", survivor.log_text());
+}

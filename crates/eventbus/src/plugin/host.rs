@@ -190,6 +190,10 @@ pub struct PluginInfo {
     pub exports: Vec<&'static str>,
     /// The last `seq` its handler finished.
     pub cursor: u64,
+    /// Whether this process runs its event handler: with several processes on one database,
+    /// one at a time does (it holds the lease of the plugin's consumer) and the others stand
+    /// by. `None` for a plugin without a handler, or while its consumer is being swapped.
+    pub runs_handler: Option<bool>,
     /// Counters since it was (re)loaded.
     pub counters: Counters,
     /// Its last error.
@@ -313,6 +317,11 @@ impl Slot {
             limits: self.manifest.as_ref().map(|m| m.limits),
             exports: self.js().map(|j| j.export_names()).unwrap_or_default(),
             cursor: get(&s.cursor),
+            runs_handler: self
+                .consumer
+                .try_lock()
+                .ok()
+                .and_then(|c| c.as_ref().map(|c| c.stats().leased.load(Ordering::Relaxed))),
             counters: Counters {
                 calls: get(&s.calls),
                 handled: get(&s.handled),
@@ -1182,6 +1191,7 @@ impl PluginHost {
                     limits: None,
                     exports: Vec::new(),
                     cursor: 0,
+                    runs_handler: None,
                     counters: Slot::empty_counters(),
                     last_error: Some(LastError {
                         message: broken.error.clone(),

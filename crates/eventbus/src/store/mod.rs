@@ -24,6 +24,7 @@ mod url;
 pub mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -109,6 +110,12 @@ pub trait ConsumerStore: Send + Sync + 'static {
     async fn load_cursor(&self, name: &str) -> Result<Option<u64>, StoreError>;
     /// Saves the cursor of `name` (never moves it backwards).
     async fn save_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError>;
+    /// Takes or renews the lease of consumer `name` for `holder`, until `ttl` from now (by the
+    /// database's clock); `true` when `holder` holds it afterwards. Taken when free, expired or
+    /// already `holder`'s.
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Gives up `holder`'s lease of `name`, so another instance takes over at once.
+    async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 }
 
 /// A durable, ordered, queryable event log.

@@ -7,9 +7,19 @@
 //! **at least once, in order** (those handled since the last save are handled again; the event
 //! `id` is the de-duplication key). A handler that fails or panics is retried on the same event
 //! with exponential backoff; the consumer never skips an event.
+//!
+//! **One instance at a time.** A consumer runs only while its instance holds the consumer's
+//! lease in the store ([`crate::store::ConsumerStore::lease`]), renewed every third of
+//! [`ConsumerOptions::lease_ttl`]. So with several processes on one PostgreSQL database (or two
+//! instances of one name in a process), one instance handles the events and the others stand
+//! by; when the holder stops it saves its cursor and releases the lease, and another instance
+//! takes over within [`standby_poll`]; when the holder dies, within `lease_ttl` and a poll. The
+//! new holder reads the saved cursor, so at most the events handled since the last save are
+//! handled again (still at least once, in order). An instance that cannot renew (the database
+//! is away) stops handling before its lease can have expired.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -47,6 +57,9 @@ pub struct ConsumerOptions {
     pub min_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// How long a lease lasts without renewal: after a holder dies, another instance takes over
+    /// once this has passed.
+    pub lease_ttl: Duration,
 }
 
 impl Default for ConsumerOptions {
@@ -56,6 +69,7 @@ impl Default for ConsumerOptions {
             save_every: Duration::from_millis(200),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -69,6 +83,8 @@ pub struct ConsumerStats {
     pub failures: AtomicU64,
     /// The last handled `seq`.
     pub cursor: AtomicU64,
+    /// Whether this instance holds the consumer's lease (runs it) or stands by.
+    pub leased: AtomicBool,
 }
 
 /// A running consumer; [`Consumer::stop`] (or dropping it) ends it after saving its cursor.
@@ -93,6 +109,7 @@ impl Consumer {
     ) -> Consumer {
         let stats = Arc::new(ConsumerStats::default());
         let run = Runner {
+            holder: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
             head_at_start: store.log().head(),
             metrics: crate::metric::HandlerMetrics::new(format!("consumer:{name}")),
             name: name.clone(),
@@ -136,7 +153,14 @@ impl Drop for Consumer {
     }
 }
 
+/// How often an instance without the lease asks for it.
+pub fn standby_poll(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 5).clamp(Duration::from_millis(50), Duration::from_secs(2))
+}
+
 struct Runner {
+    /// This instance, in the lease table.
+    holder: String,
     metrics: crate::metric::HandlerMetrics,
     name: String,
     filter: EventFilter,
@@ -152,7 +176,64 @@ struct Runner {
 
 impl Runner {
     async fn run(self, cancel: CancellationToken) {
-        let Some(mut cursor) = self.initial_cursor(&cancel).await else {
+        while self.acquire(&cancel).await {
+            self.stats.leased.store(true, Ordering::Relaxed);
+            let lost = cancel.child_token();
+            let keeper = tokio::spawn(keep_lease(
+                self.store.clone(),
+                self.name.clone(),
+                self.holder.clone(),
+                self.options.lease_ttl,
+                lost.clone(),
+            ));
+            self.consume(&lost).await;
+            lost.cancel();
+            let _ = keeper.await;
+            self.stats.leased.store(false, Ordering::Relaxed);
+            if cancel.is_cancelled() {
+                if let Err(e) = self.store.release(&self.name, &self.holder).await {
+                    tracing::warn!(consumer = %self.name, error = %e, "cannot release the consumer's lease; it expires by itself");
+                }
+                return;
+            }
+            tracing::warn!(consumer = %self.name, "the consumer lost its lease; standing by");
+        }
+    }
+
+    /// Waits until this instance holds the lease; `false` when cancelled first.
+    async fn acquire(&self, cancel: &CancellationToken) -> bool {
+        let mut said = false;
+        loop {
+            match self
+                .store
+                .lease(&self.name, &self.holder, self.options.lease_ttl)
+                .await
+            {
+                Ok(true) => {
+                    if said {
+                        tracing::info!(consumer = %self.name, "the consumer took over the lease");
+                    }
+                    return true;
+                }
+                Ok(false) if !said => {
+                    tracing::info!(consumer = %self.name, "another instance runs the consumer; standing by");
+                    said = true;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(consumer = %self.name, error = %e, "cannot take the consumer's lease; retrying")
+                }
+            }
+            if super::sleep_or_cancel(cancel, standby_poll(self.options.lease_ttl)).await {
+                return false;
+            }
+        }
+    }
+
+    /// Runs the consumer from its saved cursor until `cancel` fires (a stop or a lost lease),
+    /// then saves its cursor.
+    async fn consume(&self, cancel: &CancellationToken) {
+        let Some(mut cursor) = self.initial_cursor(cancel).await else {
             return;
         };
         self.stats.cursor.store(cursor, Ordering::Relaxed);
@@ -170,14 +251,14 @@ impl Runner {
                     Ok(read) => read,
                     Err(e) => {
                         tracing::warn!(consumer = %self.name, error = %e, "consumer cannot read the store; retrying");
-                        if super::sleep_or_cancel(&cancel, super::RETRY_DELAY).await {
+                        if super::sleep_or_cancel(cancel, super::RETRY_DELAY).await {
                             break 'outer;
                         }
                         continue;
                     }
                 };
                 for event in read.events {
-                    if !self.handle(&event, &cancel).await {
+                    if !self.handle(&event, cancel).await {
                         break 'outer;
                     }
                     cursor = event.seq;
@@ -271,6 +352,36 @@ impl Runner {
                 return false;
             }
             backoff = (backoff * 2).min(self.options.max_backoff);
+        }
+    }
+}
+
+/// Renews `holder`'s lease of `name` every third of `ttl` until `lost` fires; fires `lost` when
+/// the lease is taken by another instance, or when renewing has failed for so long that the
+/// lease may have expired (a margin of one renewal period is kept).
+async fn keep_lease(
+    store: Arc<dyn EventStore>,
+    name: String,
+    holder: String,
+    ttl: Duration,
+    lost: CancellationToken,
+) {
+    let every = ttl / 3;
+    let mut renewed = Instant::now();
+    while !super::sleep_or_cancel(&lost, every).await {
+        match store.lease(&name, &holder, ttl).await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => {
+                tracing::warn!(consumer = %name, "another instance took the consumer's lease");
+                lost.cancel();
+            }
+            Err(e) if renewed.elapsed() + every >= ttl => {
+                tracing::warn!(consumer = %name, error = %e, "cannot renew the consumer's lease before it expires; stopping");
+                lost.cancel();
+            }
+            Err(e) => {
+                tracing::warn!(consumer = %name, error = %e, "cannot renew the consumer's lease; retrying")
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Durable named consumers: at least once, in `seq` order, across a stop and a restart of the
-//! bus, with failing handlers retried — on every backend.
+//! bus, with failing handlers retried, one instance at a time (the lease) — on every backend.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -200,4 +200,158 @@ async fn postgres_failing_handler_is_retried_in_place() {
         return;
     };
     failing_handler_is_retried_in_place(db).await;
+}
+
+fn recorder(
+    seen: &Seen,
+) -> impl Fn(Arc<eventbus::Event>) -> futures_util::future::Ready<Result<(), String>>
++ Send
++ Sync
++ 'static {
+    let seen = seen.clone();
+    move |e| {
+        seen.lock().unwrap().push(e.seq);
+        futures_util::future::ready(Ok(()))
+    }
+}
+
+fn leased(consumer: &eventbus::Consumer) -> bool {
+    consumer
+        .stats()
+        .leased
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn leasing_options() -> ConsumerOptions {
+    ConsumerOptions {
+        lease_ttl: Duration::from_millis(600),
+        ..options()
+    }
+}
+
+/// Two instances of one consumer (two buses on one PostgreSQL database, like two processes; or
+/// two instances in one process on SQLite): one handles every event, the other stands by; when
+/// the first stops, the second takes over from the saved cursor, with nothing handled twice.
+async fn one_instance_runs_a_consumer_and_another_takes_over_when_it_stops(
+    first_bus: EventBus,
+    second_bus: EventBus,
+) {
+    let (a, b): (Seen, Seen) = Default::default();
+    let pattern = || Pattern::parse("order.*").unwrap();
+    let first = first_bus.consumer("leased", pattern(), leasing_options(), recorder(&a));
+    wait_until("the first instance holds the lease", || leased(&first)).await;
+    let second = second_bus.consumer("leased", pattern(), leasing_options(), recorder(&b));
+    let mut expected = publish(&first_bus, 60, "order.placed").await;
+    wait_for(&a, |s| s.len() == 60).await;
+    // Several lease renewals pass; the second instance still stands by.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(b.lock().unwrap().is_empty(), "the standby handled nothing");
+    assert!(!leased(&second));
+
+    first.stop().await;
+    wait_until("the second instance takes over", || leased(&second)).await;
+    expected.extend(publish(&second_bus, 40, "order.placed").await);
+    wait_for(&b, |s| s.len() == 40).await;
+    assert_eq!(*a.lock().unwrap(), expected[..60]);
+    assert_eq!(
+        *b.lock().unwrap(),
+        expected[60..],
+        "from the saved cursor, nothing twice"
+    );
+    second.stop().await;
+    first_bus.shutdown().await;
+    second_bus.shutdown().await;
+}
+
+#[tokio::test]
+async fn sqlite_one_instance_runs_a_consumer_and_another_takes_over_when_it_stops() {
+    let db = TestDb::sqlite();
+    let bus = bus(&db).await;
+    one_instance_runs_a_consumer_and_another_takes_over_when_it_stops(bus.clone(), bus).await;
+}
+
+#[tokio::test]
+async fn postgres_one_instance_runs_a_consumer_and_another_takes_over_when_it_stops() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let (first, second) = (bus(&db).await, bus(&db).await);
+    one_instance_runs_a_consumer_and_another_takes_over_when_it_stops(first, second).await;
+}
+
+/// The holder is cut off its database (as if its process hung or its network failed): it stops
+/// handling before its lease can expire, the other process takes over once it has, and every
+/// event is handled, in order, at least once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_holder_cut_off_its_database_stops_and_another_process_takes_over() {
+    use eventbus::store::postgres::{PgOptions, PgStore};
+
+    use crate::common::proxy::TcpProxy;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let schema = db.schema().unwrap();
+    let proxy = TcpProxy::start(crate::common::pg_upstream().await).await;
+    let through_proxy = schema
+        .connect_options()
+        .host("127.0.0.1")
+        .port(proxy.addr().port());
+    let options = PgOptions {
+        pool_size: 2,
+        timeout: Duration::from_secs(1),
+        ..PgOptions::default()
+    };
+    let cut_bus = EventBus::builder(Arc::new(
+        PgStore::open_with(through_proxy, options).await.unwrap(),
+    ))
+    .build()
+    .await
+    .unwrap();
+    let other_bus = bus(&db).await;
+
+    let (a, b): (Seen, Seen) = Default::default();
+    let pattern = || Pattern::parse("order.*").unwrap();
+    let first = cut_bus.consumer("failover", pattern(), leasing_options(), recorder(&a));
+    wait_until("the first instance holds the lease", || leased(&first)).await;
+    let second = other_bus.consumer("failover", pattern(), leasing_options(), recorder(&b));
+    let mut expected = publish(&other_bus, 30, "order.placed").await;
+    wait_for(&a, |s| s.len() == 30).await;
+
+    proxy.cut();
+    wait_until("the cut-off instance stops", || !leased(&first)).await;
+    wait_until("the other instance takes over", || leased(&second)).await;
+    expected.extend(publish(&other_bus, 30, "order.placed").await);
+    let last = *expected.last().unwrap();
+    wait_for(&b, |s| s.last() == Some(&last)).await;
+    let a = a.lock().unwrap().clone();
+    let b = b.lock().unwrap().clone();
+    assert!(
+        a.len() <= 30,
+        "the cut-off instance handled nothing after the cut"
+    );
+    assert!(b.windows(2).all(|w| w[0] < w[1]), "in order");
+    let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all, expected, "every event at least once");
+
+    // Back on its database, the first instance stands by: the lease is the other's.
+    proxy.restore();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!leased(&first) && leased(&second));
+    second.stop().await;
+    first.stop().await;
+    other_bus.shutdown().await;
+    cut_bus.shutdown().await;
 }

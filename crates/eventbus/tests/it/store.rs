@@ -52,6 +52,7 @@ contract!(
     concurrent_appends_get_unique_increasing_seqs_and_a_tailing_reader_sees_all,
     event_types_are_kept,
     ping_answers,
+    a_consumer_lease_has_one_holder_at_a_time,
 );
 
 fn p(s: &str) -> Pattern {
@@ -598,6 +599,42 @@ async fn event_types_are_kept(db: TestDb) {
     store.close().await;
 }
 
+async fn a_consumer_lease_has_one_holder_at_a_time(db: TestDb) {
+    let store = db.open().await;
+    let long = std::time::Duration::from_secs(60);
+    assert!(
+        store.lease("c", "a", long).await.unwrap(),
+        "a free lease is taken"
+    );
+    assert!(
+        store.lease("c", "a", long).await.unwrap(),
+        "its holder renews it"
+    );
+    assert!(
+        !store.lease("c", "b", long).await.unwrap(),
+        "a held lease is refused"
+    );
+    assert!(
+        store.lease("d", "b", long).await.unwrap(),
+        "one lease per consumer"
+    );
+    // Released by its holder only; then free at once.
+    store.release("c", "b").await.unwrap();
+    assert!(!store.lease("c", "b", long).await.unwrap());
+    store.release("c", "a").await.unwrap();
+    assert!(store.lease("c", "b", long).await.unwrap());
+    // An expired lease is taken over, and its old holder is refused.
+    let short = std::time::Duration::from_millis(200);
+    assert!(store.lease("e", "a", short).await.unwrap());
+    tokio::time::sleep(short * 2).await;
+    assert!(
+        store.lease("e", "b", long).await.unwrap(),
+        "expired: taken over"
+    );
+    assert!(!store.lease("e", "a", short).await.unwrap());
+    store.close().await;
+}
+
 async fn ping_answers(db: TestDb) {
     let store = db.open().await;
     store.ping().await.unwrap();
@@ -613,7 +650,7 @@ mod postgres_only {
 
     use eventbus::core::filter::EventFilter;
     use eventbus::core::time::Timestamp;
-    use eventbus::store::postgres::{PgConnectOptions, PgOptions, PgStore, migrate};
+    use eventbus::store::postgres::{PgOptions, PgStore, migrate};
     use eventbus::store::{EventQuery, TailRead};
     use eventbus::{Event, EventStore, StoreError};
     use tokio::sync::watch;
@@ -793,14 +830,7 @@ mod postgres_only {
         b.close().await;
     }
 
-    async fn upstream() -> std::net::SocketAddr {
-        let options: PgConnectOptions = crate::common::pg_url().parse().unwrap();
-        tokio::net::lookup_host((options.get_host(), options.get_port()))
-            .await
-            .unwrap()
-            .next()
-            .expect("the test database has an address")
-    }
+    use crate::common::pg_upstream as upstream;
 
     // An unavailable database: publishes and pings fail with `Unavailable` (nothing
     // half-written), commits of other processes made meanwhile are picked up, and the store

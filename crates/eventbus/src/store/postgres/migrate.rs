@@ -36,6 +36,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_plugins",
         include_str!("../../../migrations/postgres/0006_plugins.sql"),
     ),
+    (
+        "0007_consumer_leases",
+        include_str!("../../../migrations/postgres/0007_consumer_leases.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_plugins",
         include_str!("../../../migrations/sqlite/0006_plugins.sql"),
     ),
+    (
+        "0007_consumer_leases",
+        include_str!("../../../migrations/sqlite/0007_consumer_leases.sql"),
+    ),
 ];
 
 /// The schema version this binary migrates to (`PRAGMA user_version`).

@@ -29,6 +29,16 @@ pub fn pg_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// The TCP address of the test PostgreSQL (for a [`proxy::TcpProxy`] in front of it).
+pub async fn pg_upstream() -> std::net::SocketAddr {
+    let options: PgConnectOptions = pg_url().parse().unwrap();
+    tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .expect("the test database has an address")
+}
+
 /// A connection to the test PostgreSQL, or `None` (after saying why) when it is unreachable
 /// outside CI. In CI (`CI=true`) an unreachable PostgreSQL fails the test.
 pub async fn pg_admin() -> Option<PgConnection> {
