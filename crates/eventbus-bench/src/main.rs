@@ -14,7 +14,9 @@
 //! - `report`: the printed table and the targets.
 //! - `webhook`: the webhook load (a local receiver, E endpoints, deliveries/s and latency).
 //! - `sse`: the SSE fan-out load (connections over projects, publish→receive latency, memory).
+//! - `archive`: reading old events with `includeArchived=true` before and after archiving them.
 
+mod archive;
 mod cpu;
 mod http1;
 mod plugin;
@@ -59,6 +61,33 @@ enum Command {
     /// Plugins: the same publish load with no plugin, with one JavaScript plugin handling every
     /// event, and with one JavaScript middleware plugin, in one run; events/s and the ratios.
     Plugin(PluginArgs),
+    /// Archiving: N old events read page by page with `includeArchived=true` while hot, then
+    /// archived (`eventbus archive run`) and read again from the archive; events/s of both
+    /// reads and their ratio, and the archive run's events/s.
+    Archive(ArchiveArgs),
+}
+
+#[derive(Debug, Args)]
+struct ArchiveArgs {
+    /// The `eventbus` binary (started twice, and run once as `eventbus archive run`).
+    #[arg(long)]
+    spawn: PathBuf,
+    /// Events published, all old enough to archive.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
+    events: u64,
+    /// Events per page read.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    page: u64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    payload_bytes: usize,
+    /// `EVENT_ARCHIVE_URL` (e.g. s3://bucket/prefix with AWS_* settings in the environment);
+    /// a folder of the run by default.
+    #[arg(long)]
+    archive_url: Option<String>,
+    /// Where the run's database and archive folder go.
+    #[arg(long, default_value = ".")]
+    data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +250,7 @@ fn main() -> Result<()> {
         Command::Sse(args) => sse_bench(args),
         Command::Webhook(args) => webhook_bench(args),
         Command::Plugin(args) => plugin_bench(args),
+        Command::Archive(args) => archive_bench(args),
         Command::Publish(args) => publish(args),
         Command::Raw(args) => {
             print_conditions(&args.common.data_dir)?;
@@ -635,6 +665,62 @@ fn plugin_bench(args: PluginArgs) -> Result<()> {
         println!(
             "with 1 JS plugin ({label}): {:.2} x the events/s without; {overhead_us:+.1} us per event",
             rates[i] / rates[0]
+        );
+    }
+    Ok(())
+}
+
+fn archive_bench(args: ArchiveArgs) -> Result<()> {
+    let load = archive::ArchiveLoad {
+        binary: args.spawn,
+        data_dir: args.data_dir,
+        events: args.events as usize,
+        page: args.page as usize,
+        payload_bytes: args.payload_bytes,
+        archive_url: args.archive_url,
+    };
+    println!(
+        "eventbus-bench archive: {} events of {} B payload, pages of {}, archive {}",
+        load.events,
+        load.payload_bytes,
+        load.page,
+        load.archive_url
+            .as_deref()
+            .unwrap_or("file:// (a folder of the run)")
+    );
+    print_conditions(&load.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let r = runtime.block_on(archive::run(&load))?;
+    println!(
+        "archive run: {} events in {:.2} s ({:.0} events/s, process start included)",
+        r.archived_events,
+        r.archive_run.as_secs_f64(),
+        r.archived_events as f64 / r.archive_run.as_secs_f64()
+    );
+    println!(
+        "{:<34} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9}",
+        "read (includeArchived=true)", "events", "pages", "events/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for read in r.hot.iter().chain(&r.archived) {
+        println!(
+            "{:<34} {:>8} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
+            read.label,
+            read.events,
+            read.pages,
+            read.rate(),
+            read.latency.p50.as_secs_f64() * 1e3,
+            read.latency.p99.as_secs_f64() * 1e3,
+            read.latency.max.as_secs_f64() * 1e3
+        );
+    }
+    for (hot, archived) in r.hot.iter().zip(&r.archived) {
+        println!(
+            "{}: archived / hot events/s = {:.2}",
+            hot.label.trim_start_matches("hot: "),
+            archived.rate() / hot.rate()
         );
     }
     Ok(())

@@ -30,9 +30,14 @@
 //! - **Queries see each event once**: [`Archive::query`] retries when the manifest changed while
 //!   it read, so an event moving between the hot table and a segment is neither missed nor
 //!   doubled.
+//! - **Reads are cached**: queries keep recently read segments decoded ([`cache`], up to
+//!   [`cache::CACHE_BYTES`]), keyed by the file's checksum, so paging through a segment reads
+//!   and decodes it once, not once per page. A segment's content never changes under its
+//!   checksum, so the cache is never stale; a restore drops its entry.
 //! - **Idempotency covers hot events only**: an `id` republished after its event was archived is
 //!   stored again as a new event (a restore of its segment then fails on the duplicate id).
 
+mod cache;
 pub mod format;
 pub mod target;
 
@@ -184,6 +189,7 @@ pub struct Archive {
     target: Arc<dyn ArchiveTarget>,
     batch: usize,
     running: tokio::sync::Mutex<()>,
+    cache: cache::SegmentCache,
 }
 
 impl std::fmt::Debug for Archive {
@@ -203,6 +209,7 @@ impl Archive {
             target: Arc::from(target),
             batch: DEFAULT_BATCH,
             running: tokio::sync::Mutex::new(()),
+            cache: cache::SegmentCache::new(cache::CACHE_BYTES),
         }
     }
 
@@ -365,9 +372,20 @@ impl Archive {
             .ok_or(ArchiveError::NotFound(id))?;
         let events = self.read_segment(&segment).await?;
         self.store.restore_segment(id, events).await?;
+        self.cache.remove(&segment.checksum);
         // A crash here leaves an orphan file, removed by the next run.
         self.target.remove(&segment.location).await?;
         Ok(segment)
+    }
+
+    /// The events of `segment`, from the cache or read (and then cached).
+    async fn cached_segment(&self, segment: &Segment) -> Result<cache::Events, ArchiveError> {
+        if let Some(events) = self.cache.get(&segment.checksum) {
+            return Ok(events);
+        }
+        let events: cache::Events = self.read_segment(segment).await?.into();
+        self.cache.insert(&segment.checksum, events.clone());
+        Ok(events)
     }
 
     async fn read_segment(&self, segment: &Segment) -> Result<Vec<Arc<Event>>, ArchiveError> {
@@ -413,9 +431,9 @@ impl Archive {
             if !may_match {
                 continue;
             }
-            for event in self.read_segment(segment).await? {
-                if event.seq > query.after && filter.matches(&event) {
-                    found.push(event);
+            for event in self.cached_segment(segment).await?.iter() {
+                if event.seq > query.after && filter.matches(event) {
+                    found.push(event.clone());
                     if found.len() == wanted {
                         return Ok(found);
                     }
