@@ -369,7 +369,11 @@ async fn keep_lease(
     let every = ttl / 3;
     let mut renewed = Instant::now();
     while !super::sleep_or_cancel(&lost, every).await {
-        match store.lease(&name, &holder, ttl).await {
+        // A renewal that hangs counts as failed: the lease may run out meanwhile.
+        let renewal = tokio::time::timeout(every, store.lease(&name, &holder, ttl))
+            .await
+            .unwrap_or_else(|_| Err(crate::StoreError::Unavailable("renewing timed out".into())));
+        match renewal {
             Ok(true) => renewed = Instant::now(),
             Ok(false) => {
                 tracing::warn!(consumer = %name, "another instance took the consumer's lease");
