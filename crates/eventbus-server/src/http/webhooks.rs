@@ -20,7 +20,7 @@ use eventbus::core::event::FieldError;
 use eventbus::core::principal::{Denied, Permission};
 use eventbus::core::time::Timestamp;
 use eventbus::store::webhook::{
-    AttemptQuery, DeliveryQuery, DeliveryStatus, Endpoint, MAX_LOG_PAGE,
+    AttemptQuery, DeliveryQuery, DeliveryStatus, Endpoint, MAX_LOG_PAGE, Page,
 };
 use eventbus::transport::webhook::{EndpointInput, ReplayFrom, WebhookError, WebhookService};
 use serde::{Deserialize, Serialize};
@@ -499,6 +499,32 @@ struct PageBody<T: Serialize> {
     next_after: Option<u64>,
 }
 
+/// The start of a log listing of endpoint `id` (deliveries, attempts): the caller's rights, the
+/// endpoint's visibility to it, no parameter but `known`, and the paging parameters.
+async fn log_listing(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    params: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(u64, usize), ApiError> {
+    caller.require_any(&[Permission::Read, Permission::Admin])?;
+    visible_endpoint(state, caller, id).await?;
+    reject_unknown(params, known)?;
+    paging(params)
+}
+
+/// One page of a log listing, its rows under `name`.
+fn log_page<T: Serialize>(name: &'static str, page: Page<T>) -> Response {
+    json(
+        StatusCode::OK,
+        &PageBody {
+            items: HashMap::from([(name, page.items)]),
+            next_after: page.next_after,
+        },
+    )
+}
+
 fn paging(params: &HashMap<String, String>) -> Result<(u64, usize), ApiError> {
     let after = match params.get("after") {
         None => 0,
@@ -547,10 +573,8 @@ pub(super) async fn list_deliveries(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    caller.require_any(&[Permission::Read, Permission::Admin])?;
-    visible_endpoint(&state, &caller, &id).await?;
-    reject_unknown(&params, &["status", "eventId", "after", "limit"])?;
-    let (after, limit) = paging(&params)?;
+    let known = ["status", "eventId", "after", "limit"];
+    let (after, limit) = log_listing(&state, &caller, &id, &params, &known).await?;
     let status = params
         .get("status")
         .map(|s| {
@@ -566,13 +590,7 @@ pub(super) async fn list_deliveries(
         limit,
     };
     let page = service(&state)?.list_deliveries(query).await?;
-    Ok(json(
-        StatusCode::OK,
-        &PageBody {
-            items: HashMap::from([("deliveries", page.items)]),
-            next_after: page.next_after,
-        },
-    ))
+    Ok(log_page("deliveries", page))
 }
 
 /// `GET /v1/webhooks/{id}/attempts?deliveryId=&status=succeeded|failed&after=&limit=`.
@@ -601,10 +619,8 @@ pub(super) async fn list_attempts(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    caller.require_any(&[Permission::Read, Permission::Admin])?;
-    visible_endpoint(&state, &caller, &id).await?;
-    reject_unknown(&params, &["deliveryId", "status", "after", "limit"])?;
-    let (after, limit) = paging(&params)?;
+    let known = ["deliveryId", "status", "after", "limit"];
+    let (after, limit) = log_listing(&state, &caller, &id, &params, &known).await?;
     let delivery_id = params
         .get("deliveryId")
         .map(|d| {
@@ -626,13 +642,7 @@ pub(super) async fn list_attempts(
         limit,
     };
     let page = service(&state)?.list_attempts(query).await?;
-    Ok(json(
-        StatusCode::OK,
-        &PageBody {
-            items: HashMap::from([("attempts", page.items)]),
-            next_after: page.next_after,
-        },
-    ))
+    Ok(log_page("attempts", page))
 }
 
 fn delivery_id(id: &str) -> Result<u64, ApiError> {
