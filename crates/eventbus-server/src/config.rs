@@ -372,6 +372,18 @@ pub struct Config {
     /// index.js); a missing folder holds none. See docs/plugins.md.
     #[arg(long, env = "PLUGINS_DIR", default_value = "./plugins", global = true)]
     pub plugins_dir: std::path::PathBuf,
+    /// Plugins: retries of an event whose handler failed, before it is dead-lettered.
+    #[arg(long, env = "PLUGIN_RETRIES", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=100), global = true)]
+    pub plugin_retries: u32,
+    /// Plugins: the first retry delay (e.g. 100ms); it doubles up to 10 s.
+    #[arg(long, env = "PLUGIN_RETRY_DELAY", default_value = "100ms", value_parser = parse_duration,
+          global = true)]
+    pub plugin_retry_delay: Duration,
+    /// Plugins: dead letters in a row after which a plugin is suspended until reloaded.
+    #[arg(long, env = "PLUGIN_SUSPEND_AFTER", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub plugin_suspend_after: u32,
 
     /// Log format: text or json (filter with RUST_LOG, default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -453,9 +465,13 @@ impl Config {
 
     /// The plugin host's settings.
     pub fn plugin_options(&self) -> eventbus::plugin::HostOptions {
+        let defaults = eventbus::plugin::HostOptions::default();
         eventbus::plugin::HostOptions {
             dir: Some(self.plugins_dir.clone()),
-            ..eventbus::plugin::HostOptions::default()
+            retries: self.plugin_retries,
+            min_backoff: self.plugin_retry_delay,
+            max_backoff: defaults.max_backoff.max(self.plugin_retry_delay),
+            suspend_after: self.plugin_suspend_after,
         }
     }
 
@@ -579,6 +595,30 @@ mod tests {
         );
         assert_eq!(w.retry_schedule.len(), 6);
         assert!(w.allowed_networks.is_empty());
+        let p = c.plugin_options();
+        let defaults = eventbus::plugin::HostOptions::default();
+        assert_eq!(
+            (p.retries, p.min_backoff, p.max_backoff, p.suspend_after),
+            (
+                defaults.retries,
+                defaults.min_backoff,
+                defaults.max_backoff,
+                defaults.suspend_after
+            ),
+            "the documented plugin defaults are the host's"
+        );
+        let c = Config::from_pairs([
+            ("PLUGIN_RETRIES", "0"),
+            ("PLUGIN_RETRY_DELAY", "20s"),
+            ("PLUGIN_SUSPEND_AFTER", "1"),
+        ])
+        .unwrap();
+        let p = c.plugin_options();
+        assert_eq!(
+            (p.retries, p.min_backoff, p.max_backoff, p.suspend_after),
+            (0, Duration::from_secs(20), Duration::from_secs(20), 1)
+        );
+        assert!(Config::from_pairs([("PLUGIN_SUSPEND_AFTER", "0")]).is_err());
     }
 
     #[test]

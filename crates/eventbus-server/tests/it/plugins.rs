@@ -291,6 +291,41 @@ async fn exceptions_are_retried_then_dead_lettered_and_suspend_the_plugin_until_
     assert!(events_of(&server, "plugin.updated").await.len() == 1);
 }
 
+/// The retry and suspension settings come from the environment: no retry, and suspended at the
+/// first dead letter.
+#[tokio::test]
+async fn plugin_retries_and_suspension_follow_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    write_plugin(
+        dir.path(),
+        json!({"name": "strict", "version": "1", "subscribe": ["job.*"]}),
+        r#"export function onEvent(e) { throw new Error("no"); }"#,
+    );
+    let settings = [
+        ("PLUGIN_RETRIES", "0"),
+        ("PLUGIN_RETRY_DELAY", "10ms"),
+        ("PLUGIN_SUSPEND_AFTER", "1"),
+    ];
+    let server = start(dir.path(), &settings).await;
+    server.publish_ok(&json!({"type": "job.run"})).await;
+    server.publish_ok(&json!({"type": "job.run"})).await;
+    let p = wait_for("the suspension", || async {
+        let p = plugin(&server, "strict").await;
+        (p["status"] == "suspended").then_some(p)
+    })
+    .await;
+    let counters = &p["counters"];
+    assert_eq!(
+        (
+            &counters["calls"],
+            &counters["retries"],
+            &counters["deadLetters"]
+        ),
+        (&json!(1), &json!(0), &json!(1)),
+        "{p}"
+    );
+}
+
 #[tokio::test]
 async fn middleware_plugins_transform_and_reject_per_their_failure_policy() {
     let dir = tempfile::tempdir().unwrap();
