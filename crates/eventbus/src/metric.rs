@@ -44,6 +44,12 @@ pub const PLUGIN_DEAD_LETTERS: &str = "eventbus_plugin_dead_letters_total";
 pub const PLUGIN_SUSPENSIONS: &str = "eventbus_plugin_suspensions_total";
 /// Events committed after the last one a plugin handled, by `plugin`.
 pub const PLUGIN_QUEUE_DEPTH: &str = "eventbus_plugin_queue_depth";
+/// Archive runs, by `outcome` (`ok`, `failed`, `busy`: another archiver held the lock).
+pub const ARCHIVE_RUNS: &str = "eventbus_archive_runs_total";
+/// Events moved out of the hot table by archive runs.
+pub const ARCHIVED_EVENTS: &str = "eventbus_archived_events_total";
+/// When an archive run last succeeded (seconds since the epoch).
+pub const ARCHIVE_LAST_SUCCESS: &str = "eventbus_archive_last_success_timestamp_seconds";
 /// Resident memory of the process.
 pub const PROCESS_RSS: &str = "eventbus_process_resident_memory_bytes";
 /// CPU time of the process.

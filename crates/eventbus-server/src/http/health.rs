@@ -128,6 +128,21 @@ pub(super) async fn get_ready(
             ),
         ));
     }
+    if let Some(days) = state.config.event_retention_days.0 {
+        // Like plugins, a failing archiver never takes the node out of service: the events stay
+        // hot and the next run tries again. The entry tells operators how the last runs went.
+        let status = state.archive.status();
+        let mut entry = json!({
+            "status": "up",
+            "retentionDays": days,
+            "lastSuccess": status.last_success.map(|t| t.to_string()),
+            "lastFailure": status.last_failure.map(|t| t.to_string()),
+        });
+        if let Some(e) = status.last_error {
+            entry["lastError"] = json!(e);
+        }
+        checks.push(("archive", (true, entry)));
+    }
     let sse = state.bus.sse();
     let open = sse
         .stats()

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::common::s3::{TestBucket, TlsServer, unique_name};
 use crate::common::sse::{Message, SseClient};
 use crate::common::{TestServer, ids, seq};
+use crate::metrics::{sample, scrape};
 
 const OLD: usize = 30;
 const RECENT: usize = 5;
@@ -284,8 +285,74 @@ async fn the_server_archives_at_start_when_a_retention_is_set_and_stops_cleanly(
             .await,
         before
     );
+    // The run shows in readiness and in the metrics once it has finished (its commit, seen
+    // above, comes before it looks for more).
+    let deadline = tokio::time::Instant::now() + crate::common::PROCESS_TIMEOUT;
+    let ready = loop {
+        let ready = server.get("/health/ready", &[]).await;
+        if !ready.body["details"]["archive"]["lastSuccess"].is_null() {
+            break ready;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", ready.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let entry = &ready.body["details"]["archive"];
+    assert_eq!(entry["retentionDays"], 1, "{}", ready.body);
+    assert!(entry["lastSuccess"].is_string() && entry["lastFailure"].is_null());
+    let text = scrape(&server).await;
+    assert_eq!(sample(&text, "eventbus_archived_events_total"), Some(10.0));
+    assert_eq!(
+        sample(&text, r#"eventbus_archive_runs_total{outcome="ok"}"#),
+        Some(1.0)
+    );
+    assert!(
+        sample(&text, "eventbus_archive_last_success_timestamp_seconds").is_some_and(|t| t > 1.7e9)
+    );
     server.terminate();
     assert!(server.wait_exit().await.success(), "{}", server.log_text());
+}
+
+/// An archive target that cannot be reached: the run at start fails, the server stays ready
+/// and serves, and readiness and the metrics say what went wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_archive_run_shows_in_readiness_and_metrics_and_the_server_serves_on() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let server = TestServer::start(&[
+        ("EVENT_ARCHIVE_URL", "s3://unreachable/archive"),
+        ("EVENT_RETENTION_DAYS", "1"),
+        ("AWS_ENDPOINT", &endpoint),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ])
+    .await;
+    let deadline = tokio::time::Instant::now() + crate::common::PROCESS_TIMEOUT;
+    let ready = loop {
+        let ready = server.get("/health/ready", &[]).await;
+        if !ready.body["details"]["archive"]["lastFailure"].is_null() {
+            break ready;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed run: {}",
+            ready.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    let error = ready.body["details"]["archive"]["lastError"]
+        .as_str()
+        .unwrap();
+    assert!(error.contains("s3://unreachable/archive"), "{error}");
+    assert!(ready.body["details"]["archive"]["lastSuccess"].is_null());
+    let text = scrape(&server).await;
+    assert_eq!(
+        sample(&text, r#"eventbus_archive_runs_total{outcome="failed"}"#),
+        Some(1.0)
+    );
+    server.publish_ok(&json!({"type": "order.created"})).await;
 }
 
 /// `s3://` over HTTPS: the storage's certificate is verified (a run that does not trust its CA

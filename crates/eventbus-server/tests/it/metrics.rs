@@ -9,7 +9,7 @@ use crate::common::TestServer;
 use crate::common::receiver::WebhookReceiver;
 
 /// The value of the sample `name{labels}` (labels as Prometheus prints them, sorted), if present.
-fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         l.strip_prefix(name_and_labels)?
             .strip_prefix(' ')?
@@ -19,7 +19,7 @@ fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
     })
 }
 
-async fn scrape(server: &TestServer) -> String {
+pub(crate) async fn scrape(server: &TestServer) -> String {
     let r = server
         .client()
         .get(server.url("/metrics"))

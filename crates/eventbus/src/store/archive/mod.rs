@@ -183,6 +183,18 @@ pub struct RunReport {
     pub orphans_removed: usize,
 }
 
+/// How this process's archive runs went (for `/health/ready`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatus {
+    /// When a run last finished without error.
+    pub last_success: Option<Timestamp>,
+    /// When a run last failed.
+    pub last_failure: Option<Timestamp>,
+    /// Why it failed.
+    pub last_error: Option<String>,
+}
+
 /// Archiving for one store and one target.
 pub struct Archive {
     store: Arc<dyn ArchiveStore>,
@@ -190,6 +202,7 @@ pub struct Archive {
     batch: usize,
     running: tokio::sync::Mutex<()>,
     cache: cache::SegmentCache,
+    status: std::sync::Mutex<RunStatus>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -210,6 +223,7 @@ impl Archive {
             batch: DEFAULT_BATCH,
             running: tokio::sync::Mutex::new(()),
             cache: cache::SegmentCache::new(cache::CACHE_BYTES),
+            status: std::sync::Mutex::default(),
         }
     }
 
@@ -235,8 +249,41 @@ impl Archive {
         self.run_until(before, &CancellationToken::new()).await
     }
 
-    /// Like [`Archive::run`], stopping between two segments once `cancel` fires.
+    /// How the runs of this process went.
+    pub fn status(&self) -> RunStatus {
+        self.status.lock().expect("archive status").clone()
+    }
+
+    /// Like [`Archive::run`], stopping between two segments once `cancel` fires. Every run is
+    /// counted in the metrics and in [`Archive::status`].
     pub async fn run_until(
+        &self,
+        before: Timestamp,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, ArchiveError> {
+        let result = self.run_locked(before, cancel).await;
+        let now = Timestamp::now();
+        let outcome = match &result {
+            Ok(report) => {
+                metrics::counter!(crate::metric::ARCHIVED_EVENTS).increment(report.events);
+                metrics::gauge!(crate::metric::ARCHIVE_LAST_SUCCESS)
+                    .set(now.as_micros() as f64 / 1e6);
+                self.status.lock().expect("archive status").last_success = Some(now);
+                "ok"
+            }
+            Err(ArchiveError::Busy) => "busy",
+            Err(e) => {
+                let mut status = self.status.lock().expect("archive status");
+                status.last_failure = Some(now);
+                status.last_error = Some(e.to_string());
+                "failed"
+            }
+        };
+        metrics::counter!(crate::metric::ARCHIVE_RUNS, "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn run_locked(
         &self,
         before: Timestamp,
         cancel: &CancellationToken,
