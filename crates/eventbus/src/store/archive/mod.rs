@@ -10,7 +10,8 @@
 //! Invariants:
 //! - **Nothing lost, nothing duplicated.** A segment is archived in two steps: (1) its file is
 //!   written, atomically and durably, under a name derived from its seq range (on `file://` a
-//!   temporary name, fsync, rename, fsync of the directory; on `s3://` one `PUT`); (2) **one** transaction inserts the manifest row and deletes the archived rows.
+//!   temporary name, fsync, rename, fsync of the directory; on `s3://` one `PUT`); (2) **one**
+//!   transaction inserts the manifest row and deletes the archived rows.
 //!   A crash before (2) commits leaves the events hot and at most an orphan file, which the next
 //!   run removes before it archives (or overwrites, when it writes the same range). A crash after
 //!   (2) leaves a complete file with its manifest row. So every event is, at every moment, either
