@@ -23,6 +23,7 @@
 pub mod bus;
 pub mod core;
 pub mod metric;
+mod net;
 pub mod plugin;
 pub mod security;
 pub mod store;

@@ -279,19 +279,10 @@ impl WebhookClient {
         body_limit: usize,
     ) -> Result<Self, String> {
         let policy = Arc::new(policy);
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+        let tcp = HttpConnector::new_with_resolver(GuardedResolver {
             policy: policy.clone(),
         });
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        http.set_nodelay(true);
-        // The provider is passed explicitly: nothing process-wide is installed.
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_platform_verifier(rustls::crypto::ring::default_provider())
-            .map_err(|e| format!("setting up TLS for webhooks: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let https = crate::net::https(tcp, timeout, true).map_err(|e| format!("webhooks: {e}"))?;
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(32)
             .build(https);

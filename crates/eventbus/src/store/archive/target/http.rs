@@ -1,6 +1,6 @@
-//! The HTTP client `object_store` uses for `s3://`: hyper with rustls over ring, like the webhook
-//! client, so the bus carries one HTTP stack and one TLS stack (no process-wide TLS provider is
-//! installed). Each request, body included, must finish within the timeout: a stalled storage
+//! The HTTP client `object_store` uses for `s3://`: hyper over the connections of
+//! [`crate::net::https`], like the webhook client, so the bus carries one HTTP stack and one TLS
+//! stack (no process-wide TLS provider is installed). Each request, body included, must finish within the timeout: a stalled storage
 //! service gives an error that `object_store` retries, not a hang.
 
 use std::pin::Pin;
@@ -36,24 +36,14 @@ impl HttpConnector for HyperConnector {
         let allow_http = options
             .get_config_value(&ClientConfigKey::AllowHttp)
             .is_some_and(|v| v == "true");
-        let mut tcp = TcpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(self.connect_timeout));
-        tcp.set_nodelay(true);
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_platform_verifier(rustls::crypto::ring::default_provider())
+        let https = crate::net::https(TcpConnector::new(), self.connect_timeout, allow_http)
             .map_err(|e| object_store::Error::Generic {
                 store: "S3",
-                source: format!("setting up TLS: {e}").into(),
+                source: e.into(),
             })?;
-        let tls = if allow_http {
-            tls.https_or_http()
-        } else {
-            tls.https_only()
-        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(tls.enable_http1().wrap_connector(tcp));
+            .build(https);
         Ok(HttpClient::new(HyperService {
             client,
             timeout: self.timeout,
