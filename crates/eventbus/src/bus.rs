@@ -433,15 +433,7 @@ impl EventBus {
         F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
-        Consumer::start(
-            name.into(),
-            crate::core::filter::EventFilter::types(vec![pattern]),
-            Arc::new(move |e| handler(e).boxed()),
-            self.inner.store.clone(),
-            options,
-            &self.inner.tasks,
-            self.inner.cancel.child_token(),
-        )
+        self.consumer_with_patterns(name.into(), vec![pattern], options, handler)
     }
 
     /// Like [`EventBus::consumer`], for events matching any of `patterns`.
