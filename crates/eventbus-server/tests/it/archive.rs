@@ -235,6 +235,53 @@ async fn archive_query_restore_through_the_binary(data: &tempfile::TempDir, targ
     assert_eq!(target.files().await, 0);
 }
 
+/// Publishes `old` events dated three days back, then `recent` current ones, in one batch;
+/// stops the server and returns every event as stored.
+async fn publish_old_and_recent_then_stop(
+    server: &mut TestServer,
+    old: usize,
+    recent: usize,
+) -> Vec<Value> {
+    let ts = (time::OffsetDateTime::now_utc() - time::Duration::days(3))
+        .format(&Rfc3339)
+        .unwrap();
+    let batch: Vec<Value> = (0..old + recent)
+        .map(|i| {
+            let mut e = json!({"type": "order.created", "payload": {"i": i}});
+            if i < old {
+                e["timestamp"] = json!(ts);
+            }
+            e
+        })
+        .collect();
+    assert_eq!(
+        server.publish(&json!(batch)).await.status,
+        StatusCode::CREATED
+    );
+    let stored = server.all_events().await;
+    server.terminate();
+    assert!(server.wait_exit().await.success());
+    stored
+}
+
+/// The `/health/ready` answer once its `archive` entry has a `field` (`lastSuccess`,
+/// `lastFailure`), at most [`crate::common::PROCESS_TIMEOUT`] from now.
+async fn ready_once_archive_has(server: &TestServer, field: &str) -> crate::common::Reply {
+    let deadline = tokio::time::Instant::now() + crate::common::PROCESS_TIMEOUT;
+    loop {
+        let ready = server.get("/health/ready", &[]).await;
+        if !ready.body["details"]["archive"][field].is_null() {
+            return ready;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no archive {field}: {}",
+            ready.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_archives_at_start_when_a_retention_is_set_and_stops_cleanly() {
     let data = tempfile::tempdir().unwrap();
@@ -242,22 +289,7 @@ async fn the_server_archives_at_start_when_a_retention_is_set_and_stops_cleanly(
     let target = format!("file://{}", data.path().join("archive").display());
     let mut server =
         TestServer::start(&[("EVENT_STORE_URL", &store), ("EVENT_ARCHIVE_URL", &target)]).await;
-    let old = (time::OffsetDateTime::now_utc() - time::Duration::days(3))
-        .format(&Rfc3339)
-        .unwrap();
-    let batch: Vec<Value> = (0..12)
-        .map(|i| match i {
-            0..10 => json!({"type": "order.created", "timestamp": old, "payload": {"i": i}}),
-            _ => json!({"type": "order.created", "payload": {"i": i}}),
-        })
-        .collect();
-    assert_eq!(
-        server.publish(&json!(batch)).await.status,
-        StatusCode::CREATED
-    );
-    let before = server.all_events().await;
-    server.terminate();
-    assert!(server.wait_exit().await.success());
+    let before = publish_old_and_recent_then_stop(&mut server, 10, 2).await;
 
     let mut server = TestServer::start(&[
         ("EVENT_STORE_URL", &store),
@@ -287,15 +319,7 @@ async fn the_server_archives_at_start_when_a_retention_is_set_and_stops_cleanly(
     );
     // The run shows in readiness and in the metrics once it has finished (its commit, seen
     // above, comes before it looks for more).
-    let deadline = tokio::time::Instant::now() + crate::common::PROCESS_TIMEOUT;
-    let ready = loop {
-        let ready = server.get("/health/ready", &[]).await;
-        if !ready.body["details"]["archive"]["lastSuccess"].is_null() {
-            break ready;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{}", ready.body);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let ready = ready_once_archive_has(&server, "lastSuccess").await;
     let entry = &ready.body["details"]["archive"];
     assert_eq!(entry["retentionDays"], 1, "{}", ready.body);
     assert!(entry["lastSuccess"].is_string() && entry["lastFailure"].is_null());
@@ -328,19 +352,7 @@ async fn a_failing_archive_run_shows_in_readiness_and_metrics_and_the_server_ser
         ("AWS_SECRET_ACCESS_KEY", "test"),
     ])
     .await;
-    let deadline = tokio::time::Instant::now() + crate::common::PROCESS_TIMEOUT;
-    let ready = loop {
-        let ready = server.get("/health/ready", &[]).await;
-        if !ready.body["details"]["archive"]["lastFailure"].is_null() {
-            break ready;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no failed run: {}",
-            ready.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let ready = ready_once_archive_has(&server, "lastFailure").await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
     let error = ready.body["details"]["archive"]["lastError"]
         .as_str()
@@ -365,22 +377,7 @@ async fn archiving_into_s3_over_https_verifies_the_certificate() {
     let data = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", data.path().join("eventbus.db").display());
     let mut server = TestServer::start(&[("EVENT_STORE_URL", &store)]).await;
-    let old = (time::OffsetDateTime::now_utc() - time::Duration::days(3))
-        .format(&Rfc3339)
-        .unwrap();
-    let batch: Vec<Value> = (0..8)
-        .map(|i| match i {
-            0..6 => json!({"type": "order.created", "timestamp": old, "payload": {"i": i}}),
-            _ => json!({"type": "order.created", "payload": {"i": i}}),
-        })
-        .collect();
-    assert_eq!(
-        server.publish(&json!(batch)).await.status,
-        StatusCode::CREATED
-    );
-    let before = server.all_events().await;
-    server.terminate();
-    assert!(server.wait_exit().await.success());
+    let before = publish_old_and_recent_then_stop(&mut server, 6, 2).await;
 
     let env: Vec<(String, String)> = [
         ("EVENT_STORE_URL", store.clone()),
