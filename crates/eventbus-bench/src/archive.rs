@@ -15,7 +15,7 @@ use crate::server::SpawnedServer;
 use eventbus::core::time::Timestamp;
 
 use crate::stats::{Latencies, Summary};
-use crate::workload::{EVENT_TYPE, PROJECTS, payload, project_id, tenant_id};
+use crate::workload::{EVENT_TYPE, PROJECTS, event_json, payload, project_id};
 
 /// One archive benchmark.
 #[derive(Debug, Clone)]
@@ -172,12 +172,8 @@ async fn publish_old(url: &str, load: &ArchiveLoad) -> Result<()> {
         let n = (load.events - i).min(1000);
         let events: Vec<String> = (i..i + n)
             .map(|k| {
-                let ts = old.plus_micros(k as i64 * 1000);
-                format!(
-                    r#"{{"type":"{EVENT_TYPE}","projectId":"{}","tenantId":"{}","timestamp":"{ts}","payload":{payload}}}"#,
-                    project_id(k),
-                    tenant_id(k)
-                )
+                let ts = old.plus_micros(k as i64 * 1000).to_string();
+                event_json(k, &payload, Some(&ts))
             })
             .collect();
         let reply = client

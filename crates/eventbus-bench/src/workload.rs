@@ -35,16 +35,21 @@ pub fn payload(bytes: usize) -> String {
     json
 }
 
+/// Event number `i` as JSON, with `payload` (JSON text) and, when given, a `timestamp`
+/// (RFC 3339); without one the bus stamps it.
+pub fn event_json(i: usize, payload: &str, timestamp: Option<&str>) -> String {
+    let timestamp = timestamp.map_or(String::new(), |ts| format!(r#""timestamp":"{ts}","#));
+    format!(
+        r#"{{"type":"{EVENT_TYPE}","projectId":"{}","tenantId":"{}",{timestamp}"payload":{payload}}}"#,
+        project_id(i),
+        tenant_id(i)
+    )
+}
+
 /// The HTTP body publishing events `first..first + batch`: one event object when `batch` is 1,
 /// else an array (an atomic batch). Ids and timestamps are left to the bus, as most publishers do.
 pub fn http_body(first: usize, batch: usize, payload: &str) -> String {
-    let event = |i: usize| {
-        format!(
-            r#"{{"type":"{EVENT_TYPE}","projectId":"{}","tenantId":"{}","payload":{payload}}}"#,
-            project_id(i),
-            tenant_id(i)
-        )
-    };
+    let event = |i: usize| event_json(i, payload, None);
     if batch == 1 {
         return event(first);
     }
@@ -73,5 +78,9 @@ mod tests {
         let many: serde_json::Value = serde_json::from_str(&http_body(0, 3, &p)).unwrap();
         assert_eq!(many.as_array().unwrap().len(), 3);
         assert_eq!(many[2]["tenantId"], "t_2");
+        let dated: serde_json::Value =
+            serde_json::from_str(&event_json(3, &p, Some("2026-01-02T03:04:05Z"))).unwrap();
+        assert_eq!(dated["timestamp"], "2026-01-02T03:04:05Z");
+        assert_eq!(dated["projectId"], "p_3");
     }
 }
