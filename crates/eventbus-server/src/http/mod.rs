@@ -5,7 +5,7 @@
 //! OpenAPI document), `stream` (SSE), `webhooks`, `plugins` (status, reload, install, dead
 //! letters), `metrics`; `auth` (who is calling), `problem` (the error table), `body` (JSON
 //! bodies), `params` (query strings), `server` (the HTTP/1 connection loop with its header limits
-//! and read timeouts).
+//! and read timeouts), `head_error` (problem bodies for request heads hyper cannot parse).
 //!
 //! Every `/v1` route takes a [`auth::Caller`] (401 without a valid key) and checks its
 //! permission and scope (403); `/health/live` and `/openapi.json` are open, `/health/ready` and
@@ -15,6 +15,7 @@ pub mod auth;
 mod body;
 mod event_types;
 mod events;
+mod head_error;
 mod health;
 mod keys;
 pub mod metrics;

@@ -91,6 +91,20 @@ pub enum ApiError {
     /// Plugins are not enabled, or have no folder.
     #[error("{0}")]
     PluginsUnavailable(String),
+    /// The request target has a character HTTP requires percent-encoded.
+    #[error("{0}")]
+    InvalidRequestTarget(String),
+    /// The request line or a header cannot be parsed.
+    #[error("{0}")]
+    MalformedRequest(String),
+    /// The request head is larger than `MAX_HEADER_BYTES`.
+    #[error(
+        "the request head (request line and headers) is larger than MAX_HEADER_BYTES allows; send fewer or shorter headers"
+    )]
+    HeadTooLarge,
+    /// The request target is too long.
+    #[error("the request target is too long; send long filters in fewer or shorter parameters")]
+    UriTooLong,
     /// Anything else; details are logged, not shown.
     #[error("{0}")]
     Internal(String),
@@ -240,6 +254,26 @@ impl ApiError {
                 "plugins-unavailable",
                 "Plugins are not available",
             ),
+            ApiError::InvalidRequestTarget(_) => kind(
+                S::BAD_REQUEST,
+                "invalid-request-target",
+                "The request target has a character that must be percent-encoded",
+            ),
+            ApiError::MalformedRequest(_) => kind(
+                S::BAD_REQUEST,
+                "malformed-request",
+                "The request is not valid HTTP/1.1",
+            ),
+            ApiError::HeadTooLarge => kind(
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "The request head is too large",
+            ),
+            ApiError::UriTooLong => kind(
+                S::URI_TOO_LONG,
+                "uri-too-long",
+                "The request target is too long",
+            ),
             ApiError::Internal(_) => kind(
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -299,12 +333,13 @@ struct FieldError2 {
     message: String,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The status and the problem+json body of this error (logged here, once).
+    pub(crate) fn to_problem(&self) -> (StatusCode, Vec<u8>) {
         let kind = self.kind();
         let detail = if kind.status.is_server_error() {
             tracing::error!(error = %self, status = kind.status.as_u16(), "request failed");
-            match &self {
+            match self {
                 ApiError::Internal(_) => {
                     "An internal error occurred; it has been logged.".to_owned()
                 }
@@ -328,8 +363,14 @@ impl IntoResponse for ApiError {
                 })
                 .collect(),
         };
-        let mut response =
-            (kind.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+        (kind.status, serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.to_problem();
+        let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after() {

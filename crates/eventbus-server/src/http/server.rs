@@ -7,6 +7,8 @@
 //!   request head.
 //! - **Header size:** a request head larger than `MAX_HEADER_BYTES` is answered `431` and the
 //!   connection closed (hyper's read buffer is capped at that size).
+//! - **Unparsable heads** (a raw `>` in the target, an oversized head) are answered with a
+//!   problem+json body, not hyper's bare status (`head_error`).
 //! - **Shutdown:** when `shutdown` fires, the listener closes, idle connections close at once,
 //!   and connections with a request in flight finish it (the caller bounds the wait).
 
@@ -60,7 +62,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(super::head_error::ProblemIo::new(stream));
+        let conn = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
