@@ -57,6 +57,214 @@ pub const PROCESS_CPU: &str = "eventbus_process_cpu_seconds_total";
 /// Open file descriptors of the process.
 pub const PROCESS_FDS: &str = "eventbus_process_open_fds";
 
+/// The kind of a metric, as Prometheus declares it (`# TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution in buckets.
+    Histogram,
+}
+
+/// Every metric of the bus: name, kind, the `# HELP` text, and the label values its series
+/// exist with from start-up (each inner slice one series; empty: one unlabelled series; `None`:
+/// its series appear with the thing they count, such as a plugin or a handler).
+#[allow(clippy::type_complexity)]
+pub const CATALOGUE: &[(&str, Kind, &str, Option<&[&[(&str, &str)]]>)] = &[
+    (
+        EVENTS_PUBLISHED,
+        Kind::Counter,
+        "Events through publish, by type (catalogue types; others as `other`) and outcome (created, duplicate, rejected, failed).",
+        None,
+    ),
+    (
+        PUBLISH_DURATION,
+        Kind::Histogram,
+        "Seconds from a publish call to its answer (one call may carry a batch).",
+        Some(&[&[]]),
+    ),
+    (
+        STORE_BATCH_SIZE,
+        Kind::Histogram,
+        "Events per group commit of the store.",
+        Some(&[&[]]),
+    ),
+    (
+        STORE_APPEND_DURATION,
+        Kind::Histogram,
+        "Seconds one group commit of the store takes, write and fsync.",
+        Some(&[&[]]),
+    ),
+    (
+        HANDLER_DURATION,
+        Kind::Histogram,
+        "Seconds an in-process handler takes, by handler (subscriber:<pattern> or consumer:<name>).",
+        None,
+    ),
+    (
+        HANDLER_ERRORS,
+        Kind::Counter,
+        "In-process handler failures and panics, by handler.",
+        None,
+    ),
+    (
+        QUEUE_DEPTH,
+        Kind::Gauge,
+        "Items waiting in a queue, by queue (store_writer, subscribers, sse, webhooks).",
+        Some(&[
+            &[("queue", "store_writer")],
+            &[("queue", "subscribers")],
+            &[("queue", "sse")],
+        ]),
+    ),
+    (
+        SSE_CONNECTIONS,
+        Kind::Gauge,
+        "Open SSE streams.",
+        Some(&[&[]]),
+    ),
+    (
+        SSE_LAGGED,
+        Kind::Counter,
+        "SSE streams closed because their client read too slowly.",
+        Some(&[&[]]),
+    ),
+    (
+        WEBHOOK_ATTEMPTS,
+        Kind::Counter,
+        "Webhook delivery attempts, by outcome (succeeded, failed).",
+        None,
+    ),
+    (
+        WEBHOOK_DEAD_LETTERS,
+        Kind::Counter,
+        "Webhook deliveries that exhausted their retries.",
+        None,
+    ),
+    (
+        WEBHOOK_ATTEMPT_DURATION,
+        Kind::Histogram,
+        "Seconds one webhook attempt takes.",
+        None,
+    ),
+    (
+        WEBHOOK_SUCCESS_RATIO,
+        Kind::Gauge,
+        "Share of webhook attempts that succeeded since the start (1 when none ran).",
+        None,
+    ),
+    (
+        WEBHOOK_AUTO_DISABLED,
+        Kind::Counter,
+        "Webhook endpoints disabled after failing continuously.",
+        None,
+    ),
+    (
+        PLUGIN_CALLS,
+        Kind::Counter,
+        "Calls into plugins, by plugin and outcome (ok, error, timeout, memory, unavailable).",
+        None,
+    ),
+    (
+        PLUGIN_DEAD_LETTERS,
+        Kind::Counter,
+        "Events a plugin failed on after its retries, by plugin.",
+        None,
+    ),
+    (
+        PLUGIN_SUSPENSIONS,
+        Kind::Counter,
+        "Plugins suspended after repeated failures, by plugin.",
+        None,
+    ),
+    (
+        PLUGIN_QUEUE_DEPTH,
+        Kind::Gauge,
+        "Events committed after the last one a plugin handled, by plugin.",
+        None,
+    ),
+    (
+        ARCHIVE_RUNS,
+        Kind::Counter,
+        "Archive runs, by outcome (ok, failed, busy: another archiver held the lock).",
+        Some(&[
+            &[("outcome", "ok")],
+            &[("outcome", "failed")],
+            &[("outcome", "busy")],
+        ]),
+    ),
+    (
+        ARCHIVED_EVENTS,
+        Kind::Counter,
+        "Events moved out of the hot table by archive runs.",
+        Some(&[&[]]),
+    ),
+    (
+        ARCHIVE_LAST_SUCCESS,
+        Kind::Gauge,
+        "When an archive run last succeeded, in seconds since the epoch (0: never).",
+        Some(&[&[]]),
+    ),
+    (
+        PROCESS_RSS,
+        Kind::Gauge,
+        "Resident memory of the process, in bytes.",
+        Some(&[&[]]),
+    ),
+    (
+        PROCESS_CPU,
+        Kind::Counter,
+        "CPU time of the process, user and system, in seconds.",
+        Some(&[&[]]),
+    ),
+    (
+        PROCESS_FDS,
+        Kind::Gauge,
+        "Open file descriptors of the process.",
+        Some(&[&[]]),
+    ),
+];
+
+/// Describes every metric of [`CATALOGUE`] to the installed recorder (its `# HELP` line) and
+/// creates the series that exist from start-up, at zero. Call once, after installing the
+/// recorder; the webhook transport's series are created with it (see [`describe_webhooks`]).
+pub fn describe() {
+    for &(name, kind, help, series) in CATALOGUE {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+        for labels in series.unwrap_or_default() {
+            let labels: Vec<metrics::Label> = labels
+                .iter()
+                .map(|&(k, v)| metrics::Label::new(k, v))
+                .collect();
+            match kind {
+                Kind::Counter => metrics::counter!(name, labels).absolute(0),
+                Kind::Gauge => metrics::gauge!(name, labels).set(0.0),
+                Kind::Histogram => {
+                    let _ = metrics::histogram!(name, labels);
+                }
+            }
+        }
+    }
+}
+
+/// Creates the webhook transport's series at zero, for a store that has webhooks.
+pub fn describe_webhooks() {
+    for outcome in ["succeeded", "failed"] {
+        metrics::counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).absolute(0);
+    }
+    metrics::counter!(WEBHOOK_DEAD_LETTERS).absolute(0);
+    metrics::counter!(WEBHOOK_AUTO_DISABLED).absolute(0);
+    metrics::gauge!(WEBHOOK_SUCCESS_RATIO).set(1.0);
+    metrics::gauge!(QUEUE_DEPTH, "queue" => "webhooks").set(0.0);
+    let _ = metrics::histogram!(WEBHOOK_ATTEMPT_DURATION);
+}
+
 /// Histogram buckets for durations, in seconds.
 pub const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,

@@ -37,6 +37,8 @@ pub fn install() -> PrometheusHandle {
                     "a metrics recorder was already installed; /metrics shows only this one's"
                 );
             }
+            // Every metric gets its `# HELP`, and the documented series exist at zero from now.
+            m::describe();
             handle
         })
         .clone()

@@ -140,3 +140,67 @@ async fn counters_match_a_known_workload() {
     );
     assert_eq!(sample(&text, "eventbus_sse_connections"), Some(0.0));
 }
+
+// `promtool check metrics` exited 3 on the bus's metrics: no metric had `HELP` text, and the
+// documented series appeared only after their first use.
+#[tokio::test]
+async fn metrics_pass_promtool_and_exist_from_start_up() {
+    let server = TestServer::start(&[]).await;
+    let fresh = scrape(&server).await;
+    // Before any traffic: every series that has no per-thing label is there, at zero.
+    for series in [
+        "eventbus_sse_connections",
+        "eventbus_sse_lagged_total",
+        "eventbus_archived_events_total",
+        "eventbus_archive_runs_total{outcome=\"failed\"}",
+        "eventbus_queue_depth{queue=\"store_writer\"}",
+        "eventbus_webhook_attempts_total{outcome=\"failed\"}",
+        "eventbus_webhook_dead_letters_total",
+        "eventbus_store_append_duration_seconds_count",
+        "eventbus_publish_duration_seconds_count",
+    ] {
+        assert_eq!(sample(&fresh, series), Some(0.0), "{series} in\n{fresh}");
+    }
+    server
+        .publish_ok(&json!({"type": "project.created", "payload": {}}))
+        .await;
+    let text = scrape(&server).await;
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP line"
+        );
+    }
+    // Prometheus's own linter, where it is installed (Debian's `prometheus`); CI installs it.
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match promtool {
+        Ok(child) => child,
+        Err(_) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "SKIPPED promtool check metrics: promtool is missing (apt-get install prometheus)"
+            );
+            return;
+        }
+        Err(e) => panic!("promtool is required in CI: {e}"),
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
