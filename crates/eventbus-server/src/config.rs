@@ -21,8 +21,12 @@ pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Server settings (also read by `serve` when no subcommand is given).
-    #[command(flatten)]
+    /// Server settings (also read by `serve` when no subcommand is given). Shown under their
+    /// own heading, after each subcommand's own options.
+    #[command(
+        flatten,
+        next_help_heading = "Settings (each also read from the environment variable in brackets)"
+    )]
     pub config: Config,
 }
 
@@ -31,20 +35,22 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve,
-    /// Apply the store's schema migrations and exit.
+    /// Apply the store's pending schema migrations, print which ran, and exit.
     Migrate,
     /// Ask the local server's `/health/live` (at HOST and PORT); exit 0 when it answers 200.
     /// For container health checks.
     Health,
     /// Move events older than EVENT_RETENTION_DAYS into archive files, list or restore them.
-    /// Run it while no server uses a SQLite database (the database allows one process).
+    /// On SQLite, run it while no server uses the database (it serves one process); on
+    /// PostgreSQL, at any time.
     Archive {
         /// What to do.
         #[command(subcommand)]
         action: ArchiveAction,
     },
-    /// Create, list or revoke API keys in the store (as the operator: every key may be made).
-    /// Run it while no server uses a SQLite database (the database allows one process).
+    /// Create, list or revoke API keys (as the operator: every key may be made). Works beside a
+    /// running server: when the server holds a SQLite store, the command goes through its API
+    /// at HOST:PORT with EVENT_BUS_ADMIN_KEY.
     Keys {
         /// What to do.
         #[command(subcommand)]

@@ -3,12 +3,14 @@
 //!
 //! # Layout
 //! - [`config`]: the one validated [`Config`] (env, `.env`, CLI flags).
+//! - [`cli`]: the maintenance commands (`migrate`, `keys`, `archive`, `health`).
 //! - [`http`]: the routes of DESIGN.md §3, one module per resource, and the problem+json table.
 //! - [`run`]: opens the store, builds the bus, serves until the shutdown token fires, then
 //!   drains: in-flight requests finish, webhook attempts in flight are recorded, queued writes
 //!   commit, delivery tasks stop. With `EVENT_RETENTION_DAYS` set, an archiver task moves old
 //!   events into archive files at start and hourly, and stops with the server.
 
+pub mod cli;
 pub mod config;
 pub mod http;
 
@@ -32,15 +34,28 @@ const ARCHIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(360
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// The store could not be opened or migrated.
+    /// The store could not be opened or migrated. (The cause is part of the message and not
+    /// also a `source`, so an error report prints it once.)
     #[error("cannot open the event store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The webhook transport could not start.
     #[error("cannot start the webhook transport: {0}")]
     Webhooks(String),
     /// Serving failed.
     #[error("serving failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<StoreError> for ServerError {
+    fn from(e: StoreError) -> Self {
+        ServerError::Store(e)
+    }
+}
+
+impl From<std::io::Error> for ServerError {
+    fn from(e: std::io::Error) -> Self {
+        ServerError::Io(e)
+    }
 }
 
 /// A built bus, the archive of its store and, when its store backend has one, the store's
@@ -180,6 +195,9 @@ pub async fn serve(
     });
     let deadline_token = shutdown.clone();
     http::metrics::install();
+    if webhooks.is_some() {
+        eventbus::metric::describe_webhooks();
+    }
     let state = http::AppState {
         bus: bus.clone(),
         config: Arc::new(config.clone()),

@@ -6,9 +6,10 @@
 //! `durability` (`kill -9` and SIGTERM while publishing), `stream` (SSE), `webhooks` (delivery
 //! to a local receiver), `security` (keys, tenants, tokens and limits), `plugins` (real
 //! JavaScript plugins: handling, isolation, middleware, lifecycle, reload), `deploy` (the
-//! container image's environment).
+//! container image's environment), `cli` (the maintenance commands beside a running server).
 
 mod archive;
+mod cli;
 mod cluster;
 mod common;
 mod deploy;

@@ -98,9 +98,36 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the event store is closed")]
     Closed,
+    /// Another process holds the store, which serves one process (SQLite).
+    #[error("{0}")]
+    InUse(String),
     /// Something that should not happen (corrupt row, bug).
     #[error("event store error: {0}")]
     Internal(String),
+}
+
+/// What opening a store did to its schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// The migrations this open applied, oldest first (empty when the schema was up to date).
+    pub applied: Vec<&'static str>,
+    /// The schema version the store is at now.
+    pub version: usize,
+}
+
+impl Migrated {
+    /// The outcome of applying the last `count` of `migrations` (`(name, sql)` in order).
+    pub(crate) fn last(migrations: &[(&'static str, &'static str)], count: usize) -> Self {
+        let version = migrations.len();
+        let applied = migrations[version - count.min(version)..]
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>();
+        for name in &applied {
+            tracing::info!(migration = name, "applied schema migration");
+        }
+        Migrated { applied, version }
+    }
 }
 
 /// Where durable consumers keep their cursors (in the same database as the events).
@@ -174,6 +201,9 @@ pub trait EventStore: ConsumerStore + key::KeyStore + Send + Sync + 'static {
 
     /// A real round trip to the backend.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// What opening this store did to its schema.
+    fn migrated(&self) -> &Migrated;
 
     /// Whether the link that tells this process of other processes' commits is up: `None` when
     /// the backend has none (SQLite: one process owns the database).

@@ -91,6 +91,7 @@ pub struct PgStore {
     schema: String,
     /// Whether the listener holds a live `LISTEN` session.
     listening: Arc<std::sync::atomic::AtomicBool>,
+    migrated: super::Migrated,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -149,9 +150,10 @@ impl PgStore {
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot connect to PostgreSQL at {where_}: {e}"))
             })?;
-        migrate::migrate(&mut conn)
+        let applied = migrate::migrate(&mut conn)
             .await
             .map_err(|e| StoreError::Unavailable(format!("PostgreSQL at {where_}: {e}")))?;
+        let migrated = super::Migrated::last(migrate::MIGRATIONS, applied);
         let row = sqlx::query(
             "SELECT current_schema(), hashtext(current_schema()), \
                     (SELECT coalesce(max(seq), 0) FROM events)",
@@ -219,6 +221,7 @@ impl PgStore {
             cancel,
             timeout,
             listening,
+            migrated,
             schema,
         })
     }
@@ -646,6 +649,10 @@ impl EventStore for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|pool| async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()) })
             .await
+    }
+
+    fn migrated(&self) -> &super::Migrated {
+        &self.migrated
     }
 
     fn notification_link(&self) -> Option<bool> {

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The migrations, in order; `user_version` counts how many are applied.
-const MIGRATIONS: &[(&str, &str)] = &[
+pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_events",
         include_str!("../../../migrations/sqlite/0001_events.sql"),

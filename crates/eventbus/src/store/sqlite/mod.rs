@@ -108,6 +108,7 @@ pub struct SqliteStore {
     stop_checkpoints: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     /// Held while open; released by `close` so the database can be reopened.
     lock: Mutex<Option<File>>,
+    migrated: super::Migrated,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -136,7 +137,9 @@ impl SqliteStore {
         let lock = lock_file(path)?;
         let mut writer = Connection::open(path).map_err(unavailable)?;
         configure(&writer, options.synchronous).map_err(unavailable)?;
-        migrate::migrate(&mut writer).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let applied =
+            migrate::migrate(&mut writer).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let migrated = super::Migrated::last(migrate::MIGRATIONS, applied);
         let head = read_head(&writer).map_err(unavailable)?;
         let log = Arc::new(CommitLog::new(head, options.hot_events));
 
@@ -180,6 +183,7 @@ impl SqliteStore {
             threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
             stop_checkpoints: Mutex::new(Some(stop)),
             lock: Mutex::new(Some(lock)),
+            migrated,
         })
     }
 
@@ -248,7 +252,7 @@ fn lock_file(path: &Path) -> Result<File, StoreError> {
             StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display()))
         })?;
     file.try_lock().map_err(|_| {
-        StoreError::Unavailable(format!(
+        StoreError::InUse(format!(
             "{} is in use by another eventbus process; SQLite serves one process (use PostgreSQL \
              to run several)",
             path.display()
@@ -759,6 +763,10 @@ impl EventStore for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    fn migrated(&self) -> &super::Migrated {
+        &self.migrated
     }
 
     async fn close(&self) {

@@ -1,0 +1,16 @@
+//! The command line's commands other than `serve`: each module runs one subcommand of
+//! [`crate::config::Command`] and prints what it did.
+//!
+//! # Layout
+//! - [`migrate`]: apply the store's schema migrations and say which ran.
+//! - [`keys`]: create, list or revoke API keys, in the store or, while a server holds a SQLite
+//!   store, through that server's API.
+//! - [`archive`]: archive, list and restore segments of old events.
+//! - [`health`]: ask the local server's `/health/live` (for container health checks).
+//! - [`local_api`]: the small HTTP client that talks to the server at `HOST`:`PORT`.
+
+pub mod archive;
+pub mod health;
+pub mod keys;
+pub mod local_api;
+pub mod migrate;
