@@ -64,6 +64,7 @@ export interface EventBusClientOptions {
 }
 
 type StatusListener = (status: ConnectionStatus) => void;
+type ErrorListener = (error: Error | null) => void;
 
 function canStreamFetch(): boolean {
   return typeof globalThis.fetch === 'function' && typeof ReadableStream !== 'undefined';
@@ -82,6 +83,8 @@ export class EventBusClient {
   private readonly connections = new Map<string, StreamConnection>();
   private readonly statusListeners = new Set<StatusListener>();
   private lastStatus: ConnectionStatus = 'closed';
+  private readonly errorListeners = new Set<ErrorListener>();
+  private lastEmittedError: Error | null = null;
 
   constructor(options: EventBusClientOptions) {
     if (!options?.url) throw new EventBusError('EventBusClient needs a `url`');
@@ -240,7 +243,12 @@ export class EventBusClient {
           refreshableToken: this.options.getToken !== undefined,
           knownTypes: () => this.options.knownTypes ?? Object.values(EventType),
           backoff: this.options.reconnectBackoff ?? {},
-          onStatusChange: () => this.emitStatus(),
+          onStatusChange: () => {
+            this.emitStatus();
+            // `lastError` counts only streams that are not open.
+            this.emitError();
+          },
+          onErrorChange: () => this.emitError(),
           onHandlerError: this.options.onHandlerError ?? ((error) => console.error('event bus subscription:', error)),
         },
         { projectId: filter.projectId, tenantId: filter.tenantId, userId: filter.userId },
@@ -248,6 +256,7 @@ export class EventBusClient {
         () => {
           if (this.connections.get(key) === created) this.connections.delete(key);
           this.emitStatus();
+          this.emitError();
         },
       );
       connection = created;
@@ -286,10 +295,41 @@ export class EventBusClient {
     for (const listener of [...this.statusListeners]) listener(status);
   }
 
+  /**
+   * Why the client's streams are not all open: the latest error of a stream that is still trying
+   * (connecting or reconnecting) — a failed `getToken`, an unreachable bus, a refusal being
+   * retried, a broken stream — or null. A stream clears its error when it opens; one that stops
+   * for good gives its error to the subscriptions' `onError` and leaves this list.
+   */
+  get lastError(): Error | null {
+    let latest: StreamConnection | undefined;
+    for (const connection of this.connections.values()) {
+      if (!connection.lastError || connection.status === 'open' || connection.status === 'closed') continue;
+      if (!latest || connection.lastErrorOrder > latest.lastErrorOrder) latest = connection;
+    }
+    return latest?.lastError ?? null;
+  }
+
+  /** Calls `listener` whenever {@link lastError} changes; returns the function that stops it. */
+  onErrorChange(listener: ErrorListener): () => void {
+    this.errorListeners.add(listener);
+    return () => {
+      this.errorListeners.delete(listener);
+    };
+  }
+
+  private emitError() {
+    const error = this.lastError;
+    if (error === this.lastEmittedError) return;
+    this.lastEmittedError = error;
+    for (const listener of [...this.errorListeners]) listener(error);
+  }
+
   /** Closes every stream. Publishing keeps working. */
   close(): void {
     for (const connection of [...this.connections.values()]) connection.close();
     this.connections.clear();
     this.emitStatus();
+    this.emitError();
   }
 }

@@ -19,6 +19,8 @@
  *   after `lagged`. With a static `token` it cannot: it closes and reports a `TokenExpiredError`.
  *   A refusal that reconnecting does not fix (`400`, `403`, `404`, and `401` unless a fresh token
  *   may help) closes the connection and goes to the subscriptions' `onError`.
+ * - **Why it is not open.** `lastError` holds the error that ended the latest attempt (a failed
+ *   `getToken`, an unreachable bus, a refusal, a broken stream) until the connection opens again.
  * - A connection starts live (from the moment it opens) unless a subscription asks for `after`.
  *   Widening the pattern set of a connection that has not yet received any event reopens it live.
  */
@@ -55,6 +57,8 @@ export interface ConnectionContext {
   knownTypes: () => readonly string[];
   backoff: BackoffOptions;
   onStatusChange: () => void;
+  /** The connection's `lastError` changed. */
+  onErrorChange: () => void;
   onHandlerError: (error: unknown) => void;
 }
 
@@ -66,6 +70,9 @@ interface Sub {
 }
 
 const EVERYTHING = ['>'];
+
+/** Orders the errors of all connections, so a client can tell which one is the latest. */
+let errorCounter = 0;
 
 /** The key of the connection that can carry a subscription. */
 export function scopeKey(filter: StreamFilter, after?: number): string {
@@ -85,6 +92,8 @@ export class StreamConnection {
   /** Set when the pattern set widened: the loop reopens at once instead of backing off. */
   private restart = false;
   private _status: ConnectionStatus = 'connecting';
+  private _lastError: Error | null = null;
+  private _lastErrorOrder = 0;
 
   constructor(
     private readonly ctx: ConnectionContext,
@@ -97,6 +106,19 @@ export class StreamConnection {
 
   get status(): ConnectionStatus {
     return this._status;
+  }
+
+  /**
+   * The error that ended the latest connection attempt, or null: cleared when the stream opens.
+   * A refusal that closes the connection stays here too (and goes to `onError`).
+   */
+  get lastError(): Error | null {
+    return this._lastError;
+  }
+
+  /** Increases with every new `lastError`, across connections: the latest is the highest. */
+  get lastErrorOrder(): number {
+    return this._lastErrorOrder;
   }
 
   /** The `seq` of the last event dispatched. */
@@ -147,6 +169,13 @@ export class StreamConnection {
     if (this._status === status) return;
     this._status = status;
     this.ctx.onStatusChange();
+  }
+
+  private setError(error: Error | null) {
+    if (this._lastError === error) return;
+    this._lastError = error;
+    if (error) this._lastErrorOrder = ++errorCounter;
+    this.ctx.onErrorChange();
   }
 
   private scheduleStart() {
@@ -211,6 +240,7 @@ export class StreamConnection {
             this.everOpened = true;
             attempt = 0;
             unauthorized = 0;
+            this.setError(null);
             this.setStatus('open');
           },
           onMessage: (message) => {
@@ -222,6 +252,8 @@ export class StreamConnection {
         });
       } catch (error) {
         if (this.closed) break;
+        // An attempt this connection ended itself (wider patterns, `lagged`) did not fail.
+        if (!(this.restart || reconnectNow)) this.setError(asError(error));
         if (error instanceof ProblemError) {
           if (error.status === 400 || error.status === 403 || error.status === 404) {
             this.fail(error);
@@ -251,6 +283,7 @@ export class StreamConnection {
   }
 
   private fail(error: Error) {
+    this.setError(error);
     const handlers = [...this.subs].map((s) => s.onError).filter((f): f is (e: Error) => void => !!f);
     if (handlers.length === 0) this.ctx.onHandlerError(error);
     for (const h of handlers) h(error);
@@ -304,6 +337,10 @@ function tokenExpired(token: string): boolean {
   } catch {
     return false;
   }
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }
 
 function parseJson(text: string): unknown {

@@ -3,7 +3,7 @@
 // transport against a local server that ends a stream right after a control event, as the bus does.
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { EventBusClient, ProblemError, type BusEvent, type StreamRequest } from '../src/index.js';
+import { EventBusClient, NetworkError, ProblemError, type BusEvent, type StreamRequest } from '../src/index.js';
 import { fetchTransport, type SseMessage } from '../src/transport/index.js';
 import { waitFor } from './helpers/bus.js';
 
@@ -117,6 +117,61 @@ describe('stream control events', () => {
     client.subscribe('project.*', (e) => got.push(e.seq));
     await waitFor(() => got.length === 2, 'the events');
     expect(errors).toHaveLength(2);
+    client.close();
+  });
+});
+
+describe('lastError', () => {
+  it('holds why the stream is not open — a failed getToken, then an unreachable bus — until it opens', async () => {
+    const tokenFailure = new Error('the backend could not get a stream token: 403');
+    const unreachable = new NetworkError('cannot reach the stream');
+    let tokenCalls = 0;
+    const attempts: StreamRequest[] = [];
+    const client = new EventBusClient({
+      url: 'http://127.0.0.1:9',
+      getToken: () => {
+        tokenCalls += 1;
+        if (tokenCalls === 1) throw tokenFailure;
+        return `t${tokenCalls}`;
+      },
+      reconnectBackoff: { initialDelayMs: 1, maxDelayMs: 5 },
+      transport: async (req) => {
+        attempts.push(req);
+        if (attempts.length === 1) throw unreachable;
+        play(event(1))(req);
+        await new Promise<void>((resolve) => req.signal.addEventListener('abort', () => resolve()));
+      },
+    });
+    const seen: (Error | null)[] = [];
+    client.onErrorChange((error) => seen.push(error));
+    expect(client.lastError).toBeNull();
+    const got: number[] = [];
+    client.subscribe('project.*', (e) => got.push(e.seq));
+    await waitFor(() => got.length === 1, 'the event');
+    expect(seen).toEqual([tokenFailure, unreachable, null]);
+    expect(client.lastError).toBeNull();
+    expect(client.status).toBe('open');
+    client.close();
+  });
+
+  it('is the latest error among the streams still trying; an open stream has none', async () => {
+    const refusal = new ProblemError({ type: '/problems/overloaded', title: 'Overloaded', status: 503 });
+    const client = new EventBusClient({
+      url: 'http://127.0.0.1:9',
+      token: 'tok',
+      reconnectBackoff: { initialDelayMs: 1, maxDelayMs: 5 },
+      transport: async (req) => {
+        if (new URL(req.url).searchParams.get('projectId') === 'down') throw refusal;
+        req.onOpen();
+        await new Promise<void>((resolve) => req.signal.addEventListener('abort', () => resolve()));
+      },
+    });
+    client.subscribe({ types: ['project.*'], projectId: 'up' }, () => undefined);
+    const down = client.subscribe({ types: ['project.*'], projectId: 'down' }, () => undefined);
+    await waitFor(() => client.lastError === refusal, 'the error of the failing stream');
+    expect(client.status).toBe('reconnecting');
+    down.unsubscribe();
+    await waitFor(() => client.lastError === null && client.status === 'open', 'the failing stream to go');
     client.close();
   });
 });

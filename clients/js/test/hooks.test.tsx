@@ -5,7 +5,7 @@ import { flushSync } from 'react-dom';
 import { createRoot, type Root } from 'react-dom/client';
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { EventBusClient, type StreamRequest } from '../src/index.js';
-import { EventBusProvider, useEventBus, useEventBusStatus, useEventStream, usePublish } from '../src/react/index.js';
+import { EventBusProvider, useEventBus, useEventBusError, useEventBusStatus, useEventStream, usePublish } from '../src/react/index.js';
 import { fetchTransport } from '../src/transport/index.js';
 import { ADMIN_KEY, killBus, mintToken, startBus, waitFor, type Bus } from './helpers/bus.js';
 
@@ -66,6 +66,9 @@ function Latest() {
 }
 
 const items = (c: HTMLElement) => [...c.querySelectorAll('li')].map((li) => li.textContent);
+const text = (c: HTMLElement, selector: string) => c.querySelector(selector)?.textContent;
+/** The `projectId` of each stream request, sorted (null: every project). */
+const scopes = (attempts: StreamRequest[]) => attempts.map((a) => new URL(a.url).searchParams.get('projectId') ?? '(all)').sort();
 
 describe('React hooks (StrictMode)', () => {
   it('useEventStream keeps the latest N, once each; status follows the connection; unmount closes it', async () => {
@@ -134,16 +137,112 @@ describe('React hooks (StrictMode)', () => {
     );
     root.render(tree('a'));
     await waitFor(() => client.status === 'open', 'the first stream');
+    await client.publish({ type: 'project.created', payload: { n: 6 }, projectId: 'a' });
+    await waitFor(() => items(container).length === 1, 'the event for a');
     root.render(tree('a'));
     await new Promise((r) => setTimeout(r, 50));
     expect(attempts).toHaveLength(1);
     root.render(tree('b'));
+    // The events of `a` are not events of `b`: the new filter starts an empty list.
+    await waitFor(() => items(container).length === 0, 'the list of a to go');
     await waitFor(() => attempts.length === 2 && client.status === 'open', 'the second stream');
     expect(new URL(attempts[1]!.url).searchParams.get('projectId')).toBe('b');
     await client.publish({ type: 'project.created', payload: { n: 7 }, projectId: 'b' });
     await waitFor(() => items(container).length === 1, 'the event for b');
+    expect(items(container)[0]).toMatch(/:7$/);
     // The stream of `a` was closed when its last subscriber left.
     await waitFor(() => attempts[0]!.signal.aborted, 'the first stream to close');
+  });
+
+  // Regression: useEventBus took no filter, so the example page's "Latest name" showed the
+  // updates of every project.
+  it('useEventBus with a project filter: an update of another project does not reach it', async () => {
+    const { client, attempts, container, root } = setup();
+    function Names({ projectId }: { projectId: string }) {
+      const mine = useEventBus<{ name: string }>({ types: ['project.updated'], projectId });
+      const every = useEventBus<{ name: string }>('project.updated');
+      return (
+        <p>
+          <span id="mine">{mine ? mine.name : 'none'}</span>
+          <span id="every">{every ? every.name : 'none'}</span>
+        </p>
+      );
+    }
+    const tree = (projectId: string) => (
+      <StrictMode>
+        <EventBusProvider client={client}>
+          <Names projectId={projectId} />
+        </EventBusProvider>
+      </StrictMode>
+    );
+    root.render(tree('names-mine'));
+    // Open: every stream the two hooks asked for in their first effects.
+    await waitFor(() => client.status === 'open', 'the streams');
+    await client.publish({ type: 'project.updated', projectId: 'names-mine', payload: { name: 'Ada' } });
+    await waitFor(() => text(container, '#mine') === 'Ada' && text(container, '#every') === 'Ada', 'the update of the project');
+    await client.publish({ type: 'project.updated', projectId: 'names-other', payload: { name: 'Eve' } });
+    await waitFor(() => text(container, '#every') === 'Eve', 'the unfiltered hook to get the other project');
+    // Without the filter both hooks would share one stream and have got "Eve" in the same dispatch.
+    expect(text(container, '#mine')).toBe('Ada');
+    // The filtered hook has a stream of its project; the other one of every project.
+    expect(scopes(attempts)).toEqual(['(all)', 'names-mine']);
+
+    // Another project: the payload of the previous one is not shown for it; its own updates are.
+    root.render(tree('names-other'));
+    await waitFor(() => text(container, '#mine') === 'none', 'the payload of the previous project to go');
+    await waitFor(() => attempts.length === 3 && client.status === 'open', 'the stream of the other project');
+    expect(new URL(attempts[2]!.url).searchParams.get('projectId')).toBe('names-other');
+    await client.publish({ type: 'project.updated', projectId: 'names-other', payload: { name: 'Zoe' } });
+    await waitFor(() => text(container, '#mine') === 'Zoe', 'the update of the other project');
+  });
+
+  it('useEventBusError says why the stream is not open (here: getToken fails), until it opens', async () => {
+    const container = document.createElement('div');
+    document.body.appendChild(container);
+    const root = createRoot(container);
+    roots.push(root);
+    const publisher = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
+    let tokenError: string | null = 'the backend could not get a stream token: the bus answered 403 Forbidden';
+    let tokenCalls = 0;
+    function Health() {
+      const status = useEventBusStatus();
+      const error = useEventBusError();
+      const events = useEventStream({ types: ['project.*'], projectId: 'health' });
+      return (
+        <p id="health" data-status={status} data-events={events.length}>
+          {error ? error.message : 'no error'}
+        </p>
+      );
+    }
+    root.render(
+      <StrictMode>
+        <EventBusProvider
+          options={{
+            url: bus.url,
+            transport: 'fetch',
+            reconnectBackoff: { initialDelayMs: 20, maxDelayMs: 100 },
+            getToken: async () => {
+              tokenCalls += 1;
+              if (tokenError) throw new Error(tokenError);
+              return (await mintToken(bus, { types: ['project.*'], projectIds: ['health'] })).token;
+            },
+          }}
+        >
+          <Health />
+        </EventBusProvider>
+      </StrictMode>,
+    );
+    await waitFor(() => container.querySelector('#health[data-status=reconnecting]')?.textContent?.includes('403 Forbidden'), 'the error');
+    const health = () => container.querySelector('#health')!;
+    expect(health().textContent).toBe(tokenError);
+    // The client keeps retrying; once a token comes, the stream opens and the error goes.
+    const callsWhileFailing = tokenCalls;
+    tokenError = null;
+    await waitFor(() => health().getAttribute('data-status') === 'open', 'the stream to open');
+    expect(tokenCalls).toBeGreaterThan(callsWhileFailing);
+    expect(health().textContent).toBe('no error');
+    await publisher.publish({ type: 'project.created', projectId: 'health', payload: {} });
+    await waitFor(() => health().getAttribute('data-events') === '1', 'the event');
   });
 
   it('a provider built from options streams with getToken, as a browser page does', async () => {

@@ -3,25 +3,19 @@
  * `?bus=http://127.0.0.1:3002&project=p_demo` (plus optional `transport`).
  *
  * The page holds no API key: its stream token comes from the application backend
- * (`GET /api/stream-token`, see `backend.ts`), through `getToken`. The client calls it before
- * every (re)connection, so when a token expires the stream resumes with a new one.
+ * (`GET /api/stream-token`, see `backend.ts`), through `getToken` (`api.ts`). The client calls it
+ * before every (re)connection, so when a token expires the stream resumes with a new one; when it
+ * fails, the page shows why (`useEventBusError`) while the client keeps retrying.
  */
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
 import { EventBusClient } from '@situs/event-bus-client';
 import { EventBusProvider } from '@situs/event-bus-client/react';
+import { getToken } from './api.js';
 import { App } from './App.js';
 
 const params = new URLSearchParams(window.location.search);
 const transport = params.get('transport');
-
-/** Asks the application backend (same origin) for a stream token. */
-async function getToken(): Promise<string> {
-  const response = await fetch('/api/stream-token', { credentials: 'same-origin' });
-  if (!response.ok) throw new Error(`the backend gave no stream token (${response.status})`);
-  const { token } = (await response.json()) as { token: string };
-  return token;
-}
 
 const client = new EventBusClient({
   url: params.get('bus') ?? 'http://127.0.0.1:3002',

@@ -49,25 +49,28 @@ export function useEventBusClient(): EventBusClient {
   return client;
 }
 
+/** Options of {@link useEventBus}. */
+export interface UseEventBusOptions {
+  /**
+   * Called when the stream stops for good, as for {@link useEventStream}. Changing it does not
+   * resubscribe.
+   */
+  onError?: (error: Error) => void;
+}
+
 /**
- * The payload of the latest event of `eventType` (a type or a pattern) received since mount;
- * null until one arrives.
+ * The payload of the latest event selected by `selection` since mount (or since the selection last
+ * changed); null until one arrives. `selection` is a type or a pattern (`'project.updated'`: from
+ * every project the client's credential can see), or a filter like {@link useEventStream}'s
+ * (`{ types: ['project.updated'], projectId }`), compared by value.
  */
-export function useEventBus<T = unknown>(eventType: string, options: { onError?: (error: Error) => void } = {}): T | null {
-  const client = useEventBusClient();
-  const [payload, setPayload] = useState<T | null>(null);
-  const onError = useLatest(options.onError);
-  useEffect(() => {
-    const subscription = client.subscribe(
-      { types: [eventType] },
-      (event: BusEvent) => {
-        setPayload(event.payload as T);
-      },
-      { onError: (error) => report(onError.current, error) },
-    );
-    return () => subscription.unsubscribe();
-  }, [client, eventType, onError]);
-  return payload;
+export function useEventBus<T = unknown>(selection: string | StreamFilter, options: UseEventBusOptions = {}): T | null {
+  const filter = typeof selection === 'string' ? { types: [selection] } : selection;
+  const [latest, setLatest] = useState<{ key: string; payload: T } | null>(null);
+  const key = useSubscription(filter, (event, eventKey) => setLatest({ key: eventKey, payload: event.payload as T }), options.onError);
+  // A new filter forgets the previous one's payload (also for a later return to that filter).
+  if (latest !== null && latest.key !== key) setLatest(null);
+  return latest && latest.key === key ? latest.payload : null;
 }
 
 /** Options of {@link useEventStream}. */
@@ -96,38 +99,75 @@ function useLatest<V>(value: V) {
   return ref;
 }
 
-/**
- * The latest `limit` events selected by `filter`, oldest first. The filter is compared by value,
- * so an inline object literal does not resubscribe on every render.
- */
-export function useEventStream<T extends string = string>(
-  filter: StreamFilter<T>,
-  { limit = 50, onError }: UseEventStreamOptions = {},
-): EventOf<T>[] {
-  const client = useEventBusClient();
-  const onErrorRef = useLatest(onError);
-  const key = JSON.stringify([
+/** A filter as a string: filters equal by value are one dependency of an effect. */
+function filterKey(filter: StreamFilter): string {
+  return JSON.stringify([
     filter.types ? [...filter.types].sort() : null,
     filter.projectId ?? null,
     filter.tenantId ?? null,
     filter.userId ?? null,
   ]);
-  const [events, setEvents] = useState<EventOf<T>[]>([]);
+}
+
+/** The filter a {@link filterKey} was made from. */
+function filterFromKey(key: string): StreamFilter {
+  const [types, projectId, tenantId, userId] = JSON.parse(key) as [string[] | null, string | null, string | null, string | null];
+  return {
+    ...(types ? { types } : {}),
+    ...(projectId !== null ? { projectId } : {}),
+    ...(tenantId !== null ? { tenantId } : {}),
+    ...(userId !== null ? { userId } : {}),
+  };
+}
+
+/**
+ * Subscribes to `filter` in an effect, resubscribing only when the filter changes by value; returns
+ * the filter's key. `onEvent` gets each event with the key of the filter that selected it, so the
+ * caller can drop what it kept for an earlier filter. `onEvent` and `onError` may be new functions
+ * on every render: the latest ones are called.
+ */
+function useSubscription(
+  filter: StreamFilter,
+  onEvent: (event: BusEvent, key: string) => void,
+  onError: ((error: Error) => void) | undefined,
+): string {
+  const client = useEventBusClient();
+  const key = filterKey(filter);
+  const onEventRef = useLatest(onEvent);
+  const onErrorRef = useLatest(onError);
   useEffect(() => {
-    const [types, projectId, tenantId, userId] = JSON.parse(key) as [T[] | null, string | null, string | null, string | null];
-    const subscription = client.subscribe<T>(
-      {
-        ...(types ? { types } : {}),
-        ...(projectId !== null ? { projectId } : {}),
-        ...(tenantId !== null ? { tenantId } : {}),
-        ...(userId !== null ? { userId } : {}),
-      },
-      (event) => setEvents((previous) => [...previous, event].slice(-limit)),
-      { onError: (error) => report(onErrorRef.current, error) },
-    );
+    const subscription = client.subscribe(filterFromKey(key), (event) => onEventRef.current(event, key), {
+      onError: (error) => report(onErrorRef.current, error),
+    });
     return () => subscription.unsubscribe();
-  }, [client, key, limit, onErrorRef]);
-  return events;
+  }, [client, key, onEventRef, onErrorRef]);
+  return key;
+}
+
+const NO_EVENTS: never[] = [];
+
+/**
+ * The latest `limit` events selected by `filter`, oldest first; a new filter starts a new list.
+ * The filter is compared by value, so an inline object literal does not resubscribe on every
+ * render (nor does a new `limit`: it applies from the next event).
+ */
+export function useEventStream<T extends string = string>(
+  filter: StreamFilter<T>,
+  { limit = 50, onError }: UseEventStreamOptions = {},
+): EventOf<T>[] {
+  const [kept, setKept] = useState<{ key: string; events: EventOf<T>[] } | null>(null);
+  const key = useSubscription(
+    filter,
+    (event, eventKey) =>
+      setKept((previous) => ({
+        key: eventKey,
+        events: [...(previous?.key === eventKey ? previous.events : []), event as EventOf<T>].slice(-limit),
+      })),
+    onError,
+  );
+  // A new filter forgets the previous one's list (also for a later return to that filter).
+  if (kept !== null && kept.key !== key) setKept(null);
+  return kept && kept.key === key ? kept.events : NO_EVENTS;
 }
 
 /** A stable function that publishes through the provider's client. */
@@ -143,5 +183,20 @@ export function useEventBusStatus(): ConnectionStatus {
     useCallback((onChange: () => void) => client.onStatusChange(onChange), [client]),
     () => client.status,
     () => 'closed' as ConnectionStatus,
+  );
+}
+
+/**
+ * Why the provider's streams are not open (`client.lastError`): the error of the latest failed
+ * attempt of a stream that is still retrying — `getToken` failed, the bus cannot be reached, a
+ * broken stream — or null, which it becomes again once the streams open. Show it beside
+ * {@link useEventBusStatus}, so that a page says why it is reconnecting instead of only that it is.
+ */
+export function useEventBusError(): Error | null {
+  const client = useEventBusClient();
+  return useSyncExternalStore(
+    useCallback((onChange: () => void) => client.onErrorChange(onChange), [client]),
+    () => client.lastError,
+    () => null,
   );
 }

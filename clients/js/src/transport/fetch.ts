@@ -45,7 +45,7 @@ export function fetchTransport(options: FetchTransportOptions = {}): StreamTrans
         });
       } catch (cause) {
         if (req.signal.aborted) return;
-        throw new NetworkError(`cannot reach the stream at ${req.url}`, { cause });
+        throw new NetworkError(`cannot reach the stream at ${withoutToken(req.url)}`, { cause });
       }
       if (!response.ok) {
         throw await problemFromResponse(response, parseRetryAfter(response.headers.get('retry-after')));
@@ -94,4 +94,12 @@ export function fetchTransport(options: FetchTransportOptions = {}): StreamTrans
       controller.abort();
     }
   };
+}
+
+/** `url` without its `token` parameter: error messages end up in logs and on pages. */
+function withoutToken(url: string): string {
+  const u = new URL(url);
+  if (!u.searchParams.has('token')) return url;
+  u.searchParams.delete('token');
+  return u.toString();
 }

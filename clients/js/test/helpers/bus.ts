@@ -1,15 +1,15 @@
-// The real `eventbus` binary for tests: started on an ephemeral loopback port over a temporary
-// data directory with a known admin key, killed with SIGKILL, restarted on the same port and data.
-// Also: API keys (`POST /v1/keys`) and stream tokens (`POST /v1/tokens`) for the tests.
+// The real `eventbus` binary for tests (found by `binary.ts`): started on an ephemeral loopback
+// port over a temporary data directory with a known admin key, killed with SIGKILL, restarted on
+// the same port and data. Also: API keys (`POST /v1/keys`) and stream tokens (`POST /v1/tokens`).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll } from 'vitest';
+import { eventbusBin } from './binary.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
-export const BIN = process.env.EVENTBUS_BIN ?? path.join(root, 'target/debug/eventbus');
+/** The `eventbus` binary the tests start (`EVENTBUS_BIN`, else the release or debug build). */
+export const BIN = eventbusBin();
 
 /** The bootstrap admin key every test bus starts with (`EVENT_BUS_ADMIN_KEY`): every permission. */
 export const ADMIN_KEY = 'test-admin-key-0123456789abcdef';
@@ -38,7 +38,7 @@ export interface Bus {
 
 /** Starts the bus on `port` (0: any) over `dir`; resolves once it listens. */
 export function startBus(options: { dir?: string; port?: number; env?: Record<string, string> } = {}): Promise<Bus> {
-  if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build -p eventbus-server\` first`);
+  if (!existsSync(BIN)) throw new Error(`${BIN} is missing: build it with \`cargo build -p eventbus-server\` or set EVENTBUS_BIN`);
   const dir = options.dir ?? tempDir('eventbus-js-');
   const port = options.port ?? 0;
   return new Promise((resolve, reject) => {
