@@ -218,6 +218,14 @@ pub struct Config {
     #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Full, global = true)]
     pub sqlite_synchronous: SyncMode,
 
+    /// PostgreSQL durability: `false` (the default) sets `synchronous_commit=on` on the bus's
+    /// own sessions, so no database or role default can weaken its acknowledgements; `true`
+    /// leaves the server's default, trading durability on a power cut for speed where that
+    /// default is `off` (reported in /health/ready and the logs).
+    #[arg(long, env = "ALLOW_NON_DURABLE_ACKS", default_value_t = false, action = ArgAction::Set,
+          global = true)]
+    pub allow_non_durable_acks: bool,
+
     /// Webhooks: retries after a failed attempt (then the delivery is dead-lettered).
     #[arg(long, env = "WEBHOOK_RETRY_ATTEMPTS", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(0..=50), global = true)]
@@ -436,6 +444,7 @@ impl Config {
             postgres: PgOptions {
                 pool_size: self.event_store_pool_size,
                 timeout: Duration::from_millis(self.event_store_timeout),
+                allow_non_durable_acks: self.allow_non_durable_acks,
                 ..PgOptions::default()
             },
         }

@@ -198,6 +198,11 @@ pub async fn serve(
     if webhooks.is_some() {
         eventbus::metric::describe_webhooks();
     }
+    let durable = matches!(
+        bus.store().durability(),
+        eventbus::store::Durability::Durable
+    );
+    metrics::gauge!(eventbus::metric::STORE_DURABLE_ACKS).set(if durable { 1.0 } else { 0.0 });
     let state = http::AppState {
         bus: bus.clone(),
         config: Arc::new(config.clone()),

@@ -50,6 +50,8 @@ pub const ARCHIVE_RUNS: &str = "eventbus_archive_runs_total";
 pub const ARCHIVED_EVENTS: &str = "eventbus_archived_events_total";
 /// When an archive run last succeeded (seconds since the epoch).
 pub const ARCHIVE_LAST_SUCCESS: &str = "eventbus_archive_last_success_timestamp_seconds";
+/// 1 when acknowledged appends survive a power cut with the store's settings, 0 when not.
+pub const STORE_DURABLE_ACKS: &str = "eventbus_store_durable_acks";
 /// Resident memory of the process.
 pub const PROCESS_RSS: &str = "eventbus_process_resident_memory_bytes";
 /// CPU time of the process.
@@ -206,6 +208,12 @@ pub const CATALOGUE: &[(&str, Kind, &str, Option<&[&[(&str, &str)]]>)] = &[
         Kind::Gauge,
         "When an archive run last succeeded, in seconds since the epoch (0: never).",
         Some(&[&[]]),
+    ),
+    (
+        STORE_DURABLE_ACKS,
+        Kind::Gauge,
+        "1 when an acknowledged publish survives a power cut with the store's present settings (PostgreSQL fsync, full_page_writes, synchronous_commit; SQLite synchronous), 0 when not.",
+        None,
     ),
     (
         PROCESS_RSS,

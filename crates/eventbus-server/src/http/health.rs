@@ -69,6 +69,20 @@ pub(super) async fn get_ready(
         ),
     };
     let mut checks = vec![("store", store_entry)];
+    // Never takes the node out of service: it tells operators whether a 201 survives a power
+    // cut with the database's present settings (see docs/operations.md, "Durability").
+    let durability = store.durability();
+    checks.push((
+        "durability",
+        (
+            true,
+            json!({
+                "status": "up",
+                "backend": backend,
+                "acks": durability.describe(),
+            }),
+        ),
+    ));
     if let Some(webhooks) = &state.webhooks {
         let stats = async {
             Ok::<_, eventbus::transport::webhook::WebhookError>((

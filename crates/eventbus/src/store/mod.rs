@@ -106,6 +106,38 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// Whether an acknowledged append survives a power cut of the database's host, as the store
+/// found its backend's settings at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is flushed to disk before the append returns.
+    Durable,
+    /// A commit may be acknowledged before it is on disk; the reason names the setting.
+    NotDurable(String),
+}
+
+impl Durability {
+    /// `"durable"` or `"not durable: <reason>"`.
+    pub fn describe(&self) -> String {
+        match self {
+            Durability::Durable => "durable".to_owned(),
+            Durability::NotDurable(why) => format!("not durable: {why}"),
+        }
+    }
+
+    /// Logs the start-up warning when acknowledged events could be lost on a power cut.
+    pub(crate) fn warn_once(&self, backend: &str) {
+        if let Durability::NotDurable(why) = self {
+            tracing::warn!(
+                backend,
+                reason = %why,
+                "acknowledged events are NOT durable: a power cut or OS crash of the database's \
+                 host can lose events that were answered 201 ({why})"
+            );
+        }
+    }
+}
+
 /// What opening a store did to its schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migrated {
@@ -204,6 +236,9 @@ pub trait EventStore: ConsumerStore + key::KeyStore + Send + Sync + 'static {
 
     /// What opening this store did to its schema.
     fn migrated(&self) -> &Migrated;
+
+    /// Whether acknowledged appends survive a power cut, as found at open.
+    fn durability(&self) -> &Durability;
 
     /// Whether the link that tells this process of other processes' commits is up: `None` when
     /// the backend has none (SQLite: one process owns the database).

@@ -67,6 +67,10 @@ pub struct PgOptions {
     pub queue: usize,
     /// Bound on connecting and on each operation; past it the call fails with `Unavailable`.
     pub timeout: Duration,
+    /// Leave `synchronous_commit` at the server's, database's or role's default instead of
+    /// setting it `on` for the bus's sessions: faster where that default is `off`, but an
+    /// acknowledged event can then be lost on a power cut (reported as not durable).
+    pub allow_non_durable_acks: bool,
 }
 
 impl Default for PgOptions {
@@ -76,6 +80,7 @@ impl Default for PgOptions {
             hot_events: 16_384,
             queue: 16_384,
             timeout: Duration::from_secs(5),
+            allow_non_durable_acks: false,
         }
     }
 }
@@ -92,6 +97,7 @@ pub struct PgStore {
     /// Whether the listener holds a live `LISTEN` session.
     listening: Arc<std::sync::atomic::AtomicBool>,
     migrated: super::Migrated,
+    durability: super::Durability,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -107,6 +113,32 @@ impl Drop for PgStore {
         // The committer ends with its queue; the listener needs telling.
         self.cancel.cancel();
     }
+}
+
+/// Whether commits on this session are durable: the server must fsync (`fsync`), write full
+/// pages after a checkpoint (`full_page_writes`, against torn pages), and the session must wait
+/// for the WAL flush (`synchronous_commit` not `off`).
+async fn read_durability(conn: &mut PgConnection) -> Result<super::Durability, sqlx::Error> {
+    let (fsync, full_pages, synchronous): (String, String, String) = sqlx::query_as(
+        "SELECT current_setting('fsync'), current_setting('full_page_writes'), \
+                current_setting('synchronous_commit')",
+    )
+    .fetch_one(conn)
+    .await?;
+    let reasons: Vec<String> = [
+        ("fsync", fsync),
+        ("full_page_writes", full_pages),
+        ("synchronous_commit", synchronous),
+    ]
+    .into_iter()
+    .filter(|(_, value)| value == "off")
+    .map(|(name, value)| format!("{name}={value}"))
+    .collect();
+    Ok(if reasons.is_empty() {
+        super::Durability::Durable
+    } else {
+        super::Durability::NotDurable(reasons.join(", "))
+    })
 }
 
 /// The event columns, in the order [`row_to_event`] reads them.
@@ -138,6 +170,13 @@ impl PgStore {
         // to look ids up) would otherwise be kept until the next ANALYZE, and pattern, scope and
         // time filters are too skewed for one plan per statement.
         let connect = connect.options([("plan_cache_mode", "force_custom_plan")]);
+        // Durable before acknowledged, whatever the server's, database's or role's default: a
+        // commit returns only once its WAL is flushed (invariant 1 of DESIGN.md §5).
+        let connect = if options.allow_non_durable_acks {
+            connect
+        } else {
+            connect.options([("synchronous_commit", "on")])
+        };
         let timeout = options.timeout;
         let where_ = format!(
             "{}:{}/{}",
@@ -154,6 +193,8 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("PostgreSQL at {where_}: {e}")))?;
         let migrated = super::Migrated::last(migrate::MIGRATIONS, applied);
+        let durability = read_durability(&mut conn).await.map_err(unavailable)?;
+        durability.warn_once("postgres");
         let row = sqlx::query(
             "SELECT current_schema(), hashtext(current_schema()), \
                     (SELECT coalesce(max(seq), 0) FROM events)",
@@ -222,6 +263,7 @@ impl PgStore {
             timeout,
             listening,
             migrated,
+            durability,
             schema,
         })
     }
@@ -653,6 +695,10 @@ impl EventStore for PgStore {
 
     fn migrated(&self) -> &super::Migrated {
         &self.migrated
+    }
+
+    fn durability(&self) -> &super::Durability {
+        &self.durability
     }
 
     fn notification_link(&self) -> Option<bool> {

@@ -109,6 +109,7 @@ pub struct SqliteStore {
     /// Held while open; released by `close` so the database can be reopened.
     lock: Mutex<Option<File>>,
     migrated: super::Migrated,
+    durability: super::Durability,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -140,6 +141,14 @@ impl SqliteStore {
         let applied =
             migrate::migrate(&mut writer).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let migrated = super::Migrated::last(migrate::MIGRATIONS, applied);
+        let durability = match options.synchronous {
+            Synchronous::Full => super::Durability::Durable,
+            Synchronous::Normal => super::Durability::NotDurable(
+                "SQLite synchronous=NORMAL (SQLITE_SYNCHRONOUS=normal) syncs at checkpoints only"
+                    .to_owned(),
+            ),
+        };
+        durability.warn_once("sqlite");
         let head = read_head(&writer).map_err(unavailable)?;
         let log = Arc::new(CommitLog::new(head, options.hot_events));
 
@@ -184,6 +193,7 @@ impl SqliteStore {
             stop_checkpoints: Mutex::new(Some(stop)),
             lock: Mutex::new(Some(lock)),
             migrated,
+            durability,
         })
     }
 
@@ -767,6 +777,10 @@ impl EventStore for SqliteStore {
 
     fn migrated(&self) -> &super::Migrated {
         &self.migrated
+    }
+
+    fn durability(&self) -> &super::Durability {
+        &self.durability
     }
 
     async fn close(&self) {

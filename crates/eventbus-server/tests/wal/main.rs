@@ -1,0 +1,249 @@
+//! Durable acknowledgements on PostgreSQL, measured on the server itself.
+//!
+//! These tests read the PostgreSQL server's global WAL counters (`pg_stat_wal`) and change a
+//! server-wide setting (`fsync`), so they live in a test binary of their own: `cargo test` runs
+//! test binaries one after another, so no other test of the suite writes to PostgreSQL meanwhile,
+//! and [`SERIAL`] keeps these two from overlapping. They need a superuser connection
+//! (`EVENTBUS_TEST_DATABASE_URL`, as the local trust setup gives); without PostgreSQL they skip
+//! outside CI and fail in CI.
+
+#[allow(dead_code)]
+#[path = "../it/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use common::TestServer;
+
+/// One test at a time: both read or change server-wide state.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn database_url() -> String {
+    std::env::var("EVENTBUS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// `url` with its database replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("a database URL");
+    format!("{base}/{db}")
+}
+
+/// Runs `sql` through psql on `url`; its trimmed output, or `None` when psql failed.
+fn psql(url: &str, sql: &str) -> Option<String> {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn number(url: &str, sql: &str) -> i64 {
+    psql(url, sql)
+        .unwrap_or_else(|| panic!("psql failed: {sql}"))
+        .parse()
+        .unwrap()
+}
+
+/// PostgreSQL as a superuser, or `None` (outside CI) when it cannot be had.
+fn superuser() -> Option<String> {
+    let url = database_url();
+    match psql(
+        &url,
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+    )
+    .as_deref()
+    {
+        Some("t") => Some(url),
+        other => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "a PostgreSQL superuser at {url} is required in CI (got {other:?})"
+            );
+            eprintln!("SKIPPED: no PostgreSQL superuser at {url} ({other:?})");
+            None
+        }
+    }
+}
+
+/// A database of its own, dropped at the end, so that database-level defaults stay in it.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create(admin: &str, test: &str) -> Database {
+        let name = format!("eb_{test}_{}", std::process::id());
+        psql(
+            admin,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .unwrap();
+        psql(admin, &format!("CREATE DATABASE {name}")).expect("creating the database");
+        Database {
+            admin: admin.to_owned(),
+            url: with_database(admin, &name),
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Publishes `n` events one after another (each answered before the next is sent) and returns
+/// how many WAL syncs the server made meanwhile. PostgreSQL's backends report their counters
+/// lazily (up to ~10 s after going idle), so this waits until the `events` table's insert count
+/// covers all `n` (reported with the same flush as the committer's WAL counters) first.
+async fn wal_syncs_for_sequential_publishes(server: &TestServer, db: &Database, n: i64) -> i64 {
+    let inserted = |url: &str| {
+        number(
+            url,
+            "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = 'events'",
+        )
+    };
+    let inserts_before = inserted(&db.url);
+    let syncs_before = number(&db.url, "SELECT wal_sync FROM pg_stat_wal");
+    for i in 0..n {
+        server
+            .publish_ok(&json!({"type": "project.updated", "payload": {"i": i}}))
+            .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while inserted(&db.url) < inserts_before + n {
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL did not report the inserts within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    number(&db.url, "SELECT wal_sync FROM pg_stat_wal") - syncs_before
+}
+
+// With `synchronous_commit = off` as the database's default (common tuning advice), 300
+// sequential publishes were all answered 201 while PostgreSQL flushed its WAL only 4 times.
+#[tokio::test]
+async fn acks_are_durable_whatever_the_database_default() {
+    let Some(admin) = superuser() else { return };
+    let _serial = SERIAL.lock().await;
+    let db = Database::create(&admin, "walsync");
+    psql(
+        &admin,
+        &format!("ALTER DATABASE {} SET synchronous_commit = off", db.name),
+    )
+    .unwrap();
+
+    let server = TestServer::start(&[("EVENT_STORE_URL", &db.url)]).await;
+    let syncs = wal_syncs_for_sequential_publishes(&server, &db, 300).await;
+    println!(
+        "synchronous_commit=off by default, the bus's own setting: {syncs} WAL syncs for 300 publishes"
+    );
+    assert!(
+        syncs >= 290,
+        "{syncs} WAL syncs for 300 acknowledged publishes"
+    );
+    drop(server);
+
+    // The opt-out leaves the default in force: the same measure then sees far fewer syncs (the
+    // measure can tell), and the bus says so.
+    let server = TestServer::start(&[
+        ("EVENT_STORE_URL", &db.url),
+        ("ALLOW_NON_DURABLE_ACKS", "true"),
+        ("RUST_LOG", "warn"),
+    ])
+    .await;
+    let syncs = wal_syncs_for_sequential_publishes(&server, &db, 300).await;
+    println!("ALLOW_NON_DURABLE_ACKS=true: {syncs} WAL syncs for 300 publishes");
+    assert!(
+        syncs < 150,
+        "{syncs} WAL syncs although commits were asynchronous"
+    );
+    let ready = server.get("/health/ready", &[]).await;
+    assert_eq!(
+        ready.body["details"]["durability"]["acks"],
+        "not durable: synchronous_commit=off"
+    );
+    assert_eq!(
+        server
+            .log_text()
+            .matches("acknowledged events are NOT durable")
+            .count(),
+        1,
+        "{}",
+        server.log_text()
+    );
+}
+
+/// Sets `fsync = off` on the whole server for the life of the guard.
+struct FsyncOff(String);
+
+impl FsyncOff {
+    fn set(admin: &str) -> FsyncOff {
+        psql(admin, "ALTER SYSTEM SET fsync = off").unwrap();
+        psql(admin, "SELECT pg_reload_conf()").unwrap();
+        FsyncOff(admin.to_owned())
+    }
+}
+
+impl Drop for FsyncOff {
+    fn drop(&mut self) {
+        let _ = psql(&self.0, "ALTER SYSTEM RESET fsync");
+        let _ = psql(&self.0, "SELECT pg_reload_conf()");
+    }
+}
+
+#[tokio::test]
+async fn a_server_without_fsync_is_reported_not_durable() {
+    let Some(admin) = superuser() else { return };
+    let _serial = SERIAL.lock().await;
+    let db = Database::create(&admin, "fsyncoff");
+
+    // The server's settings as they are: durable.
+    let server = TestServer::start(&[("EVENT_STORE_URL", &db.url), ("RUST_LOG", "warn")]).await;
+    let ready = server.get("/health/ready", &[]).await;
+    assert_eq!(ready.body["details"]["durability"]["acks"], "durable");
+    assert!(!server.log_text().contains("NOT durable"));
+    drop(server);
+
+    let off = FsyncOff::set(&admin);
+    // A reload is asynchronous: wait until new sessions see it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while psql(&db.url, "SHOW fsync").as_deref() != Some("off") {
+        assert!(Instant::now() < deadline, "fsync=off did not take effect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let server = TestServer::start(&[("EVENT_STORE_URL", &db.url), ("RUST_LOG", "warn")]).await;
+    let ready = server.get("/health/ready", &[]).await;
+    drop(off);
+    assert_eq!(ready.status, reqwest::StatusCode::OK, "{:?}", ready.body);
+    assert_eq!(
+        ready.body["details"]["durability"]["acks"],
+        "not durable: fsync=off"
+    );
+    let log = server.log_text();
+    assert_eq!(
+        log.matches("acknowledged events are NOT durable").count(),
+        1,
+        "{log}"
+    );
+    let metrics = server.get("/metrics", &[]).await;
+    let text = metrics.body.as_str().unwrap_or_default().to_owned();
+    assert!(
+        text.lines().any(|l| l == "eventbus_store_durable_acks 0"),
+        "{text}"
+    );
+}
