@@ -264,3 +264,194 @@ async fn sigterm_exits_although_a_client_stalls_mid_request() {
         acked
     );
 }
+
+/// One system call of interest in an `strace -f -ttt -T -y` trace.
+#[derive(Debug)]
+struct Call {
+    name: String,
+    /// The descriptor as `-y` prints it, e.g. `5</tmp/x/eventbus.db-wal>`.
+    fd: String,
+    /// The first bytes of the buffer, when the call shows one.
+    data: String,
+    start: f64,
+    end: f64,
+}
+
+/// The calls of a trace, with `<unfinished ...>` / `<... resumed>` pairs joined per thread.
+fn parse_trace(text: &str) -> Vec<Call> {
+    let mut open: HashMap<String, (f64, String)> = HashMap::new();
+    let mut calls = Vec::new();
+    for line in text.lines() {
+        // `<tid> <seconds.micros> <call>`, the first gap padded with spaces.
+        let Some((tid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some((ts, rest)) = rest.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Ok(ts) = ts.parse::<f64>() else { continue };
+        let duration = |s: &str| {
+            s.rsplit_once('<')
+                .and_then(|(_, d)| d.trim_end_matches('>').parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let (head, start, dur) = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            open.insert(tid.to_owned(), (ts, head.to_owned()));
+            continue;
+        } else if rest.starts_with("<... ") {
+            // `<... read resumed>"data"..., 8192) = 223 <0.000351>`: the arguments go on.
+            let Some((start, head)) = open.remove(tid) else {
+                continue;
+            };
+            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
+            (format!("{head}{tail}"), start, duration(rest))
+        } else {
+            (rest.to_owned(), ts, duration(rest))
+        };
+        let Some((name, args)) = head.split_once('(') else {
+            continue;
+        };
+        let fd = args.split([',', ')']).next().unwrap_or("").to_owned();
+        let data = args
+            .split_once('"')
+            .map(|(_, d)| d.chars().take(32).collect())
+            .unwrap_or_default();
+        calls.push(Call {
+            name: name.to_owned(),
+            fd,
+            data,
+            start,
+            end: start + dur,
+        });
+    }
+    calls
+}
+
+/// Checks every `201` answer against the trace: a sync of the database's WAL must start after the
+/// request was read and end before the answer is written. Returns the count of `201`s checked,
+/// or the first that was answered without such a sync.
+fn every_201_follows_a_wal_sync(calls: &[Call]) -> Result<usize, String> {
+    let syncs: Vec<(f64, f64)> = calls
+        .iter()
+        .filter(|c| (c.name == "fdatasync" || c.name == "fsync") && c.fd.ends_with("-wal>"))
+        .map(|c| (c.start, c.end))
+        .collect();
+    let is_socket = |fd: &str| fd.contains("<socket:") || fd.contains("<TCP");
+    let mut pending: HashMap<&str, std::collections::VecDeque<f64>> = HashMap::new();
+    let mut checked = 0;
+    for c in calls {
+        if !is_socket(&c.fd) {
+            continue;
+        }
+        if ["read", "recvfrom"].contains(&c.name.as_str()) && c.data.starts_with("POST /v1/events")
+        {
+            pending.entry(&c.fd).or_default().push_back(c.end);
+        } else if ["write", "writev", "sendto", "sendmsg"].contains(&c.name.as_str())
+            && c.data.starts_with("HTTP/1.1 201")
+        {
+            let Some(read) = pending.get_mut(c.fd.as_str()).and_then(|q| q.pop_front()) else {
+                continue;
+            };
+            if !syncs.iter().any(|&(s, e)| s >= read && e <= c.start) {
+                return Err(format!(
+                    "a 201 written at {:.6} on {} after its request was read at {read:.6} \
+                     followed no WAL sync in between ({} WAL syncs in the trace)",
+                    c.start,
+                    c.fd,
+                    syncs.len()
+                ));
+            }
+            checked += 1;
+        }
+    }
+    Ok(checked)
+}
+
+/// Runs the real binary with `env`, traces its system calls while 8 clients publish 25 events
+/// each, and returns the parsed trace; `None` (outside CI) when strace is missing.
+async fn traced_publishes(env: &[(&str, &str)]) -> Option<Vec<Call>> {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "strace is required in CI (apt-get install strace)"
+        );
+        eprintln!("SKIPPED SQLite sync ordering: strace is missing (apt-get install strace)");
+        return None;
+    }
+    let mut server = TestServer::start(env).await;
+    let trace = server.data_dir().join("trace.log");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-ttt", "-T", "-y", "-s", "64", "-e"])
+        .arg("trace=read,recvfrom,write,writev,sendto,sendmsg,fsync,fdatasync")
+        .arg("-o")
+        .arg(&trace)
+        .arg("-p")
+        .arg(server.pid().to_string())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting strace");
+    // Attached once a publish shows in the trace.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        server
+            .publish_ok(&json!({"type": "project.created", "payload": {}}))
+            .await;
+        let text = std::fs::read_to_string(&trace).unwrap_or_default();
+        if text.contains("HTTP/1.1 201") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strace did not attach"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let base = Arc::new(server.url(""));
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (client, base) = (server.client().clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let body = json!({"type": "project.updated", "projectId": format!("p{t}"), "payload": {"i": i}});
+                let resp = client.post(format!("{base}/v1/events")).json(&body).send().await.unwrap();
+                assert_eq!(resp.status(), StatusCode::CREATED);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    server.kill();
+    let _ = strace.wait();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    // EVENTBUS_KEEP_TRACE=<file> keeps the raw trace, to look at when the check fails.
+    if let Ok(keep) = std::env::var("EVENTBUS_KEEP_TRACE") {
+        std::fs::write(keep, &text).unwrap();
+    }
+    Some(parse_trace(&text))
+}
+
+// `kill -9` leaves the page cache intact, so the kill tests pass without any fsync. This one
+// reads the system calls: every `201` must be written after a sync of the WAL that began after
+// its request was read (SQLite `synchronous=FULL`), and the same check must refuse
+// `SQLITE_SYNCHRONOUS=normal`, which syncs at checkpoints only (a test of the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_201_is_written_after_a_wal_sync() {
+    let Some(calls) = traced_publishes(&[]).await else {
+        return;
+    };
+    let checked = every_201_follows_a_wal_sync(&calls).unwrap();
+    assert!(checked >= 200, "only {checked} answers seen in the trace");
+    println!("synchronous=full: all {checked} answers followed a WAL sync");
+
+    let Some(calls) = traced_publishes(&[("SQLITE_SYNCHRONOUS", "normal")]).await else {
+        return;
+    };
+    let refused = every_201_follows_a_wal_sync(&calls);
+    println!("synchronous=normal: {refused:?}");
+    assert!(refused.is_err(), "the check cannot tell: {refused:?}");
+}
