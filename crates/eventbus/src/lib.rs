@@ -19,6 +19,7 @@
 //! - [`security`]: API keys, browser tokens and abuse limits; what a caller may do is decided
 //!   by [`core::principal`].
 //! - [`metric`]: metric names and recording helpers.
+//! - [`testing`]: how the project's test suites report a test skipped for a missing service.
 
 pub mod bus;
 pub mod core;
@@ -27,6 +28,7 @@ mod net;
 pub mod plugin;
 pub mod security;
 pub mod store;
+pub mod testing;
 pub mod transport;
 
 pub use crate::bus::{BusOptions, EventBus, EventBusBuilder, PublishError, RegisterError};

@@ -30,11 +30,7 @@ pub(crate) fn create_schema(test: &str) -> Option<String> {
     if ok {
         return Some(name);
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "PostgreSQL is required in CI"
-    );
-    eprintln!("SKIPPED: PostgreSQL at {} is unreachable", database_url());
+    eventbus::testing::skip(&format!("PostgreSQL at {} is unreachable", database_url()));
     None
 }
 

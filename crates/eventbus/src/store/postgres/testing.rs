@@ -45,11 +45,7 @@ pub(crate) async fn store() -> Option<(Schema, PgStore)> {
                 Ok(Err(e)) => e.to_string(),
                 _ => "connecting timed out".to_owned(),
             };
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "PostgreSQL is required in CI: {why}"
-            );
-            eprintln!("skipped: PostgreSQL at {} is unreachable ({why})", url());
+            crate::testing::skip(&format!("PostgreSQL at {} is unreachable ({why})", url()));
             return None;
         }
     };
