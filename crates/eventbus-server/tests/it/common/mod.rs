@@ -236,6 +236,15 @@ impl TestServer {
         self.spawn().await;
     }
 
+    /// Like [`TestServer::restart`], with `env` set (or changed) for the new process.
+    pub async fn restart_with(&mut self, env: &[(&str, &str)]) {
+        for (k, v) in env {
+            self.env.retain(|(name, _)| name != k);
+            self.env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        self.restart().await;
+    }
+
     // ---- the typed client ----
 
     /// `POST /v1/events` with `body` as JSON.

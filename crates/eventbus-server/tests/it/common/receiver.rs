@@ -1,8 +1,11 @@
-//! `WebhookReceiver`: a real HTTP server on `127.0.0.1:0` that records every request it gets
-//! and answers as told: 200, fail the next N requests (with a status and an optional
-//! `Retry-After`), fail the first attempt of each `webhook-id`, or hang.
+//! `WebhookReceiver`: a real HTTP server on `127.0.0.1:0` (or another loopback address) that
+//! records every request it gets and answers as told: 200, fail the next N requests (with a
+//! status and an optional `Retry-After`), fail the first attempt of each `webhook-id`, redirect,
+//! hold each answer for a while, or hang. It also counts the requests in flight at once.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,27 +74,63 @@ struct Behaviour {
     seen: HashSet<String>,
     /// Never answer.
     hang: bool,
+    /// Answer `307 Temporary Redirect` with this `Location`.
+    redirect: Option<String>,
+    /// Wait this long before answering.
+    hold: Duration,
 }
 
 #[derive(Default)]
 struct Shared {
     requests: Mutex<Vec<Received>>,
     behaviour: Mutex<Behaviour>,
+    /// Requests being answered now, and the most at once so far.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// Counts one request in flight until dropped (also when the client gives up first).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn enter(shared: &Arc<Shared>) -> InFlight {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The receiver; stops when dropped.
 pub struct WebhookReceiver {
+    ip: IpAddr,
     port: u16,
     shared: Arc<Shared>,
     stop: CancellationToken,
 }
 
 impl WebhookReceiver {
-    /// Starts a receiver answering 200.
+    /// Starts a receiver on `127.0.0.1` answering 200.
     pub async fn start() -> WebhookReceiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        WebhookReceiver::start_on("127.0.0.1").await
+    }
+
+    /// Starts a receiver answering 200 on `ip`, which must be a loopback address (e.g.
+    /// `127.0.0.2` or `::1`).
+    pub async fn start_on(ip: &str) -> WebhookReceiver {
+        let ip: IpAddr = ip.parse().expect("an IP address");
+        assert!(
+            ip.is_loopback(),
+            "receivers listen on loopback only, not {ip}"
+        );
+        let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
-            .expect("binding the receiver");
+            .unwrap_or_else(|e| panic!("binding the receiver on {ip}: {e}"));
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared::default());
         let stop = CancellationToken::new();
@@ -102,12 +141,20 @@ impl WebhookReceiver {
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await;
         });
-        WebhookReceiver { port, shared, stop }
+        WebhookReceiver {
+            ip,
+            port,
+            shared,
+            stop,
+        }
     }
 
     /// The URL of `path` on this receiver, by IP literal.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        match self.ip {
+            IpAddr::V4(ip) => format!("http://{ip}:{}{path}", self.port),
+            IpAddr::V6(ip) => format!("http://[{ip}]:{}{path}", self.port),
+        }
     }
 
     /// The same, by the host name `localhost`.
@@ -131,6 +178,21 @@ impl WebhookReceiver {
     /// Never answers (while `on`).
     pub fn hang(&self, on: bool) {
         self.shared.behaviour.lock().unwrap().hang = on;
+    }
+
+    /// Answers `307 Temporary Redirect` to `location` (while `Some`).
+    pub fn redirect(&self, location: Option<String>) {
+        self.shared.behaviour.lock().unwrap().redirect = location;
+    }
+
+    /// Holds each answer for `hold` before sending it.
+    pub fn hold(&self, hold: Duration) {
+        self.shared.behaviour.lock().unwrap().hold = hold;
+    }
+
+    /// The most requests that were being answered at the same time so far.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Every request so far, in arrival order.
@@ -196,12 +258,16 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             .unwrap_or_default()
             .to_owned()
     };
+    let _in_flight = InFlight::enter(&shared);
     let id = h("webhook-id");
-    let (status, retry_after, hang) = {
+    let (status, retry_after, hang, redirect, hold) = {
         let mut b = shared.behaviour.lock().unwrap();
         let first = b.seen.insert(id.clone());
-        if b.hang {
+        let (redirect, hold) = (b.redirect.clone(), b.hold);
+        let (status, retry_after, hang) = if b.hang {
             (None, None, true)
+        } else if redirect.is_some() {
+            (Some(307), None, false)
         } else if b.fail_next > 0 {
             b.fail_next -= 1;
             (Some(b.fail_status), b.retry_after, false)
@@ -209,7 +275,8 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             (Some(500), None, false)
         } else {
             (Some(200), None, false)
-        }
+        };
+        (status, retry_after, hang, redirect, hold)
     };
     let received = Received {
         at: Instant::now(),
@@ -232,10 +299,19 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     if hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
     let status = StatusCode::from_u16(status.unwrap_or(200)).unwrap();
     let mut response = (status, format!("answered {}", status.as_u16())).into_response();
     if let Some(secs) = retry_after {
         response.headers_mut().insert("retry-after", secs.into());
+    }
+    if let Some(location) = redirect {
+        response.headers_mut().insert(
+            "location",
+            location.parse().expect("a valid Location header"),
+        );
     }
     response
 }

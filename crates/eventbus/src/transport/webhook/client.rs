@@ -184,6 +184,41 @@ pub fn validate_url(url: &str, policy: &NetworkPolicy) -> Result<Uri, UrlError> 
     Ok(parsed)
 }
 
+/// How long the check of a host name at creation may wait for DNS.
+const CREATE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// At creation or change of an endpoint: a host name whose every address the policy refuses is
+/// refused now, naming the addresses, instead of failing every delivery later. It is checked
+/// again at each connect (the name may re-resolve: DNS rebinding), so a name that does not
+/// resolve yet, or not within 2 s, is accepted here.
+pub async fn check_resolved_host(uri: &Uri, policy: &NetworkPolicy) -> Result<(), UrlError> {
+    let Some(host) = uri.host() else {
+        return Ok(());
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<IpAddr>().is_ok() {
+        return Ok(()); // checked by `validate_url`
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    let lookup =
+        tokio::time::timeout(CREATE_LOOKUP_TIMEOUT, tokio::net::lookup_host((bare, port))).await;
+    let Ok(Ok(addrs)) = lookup else {
+        return Ok(());
+    };
+    let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+    ips.sort();
+    ips.dedup();
+    if !ips.is_empty() && ips.iter().all(|ip| !policy.permits(*ip)) {
+        let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        return Err(UrlError(format!(
+            "`{host}` resolves to {}, a loopback, private, link-local or reserved address; \
+             webhooks may not reach it (allow its network with WEBHOOK_ALLOWED_NETWORKS)",
+            list.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 fn check_ip(ip: IpAddr, policy: &NetworkPolicy) -> Result<(), UrlError> {
     if policy.permits(ip) {
         Ok(())

@@ -37,7 +37,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::client::{Cidr, NetworkPolicy, WebhookClient, custom_header, validate_url};
+use self::client::{
+    Cidr, NetworkPolicy, WebhookClient, check_resolved_host, custom_header, validate_url,
+};
 use self::signing::{SigningKey, generate_secret, signature_header};
 use crate::bus::EventBus;
 use crate::core::event::{Event, FieldError, NewEvent};
@@ -542,6 +544,7 @@ impl WebhookService {
             None => generate_secret(),
         };
         let patch = self.validate(input, true)?;
+        self.check_host(&url).await?;
         let now = Timestamp::now();
         let mut ep = Endpoint {
             id: uuid::Uuid::now_v7().to_string(),
@@ -675,8 +678,23 @@ impl WebhookService {
         id: &str,
         input: EndpointInput,
     ) -> Result<Endpoint, WebhookError> {
+        let url = input.url.clone();
         let patch = self.validate(input, false)?;
+        if let Some(url) = &url {
+            self.check_host(url).await?;
+        }
         self.patch(id, patch).await
+    }
+
+    /// Refuses a URL whose host name resolves to addresses webhooks may not reach (after
+    /// [`validate_url`] accepted its form).
+    async fn check_host(&self, url: &str) -> Result<(), WebhookError> {
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            return Ok(()); // `validate` names the problem
+        };
+        check_resolved_host(&uri, self.shared.client.policy())
+            .await
+            .map_err(|e| invalid("url", e.0))
     }
 
     async fn patch(&self, id: &str, patch: EndpointPatch) -> Result<Endpoint, WebhookError> {
@@ -854,7 +872,7 @@ fn no_endpoint(id: &str) -> WebhookError {
 }
 
 fn no_delivery(id: u64) -> WebhookError {
-    WebhookError::NotFound(format!("no delivery has id {id}"))
+    WebhookError::NotFound(format!("no delivery has id `{id}`"))
 }
 
 #[cfg(test)]
