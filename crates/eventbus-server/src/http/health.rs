@@ -55,10 +55,13 @@ pub(super) async fn get_ready(
     let store = state.bus.store();
     let backend = store.backend();
     let store_entry = match tokio::time::timeout(STORE_TIMEOUT, store.ping()).await {
-        Ok(Ok(())) => (
-            true,
-            json!({"status": "up", "backend": backend, "head": store.log().head()}),
-        ),
+        Ok(Ok(())) => {
+            let mut entry = json!({"status": "up", "backend": backend, "head": store.log().head()});
+            if let Some(link) = store.link() {
+                entry["connection"] = json!(link);
+            }
+            (true, entry)
+        }
         Ok(Err(e)) => (
             false,
             json!({"status": "down", "backend": backend, "message": e.to_string()}),

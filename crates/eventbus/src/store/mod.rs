@@ -240,6 +240,11 @@ pub trait EventStore: ConsumerStore + key::KeyStore + Send + Sync + 'static {
     /// Whether acknowledged appends survive a power cut, as found at open.
     fn durability(&self) -> &Durability;
 
+    /// The database connection, for a backend that connects over a network (PostgreSQL).
+    fn link(&self) -> Option<&postgres::LinkInfo> {
+        None
+    }
+
     /// Whether the link that tells this process of other processes' commits is up: `None` when
     /// the backend has none (SQLite: one process owns the database).
     fn notification_link(&self) -> Option<bool> {

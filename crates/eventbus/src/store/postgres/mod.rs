@@ -11,6 +11,8 @@
 //! - **Reads** use a pool of connections (`pool_size`). A tailing read ([`EventStore::read_after`])
 //!   takes its rows and the head from one statement, hence one snapshot, so its cursor never
 //!   passes an event it did not see.
+//! - **The link** ([`link`]): TLS by the URL's `sslmode`, as libpq means it; what the connection
+//!   is (host, TLS, what was verified) is logged at start and shown in readiness.
 //! - **Unavailable database**: connecting and every operation are bounded by `timeout`; a
 //!   refused connection fails at once with [`StoreError::Unavailable`]. Nothing is cached that
 //!   needs repair: the committer and the listener reconnect by themselves.
@@ -23,6 +25,7 @@ mod archive;
 mod commit;
 mod consumer;
 mod key;
+pub mod link;
 mod listen;
 pub mod migrate;
 mod plugin;
@@ -30,7 +33,6 @@ mod plugin;
 pub(crate) mod testing;
 mod webhook;
 
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +46,7 @@ use tokio_util::task::TaskTracker;
 
 use self::commit::{APPEND_LOCK, AppendJob, Committer};
 pub use self::commit::{INSERT_ROWS, MAX_GROUP_ROWS};
+pub use self::link::LinkInfo;
 pub use self::migrate::MigrateError;
 use super::{
     Appended, EventPage, EventQuery, EventStore, StoreError, TailRead, prefix_upper_bound,
@@ -98,6 +101,7 @@ pub struct PgStore {
     listening: Arc<std::sync::atomic::AtomicBool>,
     migrated: super::Migrated,
     durability: super::Durability,
+    link: link::LinkInfo,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -152,7 +156,7 @@ impl PgStore {
     /// search_path=…` chooses the schema), applies migrations and starts the committer and the
     /// listener. Must run inside a tokio runtime.
     pub async fn open(url: &str, options: PgOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(url)
+        let connect = link::parse_url(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
         Self::open_with(connect, options).await
     }
@@ -187,8 +191,15 @@ impl PgStore {
         let mut conn = bounded(timeout, PgConnection::connect_with(&connect))
             .await
             .map_err(|e| {
-                StoreError::Unavailable(format!("cannot connect to PostgreSQL at {where_}: {e}"))
+                StoreError::Unavailable(format!(
+                    "cannot connect to PostgreSQL at {where_}: {}",
+                    link::explain(&e)
+                ))
             })?;
+        let link = link::inspect(&mut conn, &connect)
+            .await
+            .map_err(unavailable)?;
+        link.log("event store");
         let applied = migrate::migrate(&mut conn)
             .await
             .map_err(|e| StoreError::Unavailable(format!("PostgreSQL at {where_}: {e}")))?;
@@ -264,6 +275,7 @@ impl PgStore {
             listening,
             migrated,
             durability,
+            link,
             schema,
         })
     }
@@ -699,6 +711,10 @@ impl EventStore for PgStore {
 
     fn durability(&self) -> &super::Durability {
         &self.durability
+    }
+
+    fn link(&self) -> Option<&link::LinkInfo> {
+        Some(&self.link)
     }
 
     fn notification_link(&self) -> Option<bool> {

@@ -1,0 +1,157 @@
+//! What the connection to PostgreSQL is: where it goes, whether it is encrypted, and whether the
+//! server's certificate was checked; reported once at start and in readiness, never with secrets.
+//!
+//! `sslmode` has libpq's meaning (`disable`, `allow`, `prefer`, `require`, `verify-ca`,
+//! `verify-full`), with `sslrootcert` for a private CA and `sslcert`/`sslkey` for a client
+//! certificate; as in libpq, `require` with an `sslrootcert` verifies the certificate's chain
+//! (`verify-ca`). TLS is rustls with the ring provider; without `sslrootcert` the system's roots
+//! (`SSL_CERT_FILE`, else the OS store) are trusted.
+
+use std::str::FromStr;
+
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
+
+/// One database connection as the bus made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkInfo {
+    /// Host name (or socket folder) and port.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// Whether the session is encrypted.
+    pub tls: bool,
+    /// The TLS version, when encrypted.
+    pub tls_version: Option<String>,
+    /// What was checked of the server's certificate: `none`, `ca` (the chain), `full` (the
+    /// chain and the host name).
+    pub certificate: &'static str,
+}
+
+impl LinkInfo {
+    /// Whether `host` is this machine (loopback or a Unix socket).
+    pub fn is_local(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.starts_with('/')
+            || host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Logs the connection once; warns when it crosses a network in plain text.
+    pub(crate) fn log(&self, what: &str) {
+        if !self.tls && !self.is_local() {
+            tracing::warn!(
+                host = %self.host, port = self.port, database = %self.database,
+                "{what}: connected to PostgreSQL in PLAIN TEXT over the network: credentials and \
+                 events are not encrypted (set sslmode=verify-full, with sslrootcert for a \
+                 private CA)"
+            );
+        } else {
+            tracing::info!(
+                host = %self.host, port = self.port, database = %self.database, tls = self.tls,
+                tls_version = self.tls_version.as_deref().unwrap_or("-"),
+                certificate = self.certificate,
+                "{what}: connected to PostgreSQL"
+            );
+        }
+    }
+}
+
+/// Parses a `postgres://` URL with libpq's `sslmode` meaning (see the module documentation).
+pub fn parse_url(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?;
+    let has_root_cert = url
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("sslrootcert=")));
+    Ok(
+        if has_root_cert && matches!(options.get_ssl_mode(), PgSslMode::Require) {
+            options.ssl_mode(PgSslMode::VerifyCa)
+        } else {
+            options
+        },
+    )
+}
+
+/// Reads what `conn` (made with `connect`) is, from the server's own `pg_stat_ssl`.
+pub(crate) async fn inspect(
+    conn: &mut PgConnection,
+    connect: &PgConnectOptions,
+) -> Result<LinkInfo, sqlx::Error> {
+    let (tls, version): (bool, Option<String>) =
+        sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(conn)
+            .await?;
+    Ok(LinkInfo {
+        host: connect.get_host().to_owned(),
+        port: connect.get_port(),
+        database: connect.get_database().unwrap_or_default().to_owned(),
+        tls,
+        tls_version: version.filter(|_| tls),
+        certificate: match (tls, connect.get_ssl_mode()) {
+            (true, PgSslMode::VerifyFull) => "full",
+            (true, PgSslMode::VerifyCa) => "ca",
+            _ => "none",
+        },
+    })
+}
+
+/// A connection error, with a hint when TLS refused the server's certificate.
+pub(crate) fn explain(e: &sqlx::Error) -> String {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("notvalidforname") {
+        format!(
+            "{text} (TLS refused the server's certificate: with sslmode=verify-full the host name \
+             in the URL must be one the certificate names, and sslrootcert must hold the CA that \
+             signed it)"
+        )
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn require_with_a_root_certificate_verifies_the_chain() {
+        let with =
+            parse_url("postgres://u@db.example/x?sslmode=require&sslrootcert=/ca.pem").unwrap();
+        assert!(matches!(with.get_ssl_mode(), PgSslMode::VerifyCa));
+        let without = parse_url("postgres://u@db.example/x?sslmode=require").unwrap();
+        assert!(matches!(without.get_ssl_mode(), PgSslMode::Require));
+        let full =
+            parse_url("postgres://u@db.example/x?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert!(matches!(full.get_ssl_mode(), PgSslMode::VerifyFull));
+    }
+
+    #[test]
+    fn local_hosts_are_loopback_names_and_sockets() {
+        let link = |host: &str| LinkInfo {
+            host: host.into(),
+            port: 5432,
+            database: "x".into(),
+            tls: false,
+            tls_version: None,
+            certificate: "none",
+        };
+        for local in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "[::1]",
+            "/var/run/postgresql",
+        ] {
+            assert!(link(local).is_local(), "{local}");
+        }
+        for remote in ["db.example.com", "10.0.0.5", "192.168.1.2"] {
+            assert!(!link(remote).is_local(), "{remote}");
+        }
+    }
+}
