@@ -21,6 +21,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod plugins;
+mod postgres_faults;
 mod postgres_tls;
 mod publish;
 mod query;

@@ -330,10 +330,16 @@ impl PgStore {
         F: FnMut(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
+        // A read is idempotent: after the server closed the pool's connections (a fail-over,
+        // `pg_terminate_backend`), each attempt discards one dead connection, so it is tried
+        // again until a live or new one answers, at most once per pooled connection more.
         let attempts = async {
-            match f(self.pool.clone()).await {
-                Err(e) if is_connection_error(&e) => f(self.pool.clone()).await,
-                result => result,
+            let mut left = self.pool.size() + 1;
+            loop {
+                match f(self.pool.clone()).await {
+                    Err(e) if is_connection_error(&e) && left > 0 => left -= 1,
+                    result => return result,
+                }
             }
         };
         bounded(self.timeout, attempts).await.map_err(store_error)

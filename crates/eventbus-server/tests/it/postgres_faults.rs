@@ -1,0 +1,136 @@
+//! The bus against a PostgreSQL that closes its connections, as a managed primary's fail-over or
+//! an operator's `pg_terminate_backend` does.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::cluster::{create_schema, database_url};
+use crate::common::{self, TestServer, seq, seqs_by_id};
+
+fn terminate_sessions(app: &str) -> u32 {
+    let out = Command::new("psql")
+        .arg(database_url())
+        .args([
+            "-qAtX",
+            "-c",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = '{app}'"
+            ),
+        ])
+        .output()
+        .expect("psql");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+// Every session of the bus is terminated twice while eight clients publish: clients see only
+// 201s and brief 503 problems (never a hang or another error), the bus reconnects by itself,
+// and every acknowledged event is stored with the seq it was answered with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_sessions_under_load_lose_nothing_and_the_bus_reconnects() {
+    let Some(schema) = create_schema("pg_terminate") else {
+        return;
+    };
+    let app = format!("eb_terminate_{}", std::process::id());
+    let url = format!(
+        "{}?options=-c%20search_path%3D{schema}&application_name={app}",
+        database_url()
+    );
+    let server = TestServer::start(&[("EVENT_STORE_URL", &url)]).await;
+    let base = Arc::new(server.url(""));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (base, stop) = (base.clone(), stop.clone());
+        let client = common::admin_client()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let (mut acked, mut unavailable) = (Vec::new(), 0u32);
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let id = format!("term-{t}-{i}");
+                let body = json!({"id": id, "type": "project.updated", "payload": {"i": i}});
+                let resp = client
+                    .post(format!("{base}/v1/events"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("the bus answers (no connection is cut on the client side)");
+                let status = resp.status();
+                let stored: serde_json::Value = resp.json().await.unwrap();
+                match status {
+                    StatusCode::CREATED => acked.push((id, seq(&stored))),
+                    StatusCode::SERVICE_UNAVAILABLE => {
+                        assert_eq!(stored["type"], "/problems/store-unavailable", "{stored}");
+                        unavailable += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => panic!("unexpected {other}: {stored}"),
+                }
+            }
+            (acked, unavailable)
+        }));
+    }
+    // Terminate every session of the bus twice, each time once publishes are flowing again.
+    let started = Instant::now();
+    let mut terminated = 0;
+    for _ in 0..2 {
+        let before = server.count().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.count().await < before + 50 {
+            assert!(Instant::now() < deadline, "publishes did not flow again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        terminated += terminate_sessions(&app);
+    }
+    assert!(
+        terminated >= 2,
+        "no session of the bus was found to terminate"
+    );
+    // Flowing again after the second cut.
+    let before = server.count().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.count().await < before + 50 {
+        assert!(
+            Instant::now() < deadline,
+            "the bus did not reconnect by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut unavailable) = (HashMap::new(), 0);
+    for task in tasks {
+        let (a, u) = task.await.expect("a publisher");
+        acked.extend(a);
+        unavailable += u;
+    }
+    println!(
+        "{} acknowledged, {unavailable} answered 503, {terminated} sessions terminated, in {:?}",
+        acked.len(),
+        started.elapsed()
+    );
+    let stored = seqs_by_id(&server.all_events().await);
+    for (id, s) in &acked {
+        assert_eq!(
+            stored.get(id),
+            Some(s),
+            "acknowledged event {id} lost or moved"
+        );
+    }
+    let _ = Command::new("psql")
+        .arg(database_url())
+        .args(["-qc", &format!("DROP SCHEMA {schema} CASCADE")])
+        .output();
+}
