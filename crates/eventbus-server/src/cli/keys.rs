@@ -17,8 +17,45 @@ use super::local_api;
 use crate::ServerError;
 use crate::config::{Config, KeysAction};
 
+/// One keys action, as both ways of carrying it out take it.
+enum Op {
+    Create(KeySpec),
+    List,
+    Revoke(String),
+}
+
+impl From<KeysAction> for Op {
+    fn from(action: KeysAction) -> Self {
+        match action {
+            KeysAction::Create {
+                name,
+                permissions,
+                tenant,
+                projects,
+                types,
+                rate_limit,
+                max_connections,
+                expires_at,
+            } => Op::Create(KeySpec {
+                name,
+                tenant_id: tenant,
+                project_ids: projects,
+                permissions,
+                types,
+                rate_limit,
+                max_connections,
+                expires_at,
+                ..KeySpec::default()
+            }),
+            KeysAction::List => Op::List,
+            KeysAction::Revoke { id } => Op::Revoke(id),
+        }
+    }
+}
+
 /// Runs one keys action, on the store or through the running server.
 pub async fn run(config: &Config, action: KeysAction) -> anyhow::Result<()> {
+    let action = Op::from(action);
     match crate::build_bus_for_maintenance(config).await {
         Ok(bus) => {
             let result = in_store(&bus, config, action).await;
@@ -86,35 +123,15 @@ fn key_status(revoked: bool, expires_at: Option<Timestamp>) -> &'static str {
     }
 }
 
-async fn in_store(bus: &crate::Bus, config: &Config, action: KeysAction) -> anyhow::Result<()> {
+async fn in_store(bus: &crate::Bus, config: &Config, action: Op) -> anyhow::Result<()> {
     let keys = Keys::open(bus.store().clone(), None, config.token_secret()).await?;
     let operator = Principal::root("cli");
     match action {
-        KeysAction::Create {
-            name,
-            permissions,
-            tenant,
-            projects,
-            types,
-            rate_limit,
-            max_connections,
-            expires_at,
-        } => {
-            let spec = KeySpec {
-                name,
-                tenant_id: tenant,
-                project_ids: projects,
-                permissions,
-                types,
-                rate_limit,
-                max_connections,
-                expires_at,
-                ..KeySpec::default()
-            };
+        Op::Create(spec) => {
             let (key, secret) = keys.create(&operator, spec).await?;
             print_created(&key.id, &secret);
         }
-        KeysAction::List => {
+        Op::List => {
             let rows: Vec<Row> = keys
                 .list(&operator)
                 .await?
@@ -130,7 +147,7 @@ async fn in_store(bus: &crate::Bus, config: &Config, action: KeysAction) -> anyh
                 .collect();
             print_rows(&rows);
         }
-        KeysAction::Revoke { id } => {
+        Op::Revoke(id) => {
             anyhow::ensure!(keys.revoke(&operator, &id).await?, "no key has id `{id}`");
             println!("revoked {id}");
         }
@@ -148,27 +165,18 @@ fn expect(status: StatusCode, body: &Value, expected: StatusCode) -> anyhow::Res
     Ok(())
 }
 
-async fn through_api(config: &Config, admin: &str, action: KeysAction) -> anyhow::Result<()> {
+async fn through_api(config: &Config, admin: &str, action: Op) -> anyhow::Result<()> {
     match action {
-        KeysAction::Create {
-            name,
-            permissions,
-            tenant,
-            projects,
-            types,
-            rate_limit,
-            max_connections,
-            expires_at,
-        } => {
+        Op::Create(spec) => {
             let body = json!({
-                "name": name,
-                "permissions": permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
-                "tenantId": tenant,
-                "projectIds": projects,
-                "types": types.map(|t| t.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>()),
-                "rateLimit": rate_limit,
-                "maxConnections": max_connections,
-                "expiresAt": expires_at.map(|t| t.to_string()),
+                "name": spec.name,
+                "permissions": spec.permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                "tenantId": spec.tenant_id,
+                "projectIds": spec.project_ids,
+                "types": spec.types.map(|t| t.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>()),
+                "rateLimit": spec.rate_limit,
+                "maxConnections": spec.max_connections,
+                "expiresAt": spec.expires_at.map(|t| t.to_string()),
             });
             let (status, reply) =
                 local_api::request(config, admin, Method::POST, "/v1/keys", Some(body)).await?;
@@ -176,7 +184,7 @@ async fn through_api(config: &Config, admin: &str, action: KeysAction) -> anyhow
             let field = |name: &str| reply[name].as_str().unwrap_or_default().to_owned();
             print_created(&field("id"), &field("key"));
         }
-        KeysAction::List => {
+        Op::List => {
             let (status, reply) =
                 local_api::request(config, admin, Method::GET, "/v1/keys", None).await?;
             expect(status, &reply, StatusCode::OK)?;
@@ -206,7 +214,7 @@ async fn through_api(config: &Config, admin: &str, action: KeysAction) -> anyhow
                 .collect();
             print_rows(&rows);
         }
-        KeysAction::Revoke { id } => {
+        Op::Revoke(id) => {
             let path = format!("/v1/keys/{id}");
             let (status, reply) =
                 local_api::request(config, admin, Method::DELETE, &path, None).await?;

@@ -7,7 +7,7 @@ use std::process::Output;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{ADMIN_KEY, TestServer, client_with_key};
+use crate::common::{ADMIN_KEY, TestServer, client_with_key, printed_key};
 
 /// Runs `eventbus args…` over the SQLite store in `dir`, with only `env` set besides.
 fn eventbus(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -69,16 +69,7 @@ async fn keys_command_works_beside_a_running_sqlite_server() {
         ],
         &env,
     ));
-    let key = made
-        .lines()
-        .find_map(|l| l.strip_prefix("key: "))
-        .expect("the key is printed")
-        .to_owned();
-    let id = made
-        .lines()
-        .find_map(|l| l.strip_prefix("id:  "))
-        .expect("the id is printed")
-        .to_owned();
+    let (id, key) = printed_key(&made);
     let listed = stdout(&eventbus(&dir, &["keys", "list"], &env));
     let row = listed
         .lines()

@@ -123,6 +123,23 @@ fn items<'a>(body: &'a Value, key: &str) -> &'a Vec<Value> {
         .unwrap_or_else(|| panic!("no {key} array in {body}"))
 }
 
+/// Waits until the first delivery listed at `path` has ended (is no longer pending) and returns
+/// it with the endpoint's attempts.
+async fn ended_delivery(server: &TestServer, id: &str, path: &str, what: &str) -> (Value, Value) {
+    let page = wait_api(server, path, what, |b| {
+        items(b, "deliveries")
+            .first()
+            .is_some_and(|d| d["status"] != "pending")
+    })
+    .await;
+    let delivery = items(&page, "deliveries")[0].clone();
+    let attempts = server
+        .get(&format!("/v1/webhooks/{id}/attempts"), &[])
+        .await
+        .body;
+    (delivery, attempts)
+}
+
 #[tokio::test]
 async fn deliveries_are_signed_filtered_and_carry_the_event() {
     let receiver = WebhookReceiver::start().await;
@@ -1080,21 +1097,12 @@ async fn a_redirect_is_never_followed_to_a_forbidden_or_an_allowed_address() {
             .await;
         let event_id = event["id"].as_str().unwrap();
         let path = format!("/v1/webhooks/{id}/deliveries?eventId={event_id}");
-        let page = wait_api(&server, &path, "the redirected delivery's end", |b| {
-            items(b, "deliveries")
-                .first()
-                .is_some_and(|d| d["status"] != "pending")
-        })
-        .await;
-        let delivery = &items(&page, "deliveries")[0];
+        let (delivery, attempts) =
+            ended_delivery(&server, id, &path, "the redirected delivery's end").await;
         assert_eq!(
             delivery["status"], "failed",
             "a redirect was followed: {delivery}"
         );
-        let attempts = server
-            .get(&format!("/v1/webhooks/{id}/attempts"), &[])
-            .await
-            .body;
         let attempt = items(&attempts, "attempts")
             .iter()
             .find(|a| a["eventId"] == event["id"])
@@ -1173,26 +1181,17 @@ async fn a_host_name_resolving_to_a_forbidden_address_is_refused_at_creation_and
         .publish_ok(&json!({"type": "project.created", "payload": {}}))
         .await;
     let id = named["id"].as_str().unwrap();
-    let page = wait_api(
+    let (delivery, attempts) = ended_delivery(
         &server,
+        id,
         &format!("/v1/webhooks/{id}/deliveries"),
         "the delivery's end",
-        |b| {
-            items(b, "deliveries")
-                .first()
-                .is_some_and(|d| d["status"] != "pending")
-        },
     )
     .await;
-    let delivery = &items(&page, "deliveries")[0];
     assert_eq!(
         delivery["status"], "failed",
         "a name resolving to a forbidden address was reached: {delivery}"
     );
-    let attempts = server
-        .get(&format!("/v1/webhooks/{id}/attempts"), &[])
-        .await
-        .body;
     let attempt = &items(&attempts, "attempts")[0];
     let error = attempt["error"].as_str().unwrap_or_default();
     assert!(

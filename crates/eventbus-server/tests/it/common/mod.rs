@@ -516,3 +516,15 @@ pub fn seqs_by_id(events: &[Value]) -> HashMap<String, u64> {
         .map(|e| (e["id"].as_str().expect("an id").to_owned(), seq(e)))
         .collect()
 }
+
+/// The `(id, key)` that `eventbus keys create` printed.
+pub fn printed_key(out: &str) -> (String, String) {
+    let line = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {out}"))
+            .trim()
+            .to_owned()
+    };
+    (line("id:"), line("key:"))
+}
