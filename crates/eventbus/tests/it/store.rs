@@ -1286,3 +1286,164 @@ mod postgres_only {
         store.close().await;
     }
 }
+
+/// Properties of the SQLite migrator: each migration commits alone, so a failing one is rolled
+/// back and the database stays at the version before it.
+mod sqlite_only {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use eventbus::EventStore;
+    use eventbus::core::filter::EventFilter;
+    use eventbus::store::Migrated;
+    use eventbus::store::sqlite::migrate::{self, MigrateError};
+    use eventbus::store::sqlite::{SqliteOptions, SqliteStore};
+    use rusqlite::Connection;
+
+    use crate::common::event;
+
+    /// A migration of a newer binary whose SQL fails half-way: a new table with a row and a new
+    /// column on `events` are done before the failing statement.
+    const BROKEN: (&str, &str) = (
+        "0008_broken",
+        "CREATE TABLE broken_half (x INTEGER NOT NULL); \
+         INSERT INTO broken_half VALUES (1); \
+         ALTER TABLE events ADD COLUMN broken_col TEXT; \
+         SELECT no_such_function();",
+    );
+
+    fn user_version(conn: &Connection) -> usize {
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .unwrap() as usize
+    }
+
+    fn has_table(conn: &Connection, name: &str) -> bool {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    }
+
+    fn columns(conn: &Connection, table: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Applies this binary's migrations and then [`BROKEN`] to the database at `path`; asserts
+    /// that it fails naming the broken one and that none of its work is left.
+    fn fail_to_upgrade(path: &Path) -> MigrateError {
+        let mut conn = Connection::open(path).unwrap();
+        let mut newer = migrate::MIGRATIONS.to_vec();
+        newer.push(BROKEN);
+        let err = migrate::apply(&mut conn, &newer).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MigrateError::Failed {
+                    name: "0008_broken",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("0008_broken"), "{err}");
+        assert_eq!(
+            user_version(&conn),
+            migrate::MIGRATIONS.len(),
+            "the version is the last good migration's"
+        );
+        assert!(
+            !has_table(&conn, "broken_half"),
+            "the failed migration's table was kept"
+        );
+        assert!(
+            !columns(&conn, "events").contains(&"broken_col".to_owned()),
+            "the failed migration's column was kept"
+        );
+        err
+    }
+
+    async fn open(path: &Path) -> Arc<SqliteStore> {
+        let path = path.to_owned();
+        let store =
+            tokio::task::spawn_blocking(move || SqliteStore::open(&path, SqliteOptions::default()))
+                .await
+                .unwrap()
+                .expect("the store opens");
+        Arc::new(store)
+    }
+
+    async fn ids_in(store: &SqliteStore) -> Vec<String> {
+        let read = store
+            .read_after(0, &EventFilter::default(), 100)
+            .await
+            .unwrap();
+        read.events.iter().map(|e| e.id.clone()).collect()
+    }
+
+    // A migration that fails half-way, after others of the same run succeeded, leaves the
+    // database at the last good version without any of its work, and the store opens there and
+    // appends and reads; its events survive a second failed upgrade.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_migration_leaves_the_store_usable_at_its_old_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        // A database of an older binary: the first five migrations.
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            assert_eq!(
+                migrate::apply(&mut conn, &migrate::MIGRATIONS[..5]).unwrap(),
+                5
+            );
+            assert_eq!(user_version(&conn), 5);
+            assert!(!has_table(&conn, "consumer_leases"));
+        }
+        // The upgrade applies the sixth and seventh, then fails on the eighth.
+        fail_to_upgrade(&path);
+        {
+            let conn = Connection::open(&path).unwrap();
+            for table in ["plugin_states", "consumer_leases"] {
+                assert!(
+                    has_table(&conn, table),
+                    "{table}: the migrations before the failed one were kept"
+                );
+            }
+        }
+
+        // The store opens at that version (nothing left to apply) and serves.
+        let store = open(&path).await;
+        assert_eq!(
+            store.migrated(),
+            &Migrated {
+                applied: Vec::new(),
+                version: migrate::MIGRATIONS.len()
+            }
+        );
+        let first = vec![event::of("project.created"), event::of("project.updated")];
+        let want: Vec<String> = first.iter().map(|e| e.id.clone()).collect();
+        let stored = store.append(first).await.unwrap();
+        assert!(stored.iter().all(|a| a.created));
+        assert_eq!(ids_in(&store).await, want);
+        store.close().await;
+
+        // A second failed upgrade, now over stored events: they are all still there and the
+        // store goes on appending after them.
+        fail_to_upgrade(&path);
+        let store = open(&path).await;
+        assert_eq!(ids_in(&store).await, want);
+        let more = store.append(vec![event::of("user.created")]).await.unwrap();
+        assert_eq!(more[0].event.seq, stored[1].event.seq + 1);
+        let mut want = want;
+        want.push(more[0].event.id.clone());
+        assert_eq!(ids_in(&store).await, want);
+        store.close().await;
+    }
+}

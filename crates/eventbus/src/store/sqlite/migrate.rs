@@ -4,8 +4,9 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-/// The migrations, in order; `user_version` counts how many are applied.
-pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
+/// This binary's migrations, in order; `user_version` counts how many are applied (version
+/// `i + 1` is `MIGRATIONS[i]`).
+pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_events",
         include_str!("../../../migrations/sqlite/0001_events.sql"),
@@ -65,18 +66,28 @@ pub enum MigrateError {
     Version(#[from] rusqlite::Error),
 }
 
-/// Applies every pending migration; returns how many ran.
+/// Applies every pending migration of this binary; returns how many ran.
 pub fn migrate(conn: &mut Connection) -> Result<usize, MigrateError> {
+    apply(conn, MIGRATIONS)
+}
+
+/// Applies the pending ones of `migrations` (`(name, sql)`, version `i + 1` is entry `i`), each in
+/// its own transaction with its bump of `user_version`; returns how many ran. When one fails, the
+/// ones before it stay applied and the database is at the version before it.
+pub fn apply(
+    conn: &mut Connection,
+    migrations: &[(&'static str, &'static str)],
+) -> Result<usize, MigrateError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let current = usize::try_from(current).unwrap_or(usize::MAX);
-    if current > MIGRATIONS.len() {
+    if current > migrations.len() {
         return Err(MigrateError::TooNew {
             found: current,
-            known: MIGRATIONS.len(),
+            known: migrations.len(),
         });
     }
     let mut applied = 0;
-    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (i, (name, sql)) in migrations.iter().enumerate().skip(current) {
         let failed = |source| MigrateError::Failed { name, source };
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

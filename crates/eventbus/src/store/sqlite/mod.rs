@@ -14,7 +14,7 @@
 mod archive;
 mod consumer;
 mod key;
-mod migrate;
+pub mod migrate;
 #[cfg(test)]
 pub(crate) mod testing;
 
