@@ -47,23 +47,34 @@ async fn every_log_line_about_an_event_names_its_id_and_traceparent() {
     // Two failed attempts, then one that succeeds.
     let got = receiver.wait_for(3, Duration::from_secs(30)).await;
     assert!(got.last().unwrap().succeeded());
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let log = server.log_text();
-    let lines: Vec<Value> = log
-        .lines()
-        .filter(|l| l.contains(&id))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect();
+    const EXPECTED: [&str; 3] = [
+        "event accepted by the chain",
+        "webhook attempt failed",
+        "webhook attempt succeeded",
+    ];
+    // The bus logs the successful attempt after the receiver answered: wait for the line.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (log, lines) = loop {
+        let log = server.log_text();
+        let lines: Vec<Value> = log
+            .lines()
+            .filter(|l| l.contains(&id))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
+            .collect();
+        let logged = |m: &str| lines.iter().any(|l| l["fields"]["message"] == m);
+        if EXPECTED.iter().all(|m| logged(m)) || tokio::time::Instant::now() > deadline {
+            break (log, lines);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let messages: Vec<&str> = lines
         .iter()
         .map(|l| l["fields"]["message"].as_str().unwrap_or(""))
         .collect();
-    for expected in [
-        "event accepted by the chain",
-        "webhook attempt failed",
-        "webhook attempt succeeded",
-    ] {
+    for expected in EXPECTED {
         assert!(
             messages.contains(&expected),
             "no `{expected}` line: {messages:?}\n{log}"

@@ -227,6 +227,14 @@ async fn exceptions_are_retried_then_dead_lettered_and_suspend_the_plugin_until_
         manifest.clone(),
         r#"export function onEvent(e) { throw new Error("broken on " + e.type); }"#,
     );
+    // A witness on the same types: once it handled an event, that event was committed and the
+    // plugins' consumers (woken by the same commit) had their chance, the suspended one too.
+    write_plugin(
+        dir.path(),
+        json!({"name": "witness", "version": "1", "subscribe": ["job.*"],
+               "publish": ["witness.*"]}),
+        r#"export function onEvent(e, ctx) { ctx.publish("witness.seen", { id: e.id }); }"#,
+    );
     let server = start(dir.path(), &[]).await;
     for _ in 0..3 {
         server.publish_ok(&json!({"type": "job.run"})).await;
@@ -256,10 +264,20 @@ async fn exceptions_are_retried_then_dead_lettered_and_suspend_the_plugin_until_
     assert_eq!(letters.len(), 3);
     assert!(letters.iter().all(|d| d["attempts"] == 4));
 
-    // While suspended, new events wait (nothing is lost).
+    // While suspended, new events wait (nothing is lost): the witness handles the event, the
+    // suspended plugin is not called.
     let waiting = server.publish_ok(&json!({"type": "job.run"})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(plugin(&server, "flaky").await["counters"]["calls"], 12);
+    wait_for("the witness to handle the waiting event", || async {
+        events_of(&server, "witness.seen")
+            .await
+            .iter()
+            .any(|e| e["payload"]["id"] == waiting["id"])
+            .then_some(())
+    })
+    .await;
+    let p = plugin(&server, "flaky").await;
+    assert_eq!(p["counters"]["calls"], 12, "{p}");
+    assert_eq!(p["status"], "suspended", "{p}");
 
     // A fixed version, reloaded: the waiting event is handled, a dead letter can be retried.
     write_plugin(
@@ -624,13 +642,29 @@ async fn handled_and_running(server: &TestServer, name: &str) -> (u64, bool) {
     )
 }
 
-/// Publishes `project.updated` events `from..to` in one batch.
-async fn publish_range(server: &TestServer, from: usize, to: usize) {
+/// Publishes `project.updated` events `from..to` in one batch; returns the last one's `seq`.
+async fn publish_range(server: &TestServer, from: usize, to: usize) -> u64 {
     let batch: Vec<Value> = (from..to)
         .map(|i| json!({"type": "project.updated", "payload": {"i": i}}))
         .collect();
     let reply = server.publish(&json!(batch)).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    crate::common::seq(reply.body.as_array().unwrap().last().unwrap())
+}
+
+/// One value (the first column of the first row, as text) of `sql` on the test database.
+fn pg_value(sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .arg(crate::cluster::database_url())
+        .args(["-qAtc", sql])
+        .output()
+        .expect("running psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// Two processes on one PostgreSQL database load the same plugin: one runs its handler, the
@@ -667,13 +701,27 @@ async fn two_processes_on_postgres_run_a_plugin_once_and_the_survivor_takes_over
     })
     .await;
     let survivor = 1 - runner;
-    publish_range(&servers[survivor], 0, 40).await;
+    let last = publish_range(&servers[survivor], 0, 40).await;
     wait_for("the runner to handle 40 events", || async {
         (handled_and_running(&servers[runner], "counter").await.0 == 40).then_some(())
     })
     .await;
-    // Well past a cursor save and several lease renewals: the standby handled nothing.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Positive markers instead of a pause: the runner saved its cursor past the 40 events (so
+    // the takeover below starts after them), and renewed its lease after handling them, up to
+    // 5 s later; the standby asks for the lease every 2 s, so it was refused meanwhile and still
+    // handled nothing.
+    let cursor = format!("SELECT seq FROM {schema}.consumer_cursors WHERE name = 'plugin:counter'");
+    wait_for("the runner to save its cursor", || async {
+        (pg_value(&cursor).parse::<u64>().ok()? >= last).then_some(())
+    })
+    .await;
+    let lease =
+        format!("SELECT expires_at FROM {schema}.consumer_leases WHERE name = 'plugin:counter'");
+    let expiry: i64 = pg_value(&lease).parse().expect("the runner holds a lease");
+    wait_for("the runner to renew its lease", || async {
+        (pg_value(&lease).parse::<i64>().ok()? > expiry).then_some(())
+    })
+    .await;
     assert_eq!(
         handled_and_running(&servers[runner], "counter").await,
         (40, true)
@@ -693,4 +741,8 @@ async fn two_processes_on_postgres_run_a_plugin_once_and_the_survivor_takes_over
     .await;
     // From the dead runner's saved cursor: the 20 new events, none of the 40 again.
     assert_eq!(handled, 20, "{}", survivor.log_text());
+    for server in &mut servers {
+        server.kill();
+    }
+    pg_value(&format!("DROP SCHEMA {schema} CASCADE"));
 }

@@ -47,6 +47,9 @@ async fn filters_select_what_each_stream_receives() {
             ("project.updated", Some("p2"), Some("t2"), Some("u1")),
             ("user.created", None, Some("t1"), Some("u1")),
             ("menu.item_updated", Some("p1"), None, Some("u2")),
+            // A sentinel that every filter below selects: a replay that delivered it has
+            // delivered everything before it, so nothing unexpected can still come in between.
+            ("project.created", Some("p1"), Some("t1"), Some("u1")),
         ],
     )
     .await;
@@ -60,12 +63,14 @@ async fn filters_select_what_each_stream_receives() {
         ("types=project.*&projectId=p1", vec![1]),
         ("", vec![1, 2, 3, 4, 5]),
     ];
-    assert_eq!(seqs(&all), [1, 2, 3, 4, 5]);
+    assert_eq!(seqs(&all), [1, 2, 3, 4, 5, 6]);
     for (query, expected) in cases {
         let mut stream = SseClient::connect(&server, query, Some(0)).await;
-        let got = stream.events_until_seq(5, Duration::from_millis(500)).await;
+        let got = stream.events_until_seq(6, WAIT).await;
+        let mut expected = expected.clone();
+        expected.push(6);
         assert_eq!(
-            &got.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            got.iter().map(|m| m.seq).collect::<Vec<_>>(),
             expected,
             "{query}"
         );
@@ -89,7 +94,7 @@ async fn filters_select_what_each_stream_receives() {
     )
     .await;
     let m = live.next_event(WAIT).await.expect("a live event");
-    assert_eq!((m.seq, m.event.as_str()), (7, "user.deleted"));
+    assert_eq!((m.seq, m.event.as_str()), (8, "user.deleted"));
 }
 
 #[tokio::test]

@@ -7,7 +7,6 @@
 //! (`EVENTBUS_TEST_DATABASE_URL`, as the local trust setup gives); without PostgreSQL they skip
 //! outside CI and fail in CI.
 
-#[allow(dead_code)]
 #[path = "../it/common/mod.rs"]
 mod common;
 
