@@ -13,7 +13,8 @@
  *   the cursor is dropped, so a handler never sees one twice.
  * - **Reconnection** after any break (server restart, network error, `error` control event) with
  *   exponential backoff and jitter, honouring `Retry-After` on `503`/`429`; on a `lagged` control
- *   event at once, from its `lastEventId`.
+ *   event at once, from its `lastEventId`. The `error` event with `code: "cursor_archived"` (events
+ *   after the cursor were archived and are not replayed) is a notice: the stream goes on.
  * - **Tokens.** On a `token_expired` control event (a stream opened with `?token=` outlived its
  *   token) the connection reconnects at once with a fresh token from `getToken`, resuming like
  *   after `lagged`. With a static `token` it cannot: it closes and reports a `TokenExpiredError`.
@@ -304,6 +305,11 @@ export class StreamConnection {
       return 'reconnect';
     }
     if (message.event === 'error' && message.id === undefined) {
+      // `cursor_archived` is a notice, not a failure: events after the cursor were archived and
+      // are not replayed, and the stream goes on with the stored ones after them. Ending the
+      // attempt would only bring the same notice again on every reconnection.
+      const data = parseJson(message.data) as { code?: unknown } | undefined;
+      if (data?.code === 'cursor_archived') return undefined;
       // The store was unavailable during a replay: end this attempt; the loop backs off.
       this.controller?.abort();
       return undefined;
