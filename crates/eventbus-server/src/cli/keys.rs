@@ -215,6 +215,11 @@ async fn through_api(config: &Config, admin: &str, action: Op) -> anyhow::Result
             print_rows(&rows);
         }
         Op::Revoke(id) => {
+            // Key ids are hex digits; anything else cannot name a key (nor go into a path).
+            anyhow::ensure!(
+                !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()),
+                "no key has id `{id}`"
+            );
             let path = format!("/v1/keys/{id}");
             let (status, reply) =
                 local_api::request(config, admin, Method::DELETE, &path, None).await?;

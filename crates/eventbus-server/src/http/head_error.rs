@@ -103,30 +103,53 @@ fn explain(status: StatusCode, line: &[u8]) -> ApiError {
     match status {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ApiError::HeadTooLarge,
         StatusCode::URI_TOO_LONG => ApiError::UriTooLong,
-        _ => match forbidden_in_target(line) {
-            Some(c) => ApiError::InvalidRequestTarget(format!(
-                "the request target contains `{c}`, which HTTP requires percent-encoded: send \
-                 it as `%{:02X}` (for example `?type=project.%3E` for the pattern `project.>`; \
-                 curl encodes a query for you with `-G --data-urlencode 'type=project.>'`)",
-                c as u32
-            )),
-            None => ApiError::MalformedRequest(
+        _ => match forbidden_in_target(line).as_slice() {
+            [] => ApiError::MalformedRequest(
                 "the request is not valid HTTP/1.1: its request line or a header could not be \
                  parsed"
                     .to_owned(),
             ),
+            found => {
+                let named: Vec<String> = found
+                    .iter()
+                    .map(|&c| format!("`{c}` as `{}`", percent_encoded(c)))
+                    .collect();
+                ApiError::InvalidRequestTarget(format!(
+                    "the request target contains characters that HTTP requires percent-encoded: \
+                     send {} (for example `?type=project.%3E` for the pattern `project.>`; curl \
+                     encodes a query for you with `-G --data-urlencode 'type=project.>'`)",
+                    named.join(", ")
+                ))
+            }
         },
     }
 }
 
-/// The first character of the request target (the second word of `line`) that RFC 3986 does not
-/// allow unencoded.
-pub(crate) fn forbidden_in_target(line: &[u8]) -> Option<char> {
+/// `c` percent-encoded, byte by byte of its UTF-8 form.
+fn percent_encoded(c: char) -> String {
+    let mut buf = [0u8; 4];
+    c.encode_utf8(&mut buf)
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect()
+}
+
+/// The characters of the request target (the second word of `line`) that RFC 3986 does not
+/// allow unencoded, each once, in order, at most five.
+pub(crate) fn forbidden_in_target(line: &[u8]) -> Vec<char> {
     let line = String::from_utf8_lossy(line);
-    let rest = line.trim_end_matches('\r').split_once(' ')?.1;
+    let Some((_, rest)) = line.trim_end_matches('\r').split_once(' ') else {
+        return Vec::new();
+    };
     // The target ends before " HTTP/"; whatever precedes it, spaces included, is the target.
     let target = rest.rsplit_once(" HTTP/").map_or(rest, |(t, _)| t);
-    target.chars().find(|&c| !allowed_in_target(c))
+    let mut found = Vec::new();
+    for c in target.chars().filter(|&c| !allowed_in_target(c)) {
+        if !found.contains(&c) && found.len() < 5 {
+            found.push(c);
+        }
+    }
+    found
 }
 
 /// RFC 3986 `pchar`, `/`, `?` and `%` (of percent-encodings).
@@ -242,13 +265,17 @@ mod tests {
     #[test]
     fn names_the_first_character_that_needs_encoding() {
         let line = b"GET /v1/events?type=project.> HTTP/1.1\r";
-        assert_eq!(forbidden_in_target(line), Some('>'));
-        assert_eq!(forbidden_in_target(b"GET /a?b={c} HTTP/1.1"), Some('{'));
-        assert_eq!(forbidden_in_target(b"GET /a b HTTP/1.1"), Some(' '));
+        assert_eq!(forbidden_in_target(line), vec!['>']);
         assert_eq!(
-            forbidden_in_target(b"GET /v1/events?type=project.%3E&x=a:b@c HTTP/1.1"),
-            None
+            forbidden_in_target(b"GET /a?b={c}|> HTTP/1.1"),
+            vec!['{', '}', '|', '>']
         );
+        assert_eq!(forbidden_in_target(b"GET /a b HTTP/1.1"), vec![' ']);
+        assert!(
+            forbidden_in_target(b"GET /v1/events?type=project.%3E&x=a:b@c HTTP/1.1").is_empty()
+        );
+        assert_eq!(percent_encoded('>'), "%3E");
+        assert_eq!(percent_encoded('é'), "%C3%A9");
     }
 
     #[test]

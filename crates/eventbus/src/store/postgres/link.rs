@@ -1,10 +1,10 @@
 //! What the connection to PostgreSQL is: where it goes, whether it is encrypted, and whether the
 //! server's certificate was checked; reported once at start and in readiness, never with secrets.
 //!
-//! `sslmode` has libpq's meaning (`disable`, `allow`, `prefer`, `require`, `verify-ca`,
-//! `verify-full`), with `sslrootcert` for a private CA and `sslcert`/`sslkey` for a client
-//! certificate; as in libpq, `require` with an `sslrootcert` verifies the certificate's chain
-//! (`verify-ca`). TLS is rustls with the ring provider; without `sslrootcert` the system's roots
+//! `sslmode` has libpq's meaning (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`),
+//! with `sslrootcert` for a private CA and `sslcert`/`sslkey` for a client certificate; as in
+//! libpq, `require` with an `sslrootcert` in the URL verifies the certificate's chain
+//! (`verify-ca`). One difference: `allow` never tries TLS (the driver treats it as `disable`). TLS is rustls with the ring provider; without `sslrootcert` the system's roots
 //! (`SSL_CERT_FILE`, else the OS store) are trusted.
 
 use std::str::FromStr;
@@ -77,16 +77,22 @@ pub fn parse_url(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     )
 }
 
-/// Reads what `conn` (made with `connect`) is, from the server's own `pg_stat_ssl`.
-pub(crate) async fn inspect(
-    conn: &mut PgConnection,
-    connect: &PgConnectOptions,
-) -> Result<LinkInfo, sqlx::Error> {
-    let (tls, version): (bool, Option<String>) =
-        sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(conn)
-            .await?;
-    Ok(LinkInfo {
+/// Reads what `conn` (made with `connect`) is, from the server's own `pg_stat_ssl`. A server
+/// without that view (a PostgreSQL-compatible one) is reported as not encrypted, with a warning.
+pub(crate) async fn inspect(conn: &mut PgConnection, connect: &PgConnectOptions) -> LinkInfo {
+    let (tls, version): (bool, Option<String>) = match sqlx::query_as(
+        "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .fetch_one(conn)
+    .await
+    {
+        Ok(row) => row,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read pg_stat_ssl: the connection's TLS state is unknown");
+            (false, None)
+        }
+    };
+    LinkInfo {
         host: connect.get_host().to_owned(),
         port: connect.get_port(),
         database: connect.get_database().unwrap_or_default().to_owned(),
@@ -97,7 +103,7 @@ pub(crate) async fn inspect(
             (true, PgSslMode::VerifyCa) => "ca",
             _ => "none",
         },
-    })
+    }
 }
 
 /// A connection error, with a hint when TLS refused the server's certificate.

@@ -196,9 +196,7 @@ impl PgStore {
                     link::explain(&e)
                 ))
             })?;
-        let link = link::inspect(&mut conn, &connect)
-            .await
-            .map_err(unavailable)?;
+        let link = link::inspect(&mut conn, &connect).await;
         link.log("event store");
         let applied = migrate::migrate(&mut conn)
             .await
@@ -322,17 +320,16 @@ impl PgStore {
         bounded(self.timeout, f).await.map_err(store_error)
     }
 
-    /// Runs the read `f` on the pool within the timeout. A pooled connection may have died
-    /// while idle (the server restarted): a read that fails for that reason is tried once more,
-    /// on another or a new connection.
+    /// Runs the read `f` on the pool within the timeout. Pooled connections may have died while
+    /// idle (the server restarted, a fail-over, `pg_terminate_backend`): a read that fails for
+    /// that reason is tried again, on another or a new connection, up to once per pooled
+    /// connection more.
     async fn read<T, F, Fut>(&self, mut f: F) -> Result<T, StoreError>
     where
         F: FnMut(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
-        // A read is idempotent: after the server closed the pool's connections (a fail-over,
-        // `pg_terminate_backend`), each attempt discards one dead connection, so it is tried
-        // again until a live or new one answers, at most once per pooled connection more.
+        // A read is idempotent, and each failed attempt discards one dead connection.
         let attempts = async {
             let mut left = self.pool.size() + 1;
             loop {
