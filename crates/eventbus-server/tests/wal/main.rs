@@ -69,6 +69,22 @@ fn superuser() -> Option<String> {
     }
 }
 
+/// Takes the one-at-a-time lock; a run killed while it held `fsync = off` (so no `Drop` ran)
+/// must not leave the server without fsync, so that is undone first.
+async fn serial(admin: &str) -> tokio::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().await;
+    let left_off = psql(
+        admin,
+        "SELECT count(*) FROM pg_file_settings \
+         WHERE name = 'fsync' AND sourcefile LIKE '%postgresql.auto.conf'",
+    );
+    if left_off.as_deref().is_some_and(|n| n != "0") {
+        psql(admin, "ALTER SYSTEM RESET fsync").unwrap();
+        psql(admin, "SELECT pg_reload_conf()").unwrap();
+    }
+    guard
+}
+
 /// A database of its own, dropped at the end, so that database-level defaults stay in it.
 struct Database {
     admin: String,
@@ -136,7 +152,7 @@ async fn wal_syncs_for_sequential_publishes(server: &TestServer, db: &Database, 
 #[tokio::test]
 async fn acks_are_durable_whatever_the_database_default() {
     let Some(admin) = superuser() else { return };
-    let _serial = SERIAL.lock().await;
+    let _serial = serial(&admin).await;
     let db = Database::create(&admin, "walsync");
     psql(
         &admin,
@@ -206,7 +222,7 @@ impl Drop for FsyncOff {
 #[tokio::test]
 async fn a_server_without_fsync_is_reported_not_durable() {
     let Some(admin) = superuser() else { return };
-    let _serial = SERIAL.lock().await;
+    let _serial = serial(&admin).await;
     let db = Database::create(&admin, "fsyncoff");
 
     // The server's settings as they are: durable.
