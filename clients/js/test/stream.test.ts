@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { EventBusClient, type BusEvent, type ConnectionStatus, type StreamRequest } from '../src/index.js';
 import { fetchTransport } from '../src/transport/index.js';
 import { ADMIN_KEY, killBus, restartBus, startBus, waitFor, type Bus } from './helpers/bus.js';
+import { gate, gatedFetch, openGate } from './helpers/stream.js';
 
 const cleanup: (() => unknown)[] = [];
 afterEach(async () => {
@@ -211,27 +212,9 @@ describe('a slow reader against the real bus', () => {
     cleanup.push(() => killBus(b));
     // The stream body is read only while the gate is open: closed, the socket fills up and the
     // bus sees a slow client (TCP back-pressure, nothing simulated on the bus side).
-    const gate = { open: true, waiters: [] as (() => void)[] };
-    const gatedFetch: typeof fetch = async (input, init) => {
-      const res = await fetch(input, init);
-      if (!res.body) return res;
-      const reader = res.body.getReader();
-      const body = new ReadableStream<Uint8Array>(
-        {
-          async pull(controller) {
-            while (!gate.open) await new Promise<void>((r) => gate.waiters.push(r));
-            const { done, value } = await reader.read();
-            if (done) controller.close();
-            else controller.enqueue(value);
-          },
-          cancel: (reason) => reader.cancel(reason),
-        },
-        { highWaterMark: 0 },
-      );
-      return new Response(body, { status: res.status, headers: res.headers });
-    };
+    const valve = gate();
     const attempts: StreamRequest[] = [];
-    const inner = fetchTransport({ fetch: gatedFetch });
+    const inner = fetchTransport({ fetch: gatedFetch(valve) });
     const control: string[] = [];
     const client = new EventBusClient({
       url: b.url,
@@ -253,7 +236,7 @@ describe('a slow reader against the real bus', () => {
     client.subscribe('project.updated', (e) => got.push((e.payload as { n: number }).n));
     await waitFor(() => client.status === 'open', 'the stream to open');
 
-    gate.open = false;
+    valve.open = false;
     const filler = 'x'.repeat(100_000);
     const total = 200;
     for (let start = 0; start < total; start += 20) {
@@ -261,8 +244,7 @@ describe('a slow reader against the real bus', () => {
         Array.from({ length: 20 }, (_, i) => ({ type: 'project.updated', payload: { n: start + i + 1, filler } })),
       );
     }
-    gate.open = true;
-    for (const w of gate.waiters.splice(0)) w();
+    openGate(valve);
     await waitFor(() => got.length >= total, 'every event after catching up', 60_000);
     expect(got).toEqual([...Array(total).keys()].map((i) => i + 1));
     // The bus did cut the slow stream with `lagged`, and the client resumed from where it was.
