@@ -123,6 +123,16 @@ fn items<'a>(body: &'a Value, key: &str) -> &'a Vec<Value> {
         .unwrap_or_else(|| panic!("no {key} array in {body}"))
 }
 
+/// Publishes a sentinel event of `event_type` and waits until `rx` receives it: proof that the
+/// events published before it had their chance to be delivered.
+async fn sentinel_arrives(server: &TestServer, rx: &WebhookReceiver, event_type: &str) {
+    let sentinel = server
+        .publish_ok(&json!({"type": event_type, "payload": {}}))
+        .await;
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(got[0].id, sentinel["id"].as_str().unwrap());
+}
+
 /// Waits until the first delivery listed at `path` has ended (is no longer pending) and returns
 /// it with the endpoint's attempts.
 async fn ended_delivery(server: &TestServer, id: &str, path: &str, what: &str) -> (Value, Value) {
@@ -762,11 +772,7 @@ async fn a_continuously_failing_endpoint_is_disabled_and_announced() {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let sentinel = server
-        .publish_ok(&json!({"type": "user.created", "payload": {}}))
-        .await;
-    let got = sentinel_rx.wait_for(1, WAIT).await;
-    assert_eq!(got[0].id, sentinel["id"].as_str().unwrap());
+    sentinel_arrives(&server, &sentinel_rx, "user.created").await;
     assert_eq!(
         receiver.count(),
         3,
@@ -1196,11 +1202,7 @@ async fn a_host_name_resolving_to_a_forbidden_address_is_refused_at_creation_and
         "the error names the refused address: {attempt}"
     );
     assert!(attempt["statusCode"].is_null(), "{attempt}");
-    let sentinel = server
-        .publish_ok(&json!({"type": "project.updated", "payload": {}}))
-        .await;
-    let got = sentinel_rx.wait_for(1, WAIT).await;
-    assert_eq!(got[0].id, sentinel["id"].as_str().unwrap());
+    sentinel_arrives(&server, &sentinel_rx, "project.updated").await;
     assert_eq!(
         behind_name.count(),
         0,
