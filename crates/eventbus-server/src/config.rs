@@ -192,11 +192,22 @@ pub struct Config {
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "*", global = true)]
     pub cors_allowed_origins: String,
 
-    /// PostgreSQL: connections in the store's read pool (the committer and the listener hold
-    /// one more each).
-    #[arg(long, env = "EVENT_STORE_POOL_SIZE", default_value_t = 8,
-          value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
-    pub event_store_pool_size: u32,
+    /// PostgreSQL: a URL that reaches PostgreSQL itself, for what needs a server session of its
+    /// own (appends, LISTEN, migrations, the archiver's lock) when EVENT_STORE_URL goes through a
+    /// pooler in transaction mode (PgBouncer, RDS Proxy, Supavisor).
+    #[arg(long, env = "EVENT_STORE_DIRECT_URL", value_parser = parse_direct_url, global = true)]
+    pub event_store_direct_url: Option<DirectUrl>,
+
+    /// PostgreSQL: most connections one node opens: a pool of this many minus 3, and three
+    /// sessions (appends, LISTEN, the archiver's lock).
+    #[arg(long, env = "EVENT_STORE_MAX_CONNECTIONS", default_value_t = 11,
+          value_parser = clap::value_parser!(u32).range(4..=1000), global = true)]
+    pub event_store_max_connections: u32,
+
+    /// Former setting: the pool's size alone (EVENT_STORE_MAX_CONNECTIONS minus 3).
+    #[arg(long, env = "EVENT_STORE_POOL_SIZE", hide = true,
+          value_parser = clap::value_parser!(u32).range(1..=997), global = true)]
+    pub event_store_pool_size: Option<u32>,
 
     /// PostgreSQL: milliseconds that connecting or one store operation may take before it fails
     /// as unavailable (503).
@@ -442,7 +453,10 @@ impl Config {
         StoreOptions {
             sqlite: self.sqlite_options(),
             postgres: PgOptions {
-                pool_size: self.event_store_pool_size,
+                pool_size: self
+                    .event_store_pool_size
+                    .unwrap_or(self.event_store_max_connections.saturating_sub(3).max(1)),
+                direct_url: self.event_store_direct_url.as_ref().map(|u| u.0.clone()),
                 timeout: Duration::from_millis(self.event_store_timeout),
                 allow_non_durable_acks: self.allow_non_durable_acks,
                 ..PgOptions::default()
@@ -535,6 +549,27 @@ impl Secret {
             return Err("use at least 32 bytes (e.g. `openssl rand -hex 32`)".to_owned());
         }
         Ok(Secret(s.to_owned()))
+    }
+}
+
+/// `EVENT_STORE_DIRECT_URL`: a PostgreSQL URL, kept out of debug output (it may hold a password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DirectUrl(pub String);
+
+impl std::fmt::Debug for DirectUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirectUrl(..)")
+    }
+}
+
+fn parse_direct_url(s: &str) -> Result<DirectUrl, String> {
+    match StoreUrl::parse(s) {
+        Ok(StoreUrl::Postgres(url)) => Ok(DirectUrl(url)),
+        _ => Err(
+            "use a postgres:// URL that reaches PostgreSQL itself (not through a pooler in \
+             transaction mode)"
+                .to_owned(),
+        ),
     }
 }
 

@@ -58,7 +58,7 @@ impl From<sqlx::Error> for Refused {
 #[async_trait]
 impl ArchiveStore for PgStore {
     async fn archive_lock(&self) -> Result<Option<ArchiveLock>, StoreError> {
-        let connect = self.pool.connect_options();
+        let connect = self.session.clone();
         let locked = self
             .write(async {
                 let mut conn = PgConnection::connect_with(&connect).await?;
@@ -96,7 +96,7 @@ impl ArchiveStore for PgStore {
         let outcome = self
             .write(async {
                 let attempt = async {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.db.begin().await?;
                     let deleted = sqlx::query("DELETE FROM events WHERE seq BETWEEN $1 AND $2")
                         .bind(s.first_seq as i64)
                         .bind(s.last_seq as i64)
@@ -160,7 +160,7 @@ impl ArchiveStore for PgStore {
         let outcome = self
             .write(async {
                 let attempt = async {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.db.begin().await?;
                     let removed = sqlx::query("DELETE FROM archive_segments WHERE id = $1")
                         .bind(segment_id as i64)
                         .execute(&mut *tx)

@@ -25,7 +25,8 @@
 //! (idempotency makes that safe). The next group reconnects. A group whose very first statement
 //! fails on a connection that was idle (the server restarted meanwhile) is retried once on a
 //! fresh connection, since nothing of it reached the database. The committer's session sets
-//! `lock_timeout` and `idle_in_transaction_session_timeout` to the store's timeout, so a process
+//! `lock_timeout`, `statement_timeout` and `idle_in_transaction_session_timeout` to the store's
+//! timeout, so a process
 //! that stalls inside its transaction holds the other processes' appends no longer than that.
 
 use std::collections::HashMap;
@@ -58,6 +59,8 @@ pub(super) struct AppendJob {
 /// Where the committer writes and whom it tells.
 pub(super) struct Committer {
     pub connect: PgConnectOptions,
+    /// `SET` statements run on each new connection (the bus's session settings).
+    pub settings: String,
     pub conn: Option<PgConnection>,
     pub log: Arc<CommitLog>,
     /// `BEGIN; SELECT pg_advisory_xact_lock(…)` for this schema.
@@ -154,13 +157,13 @@ impl Committer {
 
     async fn write_with_retry(&mut self, batches: Vec<Vec<Event>>) -> Result<Written, sqlx::Error> {
         let reused = self.conn.is_some();
-        let conn = connection(&mut self.conn, &self.connect).await?;
+        let conn = connection(&mut self.conn, &self.connect, &self.settings).await?;
         match begin(conn, &self.begin_sql).await {
             Ok(()) => {}
             Err(e) if reused && is_connection_error(&e) => {
                 tracing::info!(error = %e, "event store connection was lost; reconnecting");
                 self.conn = None;
-                let conn = connection(&mut self.conn, &self.connect).await?;
+                let conn = connection(&mut self.conn, &self.connect, &self.settings).await?;
                 begin(conn, &self.begin_sql).await?;
             }
             Err(e) => return Err(e),
@@ -173,9 +176,14 @@ impl Committer {
 async fn connection<'c>(
     conn: &'c mut Option<PgConnection>,
     connect: &PgConnectOptions,
+    settings: &str,
 ) -> Result<&'c mut PgConnection, sqlx::Error> {
     if conn.is_none() {
-        *conn = Some(PgConnection::connect_with(connect).await?);
+        let mut new = PgConnection::connect_with(connect).await?;
+        sqlx::raw_sql(AssertSqlSafe(settings.to_owned()))
+            .execute(&mut new)
+            .await?;
+        *conn = Some(new);
     }
     Ok(conn.as_mut().expect("just connected"))
 }

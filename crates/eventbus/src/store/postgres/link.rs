@@ -106,6 +106,29 @@ pub(crate) async fn inspect(conn: &mut PgConnection, connect: &PgConnectOptions)
     }
 }
 
+/// What a connection made with `connect` is, as far as its options say: for connections through
+/// a pooler, whose `pg_stat_ssl` would describe the pooler's own link to the server. TLS counts as
+/// on only where the options require it.
+pub(crate) fn declared(connect: &PgConnectOptions) -> LinkInfo {
+    let mode = connect.get_ssl_mode();
+    let tls = matches!(
+        mode,
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    );
+    LinkInfo {
+        host: connect.get_host().to_owned(),
+        port: connect.get_port(),
+        database: connect.get_database().unwrap_or_default().to_owned(),
+        tls,
+        tls_version: None,
+        certificate: match mode {
+            PgSslMode::VerifyFull => "full",
+            PgSslMode::VerifyCa => "ca",
+            _ => "none",
+        },
+    }
+}
+
 /// A connection error, with a hint when TLS refused the server's certificate.
 pub(crate) fn explain(e: &sqlx::Error) -> String {
     let text = e.to_string();

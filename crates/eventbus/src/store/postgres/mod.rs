@@ -24,11 +24,13 @@
 mod archive;
 mod commit;
 mod consumer;
+mod db;
 mod key;
 pub mod link;
 mod listen;
 pub mod migrate;
 mod plugin;
+mod pooler;
 #[cfg(test)]
 pub(crate) mod testing;
 mod webhook;
@@ -38,7 +40,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -46,6 +48,7 @@ use tokio_util::task::TaskTracker;
 
 use self::commit::{APPEND_LOCK, AppendJob, Committer};
 pub use self::commit::{INSERT_ROWS, MAX_GROUP_ROWS};
+pub use self::db::Db;
 pub use self::link::LinkInfo;
 pub use self::migrate::MigrateError;
 use super::{
@@ -62,8 +65,14 @@ pub use sqlx::postgres::PgConnectOptions;
 /// PostgreSQL tuning.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
-    /// Connections of the read pool (the committer and the listener have one each besides).
+    /// Connections of the pool of reads and writes other than appends (the committer, the
+    /// listener and the archiver's lock have one each besides).
     pub pool_size: u32,
+    /// A URL that reaches PostgreSQL itself, for what needs a server session of its own (the
+    /// committer's appends, `LISTEN`, migrations, the archiver's lock), when the store's URL
+    /// goes through a pooler in transaction mode. The pool then uses the store's URL with one
+    /// transaction per statement and no prepared statement kept.
+    pub direct_url: Option<String>,
     /// Events kept in the in-memory commit log.
     pub hot_events: usize,
     /// Appends that may wait for the committer before publishers get `Overloaded`.
@@ -80,6 +89,7 @@ impl Default for PgOptions {
     fn default() -> Self {
         PgOptions {
             pool_size: 8,
+            direct_url: None,
             hot_events: 16_384,
             queue: 16_384,
             timeout: Duration::from_secs(5),
@@ -90,7 +100,9 @@ impl Default for PgOptions {
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    pool: PgPool,
+    db: Db,
+    /// How to open a server session of the bus's own (the direct URL when there is one).
+    session: PgConnectOptions,
     jobs: Mutex<Option<mpsc::Sender<AppendJob>>>,
     log: Arc<CommitLog>,
     tasks: TaskTracker,
@@ -166,29 +178,29 @@ impl PgStore {
         connect: PgConnectOptions,
         options: PgOptions,
     ) -> Result<Self, StoreError> {
-        let connect = match connect.get_application_name() {
-            Some(_) => connect,
-            None => connect.application_name("eventbus"),
+        // Named in `pg_stat_activity`; and no `extra_float_digits` at start-up, which poolers
+        // refuse (PostgreSQL 12 and later print floats exactly by default anyway).
+        let named = |c: PgConnectOptions| {
+            match c.get_application_name() {
+                Some(_) => c,
+                None => c.application_name("eventbus"),
+            }
+            .extra_float_digits(None)
         };
-        // Plans follow the arguments: a generic plan made while the table was small (a seq scan
-        // to look ids up) would otherwise be kept until the next ANALYZE, and pattern, scope and
-        // time filters are too skewed for one plan per statement.
-        let connect = connect.options([("plan_cache_mode", "force_custom_plan")]);
-        // Durable before acknowledged, whatever the server's, database's or role's default: a
-        // commit returns only once its WAL is flushed (invariant 1 of DESIGN.md §5).
-        let connect = if options.allow_non_durable_acks {
-            connect
-        } else {
-            connect.options([("synchronous_commit", "on")])
+        let connect = named(connect);
+        let direct = match &options.direct_url {
+            Some(url) => Some(named(link::parse_url(url).map_err(|e| {
+                StoreError::Unavailable(format!("invalid direct PostgreSQL URL: {e}"))
+            })?)),
+            None => None,
         };
+        // The bus's own sessions: the direct URL's when the store's URL is a pooler's.
+        let session = direct.clone().unwrap_or_else(|| connect.clone());
         let timeout = options.timeout;
-        let where_ = format!(
-            "{}:{}/{}",
-            connect.get_host(),
-            connect.get_port(),
-            connect.get_database().unwrap_or_default()
-        );
-        let mut conn = bounded(timeout, PgConnection::connect_with(&connect))
+        let bound_ms = timeout.as_millis().max(1);
+        let durable = !options.allow_non_durable_acks;
+        let where_ = where_(&session);
+        let mut conn = bounded(timeout, PgConnection::connect_with(&session))
             .await
             .map_err(|e| {
                 StoreError::Unavailable(format!(
@@ -196,12 +208,35 @@ impl PgStore {
                     link::explain(&e)
                 ))
             })?;
-        let link = link::inspect(&mut conn, &connect).await;
-        link.log("event store");
+        // Before any statement that needs a session: a transaction pooler would break them in
+        // ways much harder to read than this.
+        if pooler::shares_sessions(&mut conn, &session, timeout)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(StoreError::Unavailable(pooler::refusal(
+                &where_,
+                direct.is_some(),
+            )));
+        }
+        let link = link::inspect(&mut conn, &session).await;
+        link.log(if direct.is_some() {
+            "event store (direct)"
+        } else {
+            "event store"
+        });
         let applied = migrate::migrate(&mut conn)
             .await
             .map_err(|e| StoreError::Unavailable(format!("PostgreSQL at {where_}: {e}")))?;
         let migrated = super::Migrated::last(migrate::MIGRATIONS, applied);
+        let settings = db::session_settings(false, durable, bound_ms);
+        // The committer holds the append lock of every process on this schema: it waits for
+        // no lock longer than the bound either.
+        let committer_settings = format!("{settings}; SET lock_timeout = {bound_ms}");
+        sqlx::raw_sql(AssertSqlSafe(committer_settings.clone()))
+            .execute(&mut conn)
+            .await
+            .map_err(unavailable)?;
         let durability = read_durability(&mut conn).await.map_err(unavailable)?;
         durability.warn_once("postgres");
         let row = sqlx::query(
@@ -214,39 +249,43 @@ impl PgStore {
         let schema: String = row.try_get(0).map_err(unavailable)?;
         let schema_key: i32 = row.try_get(1).map_err(unavailable)?;
         let head: i64 = row.try_get(2).map_err(unavailable)?;
-        let bound_ms = timeout.as_millis().max(1);
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "SET idle_in_transaction_session_timeout = {bound_ms}; SET lock_timeout = {bound_ms}"
-        )))
-        .execute(&mut conn)
-        .await
-        .map_err(unavailable)?;
         let log = Arc::new(CommitLog::new(head as u64, options.hot_events));
         let channel = channel_name(&schema);
 
-        let pool = PgPoolOptions::new()
+        let pool_options = PgPoolOptions::new()
             .max_connections(options.pool_size.max(1))
             .acquire_timeout(timeout)
-            .test_before_acquire(false)
-            .connect_lazy_with(connect.clone());
-        let listen_pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(timeout)
-            .test_before_acquire(false)
-            .connect_lazy_with(connect.clone());
+            .test_before_acquire(false);
+        let db = match direct {
+            Some(_) => {
+                link::declared(&connect).log("event store (pooled)");
+                // Nothing may outlive a transaction: no statement cache, settings per transaction.
+                let pool = pool_options.connect_lazy_with(connect.statement_cache_capacity(0));
+                Db::pooled(
+                    pool,
+                    &schema,
+                    &db::session_settings(true, durable, bound_ms),
+                )
+            }
+            None => Db::straight(
+                with_settings(pool_options, settings.clone()).connect_lazy_with(session.clone()),
+            ),
+        };
+        let listen_pool = with_settings(
+            PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(timeout)
+                .test_before_acquire(false),
+            settings,
+        )
+        .connect_lazy_with(session.clone());
 
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
         let (tx, rx) = mpsc::channel(options.queue.max(1));
-        // The committer holds the append lock of every process on this schema: a session that
-        // hangs inside its transaction (a client gone silently) must not keep it for long.
-        let bound_ms = bound_ms.to_string();
-        let committer_connect = connect.clone().options([
-            ("idle_in_transaction_session_timeout", bound_ms.as_str()),
-            ("lock_timeout", bound_ms.as_str()),
-        ]);
         let committer = Committer {
-            connect: committer_connect,
+            connect: session.clone(),
+            settings: committer_settings,
             conn: Some(conn),
             log: log.clone(),
             begin_sql: format!("BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK}, {schema_key})"),
@@ -264,7 +303,8 @@ impl PgStore {
         ));
         tasks.close();
         Ok(PgStore {
-            pool,
+            db,
+            session,
             jobs: Mutex::new(Some(tx)),
             log,
             tasks,
@@ -283,9 +323,9 @@ impl PgStore {
         &self.schema
     }
 
-    /// The connection pool of reads (for diagnostics and the tables of other components).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The pool of reads and writes (for diagnostics and the tables of other components).
+    pub fn pool(&self) -> &Db {
+        &self.db
     }
 
     /// The plan PostgreSQL chooses for `query` (`EXPLAIN` text, one line per element): for
@@ -326,14 +366,14 @@ impl PgStore {
     /// connection more.
     async fn read<T, F, Fut>(&self, mut f: F) -> Result<T, StoreError>
     where
-        F: FnMut(PgPool) -> Fut,
+        F: FnMut(Db) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         // A read is idempotent, and each failed attempt discards one dead connection.
         let attempts = async {
-            let mut left = self.pool.size() + 1;
+            let mut left = self.db.pool().size() + 1;
             loop {
-                match f(self.pool.clone()).await {
+                match f(self.db.clone()).await {
                     Err(e) if is_connection_error(&e) && left > 0 => left -= 1,
                     result => return result,
                 }
@@ -353,6 +393,29 @@ pub(super) fn is_connection_error(e: &sqlx::Error) -> bool {
             .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
         _ => false,
     }
+}
+
+/// `host:port/database` of `connect`, for messages.
+fn where_(connect: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        connect.get_host(),
+        connect.get_port(),
+        connect.get_database().unwrap_or_default()
+    )
+}
+
+/// `pool` with the bus's session `settings` applied to each new connection.
+fn with_settings(pool: PgPoolOptions, settings: String) -> PgPoolOptions {
+    pool.after_connect(move |conn, _| {
+        let settings = settings.clone();
+        Box::pin(async move {
+            sqlx::raw_sql(AssertSqlSafe(settings))
+                .execute(conn)
+                .await
+                .map(|_| ())
+        })
+    })
 }
 
 /// `f`, failing with `PoolTimedOut` once `timeout` has passed.
@@ -661,7 +724,7 @@ impl EventStore for PgStore {
             .bind(def.schema.as_ref().map(|s| s.to_string()))
             .bind(def.builtin)
             .bind(def.updated_at.as_micros())
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
         })
         .await
@@ -688,7 +751,7 @@ impl EventStore for PgStore {
             .bind(&schemas)
             .bind(&builtins)
             .bind(&updated)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .map(|_| ())
         })
@@ -729,7 +792,7 @@ impl EventStore for PgStore {
         drop(self.jobs.lock().expect("jobs lock").take());
         self.cancel.cancel();
         self.tasks.wait().await;
-        self.pool.close().await;
+        self.db.pool().close().await;
     }
 
     fn plugin_store(&self) -> Option<&dyn crate::store::plugin::PluginStore> {

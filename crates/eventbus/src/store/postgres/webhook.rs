@@ -574,7 +574,7 @@ async fn complete(
 impl WebhookStore for PgStore {
     async fn create_endpoint(&self, mut endpoint: Endpoint) -> Result<Endpoint, StoreError> {
         self.write(async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             bump_version(&mut tx).await?;
             endpoint.since_seq = read_head(&mut tx).await?;
             write_endpoint(&mut tx, &endpoint, true).await?;
@@ -628,7 +628,7 @@ impl WebhookStore for PgStore {
         now: Timestamp,
     ) -> Result<Option<Endpoint>, StoreError> {
         self.write(async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             bump_version(&mut tx).await?;
             let Some(mut ep) = select_endpoint(&mut tx, id, true).await? else {
                 return Ok(None); // rolled back on drop
@@ -644,7 +644,7 @@ impl WebhookStore for PgStore {
 
     async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError> {
         self.write(async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             // After the version lock, so a fan-out step that inserted rows for this endpoint
             // has committed and they are deleted too; later steps are refused.
             bump_version(&mut tx).await?;
@@ -686,7 +686,7 @@ impl WebhookStore for PgStore {
 
     async fn fan_out(&self, step: FanOut) -> Result<FanOutResult, StoreError> {
         self.write(async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             // 'endpoints_version' < 'fanout_cursor': the global lock order.
             let rows: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT name, value FROM webhook_state \
@@ -723,7 +723,7 @@ impl WebhookStore for PgStore {
         now: Timestamp,
     ) -> Result<u64, StoreError> {
         self.write(async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             let n = insert_deliveries(&mut tx, &deliveries, now).await?;
             tx.commit().await?;
             Ok(n)
@@ -738,7 +738,7 @@ impl WebhookStore for PgStore {
 
     async fn claim_due(&self, c: Claim) -> Result<Vec<Delivery>, StoreError> {
         self.write(async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             let out = claim(&mut tx, &c).await?;
             tx.commit().await?;
             Ok(out)
@@ -755,7 +755,7 @@ impl WebhookStore for PgStore {
             return Ok(Vec::new());
         }
         self.write(async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             let out = complete(&mut tx, &records, health).await?;
             tx.commit().await?;
             Ok(out)
@@ -775,7 +775,7 @@ impl WebhookStore for PgStore {
             )))
             .bind(id as i64)
             .bind(now.as_micros())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db)
             .await?;
             row.map(|r| row_to_delivery(&r, 0)).transpose()
         })
