@@ -672,6 +672,39 @@ mod tests {
     }
 
     #[test]
+    fn postgres_connection_settings_parse() {
+        let pg = |pairs: &[(&str, &str)]| {
+            Config::from_pairs(pairs.iter().copied())
+                .unwrap()
+                .store_options()
+                .postgres
+        };
+        let defaults = pg(&[]);
+        assert_eq!((defaults.pool_size, defaults.direct_url), (8, None));
+        assert_eq!(pg(&[("EVENT_STORE_MAX_CONNECTIONS", "20")]).pool_size, 17);
+        assert_eq!(pg(&[("EVENT_STORE_MAX_CONNECTIONS", "4")]).pool_size, 1);
+        assert_eq!(pg(&[("EVENT_STORE_POOL_SIZE", "5")]).pool_size, 5);
+        assert!(Config::from_pairs([("EVENT_STORE_MAX_CONNECTIONS", "3")]).is_err());
+        let direct = pg(&[("EVENT_STORE_DIRECT_URL", "postgres://u:pw@db:5432/x")]);
+        assert_eq!(
+            direct.direct_url.as_deref(),
+            Some("postgres://u:pw@db:5432/x")
+        );
+        let err = Config::from_pairs([("EVENT_STORE_DIRECT_URL", "sqlite://x.db")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("postgres://"), "{err}");
+        let shown = format!(
+            "{:?}",
+            Config::from_pairs([("EVENT_STORE_DIRECT_URL", "postgres://u:pw@db/x")]).unwrap()
+        );
+        assert!(
+            !shown.contains("pw@"),
+            "the direct URL's password stays out of debug output"
+        );
+    }
+
+    #[test]
     fn webhook_settings_parse() {
         let c = Config::from_pairs([
             ("WEBHOOK_RETRY_SCHEDULE", "100ms,200ms"),

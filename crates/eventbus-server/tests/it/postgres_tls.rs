@@ -183,3 +183,533 @@ async fn plain_text_is_reported_and_warned_about_off_loopback() {
     let log = server.log_text();
     assert_eq!(log.matches("PLAIN TEXT").count(), 1, "{log}");
 }
+
+// ---- Client certificates and a private CA, against a PostgreSQL of the test's own ----
+
+/// A throwaway PostgreSQL on a free loopback port, in a temporary directory, whose certificate
+/// (for `localhost` and `127.0.0.1`) a private CA signed, and which admits only TLS sessions
+/// with a client certificate of that CA naming the user (`hostssl … cert`). Stopped on drop,
+/// also when the test panics.
+struct CertPostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    /// Whether the server's programs run as `postgres` (the test runs as root, which
+    /// PostgreSQL refuses to be).
+    as_postgres: bool,
+    port: u16,
+}
+
+/// The directory of the highest PostgreSQL version's programs under `/usr/lib/postgresql`.
+fn postgres_bin() -> Option<std::path::PathBuf> {
+    let mut found: Vec<(Vec<u32>, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let version = name
+                .split('.')
+                .map(str::parse)
+                .collect::<Result<Vec<u32>, _>>()
+                .ok()?;
+            let bin = entry.path().join("bin");
+            ["initdb", "pg_ctl", "postgres"]
+                .iter()
+                .all(|p| bin.join(p).is_file())
+                .then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+/// Runs `cmd`, failing the test with its output unless it succeeds; returns its stdout.
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `program --version` (or `version`) runs.
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+impl CertPostgres {
+    /// Makes the certificates, the cluster and starts it; `None` (after a skip) when the machine
+    /// lacks PostgreSQL's programs, `openssl`, or (as root) the `postgres` user.
+    fn start() -> Option<CertPostgres> {
+        let Some(bin) = postgres_bin() else {
+            eventbus::testing::skip("no PostgreSQL programs under /usr/lib/postgresql/*/bin");
+            return None;
+        };
+        if !runs("openssl", "version") {
+            eventbus::testing::skip("no openssl command to make the test certificates");
+            return None;
+        }
+        // Under /tmp, where the `postgres` user can reach it when the test runs as root.
+        let dir = tempfile::Builder::new()
+            .prefix("eb-pg-tls-")
+            .tempdir_in("/tmp")
+            .expect("creating a temporary directory");
+        // A new directory belongs to the effective user: root, or not.
+        let as_postgres = std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(dir.path()).expect("the temporary directory"),
+        ) == 0;
+        let mut owner = None;
+        if as_postgres {
+            let id = |flag: &str| {
+                Command::new("id")
+                    .args([flag, "postgres"])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .and_then(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .trim()
+                            .parse::<u32>()
+                            .ok()
+                    })
+            };
+            match (id("-u"), id("-g")) {
+                (Some(uid), Some(gid)) if runs("runuser", "--version") => {
+                    owner = Some((uid, gid));
+                }
+                _ => {
+                    eventbus::testing::skip(
+                        "running as root without a `postgres` user or runuser to run PostgreSQL",
+                    );
+                    return None;
+                }
+            }
+        }
+        let mut pg = CertPostgres {
+            dir,
+            bin,
+            as_postgres,
+            port: 0,
+        };
+        pg.make_certificates();
+        if let Some((uid, gid)) = owner {
+            for entry in std::fs::read_dir(pg.dir.path()).unwrap() {
+                std::os::unix::fs::chown(entry.unwrap().path(), Some(uid), Some(gid)).unwrap();
+            }
+            std::os::unix::fs::chown(pg.dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        pg.init_cluster();
+        pg.start_server();
+        Some(pg)
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn ca(&self) -> String {
+        self.path("ca.crt").display().to_string()
+    }
+
+    fn client_cert(&self) -> String {
+        self.path("client.crt").display().to_string()
+    }
+
+    fn client_key(&self) -> String {
+        self.path("client.key").display().to_string()
+    }
+
+    /// A private CA; a server certificate for `localhost` and `127.0.0.1`; a client
+    /// certificate for the user `postgres`. Keys are P-256 (quick to make), in PKCS#8.
+    fn make_certificates(&self) {
+        let openssl = |args: &[&str]| {
+            run_ok(
+                Command::new("openssl")
+                    .args(args)
+                    .current_dir(self.dir.path()),
+            )
+        };
+        let new_key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &new_key,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=eventbus test private CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        );
+        for (name, subject, extensions) in [
+            (
+                "server",
+                "/CN=localhost",
+                "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+            ),
+            ("client", "/CN=postgres", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let (key, csr, crt, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("{name}.ext"),
+            );
+            std::fs::write(
+                self.path(&ext),
+                format!(
+                    "basicConstraints=critical,CA:FALSE\n\
+                     keyUsage=critical,digitalSignature,keyEncipherment\n{extensions}"
+                ),
+            )
+            .unwrap();
+            openssl(
+                &[
+                    &["req", "-new"][..],
+                    &new_key,
+                    &["-keyout", &key, "-out", &csr, "-subj", subject],
+                ]
+                .concat(),
+            );
+            openssl(&[
+                "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-days", "2",
+                "-out", &crt, "-extfile", &ext,
+            ]);
+        }
+        for key in ["ca.key", "server.key", "client.key"] {
+            std::fs::set_permissions(
+                self.path(key),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+        }
+    }
+
+    /// One of PostgreSQL's programs, as the user the server runs as, in the temporary directory.
+    fn program(&self, name: &str) -> Command {
+        let exe = self.bin.join(name);
+        let mut cmd = if self.as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(exe);
+            cmd
+        } else {
+            Command::new(exe)
+        };
+        cmd.current_dir(self.dir.path()).env("LC_ALL", "C");
+        cmd
+    }
+
+    /// `initdb` with the superuser `postgres`, then TLS with the private CA and `hostssl …
+    /// cert` as the only way in.
+    fn init_cluster(&self) {
+        run_ok(self.program("initdb").args([
+            "-D",
+            "data",
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ]));
+        let dir = self.dir.path().display();
+        let conf = format!(
+            "\n# eventbus test: TLS with a private CA\n\
+             listen_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{dir}'\n\
+             ssl = on\n\
+             ssl_cert_file = '{dir}/server.crt'\n\
+             ssl_key_file = '{dir}/server.key'\n\
+             ssl_ca_file = '{dir}/ca.crt'\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n"
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path("data/postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
+        // Truncating keeps the file's owner.
+        std::fs::write(
+            self.path("data/pg_hba.conf"),
+            "hostssl all all 127.0.0.1/32 cert\n",
+        )
+        .unwrap();
+    }
+
+    /// Starts the server on a free loopback port (another one if that port is taken meanwhile).
+    fn start_server(&mut self) {
+        for _ in 0..3 {
+            self.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+                .port();
+            let out = self
+                .program("pg_ctl")
+                .args(["start", "-w", "-t", "30", "-D", "data", "-l", "server.log"])
+                .args(["-o", &format!("-p {}", self.port)])
+                .output()
+                .expect("running pg_ctl start");
+            if out.status.success() {
+                return;
+            }
+            let log = self.server_log();
+            if !log.contains("already in use") {
+                panic!(
+                    "pg_ctl start failed ({}): {}\n{}\nserver log:\n{log}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        panic!(
+            "PostgreSQL found no free port; its log:\n{}",
+            self.server_log()
+        );
+    }
+
+    fn server_log(&self) -> String {
+        std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
+    }
+
+    /// A URL for the bus to `localhost` with `sslmode=verify-full` and `extra` parameters.
+    fn url(&self, app: &str, extra: &str) -> String {
+        format!(
+            "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&application_name={app}{extra}",
+            self.port
+        )
+    }
+
+    /// `&sslrootcert=…`: the private CA.
+    fn root_cert_param(&self) -> String {
+        format!("&sslrootcert={}", self.ca())
+    }
+
+    /// `&sslcert=…&sslkey=…`: the client certificate.
+    fn client_cert_params(&self) -> String {
+        format!(
+            "&sslcert={}&sslkey={}",
+            self.client_cert(),
+            self.client_key()
+        )
+    }
+
+    /// `psql` as `postgres` over TLS with the client certificate (`-qAtX`, `|` between columns).
+    fn psql(&self, sql: &str) -> String {
+        let conninfo = format!(
+            "host=localhost port={} sslmode=verify-full sslrootcert={} sslcert={} sslkey={} \
+             dbname=postgres user=postgres",
+            self.port,
+            self.ca(),
+            self.client_cert(),
+            self.client_key()
+        );
+        run_ok(Command::new("psql").args([&conninfo, "-qAtX", "-c", sql]))
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for CertPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .program("pg_ctl")
+            .args(["stop", "-D", "data", "-m", "immediate", "-w", "-t", "10"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// What `eventbus` (serving) printed when it exited by itself within `limit`: its exit status,
+/// stdout and stderr, and how long it ran. Fails the test if it is still running by then.
+async fn run_until_exit(
+    url: &str,
+    limit: std::time::Duration,
+) -> (
+    std::process::ExitStatus,
+    String,
+    String,
+    std::time::Duration,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventbus"))
+        .env_clear()
+        .env("EVENT_STORE_URL", url)
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("RUST_LOG", "info")
+        .env("EVENT_BUS_ADMIN_KEY", crate::common::ADMIN_KEY)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("spawning the eventbus binary");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, read(&out), read(&err), started.elapsed());
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the bus still ran after {limit:?}; stdout:\n{}\nstderr:\n{}",
+                read(&out),
+                read(&err)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// How long the bus may take to give up on a server that refuses it.
+const REFUSAL_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_client_certificate_of_a_private_ca_admits_the_bus() {
+    let Some(pg) = CertPostgres::start() else {
+        return;
+    };
+    let app = "eb_tls_client_cert";
+    let url = pg.url(
+        app,
+        &format!("{}{}", pg.root_cert_param(), pg.client_cert_params()),
+    );
+    let server = TestServer::start(&[("EVENT_STORE_URL", &url), ("RUST_LOG", "info")]).await;
+    let stored = server
+        .publish_ok(&serde_json::json!({"type": "project.created", "payload": {"n": 1}}))
+        .await;
+    let id = stored["id"].as_str().expect("the stored event has an id");
+    let read = server.get_event(id).await;
+    assert_eq!(read.status, reqwest::StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["payload"]["n"], 1, "{}", read.body);
+    assert_eq!(server.count().await, 1);
+
+    let ready = server.get("/health/ready", &[]).await;
+    let link = &ready.body["details"]["store"]["connection"];
+    assert_eq!(link["tls"], true, "{}", ready.body);
+    assert_eq!(link["certificate"], "full", "{}", ready.body);
+
+    // The server saw the client certificate on every session of the bus.
+    let sessions = pg.psql(&format!(
+        "SELECT count(*), bool_and(s.ssl), \
+                bool_and(coalesce(s.client_dn, '') LIKE '%CN=postgres%'), \
+                string_agg(DISTINCT coalesce(s.client_dn, '(none)'), ', ') \
+         FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name = '{app}'"
+    ));
+    let fields: Vec<&str> = sessions.split('|').collect();
+    assert_eq!(fields.len(), 4, "{sessions}");
+    assert!(
+        fields[0].parse::<u32>().unwrap() >= 3,
+        "fewer sessions of the bus than expected: {sessions}"
+    );
+    assert_eq!(
+        fields[1], "t",
+        "a session of the bus is not encrypted: {sessions}"
+    );
+    assert_eq!(
+        fields[2], "t",
+        "a session of the bus has no client certificate for CN=postgres: {sessions}"
+    );
+    eprintln!("the bus's sessions (count|ssl|client certificate|client_dn): {sessions}");
+}
+
+#[tokio::test]
+async fn without_a_client_certificate_the_bus_is_refused() {
+    let Some(pg) = CertPostgres::start() else {
+        return;
+    };
+    // The server is as meant: plain text has no way in either.
+    let plain = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} sslmode=disable dbname=postgres user=postgres",
+            pg.port
+        ))
+        .args(["-qAtX", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("no pg_hba.conf entry"),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+
+    let url = pg.url("eb_tls_no_client_cert", &pg.root_cert_param());
+    let (status, out, err, took) = run_until_exit(&url, REFUSAL_LIMIT).await;
+    assert!(
+        !status.success(),
+        "the bus started without a client certificate:\n{out}\n{err}"
+    );
+    assert!(!out.contains("eventbus listening on"), "{out}");
+    assert!(
+        err.contains("the server refused the connection")
+            && err.contains("set sslcert and sslkey"),
+        "the error does not say the server asked for a client certificate (after {took:?}):\n{err}\nstdout:\n{out}"
+    );
+    assert!(
+        !err.contains("sslrootcert must hold") && !err.contains(" at line "),
+        "the hint blames the server's certificate, or the driver's source line shows:\n{err}"
+    );
+    assert!(
+        err.contains("cannot open the event store") || err.contains("cannot connect to PostgreSQL"),
+        "{err}"
+    );
+    eprintln!("refused without a client certificate after {took:?}:\n{err}");
+}
+
+#[tokio::test]
+async fn without_sslrootcert_the_private_ca_is_not_trusted() {
+    let Some(pg) = CertPostgres::start() else {
+        return;
+    };
+    let url = pg.url("eb_tls_no_root_cert", &pg.client_cert_params());
+    let (status, out, err, took) = run_until_exit(&url, REFUSAL_LIMIT).await;
+    assert!(
+        !status.success(),
+        "the bus trusted a private CA it was not given:\n{out}\n{err}"
+    );
+    assert!(!out.contains("eventbus listening on"), "{out}");
+    assert!(
+        err.to_lowercase().contains("certificate"),
+        "the error does not mention the certificate (after {took:?}):\n{err}\nstdout:\n{out}"
+    );
+    assert!(
+        err.contains("sslrootcert"),
+        "the error does not point at sslrootcert:\n{err}"
+    );
+    eprintln!("refused without sslrootcert after {took:?}:\n{err}");
+}

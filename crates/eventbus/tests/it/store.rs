@@ -669,6 +669,44 @@ mod postgres_only {
         )
     }
 
+    // Every session of the pool carries the bus's settings, whatever the server's defaults: a
+    // statement the bus gave up on stops on the server too (`statement_timeout`), a stuck
+    // transaction cannot hold locks forever (`idle_in_transaction_session_timeout`), and commits
+    // wait for the WAL flush (`synchronous_commit`).
+    #[tokio::test]
+    async fn pool_sessions_carry_the_bus_settings() {
+        let Some(schema) = PgSchema::create().await else {
+            return;
+        };
+        let options = PgOptions {
+            timeout: Duration::from_millis(1500),
+            ..test_pg_options()
+        };
+        let store = PgStore::open_with(schema.connect_options(), options)
+            .await
+            .unwrap();
+        for (setting, expected) in [
+            ("statement_timeout", "1500ms"),
+            ("idle_in_transaction_session_timeout", "1500ms"),
+            ("synchronous_commit", "on"),
+            ("plan_cache_mode", "force_custom_plan"),
+            ("application_name", "eventbus"),
+        ] {
+            let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(value, expected, "{setting}");
+        }
+        let err = sqlx::query("SELECT pg_sleep(3)")
+            .execute(store.pool())
+            .await
+            .expect_err("statement_timeout stops a longer statement");
+        let code = err.as_database_error().and_then(|e| e.code());
+        assert_eq!(code.as_deref(), Some("57014"), "{err}");
+        store.close().await;
+    }
+
     /// Follows the log of `store` from 0 until the writers are done (`done` holds the final
     /// head) and the cursor reached it; returns every `seq` seen, in order.
     async fn follow(

@@ -129,8 +129,22 @@ pub(crate) fn declared(connect: &PgConnectOptions) -> LinkInfo {
     }
 }
 
-/// A connection error, with a hint when TLS refused the server's certificate.
+/// A connection error, with a hint when TLS refused the server's certificate or the server
+/// asked for a client certificate. The server's own refusals are quoted without the driver's
+/// decoration (its source line).
 pub(crate) fn explain(e: &sqlx::Error) -> String {
+    if let sqlx::Error::Database(db) = e {
+        let message = db.message();
+        return if message.to_ascii_lowercase().contains("client certificate") {
+            format!(
+                "the server refused the connection: {message} (it authenticates clients by \
+                 certificate: set sslcert and sslkey in the URL to the client's certificate and \
+                 key)"
+            )
+        } else {
+            format!("the server refused the connection: {message}")
+        };
+    }
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
     if lower.contains("certificate") || lower.contains("notvalidforname") {
