@@ -40,6 +40,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_consumer_leases",
         include_str!("../../../migrations/postgres/0007_consumer_leases.sql"),
     ),
+    (
+        "0008_append_function",
+        include_str!("../../../migrations/postgres/0008_append_function.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

@@ -288,8 +288,16 @@ impl PgStore {
             settings: committer_settings,
             conn: Some(conn),
             log: log.clone(),
-            begin_sql: format!("BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK}, {schema_key})"),
-            channel: channel.clone(),
+            sql: commit::Statements {
+                begin_sql: format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK}, {schema_key})"
+                ),
+                append_sql: format!(
+                    "SELECT eventbus_append({APPEND_LOCK}, {schema_key}, $1, $2, $3, $4, $5, $6, \
+                     $7, $8, $9)"
+                ),
+                channel: channel.clone(),
+            },
             timeout,
         };
         tasks.spawn(committer.run(rx));
