@@ -20,6 +20,7 @@ mod health;
 mod logs;
 mod metrics;
 mod openapi;
+mod pgbouncer;
 mod plugins;
 mod postgres_faults;
 mod postgres_tls;

@@ -676,8 +676,7 @@ async fn without_a_client_certificate_the_bus_is_refused() {
     );
     assert!(!out.contains("eventbus listening on"), "{out}");
     assert!(
-        err.contains("the server refused the connection")
-            && err.contains("set sslcert and sslkey"),
+        err.contains("the server refused the connection") && err.contains("set sslcert and sslkey"),
         "the error does not say the server asked for a client certificate (after {took:?}):\n{err}\nstdout:\n{out}"
     );
     assert!(

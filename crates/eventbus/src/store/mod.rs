@@ -98,6 +98,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the event store is closed")]
     Closed,
+    /// The store's settings cannot work as given (retrying will not help); the message says
+    /// which setting to change.
+    #[error("the event store's settings cannot work: {0}")]
+    Misconfigured(String),
     /// Another process holds the store, which serves one process (SQLite).
     #[error("{0}")]
     InUse(String),

@@ -214,7 +214,7 @@ impl PgStore {
             .await
             .map_err(unavailable)?
         {
-            return Err(StoreError::Unavailable(pooler::refusal(
+            return Err(StoreError::Misconfigured(pooler::refusal(
                 &where_,
                 direct.is_some(),
             )));
