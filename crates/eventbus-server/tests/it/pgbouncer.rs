@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::cluster::database_url;
+use crate::common::psql_rows;
 use crate::common::receiver::WebhookReceiver;
 use crate::common::sse::SseClient;
 use crate::common::{self, TestServer, ids, seq, seqs_by_id};
@@ -56,24 +57,6 @@ fn psql(statements: &[&str]) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// The first column of `sql`'s rows, run by `psql` on `url`.
-fn psql_rows(url: &str, sql: &str) -> Vec<String> {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-qAtX", "-c", sql])
-        .output()
-        .expect("running psql");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `database_url()` with another host, port and database (its user, password and query kept).

@@ -654,17 +654,12 @@ async fn publish_range(server: &TestServer, from: usize, to: usize) -> u64 {
 
 /// One value (the first column of the first row, as text) of `sql` on the test database.
 fn pg_value(sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .arg(crate::cluster::database_url())
-        .args(["-qAtc", sql])
-        .output()
-        .expect("running psql");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let rows = crate::common::psql_rows(&crate::cluster::database_url(), sql);
+    rows.into_iter()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// Two processes on one PostgreSQL database load the same plugin: one runs its handler, the

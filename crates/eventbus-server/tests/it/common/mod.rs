@@ -532,3 +532,21 @@ pub fn printed_key(out: &str) -> (String, String) {
     };
     (line("id:"), line("key:"))
 }
+
+/// The first column of `sql`'s rows, run by `psql` on `url`.
+pub fn psql_rows(url: &str, sql: &str) -> Vec<String> {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-qAtX", "-c", sql])
+        .output()
+        .expect("running psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

@@ -233,9 +233,10 @@ async fn append_new(
 ) -> Result<Option<u64>, sqlx::Error> {
     let columns = EventColumns::new(batches.iter().flatten());
     let prev: i64 = columns
-        .bind_unnumbered(sqlx::query_scalar(AssertSqlSafe(sql.to_owned())).bind(channel))
+        .bind_unnumbered(sqlx::query(AssertSqlSafe(sql.to_owned())).bind(channel))
         .fetch_one(conn)
-        .await?;
+        .await?
+        .try_get(0)?;
     Ok((prev >= 0).then_some(prev as u64))
 }
 
@@ -372,22 +373,6 @@ pub const INSERT_ROWS: &str = "INSERT INTO events \
                           $6::text[], $7::text[], $8::text[], $9::text[])";
 
 impl<'a> EventColumns<'a> {
-    /// Binds every column but `seq`, in order, as the next parameters of `query`.
-    fn bind_unnumbered<'q, O>(
-        &'q self,
-        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-        query
-            .bind(&self.id)
-            .bind(&self.ty)
-            .bind(&self.ts)
-            .bind(&self.project)
-            .bind(&self.tenant)
-            .bind(&self.user)
-            .bind(&self.payload)
-            .bind(&self.metadata)
-    }
-
     fn with_capacity(n: usize) -> Self {
         EventColumns {
             seq: Vec::with_capacity(n),
@@ -431,8 +416,15 @@ impl<'a> EventColumns<'a> {
         &'q self,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        self.bind_unnumbered(query.bind(&self.seq))
+    }
+
+    /// Binds every column but `seq`, in order, as the next parameters of `query`.
+    fn bind_unnumbered<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
         query
-            .bind(&self.seq)
             .bind(&self.id)
             .bind(&self.ty)
             .bind(&self.ts)
