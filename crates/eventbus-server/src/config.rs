@@ -206,6 +206,7 @@ pub struct Config {
 
     /// Former setting: the pool's size alone (EVENT_STORE_MAX_CONNECTIONS minus 3).
     #[arg(long, env = "EVENT_STORE_POOL_SIZE", hide = true,
+          conflicts_with = "event_store_max_connections",
           value_parser = clap::value_parser!(u32).range(1..=997), global = true)]
     pub event_store_pool_size: Option<u32>,
 
@@ -685,6 +686,14 @@ mod tests {
         assert_eq!(pg(&[("EVENT_STORE_MAX_CONNECTIONS", "4")]).pool_size, 1);
         assert_eq!(pg(&[("EVENT_STORE_POOL_SIZE", "5")]).pool_size, 5);
         assert!(Config::from_pairs([("EVENT_STORE_MAX_CONNECTIONS", "3")]).is_err());
+        assert!(
+            Config::from_pairs([
+                ("EVENT_STORE_MAX_CONNECTIONS", "20"),
+                ("EVENT_STORE_POOL_SIZE", "5")
+            ])
+            .is_err(),
+            "the former setting and its successor together are ambiguous"
+        );
         let direct = pg(&[("EVENT_STORE_DIRECT_URL", "postgres://u:pw@db:5432/x")]);
         assert_eq!(
             direct.direct_url.as_deref(),

@@ -30,10 +30,12 @@
 //! itself is lost the outcome is unknown to the publisher, who may retry with the same ids
 //! (idempotency makes that safe). The next group reconnects. A group whose very first statement
 //! fails on a connection that was idle (the server restarted meanwhile) is retried once on a
-//! fresh connection, since nothing of it reached the database. The committer's session sets
-//! `lock_timeout`, `statement_timeout` and `idle_in_transaction_session_timeout` to the store's
-//! timeout, so a process
-//! that stalls inside its transaction holds the other processes' appends no longer than that.
+//! fresh connection: `BEGIN` wrote nothing; a fast statement (above) either wrote nothing or, if
+//! it committed and only its answer was lost, the retry finds its ids stored and answers them as
+//! stored (`created: false`, so a single publish gets `200` instead of `201`; same seq, nothing
+//! written twice). The committer's session sets `lock_timeout`, `statement_timeout` and
+//! `idle_in_transaction_session_timeout` to the store's timeout, so a process that stalls
+//! inside its transaction holds the other processes' appends no longer than that.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -36,6 +36,7 @@ impl std::fmt::Debug for Db {
 /// The bus's settings for one of its sessions, as `SET` statements (`SET LOCAL` with `local`):
 /// - `synchronous_commit = on` unless non-durable acknowledgements are allowed: a commit returns
 ///   only once its WAL is flushed, whatever the server's, database's or role's default;
+/// - `default_transaction_isolation = 'read committed'` (sessions only);
 /// - `plan_cache_mode = force_custom_plan`: plans follow the arguments (a generic plan made
 ///   while a table was small would be kept until the next `ANALYZE`, and pattern, scope and time
 ///   filters are too skewed for one plan per statement);
@@ -45,6 +46,12 @@ impl std::fmt::Debug for Db {
 pub(super) fn session_settings(local: bool, durable: bool, bound_ms: u128) -> String {
     let set = if local { "SET LOCAL" } else { "SET" };
     let mut sql = format!("{set} plan_cache_mode = force_custom_plan");
+    if !local {
+        // The committer reads max(seq) after taking its lock, which needs a snapshot per
+        // statement, whatever the database's or role's default isolation (pooled transactions
+        // say it in their BEGIN).
+        sql.push_str("; SET default_transaction_isolation = 'read committed'");
+    }
     if durable {
         sql.push_str(&format!("; {set} synchronous_commit = on"));
     }
@@ -75,7 +82,8 @@ impl Db {
     /// the session `settings` (see [`session_settings`] with `local`).
     pub(super) fn pooled(pool: PgPool, schema: &str, settings: &str) -> Self {
         let begin = format!(
-            "BEGIN; DEALLOCATE ALL; SET LOCAL search_path = {}; {settings}",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; DEALLOCATE ALL; SET LOCAL search_path = {}; \
+             {settings}",
             quote_ident(schema)
         );
         Db {
@@ -178,7 +186,8 @@ mod tests {
         );
         assert_eq!(
             session_settings(false, false, 0),
-            "SET plan_cache_mode = force_custom_plan"
+            "SET plan_cache_mode = force_custom_plan; \
+             SET default_transaction_isolation = 'read committed'"
         );
     }
 

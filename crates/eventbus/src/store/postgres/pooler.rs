@@ -11,8 +11,9 @@
 //! On a real session (PostgreSQL itself, or a pooler in session mode) A keeps its server
 //! session: B's is another one, and A still sees its value. Through a transaction pooler, A's
 //! session went back to the pool after step 1: B usually gets it (poolers hand out the most
-//! recently used one), or A gets another one in step 3, without the value, or waits for one
-//! while B holds the only one (the wait is bounded and counts as shared).
+//! recently used one) and sees A's value or process id, or A gets another one in step 3, without
+//! the value. A pooler in statement mode refuses B's transaction. Waits for a server session are
+//! bounded and reported as such, never taken for an answer.
 
 use std::time::Duration;
 
@@ -43,12 +44,33 @@ pub(super) async fn shares_sessions(
     )
     .await?;
     let pid_a: String = first.try_get(1)?;
-    let mut b = PgConnection::connect_with(connect).await?;
-    sqlx::raw_sql("BEGIN").execute(&mut b).await?;
-    let pid_b: String = simple(&mut b, "SELECT pg_backend_pid()::text")
-        .await?
-        .try_get(0)?;
-    if pid_b == pid_a {
+    // B's session: a pooler out of server sessions makes this wait, which is not an answer.
+    let b = tokio::time::timeout(timeout, async {
+        let mut b = PgConnection::connect_with(connect).await?;
+        if let Err(e) = sqlx::raw_sql("BEGIN").execute(&mut b).await {
+            // A pooler in statement mode refuses transactions outright.
+            let _ = b.close().await;
+            return Err(e);
+        }
+        let row = simple(
+            &mut b,
+            "SELECT pg_backend_pid()::text, current_setting('eventbus.session_probe', true)",
+        )
+        .await?;
+        Ok::<_, sqlx::Error>((b, row))
+    })
+    .await;
+    let (b, row) = match b {
+        Ok(Ok(b)) => b,
+        Ok(Err(sqlx::Error::Database(e))) if e.message().contains("statement pooling") => {
+            return Ok(true);
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(no_session(timeout)),
+    };
+    let pid_b: String = row.try_get(0)?;
+    let seen_by_b: Option<String> = row.try_get(1)?;
+    if pid_b == pid_a || seen_by_b.as_deref() == Some(nonce.as_str()) {
         let _ = b.close().await;
         return Ok(true);
     }
@@ -61,13 +83,16 @@ pub(super) async fn shares_sessions(
     )
     .await;
     let _ = b.close().await;
-    let Ok(again) = again else {
-        return Ok(true); // A had no session of its own to come back to
-    };
-    let again = again?;
+    let again = again.map_err(|_| no_session(timeout))??;
     let value: Option<String> = again.try_get(0)?;
     let pid: String = again.try_get(1)?;
     Ok(value.as_deref() != Some(nonce.as_str()) || pid != pid_a)
+}
+
+fn no_session(timeout: Duration) -> sqlx::Error {
+    sqlx::Error::Protocol(format!(
+        "no server session was free within {timeout:?} (a pooler whose pool is exhausted?)"
+    ))
 }
 
 /// One simple-protocol statement's first row.
