@@ -457,7 +457,11 @@ impl Config {
                 pool_size: self
                     .event_store_pool_size
                     .unwrap_or(self.event_store_max_connections.saturating_sub(3).max(1)),
-                direct_url: self.event_store_direct_url.as_ref().map(|u| u.0.clone()),
+                direct_url: self
+                    .event_store_direct_url
+                    .as_ref()
+                    .map(|u| u.0.clone())
+                    .filter(|u| !u.is_empty()),
                 timeout: Duration::from_millis(self.event_store_timeout),
                 allow_non_durable_acks: self.allow_non_durable_acks,
                 ..PgOptions::default()
@@ -564,6 +568,9 @@ impl std::fmt::Debug for DirectUrl {
 }
 
 fn parse_direct_url(s: &str) -> Result<DirectUrl, String> {
+    if s.trim().is_empty() {
+        return Ok(DirectUrl(String::new())); // none
+    }
     match StoreUrl::parse(s) {
         Ok(StoreUrl::Postgres(url)) => Ok(DirectUrl(url)),
         _ => Err(
@@ -699,6 +706,7 @@ mod tests {
             direct.direct_url.as_deref(),
             Some("postgres://u:pw@db:5432/x")
         );
+        assert_eq!(pg(&[("EVENT_STORE_DIRECT_URL", "")]).direct_url, None);
         let err = Config::from_pairs([("EVENT_STORE_DIRECT_URL", "sqlite://x.db")])
             .unwrap_err()
             .to_string();
