@@ -441,8 +441,9 @@ async fn smoke(server: &TestServer) {
         }
         assert!(
             Instant::now() < deadline,
-            "not ready within 15 s: {}",
-            ready.body
+            "not ready within 15 s: {}\nserver log:\n{}",
+            ready.body,
+            server.log_text()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
