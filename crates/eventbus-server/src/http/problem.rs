@@ -333,6 +333,11 @@ struct FieldError2 {
     message: String,
 }
 
+/// What a client is told when the store fails; the cause is logged with the request.
+const UNAVAILABLE_DETAIL: &str = "The event store did not complete the operation (it could not be \
+     reached or did not answer in time); the cause has been logged. Retry shortly: publishing \
+     again with the same event ids is safe.";
+
 impl ApiError {
     /// The status and the problem+json body of this error (logged here, once).
     pub(crate) fn to_problem(&self) -> (StatusCode, Vec<u8>) {
@@ -343,6 +348,8 @@ impl ApiError {
                 ApiError::Internal(_) => {
                     "An internal error occurred; it has been logged.".to_owned()
                 }
+                // The driver's text names hosts, tables and settings: it goes to the log only.
+                ApiError::Unavailable(_) => UNAVAILABLE_DETAIL.to_owned(),
                 other => other.to_string(),
             }
         } else {

@@ -60,6 +60,14 @@ async fn readiness_and_publishes_follow_the_store_and_recover_by_themselves() {
         .publish(&json!({"type": "project.created", "payload": {"n": 2}}))
         .await;
     refused.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    // The driver's text (hosts, ports, settings) stays in the log; the client learns what to do.
+    let detail = refused.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("Retry shortly")
+            && !detail.contains("PostgreSQL")
+            && !detail.contains("127.0.0.1"),
+        "{detail}"
+    );
 
     proxy.restore();
     // Ready again means every entry is up, the LISTEN session included.
