@@ -190,7 +190,7 @@ impl PgStore {
         let connect = named(connect);
         let direct = match &options.direct_url {
             Some(url) => Some(named(link::parse_url(url).map_err(|e| {
-                StoreError::Unavailable(format!("invalid direct PostgreSQL URL: {e}"))
+                StoreError::Misconfigured(format!("invalid direct PostgreSQL URL: {e}"))
             })?)),
             None => None,
         };
