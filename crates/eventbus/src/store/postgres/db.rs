@@ -147,11 +147,12 @@ impl<'p> Executor<'p> for &'_ Db {
         'p: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
+        if self.pooled_begin.is_none() {
+            let pool = self.pool.clone();
+            return (&pool).fetch_optional(query);
+        }
         let db = self.clone();
         Box::pin(async move {
-            if db.pooled_begin.is_none() {
-                return db.pool.acquire().await?.fetch_optional(query).await;
-            }
             let mut tx = db.begin().await?;
             let row = (&mut *tx).fetch_optional(query).await?;
             tx.commit().await?;
@@ -168,7 +169,7 @@ impl<'p> Executor<'p> for &'_ Db {
         'p: 'e,
     {
         let pool = self.pool.clone();
-        Box::pin(async move { pool.acquire().await?.prepare_with(sql, parameters).await })
+        (&pool).prepare_with(sql, parameters)
     }
 }
 

@@ -92,17 +92,12 @@ pub(crate) async fn inspect(conn: &mut PgConnection, connect: &PgConnectOptions)
             (false, None)
         }
     };
+    let declared = declared(connect);
     LinkInfo {
-        host: connect.get_host().to_owned(),
-        port: connect.get_port(),
-        database: connect.get_database().unwrap_or_default().to_owned(),
         tls,
         tls_version: version.filter(|_| tls),
-        certificate: match (tls, connect.get_ssl_mode()) {
-            (true, PgSslMode::VerifyFull) => "full",
-            (true, PgSslMode::VerifyCa) => "ca",
-            _ => "none",
-        },
+        certificate: if tls { declared.certificate } else { "none" },
+        ..declared
     }
 }
 
