@@ -44,6 +44,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_append_function",
         include_str!("../../../migrations/postgres/0008_append_function.sql"),
     ),
+    (
+        "0009_webhook_due_order",
+        include_str!("../../../migrations/postgres/0009_webhook_due_order.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

@@ -35,6 +35,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_consumer_leases",
         include_str!("../../../migrations/sqlite/0007_consumer_leases.sql"),
     ),
+    (
+        "0008_webhook_due_order",
+        include_str!("../../../migrations/sqlite/0008_webhook_due_order.sql"),
+    ),
 ];
 
 /// The schema version this binary migrates to (`PRAGMA user_version`).
