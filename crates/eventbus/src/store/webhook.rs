@@ -24,7 +24,7 @@
 //!
 //! [`EventStore`]: super::EventStore
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -340,10 +340,19 @@ pub struct Claim {
     pub lease_until: Timestamp,
     /// Most deliveries returned.
     pub limit: usize,
-    /// Most deliveries returned per endpoint.
+    /// Most deliveries of one endpoint the caller holds at once (claimed and not completed).
     pub per_endpoint: usize,
-    /// Endpoints to leave out (the caller's lanes to them are full).
-    pub skip_endpoints: Vec<String>,
+    /// Deliveries of each endpoint the caller holds already: they count against
+    /// [`Claim::per_endpoint`].
+    pub held: HashMap<String, usize>,
+}
+
+impl Claim {
+    /// How many more deliveries of `endpoint_id` this claim may return.
+    pub fn room(&self, endpoint_id: &str) -> usize {
+        self.per_endpoint
+            .saturating_sub(self.held.get(endpoint_id).copied().unwrap_or(0))
+    }
 }
 
 /// The result of one attempt, as the worker reports it.
@@ -591,7 +600,7 @@ pub(crate) mod contract {
             lease_until: Timestamp::from_micros(now + lease),
             limit: 100,
             per_endpoint: 10,
-            skip_endpoints: Vec::new(),
+            held: HashMap::new(),
         }
     }
 
@@ -692,6 +701,39 @@ pub(crate) mod contract {
             seqs("o", &s.claim_due(claim(5_001, 1_000)).await.unwrap()),
             [2]
         );
+    }
+
+    /// A claim returns each endpoint's due deliveries oldest due first (then by `seq`), and no
+    /// more of an endpoint than the room the caller's held deliveries leave.
+    pub(crate) async fn claims_take_the_oldest_due_within_each_endpoints_room(
+        s: &dyn WebhookStore,
+    ) {
+        s.create_endpoint(endpoint("p", false)).await.unwrap();
+        s.create_endpoint(endpoint("q", false)).await.unwrap();
+        // p's seq 9 has been due longest; the others became due later, in seq order.
+        s.enqueue(vec![delivery("p", 9)], Timestamp::from_micros(0))
+            .await
+            .unwrap();
+        let rest = (1..=4)
+            .flat_map(|seq| [delivery("p", seq), delivery("q", seq)])
+            .collect();
+        s.enqueue(rest, Timestamp::from_micros(10)).await.unwrap();
+        let seqs = |ep: &str, ds: &[Delivery]| {
+            ds.iter()
+                .filter(|d| d.endpoint_id == ep)
+                .map(|d| d.event_seq)
+                .collect::<Vec<_>>()
+        };
+        let mut c = claim(100, 1_000);
+        c.per_endpoint = 3;
+        c.held = HashMap::from([("p".to_owned(), 1), ("q".to_owned(), 3)]);
+        let first = s.claim_due(c.clone()).await.unwrap();
+        assert_eq!(seqs("p", &first), [9, 1], "p had room for two");
+        assert_eq!(seqs("q", &first), [] as [u64; 0], "q had no room");
+        c.held.clear();
+        let second = s.claim_due(c).await.unwrap();
+        assert_eq!(seqs("p", &second), [2, 3, 4]);
+        assert_eq!(seqs("q", &second), [1, 2, 3]);
     }
 
     /// Dead letters, manual retry, the attempt log and auto-disable.

@@ -74,7 +74,7 @@ fn claim(limit: usize) -> Claim {
         lease_until: now.plus_micros(3_600_000_000),
         limit,
         per_endpoint: limit,
-        skip_endpoints: Vec::new(),
+        held: Default::default(),
     }
 }
 

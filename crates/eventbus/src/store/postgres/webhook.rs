@@ -417,7 +417,7 @@ async fn claim(tx: &mut Tx, claim: &Claim) -> Result<Vec<Delivery>, sqlx::Error>
         .cycle()
         .skip(start)
         .take(endpoints.len())
-        .filter(|(id, _)| !claim.skip_endpoints.contains(id))
+        .filter(|(id, _)| claim.room(id) > 0)
         .collect();
     let rank: HashMap<&str, usize> = rotated
         .iter()
@@ -437,17 +437,22 @@ async fn claim(tx: &mut Tx, claim: &Claim) -> Result<Vec<Delivery>, sqlx::Error>
 
     let mut candidates: Vec<Delivery> = Vec::new();
     if !unordered.is_empty() {
-        let per = claim.per_endpoint.min(claim.limit).max(1) as i64;
+        // Each endpoint's room; the index on (endpoint_id, next_attempt_at, event_seq) of pending
+        // deliveries yields them in order, so the scan stops at the limit.
+        let room: Vec<i64> = unordered
+            .iter()
+            .map(|id| claim.room(id).min(claim.limit) as i64)
+            .collect();
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT d.* FROM UNNEST($1::text[]) AS u(eid) CROSS JOIN LATERAL \
+            "SELECT d.* FROM UNNEST($1::text[], $3::int8[]) AS u(eid, room) CROSS JOIN LATERAL \
              (SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
               WHERE endpoint_id = u.eid AND status = 'pending' AND next_attempt_at <= $2 \
                 AND lease_until <= $2 \
-              ORDER BY next_attempt_at, event_seq LIMIT $3 FOR UPDATE SKIP LOCKED) d"
+              ORDER BY next_attempt_at, event_seq LIMIT u.room FOR UPDATE SKIP LOCKED) d"
         )))
         .bind(&unordered)
         .bind(now)
-        .bind(per)
+        .bind(&room)
         .fetch_all(&mut **tx)
         .await?;
         for r in &rows {
@@ -901,6 +906,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn claims_take_the_oldest_due_within_each_endpoints_room() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        contract::claims_take_the_oldest_due_within_each_endpoints_room(&s).await;
+    }
+
+    #[tokio::test]
     async fn claims_are_leased_and_ordered_endpoints_yield_their_head_only() {
         let Some((_schema, s)) = store().await else {
             return;
@@ -914,7 +927,7 @@ mod tests {
             lease_until: Timestamp::from_micros(at + 1_000),
             limit: 100,
             per_endpoint: 10,
-            skip_endpoints: Vec::new(),
+            held: Default::default(),
         };
         assert!(s.claim_due(due(5_500)).await.unwrap().is_empty());
         // Past the leases: the unordered ones (1, 2, 3) and the ordered head (2) again.

@@ -230,10 +230,7 @@ fn claim_endpoint(
              WHERE endpoint_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 AND lease_until <= ?2 \
              ORDER BY next_attempt_at, event_seq LIMIT ?3"
         ))?;
-        let rows = stmt.query_map(
-            params![endpoint_id, now, room.min(claim.per_endpoint) as i64],
-            row_to_delivery,
-        )?;
+        let rows = stmt.query_map(params![endpoint_id, now, room as i64], row_to_delivery)?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut lease =
@@ -447,10 +444,10 @@ impl WebhookStore for SqliteStore {
                 if out.len() >= claim.limit {
                     break;
                 }
-                if claim.skip_endpoints.iter().any(|s| s == id) {
+                let room = claim.room(id).min(claim.limit - out.len());
+                if room == 0 {
                     continue;
                 }
-                let room = claim.limit - out.len();
                 claim_endpoint(&tx, id, *ordered, &claim, room, &mut out)?;
             }
             tx.commit()?;
@@ -608,6 +605,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn claims_take_the_oldest_due_within_each_endpoints_room() {
+        let (_dir, s) = store();
+        contract::claims_take_the_oldest_due_within_each_endpoints_room(&s).await;
+    }
+
+    #[tokio::test]
     async fn claims_are_leased_and_ordered_endpoints_yield_their_head_only() {
         let (_dir, s) = store();
         contract::claims_are_leased_and_ordered_endpoints_yield_their_head_only(&s).await;
@@ -618,7 +621,7 @@ mod tests {
             lease_until: Timestamp::from_micros(6_002),
             limit: 100,
             per_endpoint: 10,
-            skip_endpoints: Vec::new(),
+            held: Default::default(),
         };
         assert_eq!(s.claim_due(due).await.unwrap().len(), 4);
         s.close().await;

@@ -2,9 +2,16 @@
 //!
 //! Structure: one claiming loop, one task per attempt, one recorder.
 //! - The loop claims (leases) due deliveries when there is room: at most `max_in_flight` in this
-//!   process and `endpoint_concurrency` per endpoint (endpoints whose lane is full are skipped,
-//!   so a hanging endpoint holds its own slots and nobody else's). Ordered endpoints yield only
-//!   their queue's head, so one attempt at a time, in `seq` order.
+//!   process, and per endpoint its lane's running attempts (`endpoint_concurrency`) plus as many
+//!   waiting for a free slot, so the next ones are at hand when an attempt ends and a claim's
+//!   round trip is not on every delivery's path. Endpoints whose lane is full get nothing, so a
+//!   hanging endpoint holds its own slots and nobody else's. Ordered endpoints yield only their queue's head, so one attempt at a
+//!   time, in `seq` order.
+//! - A wake-up starts the next claim at once: new deliveries (fan-out, a manual retry), an
+//!   ordered endpoint's attempt recorded (its next delivery becomes the head), or an attempt's
+//!   end while room was short (a lane or the process was full, or a lane got all it could
+//!   take), so an idle bus makes no claim per attempt. Otherwise due retries are found by a
+//!   claim every `poll_interval`.
 //! - Each attempt waits for its endpoint's lane (concurrency permit, then the rate limit), sends
 //!   the signed request and hands an [`AttemptRecord`] to the recorder. The lease outlives the
 //!   attempt, so nothing else claims the delivery meanwhile.
@@ -24,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,8 +44,6 @@ use crate::transport::{RETRY_DELAY, sleep_or_cancel};
 
 /// Most deliveries claimed at once.
 const CLAIM_BATCH: usize = 512;
-/// Pause that lets finished attempts accumulate before a claim.
-const CLAIM_COALESCE: Duration = Duration::from_millis(3);
 /// Most records written in one transaction.
 const RECORD_BATCH: usize = 1024;
 /// Longest `Retry-After` honoured.
@@ -47,6 +52,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// One endpoint's lane in this process.
 struct Lane {
     permits: Semaphore,
+    /// Claimed and not yet ended: running and waiting attempts.
     in_flight: AtomicUsize,
     /// When the rate limit lets the next request go.
     next_slot: Mutex<Instant>,
@@ -74,6 +80,8 @@ struct Lanes {
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
     total: AtomicUsize,
     concurrency: usize,
+    /// Notified when an attempt ends.
+    freed: Notify,
 }
 
 impl Lanes {
@@ -86,13 +94,14 @@ impl Lanes {
             .clone()
     }
 
-    fn full(&self) -> Vec<String> {
+    /// Deliveries held per endpoint: claimed and not yet ended.
+    fn held(&self) -> HashMap<String, usize> {
         self.lanes
             .lock()
             .expect("lanes lock")
             .iter()
-            .filter(|(_, l)| l.in_flight.load(Ordering::Acquire) >= self.concurrency)
-            .map(|(id, _)| id.clone())
+            .map(|(id, l)| (id.clone(), l.in_flight.load(Ordering::Acquire)))
+            .filter(|(_, n)| *n > 0)
             .collect()
     }
 }
@@ -124,10 +133,13 @@ pub(super) async fn run(
         lanes: Mutex::new(HashMap::new()),
         total: AtomicUsize::new(0),
         concurrency: options.endpoint_concurrency.max(1),
+        freed: Notify::new(),
     });
     let (records, inbox) = mpsc::channel(options.max_in_flight.max(1) * 2);
     tasks.spawn(recorder(shared.clone(), inbox, abort.clone()));
-    // Longest an attempt may keep its lease: the queue wait of a full lane plus the attempt.
+    // Longest an attempt may keep its lease: the wait for a slot of its lane (the running
+    // attempts end within the timeout) plus the attempt; the margin covers a rate limit's
+    // spacing of the lane's waiting attempts (16 s at the default concurrency and 1/s).
     let lease = options.timeout * 2 + Duration::from_secs(60);
 
     while !cancel.is_cancelled() {
@@ -136,18 +148,36 @@ pub(super) async fn run(
             .saturating_sub(lanes.total.load(Ordering::Acquire))
             .min(CLAIM_BATCH);
         let mut claimed = 0;
+        // Whether a lack of room held deliveries back: then an attempt's end is worth a claim.
+        let mut saturated = room == 0;
         if room > 0 {
             let now = Timestamp::now();
             let claim = Claim {
                 now,
                 lease_until: now.plus_micros(lease.as_micros() as i64),
                 limit: room,
-                per_endpoint: lanes.concurrency,
-                skip_endpoints: lanes.full(),
+                // The running attempts and as many waiting for a slot.
+                per_endpoint: lanes.concurrency * 2,
+                held: lanes.held(),
             };
+            let full = claim.held.values().any(|&n| n >= claim.per_endpoint);
+            let rooms: HashMap<String, usize> = claim
+                .held
+                .keys()
+                .map(|id| (id.clone(), claim.room(id)))
+                .collect();
+            let per_endpoint = claim.per_endpoint;
             match shared.store.claim_due(claim).await {
                 Ok(batch) => {
                     claimed = batch.len();
+                    let mut got: HashMap<&str, usize> = HashMap::new();
+                    for d in &batch {
+                        *got.entry(d.endpoint_id.as_str()).or_default() += 1;
+                    }
+                    saturated = full
+                        || got
+                            .iter()
+                            .any(|(id, &n)| n >= rooms.get(*id).copied().unwrap_or(per_endpoint));
                     for d in batch {
                         start(&shared, &tasks, &lanes, &records, &cancel, &abort, d).await;
                     }
@@ -166,13 +196,10 @@ pub(super) async fn run(
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = shared.wake.notified() => {
-                // Under load, attempts end one by one: gather a few before the next claim, which
-                // is a transaction, instead of claiming one delivery per finished attempt.
-                if lanes.total.load(Ordering::Acquire) > 0 {
-                    tokio::time::sleep(CLAIM_COALESCE).await;
-                }
-            }
+            _ = shared.wake.notified() => {}
+            // An attempt's end frees room; without a backlog it makes nothing claimable, and
+            // claiming on every end would cost a transaction per attempt for nothing.
+            _ = lanes.freed.notified(), if saturated => {}
             _ = tokio::time::sleep(options.poll_interval) => {}
         }
     }
@@ -183,7 +210,7 @@ async fn start(
     shared: &Arc<Shared>,
     tasks: &TaskTracker,
     lanes: &Arc<Lanes>,
-    records: &mpsc::Sender<AttemptRecord>,
+    records: &mpsc::Sender<Recorded>,
     cancel: &CancellationToken,
     abort: &CancellationToken,
     d: Delivery,
@@ -219,11 +246,12 @@ async fn start(
             _ = abort.cancelled() => None,
         };
         if let Some(record) = record {
-            let _ = records.send(record).await;
+            let ordered = endpoint.ordered;
+            let _ = records.send(Recorded { record, ordered }).await;
         }
         lane.in_flight.fetch_sub(1, Ordering::AcqRel);
         lanes.total.fetch_sub(1, Ordering::AcqRel);
-        shared.wake.notify_one();
+        lanes.freed.notify_one();
     });
 }
 
@@ -378,18 +406,32 @@ pub(crate) fn next_delay(
     }
 }
 
+/// An attempt's record on its way to the recorder.
+struct Recorded {
+    record: AttemptRecord,
+    /// Whether its endpoint is ordered: recording it makes the next delivery claimable.
+    ordered: bool,
+}
+
 /// The recorder: writes attempt records in batches until every sender is gone.
 async fn recorder(
     shared: Arc<Shared>,
-    mut inbox: mpsc::Receiver<AttemptRecord>,
+    mut inbox: mpsc::Receiver<Recorded>,
     abort: CancellationToken,
 ) {
     let health = HealthPolicy {
         window_micros: shared.options.disable_after.as_micros() as i64,
         failures: shared.options.disable_failures,
     };
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while inbox.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+    let mut received = Vec::with_capacity(RECORD_BATCH);
+    while inbox.recv_many(&mut received, RECORD_BATCH).await > 0 {
+        let now = Timestamp::now();
+        // Whether the batch makes a delivery claimable now: an ordered endpoint's next one, or
+        // a retry due at once.
+        let unblocks = received
+            .iter()
+            .any(|r| r.ordered || r.record.retry_at.is_some_and(|at| at <= now));
+        let batch: Vec<AttemptRecord> = received.drain(..).map(|r| r.record).collect();
         let disabled = loop {
             match shared.store.complete(batch.clone(), health).await {
                 Ok(d) => break d,
@@ -401,7 +443,6 @@ async fn recorder(
                 }
             }
         };
-        batch.clear();
         if !disabled.is_empty() {
             shared.endpoints.invalidate();
         }
@@ -410,7 +451,9 @@ async fn recorder(
             tracing::warn!(endpoint = %ep.id, url = %ep.url, failures = ep.failure_count, "webhook endpoint disabled: failing continuously");
             announce_disabled(&shared, &ep).await;
         }
-        shared.wake.notify_one();
+        if unblocks {
+            shared.wake.notify_one();
+        }
     }
 }
 
