@@ -56,7 +56,8 @@ enum Command {
     /// idle stream, beside a one-stream baseline measured in the same run.
     Sse(SseArgs),
     /// Webhooks: E endpoints on a local receiver answering 200 at once, N events published in
-    /// batches; deliveries/s and publish→delivery latency.
+    /// batches (or one per request at a fixed rate, open loop, with --rate), on one server or
+    /// several sharing a PostgreSQL store (--nodes); deliveries/s and publish→delivery latency.
     Webhook(WebhookArgs),
     /// Plugins: the same publish load with no plugin, with one JavaScript plugin handling every
     /// event, and with one JavaScript middleware plugin, in one run; events/s and the ratios.
@@ -120,13 +121,22 @@ struct WebhookArgs {
     /// Events published.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     events: u64,
-    /// Events per publish request.
+    /// Events per publish request (burst mode; ignored with --rate).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
     batch: u64,
+    /// Open loop: publish one event per request at this many events per second on a fixed
+    /// schedule (latency counted from each event's scheduled time), instead of batches sent as
+    /// fast as the server answers. The run lasts --events / --rate seconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    rate: Option<u64>,
+    /// Servers started on the same store (--store-url, PostgreSQL); endpoints are created through
+    /// the first, publish requests go to each in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+    nodes: u64,
     /// JSON payload size in bytes.
     #[arg(long, default_value_t = 400)]
     payload_bytes: usize,
-    /// Where the server's temporary database goes.
+    /// Where the servers' temporary data directories go.
     #[arg(long, default_value = ".")]
     data_dir: PathBuf,
 }
@@ -540,36 +550,55 @@ fn sse_bench(args: SseArgs) -> Result<()> {
 }
 
 fn webhook_bench(args: WebhookArgs) -> Result<()> {
+    let postgres = args
+        .store_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+    if args.nodes > 1 && !postgres {
+        bail!(
+            "--nodes {} needs a shared PostgreSQL store (--store-url postgres://...): SQLite servers cannot share a database",
+            args.nodes
+        );
+    }
     let mut env = vec![("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned())];
     if let Some(url) = &args.store_url {
         env.push(("EVENT_STORE_URL", url.clone()));
     }
-    let server = server::SpawnedServer::start_with(&args.spawn, &args.data_dir, "full", &env)?;
-    let store = if args.store_url.is_some() {
-        "postgres"
-    } else {
-        "sqlite"
-    };
+    // One after another: the first migrates an empty schema, the others find it ready.
+    let servers = (0..args.nodes)
+        .map(|n| {
+            server::SpawnedServer::start_with(&args.spawn, &args.data_dir, "full", &env)
+                .with_context(|| format!("starting node {n}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let store = if postgres { "postgres" } else { "sqlite" };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     let load = webhook::WebhookLoad {
-        url: server.url().to_owned(),
+        urls: servers.iter().map(|s| s.url().to_owned()).collect(),
         endpoints: args.endpoints as usize,
         events: args.events as usize,
         batch: args.batch as usize,
+        rate: args.rate,
         payload_bytes: args.payload_bytes,
     };
     let r = runtime.block_on(webhook::run(&load))?;
+    let nodes = if args.nodes > 1 {
+        format!(" x{} nodes", args.nodes)
+    } else {
+        String::new()
+    };
+    let rate = args.rate.map(|r| format!(" @{r}/s")).unwrap_or_default();
     println!(
-        "{:<44} {:>11} {:>11} {:>10} {:>13} {:>8} {:>8} {:>8}",
+        "{:<58} {:>11} {:>11} {:>10} {:>13} {:>8} {:>8} {:>8}",
         "run", "deliveries", "expected", "duplicates", "deliveries/s", "p50 ms", "p99 ms", "max ms"
     );
     println!(
-        "{:<44} {:>11} {:>11} {:>10} {:>13.0} {:>8.1} {:>8.1} {:>8.1}",
+        "{:<58} {:>11} {:>11} {:>10} {:>13.0} {:>8.1} {:>8.1} {:>8.1}",
         format!(
-            "webhooks {store}: {} endpoints x {} events",
+            "webhooks {store}{nodes}: {} endpoints x {} events{rate}",
             args.endpoints, args.events
         ),
         r.deliveries,
@@ -580,15 +609,34 @@ fn webhook_bench(args: WebhookArgs) -> Result<()> {
         r.latency.p99.as_secs_f64() * 1e3,
         r.latency.max.as_secs_f64() * 1e3
     );
-    println!(
-        "target: >= 5,000 deliveries/s to a local receiver: {:.0} {}",
-        r.rate(),
-        if r.rate() >= 5000.0 { "met" } else { "missed" }
-    );
+    match args.rate {
+        Some(rate) => {
+            println!(
+                "open loop: publishes sent at most {:.2} ms behind schedule, at most {} in flight",
+                r.behind_schedule.as_secs_f64() * 1e3,
+                r.max_in_flight
+            );
+            let p99_ms = r.latency.p99.as_secs_f64() * 1e3;
+            println!(
+                "target: publish->delivery p99 < 10 ms at {rate} events/s: {p99_ms:.2} ms {}",
+                if p99_ms < 10.0 { "met" } else { "missed" }
+            );
+        }
+        None => println!(
+            "target: >= 5,000 deliveries/s to a local receiver: {:.0} {}",
+            r.rate(),
+            if r.rate() >= 5000.0 { "met" } else { "missed" }
+        ),
+    }
     if r.deliveries < r.expected {
         bail!("{} of {} deliveries arrived", r.deliveries, r.expected);
     }
-    server.stop()
+    for (n, server) in servers.into_iter().enumerate() {
+        server
+            .stop()
+            .with_context(|| format!("stopping node {n}"))?;
+    }
+    Ok(())
 }
 
 fn plugin_bench(args: PluginArgs) -> Result<()> {

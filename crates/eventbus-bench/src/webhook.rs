@@ -1,10 +1,21 @@
 //! The webhook load: E endpoints on a local receiver that answers `200` at once, N events
-//! published in batches; reports deliveries per second and publish→delivery latency.
+//! published; reports deliveries per second and publish→delivery latency.
 //!
 //! The receiver is a minimal HTTP/1.1 server on a loopback port (keep-alive, `Content-Length`
 //! bodies); each event carries its send time, so latency covers publish, commit, fan-out, the
 //! worker's claim and the signed POST. Deliveries are counted per endpoint and event id, so a
 //! duplicate (allowed by at-least-once) is reported, not counted twice.
+//!
+//! Two ways to publish:
+//! - burst (the default): batches of events sent one request after another, as fast as the
+//!   server answers; measures the throughput of deliveries.
+//! - open loop (`rate`): one event per request on a fixed schedule, event `i` due at
+//!   `start + i / rate` whatever earlier publishes took (several may be in flight at once, as in
+//!   wrk2). The event carries its *scheduled* time, so a publish sent late because the server or
+//!   the client fell behind counts its wait in the latency (no coordinated omission).
+//!
+//! With several server URLs (nodes sharing one store), endpoints are created through the first
+//! and publish request `k` goes to node `k % nodes`; deliveries may come from any node.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,14 +31,18 @@ use crate::stats::{Latencies, Summary};
 /// One webhook load.
 #[derive(Debug, Clone)]
 pub struct WebhookLoad {
-    /// Server base URL.
-    pub url: String,
+    /// Base URLs of the servers (nodes sharing one store): endpoints are created through the
+    /// first, publish requests go to each in turn.
+    pub urls: Vec<String>,
     /// Endpoints, all matching every event.
     pub endpoints: usize,
     /// Events published.
     pub events: usize,
-    /// Events per publish request.
+    /// Events per publish request (burst mode).
     pub batch: usize,
+    /// Events per second, one per request on a fixed schedule (open loop), instead of batches
+    /// sent as fast as the server answers.
+    pub rate: Option<u64>,
     /// Payload size in bytes.
     pub payload_bytes: usize,
 }
@@ -45,6 +60,17 @@ pub struct WebhookResult {
     pub elapsed: Duration,
     /// Publish→delivery latency.
     pub latency: Summary,
+    /// Open loop: the most a publish was sent after its scheduled time (zero in burst mode).
+    pub behind_schedule: Duration,
+    /// Open loop: the most publishes in flight at once (one in burst mode).
+    pub max_in_flight: usize,
+}
+
+/// How closely an open-loop run kept to its schedule.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    behind: Duration,
+    max_in_flight: usize,
 }
 
 impl WebhookResult {
@@ -130,6 +156,9 @@ async fn serve(stream: tokio::net::TcpStream, received: Arc<Received>) -> std::i
 
 /// Runs `load`: starts the receiver, creates the endpoints, publishes, waits for every delivery.
 pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
+    let Some(first) = load.urls.first() else {
+        bail!("no server to publish to");
+    };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the receiver")?;
@@ -147,10 +176,11 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
     let client = crate::server::client_builder().build()?;
     for e in 0..load.endpoints {
         let r = client
-            .post(format!("{}/v1/webhooks", load.url))
+            .post(format!("{first}/v1/webhooks"))
             .json(&serde_json::json!({"url": format!("http://127.0.0.1:{port}/hook/{e}"), "eventTypes": ["project.>"]}))
             .send()
-            .await?;
+            .await
+            .with_context(|| format!("creating endpoint {e}"))?;
         if r.status() != 201 {
             bail!(
                 "creating endpoint {e} answered {}: {}",
@@ -160,26 +190,18 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
         }
     }
     let padding = "x".repeat(load.payload_bytes.saturating_sub(60));
+    let events_urls: Vec<String> = load.urls.iter().map(|u| format!("{u}/v1/events")).collect();
     let started = Instant::now();
-    let mut published = 0;
-    while published < load.events {
-        let n = load.batch.min(load.events - published);
-        let batch: Vec<serde_json::Value> = (0..n)
-            .map(|i| {
-                serde_json::json!({"type": "project.updated", "projectId": format!("p_{}", (published + i) % 100),
-                    "payload": {"sentAt": now_micros(), "pad": padding}})
-            })
-            .collect();
-        let r = client
-            .post(format!("{}/v1/events", load.url))
-            .json(&batch)
-            .send()
-            .await?;
-        if r.status() != 201 {
-            bail!("publish answered {}", r.status());
+    let schedule = match load.rate {
+        Some(rate) => publish_open_loop(load, rate, &client, &events_urls, &padding).await?,
+        None => {
+            publish_burst(load, &client, &events_urls, &padding).await?;
+            Schedule {
+                behind: Duration::ZERO,
+                max_in_flight: 1,
+            }
         }
-        published += n;
-    }
+    };
     let expected = (load.events * load.endpoints) as u64;
     let deadline = Instant::now() + Duration::from_secs(300);
     while received.deliveries.load(Ordering::Acquire) < expected && Instant::now() < deadline {
@@ -198,5 +220,93 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
         duplicates: received.duplicates.load(Ordering::Acquire),
         elapsed: last.duration_since(started),
         latency,
+        behind_schedule: schedule.behind,
+        max_in_flight: schedule.max_in_flight,
     })
+}
+
+/// One benchmark event of project `p_{i % 100}` sent at `sent_at` (micros since the epoch).
+fn event(i: usize, sent_at: u64, padding: &str) -> serde_json::Value {
+    serde_json::json!({"type": "project.updated", "projectId": format!("p_{}", i % 100),
+        "payload": {"sentAt": sent_at, "pad": padding}})
+}
+
+/// Sends `body` to `url`; anything but `201` is an error.
+async fn publish(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<()> {
+    let r = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("publishing to {url}"))?;
+    if r.status() != 201 {
+        bail!(
+            "publish to {url} answered {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Burst mode: batches of `load.batch` events, one request after another, request `k` to node
+/// `k % nodes`, each event stamped with the time its batch is built.
+async fn publish_burst(
+    load: &WebhookLoad,
+    client: &reqwest::Client,
+    urls: &[String],
+    padding: &str,
+) -> Result<()> {
+    let mut published = 0;
+    let mut request = 0;
+    while published < load.events {
+        let n = load.batch.min(load.events - published);
+        let batch: Vec<serde_json::Value> = (0..n)
+            .map(|i| event(published + i, now_micros(), padding))
+            .collect();
+        publish(client, &urls[request % urls.len()], &batch.into()).await?;
+        published += n;
+        request += 1;
+    }
+    Ok(())
+}
+
+/// Open loop: event `i` is sent alone at `start + i / rate` in a task of its own, whether or not
+/// earlier publishes have been answered, to node `i % nodes`, stamped with its scheduled time.
+async fn publish_open_loop(
+    load: &WebhookLoad,
+    rate: u64,
+    client: &reqwest::Client,
+    urls: &[String],
+    padding: &str,
+) -> Result<Schedule> {
+    let start = Instant::now();
+    let start_micros = now_micros();
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut schedule = Schedule {
+        behind: Duration::ZERO,
+        max_in_flight: 0,
+    };
+    for i in 0..load.events {
+        let offset = Duration::from_secs_f64(i as f64 / rate as f64);
+        let due = start + offset;
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        schedule.behind = schedule
+            .behind
+            .max(Instant::now().saturating_duration_since(due));
+        // A failed publish stops the run as soon as it is seen.
+        while let Some(done) = in_flight.try_join_next() {
+            done.context("a publish task failed")??;
+        }
+        let body = event(i, start_micros + offset.as_micros() as u64, padding);
+        let (client, url) = (client.clone(), urls[i % urls.len()].clone());
+        in_flight.spawn(async move { publish(&client, &url, &body).await });
+        schedule.max_in_flight = schedule.max_in_flight.max(in_flight.len());
+    }
+    while let Some(done) = in_flight.join_next().await {
+        done.context("a publish task failed")??;
+    }
+    Ok(schedule)
 }
