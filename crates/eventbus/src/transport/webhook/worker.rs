@@ -5,8 +5,8 @@
 //!   process, and per endpoint its lane's running attempts (`endpoint_concurrency`) plus as many
 //!   waiting for a free slot, so the next ones are at hand when an attempt ends and a claim's
 //!   round trip is not on every delivery's path. Endpoints whose lane is full get nothing, so a
-//!   hanging endpoint holds its own slots and nobody else's. Ordered endpoints yield only their queue's head, so one attempt at a
-//!   time, in `seq` order.
+//!   hanging endpoint holds its own slots and nobody else's. Ordered endpoints yield only their
+//!   queue's head, so one attempt at a time, in `seq` order.
 //! - A wake-up starts the next claim at once: new deliveries (fan-out, a manual retry), an
 //!   ordered endpoint's attempt recorded (its next delivery becomes the head), or an attempt's
 //!   end while room was short (a lane or the process was full, or a lane got all it could
