@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 
-use super::PgStore;
+use super::{Db, PgStore};
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::store::StoreError;
@@ -398,27 +398,92 @@ async fn apply_streak(
     Ok(disabled.rows_affected() > 0)
 }
 
-/// Claims due deliveries: see the module docs. Runs inside one transaction.
-async fn claim(tx: &mut Tx, claim: &Claim) -> Result<Vec<Delivery>, sqlx::Error> {
-    let now = claim.now.as_micros();
-    let endpoints: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT id, ordered FROM webhook_endpoints WHERE NOT disabled ORDER BY updated_at, id",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    // Rotate the starting endpoint so a full claim does not always favour the same ones.
+/// The enabled endpoints: `(id, ordered)`.
+const ENABLED_ENDPOINTS: &str =
+    "SELECT id, ordered FROM webhook_endpoints WHERE NOT disabled ORDER BY updated_at, id";
+
+/// The endpoints a claim looks at, in its order: rotated by the claim's time so a full claim does
+/// not always favour the same ones, without those that have no room.
+fn claim_order<'e>(endpoints: &'e [(String, bool)], claim: &Claim) -> Vec<&'e (String, bool)> {
     let start = if endpoints.is_empty() {
         0
     } else {
-        (now as usize) % endpoints.len()
+        (claim.now.as_micros() as usize) % endpoints.len()
     };
-    let rotated: Vec<&(String, bool)> = endpoints
+    endpoints
         .iter()
         .cycle()
         .skip(start)
         .take(endpoints.len())
         .filter(|(id, _)| claim.room(id) > 0)
+        .collect()
+}
+
+/// Claims due deliveries of unordered endpoints only (`order`, from [`claim_order`]) in one
+/// statement, which commits by itself: each endpoint's due rows in claim order, locked with
+/// `SKIP LOCKED` (rows another claim holds are passed over, never waited for), the first
+/// `claim.limit` of them in endpoint order leased. The transaction path ([`claim`]) does the
+/// same in four statements and also serves ordered endpoints.
+async fn claim_unordered(
+    db: &Db,
+    claim: &Claim,
+    order: &[&(String, bool)],
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    if order.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = order.iter().map(|(id, _)| id.as_str()).collect();
+    let room: Vec<i64> = ids
+        .iter()
+        .map(|id| claim.room(id).min(claim.limit) as i64)
         .collect();
+    let returned = DELIVERY_COLUMNS
+        .split(", ")
+        .map(|c| format!("w.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "WITH c AS (SELECT d.id FROM UNNEST($1::text[], $2::int8[]) WITH ORDINALITY \
+                      AS u(eid, room, ord) CROSS JOIN LATERAL \
+                    (SELECT id, next_attempt_at, event_seq FROM webhook_deliveries \
+                     WHERE endpoint_id = u.eid AND status = 'pending' AND next_attempt_at <= $3 \
+                       AND lease_until <= $3 \
+                     ORDER BY next_attempt_at, event_seq LIMIT u.room FOR UPDATE SKIP LOCKED) d \
+                    ORDER BY u.ord, d.next_attempt_at, d.event_seq LIMIT $4) \
+         UPDATE webhook_deliveries w SET lease_until = $5 FROM c WHERE w.id = c.id \
+         RETURNING {returned}"
+    )))
+    .bind(&ids)
+    .bind(&room)
+    .bind(claim.now.as_micros())
+    .bind(claim.limit as i64)
+    .bind(claim.lease_until.as_micros())
+    .fetch_all(db)
+    .await?;
+    let rank: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut out = rows
+        .iter()
+        .map(|r| row_to_delivery(r, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort_by_key(|d| {
+        (
+            rank.get(d.endpoint_id.as_str())
+                .copied()
+                .unwrap_or(usize::MAX),
+            d.next_attempt_at,
+            d.event_seq,
+        )
+    });
+    Ok(out)
+}
+
+/// Claims due deliveries: see the module docs. Runs inside one transaction.
+async fn claim(tx: &mut Tx, claim: &Claim) -> Result<Vec<Delivery>, sqlx::Error> {
+    let now = claim.now.as_micros();
+    let endpoints: Vec<(String, bool)> = sqlx::query_as(ENABLED_ENDPOINTS)
+        .fetch_all(&mut **tx)
+        .await?;
+    let rotated = claim_order(&endpoints, claim);
     let rank: HashMap<&str, usize> = rotated
         .iter()
         .enumerate()
@@ -743,6 +808,15 @@ impl WebhookStore for PgStore {
 
     async fn claim_due(&self, c: Claim) -> Result<Vec<Delivery>, StoreError> {
         self.write(async {
+            // Without an ordered endpoint to look at, one statement does; an ordered endpoint's
+            // head needs the endpoint row lock of the transaction path.
+            let endpoints: Vec<(String, bool)> = sqlx::query_as(ENABLED_ENDPOINTS)
+                .fetch_all(&self.db)
+                .await?;
+            let order = claim_order(&endpoints, &c);
+            if order.iter().all(|(_, ordered)| !ordered) {
+                return claim_unordered(&self.db, &c, &order).await;
+            }
             let mut tx = self.db.begin().await?;
             let out = claim(&mut tx, &c).await?;
             tx.commit().await?;
