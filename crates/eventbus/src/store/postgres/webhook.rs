@@ -419,6 +419,25 @@ fn claim_order<'e>(endpoints: &'e [(String, bool)], claim: &Claim) -> Vec<&'e (S
         .collect()
 }
 
+/// Sorts claimed deliveries into the caller's order: endpoints as in `order`, each one's
+/// deliveries by due time, then `seq`.
+fn sort_in_claim_order(deliveries: &mut [Delivery], order: &[&(String, bool)]) {
+    let rank: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (id.as_str(), i))
+        .collect();
+    deliveries.sort_by_key(|d| {
+        (
+            rank.get(d.endpoint_id.as_str())
+                .copied()
+                .unwrap_or(usize::MAX),
+            d.next_attempt_at,
+            d.event_seq,
+        )
+    });
+}
+
 /// Claims due deliveries of unordered endpoints only (`order`, from [`claim_order`]) in one
 /// statement, which commits by itself: each endpoint's due rows in claim order, locked with
 /// `SKIP LOCKED` (rows another claim holds are passed over, never waited for), the first
@@ -437,21 +456,16 @@ async fn claim_unordered(
         .iter()
         .map(|id| claim.room(id).min(claim.limit) as i64)
         .collect();
-    let returned = DELIVERY_COLUMNS
-        .split(", ")
-        .map(|c| format!("w.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "WITH c AS (SELECT d.id FROM UNNEST($1::text[], $2::int8[]) WITH ORDINALITY \
+        "WITH c AS (SELECT d.id AS claimed FROM UNNEST($1::text[], $2::int8[]) WITH ORDINALITY \
                       AS u(eid, room, ord) CROSS JOIN LATERAL \
                     (SELECT id, next_attempt_at, event_seq FROM webhook_deliveries \
                      WHERE endpoint_id = u.eid AND status = 'pending' AND next_attempt_at <= $3 \
                        AND lease_until <= $3 \
                      ORDER BY next_attempt_at, event_seq LIMIT u.room FOR UPDATE SKIP LOCKED) d \
                     ORDER BY u.ord, d.next_attempt_at, d.event_seq LIMIT $4) \
-         UPDATE webhook_deliveries w SET lease_until = $5 FROM c WHERE w.id = c.id \
-         RETURNING {returned}"
+         UPDATE webhook_deliveries SET lease_until = $5 FROM c WHERE id = c.claimed \
+         RETURNING {DELIVERY_COLUMNS}"
     )))
     .bind(&ids)
     .bind(&room)
@@ -460,35 +474,23 @@ async fn claim_unordered(
     .bind(claim.lease_until.as_micros())
     .fetch_all(db)
     .await?;
-    let rank: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut out = rows
         .iter()
         .map(|r| row_to_delivery(r, 0))
         .collect::<Result<Vec<_>, _>>()?;
-    out.sort_by_key(|d| {
-        (
-            rank.get(d.endpoint_id.as_str())
-                .copied()
-                .unwrap_or(usize::MAX),
-            d.next_attempt_at,
-            d.event_seq,
-        )
-    });
+    sort_in_claim_order(&mut out, order);
     Ok(out)
 }
 
-/// Claims due deliveries: see the module docs. Runs inside one transaction.
-async fn claim(tx: &mut Tx, claim: &Claim) -> Result<Vec<Delivery>, sqlx::Error> {
+/// Claims due deliveries of the endpoints in `rotated` (from [`claim_order`]): see the module
+/// docs. Runs inside one transaction; an ordered endpoint's row is locked and its state read
+/// again there, so an endpoint list read before the transaction does.
+async fn claim(
+    tx: &mut Tx,
+    claim: &Claim,
+    rotated: &[&(String, bool)],
+) -> Result<Vec<Delivery>, sqlx::Error> {
     let now = claim.now.as_micros();
-    let endpoints: Vec<(String, bool)> = sqlx::query_as(ENABLED_ENDPOINTS)
-        .fetch_all(&mut **tx)
-        .await?;
-    let rotated = claim_order(&endpoints, claim);
-    let rank: HashMap<&str, usize> = rotated
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (id.as_str(), i))
-        .collect();
     let unordered: Vec<&str> = rotated
         .iter()
         .filter(|(_, o)| !o)
@@ -555,16 +557,7 @@ async fn claim(tx: &mut Tx, claim: &Claim) -> Result<Vec<Delivery>, sqlx::Error>
             }
         }
     }
-    // The caller's order: endpoints in rotated order, each one's deliveries as selected.
-    candidates.sort_by_key(|d| {
-        (
-            rank.get(d.endpoint_id.as_str())
-                .copied()
-                .unwrap_or(usize::MAX),
-            d.next_attempt_at,
-            d.event_seq,
-        )
-    });
+    sort_in_claim_order(&mut candidates, rotated);
     candidates.truncate(claim.limit);
     if candidates.is_empty() {
         return Ok(candidates);
@@ -818,7 +811,7 @@ impl WebhookStore for PgStore {
                 return claim_unordered(&self.db, &c, &order).await;
             }
             let mut tx = self.db.begin().await?;
-            let out = claim(&mut tx, &c).await?;
+            let out = claim(&mut tx, &c, &order).await?;
             tx.commit().await?;
             Ok(out)
         })

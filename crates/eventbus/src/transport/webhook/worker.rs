@@ -160,24 +160,15 @@ pub(super) async fn run(
                 per_endpoint: lanes.concurrency * 2,
                 held: lanes.held(),
             };
-            let full = claim.held.values().any(|&n| n >= claim.per_endpoint);
-            let rooms: HashMap<String, usize> = claim
-                .held
-                .keys()
-                .map(|id| (id.clone(), claim.room(id)))
-                .collect();
-            let per_endpoint = claim.per_endpoint;
-            match shared.store.claim_due(claim).await {
+            match shared.store.claim_due(claim.clone()).await {
                 Ok(batch) => {
                     claimed = batch.len();
                     let mut got: HashMap<&str, usize> = HashMap::new();
                     for d in &batch {
                         *got.entry(d.endpoint_id.as_str()).or_default() += 1;
                     }
-                    saturated = full
-                        || got
-                            .iter()
-                            .any(|(id, &n)| n >= rooms.get(*id).copied().unwrap_or(per_endpoint));
+                    saturated = claim.held.keys().any(|id| claim.room(id) == 0)
+                        || got.iter().any(|(id, &n)| n >= claim.room(id));
                     for d in batch {
                         start(&shared, &tasks, &lanes, &records, &cancel, &abort, d).await;
                     }
