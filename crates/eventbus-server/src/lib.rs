@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use eventbus::security::Keys;
 use eventbus::store::StoreError;
-use eventbus::store::archive::{Archive, open_store, open_target};
+use eventbus::store::archive::{Archive, open_target};
 use eventbus::store::webhook::WebhookStore;
 use eventbus::transport::webhook::WebhookService;
 use eventbus::{BusOptions, EventBus};
@@ -96,10 +96,10 @@ pub async fn build_bus_for_maintenance(config: &Config) -> Result<Bus, ServerErr
 
 async fn build(config: &Config, with_plugins: bool) -> Result<Bus, ServerError> {
     let target = open_target(&config.event_archive_url).map_err(StoreError::from)?;
-    let (archive_store, webhooks) =
-        open_store(&config.event_store_url, config.store_options()).await?;
-    let archive = Arc::new(Archive::new(archive_store.clone(), target));
-    let store: Arc<dyn eventbus::EventStore> = archive_store;
+    let stores = eventbus::store::open(&config.event_store_url, config.store_options()).await?;
+    let archive = Arc::new(Archive::new(stores.archive, target));
+    let store = stores.events;
+    let webhooks = Some(stores.webhooks);
     let options = BusOptions {
         max_payload_bytes: config.max_payload_bytes,
         strict_types: config.strict_event_types,

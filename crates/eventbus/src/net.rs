@@ -13,13 +13,13 @@ pub(crate) fn https<R>(
     mut tcp: HttpConnector<R>,
     connect_timeout: Duration,
     allow_http: bool,
-) -> Result<HttpsConnector<HttpConnector<R>>, String> {
+) -> Result<HttpsConnector<HttpConnector<R>>, TlsSetupError> {
     tcp.enforce_http(false);
     tcp.set_connect_timeout(Some(connect_timeout));
     tcp.set_nodelay(true);
     let tls = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_platform_verifier(rustls::crypto::ring::default_provider())
-        .map_err(|e| format!("setting up TLS: {e}"))?;
+        .map_err(TlsSetupError)?;
     let tls = if allow_http {
         tls.https_or_http()
     } else {
@@ -27,3 +27,8 @@ pub(crate) fn https<R>(
     };
     Ok(tls.enable_http1().wrap_connector(tcp))
 }
+
+/// The TLS client could not be set up (the platform's certificate verifier failed to load).
+#[derive(Debug, thiserror::Error)]
+#[error("setting up TLS: {0}")]
+pub(crate) struct TlsSetupError(#[source] std::io::Error);

@@ -68,7 +68,8 @@ pub(super) async fn get_event_type(
     _caller: Caller,
     PathParam(name): PathParam<String>,
 ) -> Result<Response, ApiError> {
-    validate_type(&name).map_err(|m| ApiError::InvalidParameter(FieldError::new("type", m)))?;
+    validate_type(&name)
+        .map_err(|e| ApiError::InvalidParameter(FieldError::new("type", e.to_string())))?;
     match state.bus.event_type(&name) {
         Some(def) => Ok(json(StatusCode::OK, &def)),
         None => Err(ApiError::NotFound(format!(
@@ -111,7 +112,8 @@ pub(super) async fn put_event_type(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Admin)?;
-    validate_type(&name).map_err(|m| ApiError::InvalidParameter(FieldError::new("type", m)))?;
+    validate_type(&name)
+        .map_err(|e| ApiError::InvalidParameter(FieldError::new("type", e.to_string())))?;
     if !caller.principal.is_unscoped() || !caller.principal.allows_type(Permission::Admin, &name) {
         return Err(caller.deny(Denied(
             "the catalogue is shared by every tenant: only an admin key bound to no tenant or \

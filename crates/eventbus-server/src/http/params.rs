@@ -134,6 +134,6 @@ fn non_empty(params: &HashMap<String, String>, name: &str) -> Result<Option<Stri
 fn time(params: &HashMap<String, String>, name: &str) -> Result<Option<Timestamp>, ApiError> {
     params
         .get(name)
-        .map(|v| Timestamp::parse_rfc3339(v).map_err(|m| ApiError::parameter(name, m)))
+        .map(|v| Timestamp::parse_rfc3339(v).map_err(|e| ApiError::parameter(name, e.to_string())))
         .transpose()
 }

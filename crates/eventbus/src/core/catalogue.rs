@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::event::validate_type;
+use super::event::{TypeNameError, validate_type};
 use super::time::Timestamp;
 
 /// The types every bus knows, with their descriptions (DESIGN.md §2).
@@ -77,8 +77,8 @@ impl EventTypeDef {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DefinitionError {
     /// The type name breaks the grammar.
-    #[error("{0}")]
-    InvalidName(String),
+    #[error(transparent)]
+    InvalidName(#[from] TypeNameError),
     /// The schema is not a valid JSON Schema.
     #[error("the schema is not a valid JSON Schema: {0}")]
     InvalidSchema(String),
@@ -111,7 +111,7 @@ fn intern(name: &str) -> &'static str {
 impl TypeEntry {
     /// Checks and compiles `def`.
     pub fn compile(def: EventTypeDef) -> Result<Self, DefinitionError> {
-        validate_type(&def.name).map_err(DefinitionError::InvalidName)?;
+        validate_type(&def.name)?;
         let validator = match &def.schema {
             None => None,
             Some(schema) => {

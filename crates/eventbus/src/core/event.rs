@@ -169,9 +169,10 @@ impl NewEvent {
             }
             None => uuid::Uuid::now_v7().to_string(),
         };
-        validate_type(&self.event_type).map_err(|m| FieldError::new("type", m))?;
+        validate_type(&self.event_type).map_err(|e| FieldError::new("type", e.to_string()))?;
         let timestamp = match self.timestamp {
-            Some(t) => Timestamp::parse_rfc3339(&t).map_err(|m| FieldError::new("timestamp", m))?,
+            Some(t) => Timestamp::parse_rfc3339(&t)
+                .map_err(|e| FieldError::new("timestamp", e.to_string()))?,
             None => now,
         };
         for (name, value) in [
@@ -247,26 +248,41 @@ fn check_metadata(metadata: &Metadata) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Why a name is not an event type; the message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TypeNameError {
+    /// Longer than [`MAX_TYPE_LEN`].
+    #[error("must be at most {MAX_TYPE_LEN} bytes")]
+    TooLong,
+    /// A segment breaks `[a-z][a-z0-9_]*`.
+    #[error(
+        "`{0}` is not a valid event type: use dotted lowercase segments such as \
+         `project.created` (each segment starts with a-z and continues with a-z, 0-9 or _)"
+    )]
+    BadSegment(String),
+    /// One segment only.
+    #[error(
+        "`{0}` is not a valid event type: it needs at least two segments, such as \
+         `project.created`"
+    )]
+    OneSegment(String),
+}
+
 /// Checks an event type name against `^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`.
-pub fn validate_type(name: &str) -> Result<(), String> {
+pub fn validate_type(name: &str) -> Result<(), TypeNameError> {
     if name.len() > MAX_TYPE_LEN {
-        return Err(format!("must be at most {MAX_TYPE_LEN} bytes"));
+        return Err(TypeNameError::TooLong);
     }
     let mut segments = 0;
     for segment in name.split('.') {
         if !is_segment(segment) {
-            return Err(format!(
-                "`{name}` is not a valid event type: use dotted lowercase segments such as \
-                 `project.created` (each segment starts with a-z and continues with a-z, 0-9 or _)"
-            ));
+            return Err(TypeNameError::BadSegment(name.to_owned()));
         }
         segments += 1;
     }
     if segments < 2 {
-        return Err(format!(
-            "`{name}` is not a valid event type: it needs at least two segments, such as \
-             `project.created`"
-        ));
+        return Err(TypeNameError::OneSegment(name.to_owned()));
     }
     Ok(())
 }

@@ -50,14 +50,19 @@ impl Permission {
     }
 }
 
-impl std::str::FromStr for Permission {
-    type Err = String;
+/// A name that is not a [`Permission`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a permission: publish, subscribe, read or admin")]
+pub struct UnknownPermission(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for Permission {
+    type Err = UnknownPermission;
+
+    fn from_str(s: &str) -> Result<Self, UnknownPermission> {
         Permission::ALL
             .into_iter()
             .find(|p| p.as_str() == s.trim())
-            .ok_or_else(|| format!("`{s}` is not a permission: publish, subscribe, read or admin"))
+            .ok_or_else(|| UnknownPermission(s.to_owned()))
     }
 }
 

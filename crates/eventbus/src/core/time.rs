@@ -34,9 +34,10 @@ impl Timestamp {
     }
 
     /// Parses RFC 3339 (any offset; converted to UTC, truncated to microseconds).
-    pub fn parse_rfc3339(s: &str) -> Result<Self, String> {
-        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
-            format!("`{s}` is not an RFC 3339 time such as 2026-11-27T05:00:00.123Z ({e})")
+    pub fn parse_rfc3339(s: &str) -> Result<Self, TimeParseError> {
+        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| TimeParseError::NotRfc3339 {
+            input: s.to_owned(),
+            reason: e.to_string(),
         })?;
         // An offset can carry a time at the edge of 0000 or 9999 out of the range RFC 3339 can
         // write in UTC; such a time could be stored but not shown again.
@@ -44,9 +45,7 @@ impl Timestamp {
             .checked_to_offset(time::UtcOffset::UTC)
             .is_some_and(|u| (0..=9999).contains(&u.year()))
         {
-            return Err(format!(
-                "`{s}` is outside the years 0000 to 9999 once converted to UTC"
-            ));
+            return Err(TimeParseError::OutOfRange(s.to_owned()));
         }
         Ok(Self::from_datetime(t))
     }
@@ -55,6 +54,23 @@ impl Timestamp {
     pub fn plus_micros(self, micros: i64) -> Self {
         Timestamp(self.0.saturating_add(micros))
     }
+}
+
+/// Why a text is not a time [`Timestamp::parse_rfc3339`] accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TimeParseError {
+    /// Not RFC 3339.
+    #[error("`{input}` is not an RFC 3339 time such as 2026-11-27T05:00:00.123Z ({reason})")]
+    NotRfc3339 {
+        /// The text.
+        input: String,
+        /// What the parser found.
+        reason: String,
+    },
+    /// Outside what RFC 3339 can write in UTC.
+    #[error("`{0}` is outside the years 0000 to 9999 once converted to UTC")]
+    OutOfRange(String),
 }
 
 impl fmt::Display for Timestamp {

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use self::url::{StoreOptions, StoreUrl, open};
+pub use self::url::{StoreOptions, StoreUrl, StoreUrlError, Stores, open};
 use crate::core::catalogue::EventTypeDef;
 use crate::core::event::Event;
 use crate::core::filter::EventFilter;

@@ -25,14 +25,11 @@
 //! [`EventStore`]: super::EventStore
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::postgres::PgStore;
-use super::sqlite::SqliteStore;
-use super::{EventStore, StoreError, StoreOptions, StoreUrl};
+use super::StoreError;
 use crate::core::event::Event;
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
@@ -528,29 +525,6 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// The earliest `next_attempt_at` of a pending delivery: how far behind its schedule the
     /// queue is when that time has passed. `None` when nothing is pending.
     async fn oldest_due(&self) -> Result<Option<Timestamp>, StoreError>;
-}
-
-/// Opens the store `url` names, and its [`WebhookStore`] when the backend has one.
-pub async fn open_with_webhooks(
-    url: &StoreUrl,
-    options: impl Into<StoreOptions>,
-) -> Result<(Arc<dyn EventStore>, Option<Arc<dyn WebhookStore>>), StoreError> {
-    let options = options.into();
-    match url {
-        StoreUrl::Sqlite(path) => {
-            let path = path.clone();
-            let sqlite = options.sqlite;
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, sqlite))
-                .await
-                .map_err(|e| StoreError::Internal(e.to_string()))??;
-            let store = Arc::new(store);
-            Ok((store.clone(), Some(store)))
-        }
-        StoreUrl::Postgres(url) => {
-            let store = Arc::new(PgStore::open(url, options.postgres).await?);
-            Ok((store.clone(), Some(store)))
-        }
-    }
 }
 
 /// The contract every [`WebhookStore`] keeps, as test bodies each backend runs on a fresh store.

@@ -1093,7 +1093,10 @@ mod postgres_only {
             postgres: test_pg_options(),
             ..Default::default()
         };
-        let store = eventbus::store::open(&parsed, options).await.unwrap();
+        let store = eventbus::store::open(&parsed, options)
+            .await
+            .unwrap()
+            .events;
         assert_eq!(store.backend(), "postgres");
         let stored = store
             .append(vec![event::of("project.created")])

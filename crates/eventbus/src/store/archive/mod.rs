@@ -51,12 +51,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::format::Header;
 pub use self::target::{ArchiveTarget, FileTarget, S3Target, open_target};
-use super::webhook::WebhookStore;
-use super::{EventPage, EventQuery, EventStore, StoreError, StoreOptions, StoreUrl};
+use super::{EventPage, EventQuery, EventStore, StoreError};
 use crate::core::event::Event;
 use crate::core::time::Timestamp;
-use crate::store::postgres::PgStore;
-use crate::store::sqlite::SqliteStore;
 
 /// Events per segment unless configured otherwise.
 pub const DEFAULT_BATCH: usize = 10_000;
@@ -550,32 +547,6 @@ impl Archive {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-        }
-    }
-}
-
-/// A store opened with its archive side, and its webhook side.
-pub type OpenedStore = (Arc<dyn ArchiveStore>, Option<Arc<dyn WebhookStore>>);
-
-/// Opens the store `url` names (applying its migrations), with its archive and webhook sides.
-pub async fn open_store(
-    url: &StoreUrl,
-    options: impl Into<StoreOptions>,
-) -> Result<OpenedStore, StoreError> {
-    let options = options.into();
-    match url {
-        StoreUrl::Sqlite(path) => {
-            let path = path.clone();
-            let sqlite = options.sqlite;
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, sqlite))
-                .await
-                .map_err(|e| StoreError::Internal(e.to_string()))??;
-            let store = Arc::new(store);
-            Ok((store.clone(), Some(store)))
-        }
-        StoreUrl::Postgres(url) => {
-            let store = Arc::new(PgStore::open(url, options.postgres).await?);
-            Ok((store.clone(), Some(store)))
         }
     }
 }
