@@ -1,7 +1,9 @@
-//! The command line's commands other than `serve`: each module runs one subcommand of
-//! [`crate::config::Command`] and prints what it did.
+//! The command line's commands: each module runs one subcommand of [`crate::config::Command`]
+//! (`main.rs` only parses, sets up logging and dispatches).
 //!
 //! # Layout
+//! - [`serve`]: the server (the default command), until SIGTERM or Ctrl-C.
+//! - [`version`]: the program's and the schemas' versions.
 //! - [`migrate`]: apply the store's schema migrations and say which ran.
 //! - [`keys`]: create, list or revoke API keys, in the store or, while a server holds a SQLite
 //!   store, through that server's API.
@@ -14,3 +16,5 @@ pub mod health;
 pub mod keys;
 pub mod local_api;
 pub mod migrate;
+pub mod serve;
+pub mod version;
