@@ -39,6 +39,8 @@ pub const BUILTIN_TYPES: &[(&str, &str)] = &[
 
 /// One catalogue entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = EventType))]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypeDef {
     /// The type name.
@@ -52,8 +54,10 @@ pub struct EventTypeDef {
     pub schema: Option<Value>,
     /// Whether the type is part of the built-in catalogue.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub builtin: bool,
     /// When the definition last changed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
 

@@ -32,6 +32,7 @@ pub type Metadata = BTreeMap<String, String>;
 
 /// A stored or about-to-be-stored event, exactly the wire format of DESIGN.md §2.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     /// Unique id, the idempotency key (UUIDv7 when the publisher gave none).
@@ -40,8 +41,10 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: String,
     /// Any JSON, kept as the publisher's bytes.
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub payload: Box<RawValue>,
     /// When the event happened (set by the bus when absent).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: Timestamp,
     /// The project the event belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,9 +57,11 @@ pub struct Event {
     pub user_id: Option<String>,
     /// Correlation, causation, source and trace context.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub metadata: Metadata,
     /// Global, strictly increasing position assigned by the store; `0` before it is stored.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub seq: u64,
 }
 
@@ -101,34 +106,75 @@ fn same_json(a: &str, b: &str) -> bool {
 
 /// An event as a publisher sends it: everything but `type` is optional.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewEvent {
     /// Idempotency key; a UUIDv7 is generated when absent.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub id: Option<String>,
     /// Dotted lowercase type name.
     #[serde(rename = "type")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+    )]
     pub event_type: String,
     /// Any JSON; `null` when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub payload: Option<Box<RawValue>>,
     /// RFC 3339 time; now when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub timestamp: Option<String>,
     /// Optional project scope.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub project_id: Option<String>,
     /// Optional tenant scope.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub tenant_id: Option<String>,
     /// Optional user.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub user_id: Option<String>,
     /// Optional string metadata.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<BTreeMap<String, String>>))]
     pub metadata: Option<Metadata>,
     /// Accepted so that a stored event can be sent back as is; always ignored.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub seq: Option<serde::de::IgnoredAny>,
 }
 

@@ -164,6 +164,8 @@ pub struct LastError {
 
 /// One plugin as the API shows it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Plugin))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginInfo {
     /// Its name.
@@ -175,16 +177,20 @@ pub struct PluginInfo {
     /// `running`, `suspended` or `failed` (did not load).
     pub status: &'static str,
     /// Patterns it receives.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub subscribe: Vec<Pattern>,
     /// Patterns it may publish (JS plugins).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub publish: Vec<Pattern>,
     /// Whether it runs in the publish chain.
     pub middleware: bool,
     /// What its failing `transform` does (JS middleware).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub failure_policy: Option<FailurePolicy>,
     /// Its limits (JS plugins).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub limits: Option<Limits>,
     /// The functions `index.js` exports.
     pub exports: Vec<&'static str>,
@@ -195,13 +201,16 @@ pub struct PluginInfo {
     /// by. `None` for a plugin without a handler, or while its consumer is being swapped.
     pub runs_handler: Option<bool>,
     /// Counters since it was (re)loaded.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, u64>))]
     pub counters: Counters,
     /// Its last error.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub last_error: Option<LastError>,
 }
 
 /// What a reload changed.
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ReloadReport {
     /// Plugins installed.

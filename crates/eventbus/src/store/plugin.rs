@@ -46,6 +46,7 @@ pub struct PluginState {
 
 /// An event a plugin failed on after its retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     /// Unique id.
@@ -63,6 +64,7 @@ pub struct DeadLetter {
     /// Calls made.
     pub attempts: u32,
     /// When it was dead-lettered.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
 }
 

@@ -210,6 +210,7 @@ impl EndpointPatch {
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     /// Waiting for its next attempt (or in flight).
@@ -243,6 +244,7 @@ impl DeliveryStatus {
 
 /// One event to send to one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     /// Unique id, increasing in creation order.
@@ -263,10 +265,13 @@ pub struct Delivery {
     #[serde(skip)]
     pub cycle_attempts: u32,
     /// When the next attempt is due (pending only).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub next_attempt_at: Option<Timestamp>,
     /// Creation time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     /// Last change.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
     /// Status code of the last attempt.
     pub last_status_code: Option<u16>,
@@ -388,6 +393,7 @@ pub struct HealthPolicy {
 
 /// One logged attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     /// Unique id, increasing.
@@ -401,6 +407,7 @@ pub struct Attempt {
     /// 1 for the first attempt of the delivery.
     pub attempt: u32,
     /// Start time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub started_at: Timestamp,
     /// Duration.
     pub duration_ms: u64,
