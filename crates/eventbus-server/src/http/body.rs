@@ -1,10 +1,14 @@
-//! Reading and decoding JSON bodies with errors that name the field at fault.
+//! JSON bodies: reading and decoding requests with errors that name the field at fault, writing
+//! answers with [`json`], and [`BodyProblems`], the problems every route that reads a body can
+//! answer (for the API description).
 
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use eventbus::core::event::FieldError;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::problem::ApiError;
@@ -38,6 +42,30 @@ pub async fn read_json(
             ApiError::MalformedJson(format!("the request body could not be read: {e}"))
         }
     })
+}
+
+/// Serialises `value` once into an `application/json` response body.
+pub(super) fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).expect("API bodies serialise");
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The problems [`read_json`] answers, for the API description of the routes that read a body
+/// (each an `application/problem+json` body, added where the document is assembled).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "described in the API document, never built")]
+pub(super) enum BodyProblems {
+    /// The body is too large
+    #[response(status = 413)]
+    TooLarge,
+    /// The body is not JSON
+    #[response(status = 415)]
+    NotJson,
 }
 
 /// Decodes `bytes` as `T`; a wrong type or unknown field is reported with its path

@@ -1,4 +1,5 @@
-//! `/v1/event-types`: the catalogue and its JSON Schemas.
+//! `/v1/event-types`: the catalogue and its JSON Schemas; [`EventTypesApi`] is their part of the
+//! API description.
 
 use axum::Router;
 use axum::body::Body;
@@ -13,11 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::Caller;
-use super::body::{decode, read_json};
-use super::events::json;
-use super::openapi::{EventTypeInputSchema, EventTypeListSchema, EventTypeSchema, ProblemSchema};
+use super::body::{BodyProblems, decode, json, read_json};
 use super::params::PathParam;
-use super::problem::ApiError;
+use super::problem::{ApiError, StoreProblems};
+
+/// The routes below in the API description.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_event_types, get_event_type, put_event_type))]
+pub(super) struct EventTypesApi;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -29,9 +33,12 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Serialize)]
+/// The catalogue.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = EventTypeList)]
 #[serde(rename_all = "camelCase")]
 struct ListBody {
+    /// Every registered type.
     event_types: Vec<EventTypeDef>,
 }
 
@@ -40,7 +47,7 @@ struct ListBody {
     get,
     path = "/v1/event-types",
     tag = "event-types",
-    responses((status = 200, description = "The catalogue", body = EventTypeListSchema))
+    responses((status = 200, description = "The catalogue", body = ListBody))
 )]
 pub(super) async fn list_event_types(State(state): State<AppState>, _caller: Caller) -> Response {
     json(
@@ -58,9 +65,9 @@ pub(super) async fn list_event_types(State(state): State<AppState>, _caller: Cal
     tag = "event-types",
     params(("type" = String, Path, description = "The type name")),
     responses(
-        (status = 200, description = "The definition", body = EventTypeSchema),
-        (status = 400, description = "Not a valid type name", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 404, description = "Not registered", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "The definition", body = EventTypeDef),
+        (status = 400, description = "Not a valid type name"),
+        (status = 404, description = "Not registered"),
     )
 )]
 pub(super) async fn get_event_type(
@@ -78,12 +85,15 @@ pub(super) async fn get_event_type(
     }
 }
 
-/// The body of `PUT /v1/event-types/{type}`.
-#[derive(Deserialize)]
+/// `PUT /v1/event-types/{type}` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = EventTypeInput)]
 #[serde(deny_unknown_fields)]
 struct PutBody {
+    /// What the event means (at most 1024 bytes).
     #[serde(default)]
     description: Option<String>,
+    /// A JSON Schema for the payload.
     #[serde(default)]
     schema: Option<serde_json::Value>,
 }
@@ -94,14 +104,13 @@ struct PutBody {
     path = "/v1/event-types/{type}",
     tag = "event-types",
     params(("type" = String, Path, description = "The type name")),
-    request_body(content = EventTypeInputSchema),
+    request_body(content = PutBody),
     responses(
-        (status = 201, description = "Registered", body = EventTypeSchema),
-        (status = 200, description = "Replaced", body = EventTypeSchema),
-        (status = 400, description = "Malformed JSON, an invalid name, description or schema", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 201, description = "Registered", body = EventTypeDef),
+        (status = 200, description = "Replaced", body = EventTypeDef),
+        (status = 400, description = "Malformed JSON, an invalid name, description or schema"),
+        BodyProblems,
+        StoreProblems,
     )
 )]
 pub(super) async fn put_event_type(

@@ -1,4 +1,5 @@
-//! `/v1/events` and `/v1/projects/{projectId}/events`: publish, query, get.
+//! `/v1/events` and `/v1/projects/{projectId}/events`: publish, query, get; [`EventsApi`] is
+//! their part of the API description.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,8 +7,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use eventbus::core::middleware::PublishContext;
 use eventbus::core::principal::Permission;
@@ -17,12 +18,14 @@ use serde::Serialize;
 
 use super::AppState;
 use super::auth::Caller;
-use super::body::{decode, read_json};
-use super::openapi::{
-    EventPageSchema, EventSchema, ProblemSchema, PublishBodySchema, PublishedSchema,
-};
+use super::body::{decode, json, read_json};
 use super::params::{PathParam, event_query};
-use super::problem::ApiError;
+use super::problem::{ApiError, StoreProblems};
+
+/// The routes below in the API description.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_events, list_events, get_event, list_project_events))]
+pub(super) struct EventsApi;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -38,18 +41,18 @@ pub fn router() -> Router<AppState> {
     post,
     path = "/v1/events",
     tag = "events",
-    request_body(content = PublishBodySchema, description = "One event (object) or an atomic batch (array)"),
+    request_body(content = PublishBody, description = "One event (object) or an atomic batch (array)"),
     params(("traceparent" = Option<String>, Header, description = "W3C trace context, copied into `metadata.traceparent`")),
     responses(
-        (status = 201, description = "Stored; the event or the batch with `seq`", body = PublishedSchema),
-        (status = 200, description = "Already stored with the same content", body = EventSchema),
-        (status = 400, description = "Malformed JSON or an invalid field", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 403, description = "Refused by a policy", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 409, description = "The id is stored with other content", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 413, description = "Body, payload or batch too large", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown type or schema violation", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 201, description = "Stored; the event or the batch with `seq`", body = Published),
+        (status = 200, description = "Already stored with the same content", body = Event),
+        (status = 400, description = "Malformed JSON or an invalid field"),
+        (status = 403, description = "Refused by a policy"),
+        (status = 409, description = "The id is stored with other content"),
+        (status = 413, description = "Body, payload or batch too large"),
+        (status = 415, description = "The body is not JSON"),
+        (status = 422, description = "Unknown type or schema violation"),
+        StoreProblems,
     )
 )]
 pub(super) async fn create_events(
@@ -86,6 +89,31 @@ pub(super) async fn create_events(
             "the body must be a JSON object (one event) or an array (a batch)".into(),
         )),
     }
+}
+
+/// `POST /v1/events` body: one event or an atomic batch.
+// The handler tells them apart by the body's first character and decodes a `NewEvent` or a list
+// of them; this type only describes that shape.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "described in the API document, never built")]
+enum PublishBody {
+    /// One event.
+    One(Box<NewEvent>),
+    /// A batch, stored atomically.
+    Batch(Vec<NewEvent>),
+}
+
+/// `POST /v1/events` answer: the stored event, or the stored batch.
+// The handler writes the `Event` or the list itself; this type only describes that shape.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "described in the API document, never built")]
+enum Published {
+    /// One event.
+    One(Box<Event>),
+    /// A batch.
+    Batch(Vec<Event>),
 }
 
 /// The query parameters shared by the event lists, for the API description (they are parsed by
@@ -129,9 +157,9 @@ struct EventListParams {
         EventListParams,
     ),
     responses(
-        (status = 200, description = "One page", body = EventPageSchema),
-        (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "One page", body = PageBody),
+        (status = 400, description = "An invalid or unknown parameter"),
+        StoreProblems,
     )
 )]
 pub(super) async fn list_events(
@@ -153,9 +181,9 @@ pub(super) async fn list_events(
         EventListParams,
     ),
     responses(
-        (status = 200, description = "One page", body = EventPageSchema),
-        (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "One page", body = PageBody),
+        (status = 400, description = "An invalid or unknown parameter"),
+        StoreProblems,
     )
 )]
 pub(super) async fn list_project_events(
@@ -175,10 +203,10 @@ pub(super) async fn list_project_events(
     tag = "events",
     params(("id" = String, Path, description = "The event id")),
     responses(
-        (status = 200, description = "The event", body = EventSchema),
-        (status = 400, description = "An invalid parameter", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 404, description = "No event has this id", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "The event", body = Event),
+        (status = 400, description = "An invalid parameter"),
+        (status = 404, description = "No event has this id"),
+        StoreProblems,
     )
 )]
 pub(super) async fn get_event(
@@ -196,10 +224,15 @@ pub(super) async fn get_event(
     }
 }
 
-#[derive(Serialize)]
+/// One page of events.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = EventPage)]
 #[serde(rename_all = "camelCase")]
 struct PageBody<'a> {
+    /// The events, by `seq`.
+    #[schema(value_type = Vec<Event>)]
     events: Vec<&'a Event>,
+    /// Pass as `after` for the next page; `null` on the last page.
     next_after: Option<u64>,
 }
 
@@ -212,17 +245,6 @@ fn page(page: EventPage) -> Response {
             next_after: page.next_after,
         },
     )
-}
-
-/// Serialises `value` once into the response body.
-pub(super) fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
-    let body = serde_json::to_vec(value).expect("API bodies serialise");
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 /// The W3C `traceparent` header, when it has the right shape.

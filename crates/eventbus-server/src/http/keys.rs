@@ -1,6 +1,7 @@
 //! `/v1/keys`: API keys (admin only). A key string is shown once, in the answer to `POST`; only
 //! its hash is stored. A tenant-bound admin manages its tenant's keys only, and no key is made
 //! wider than the key that makes it. Revocation (`DELETE`) keeps the row for the audit trail.
+//! [`KeysApi`] is their part of the API description.
 
 use std::collections::BTreeMap;
 
@@ -19,13 +20,14 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::Caller;
-use super::body::{decode, read_json};
-use super::events::json;
-use super::openapi::{
-    ApiKeyCreatedSchema, ApiKeyInputSchema, ApiKeyListSchema, ApiKeySchema, ProblemSchema,
-};
+use super::body::{BodyProblems, decode, json, read_json};
 use super::params::PathParam;
-use super::problem::ApiError;
+use super::problem::{ApiError, StoreProblems};
+
+/// The routes below in the API description.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_key, list_keys, get_key, revoke_key))]
+pub(super) struct KeysApi;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -35,48 +37,95 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The body of `POST /v1/keys`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = ApiKeyInput)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct KeyInput {
+    /// A name for people (1 to 200 characters).
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// Bind the key to a tenant (a tenant-bound caller's tenant by default).
     #[serde(default)]
     tenant_id: Option<String>,
+    /// Limit the key to these projects (non-empty; every project when absent).
     #[serde(default)]
+    #[schema(min_items = 1)]
     project_ids: Option<Vec<String>>,
+    /// What the key may do.
+    #[schema(min_items = 1)]
     permissions: Vec<Permission>,
+    /// Type patterns for every permission (default `[">"]`: every type).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, min_items = 1)]
     types: Option<Vec<Pattern>>,
+    /// Type patterns of single permissions, overriding `types` for them.
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, Vec<String>>>)]
     types_by_permission: BTreeMap<Permission, Vec<Pattern>>,
+    /// Publish requests per second (the server's `KEY_RATE_LIMIT` when absent).
     #[serde(default)]
     rate_limit: Option<u32>,
+    /// Open streams at once (the server's `KEY_MAX_CONNECTIONS` when absent).
     #[serde(default)]
     max_connections: Option<u32>,
+    /// When the key stops working (RFC 3339, in the future).
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Timestamp>,
 }
 
-/// A key as the API shows it (never its secret).
-#[derive(Serialize)]
+/// An API key (never its secret).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ApiKey)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct KeyView<'a> {
+struct KeyView<'a> {
+    /// The key's id (the part after `ebk_` of its key string).
+    #[schema(value_type = String)]
     id: &'a str,
+    /// Its name.
+    #[schema(value_type = String)]
     name: &'a str,
+    /// Its tenant, if bound.
+    #[schema(value_type = Option<String>)]
     tenant_id: Option<&'a str>,
+    /// Its projects, if limited.
+    #[schema(value_type = Option<Vec<String>>)]
     project_ids: Option<&'a [String]>,
+    /// Its permissions.
     permissions: Vec<Permission>,
+    /// The type patterns of each permission.
+    #[schema(value_type = BTreeMap<String, Vec<String>>)]
     types_by_permission: &'a BTreeMap<Permission, Vec<Pattern>>,
+    /// Publish requests per second.
     rate_limit: Option<u32>,
+    /// Open streams at once.
     max_connections: Option<u32>,
+    /// When it was made.
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
+    /// The id of the key that made it (`admin`: the bootstrap key).
+    #[schema(value_type = String)]
     created_by: &'a str,
+    /// When it stops working.
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Timestamp>,
+    /// When it was revoked.
+    #[schema(value_type = Option<String>, format = DateTime)]
     revoked_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<&'a str>,
 }
 
-fn view<'a>(k: &'a ApiKey, key: Option<&'a str>) -> KeyView<'a> {
+/// A new API key with its key string, shown only once.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ApiKeyCreated)]
+struct Created<'a> {
+    #[serde(flatten)]
+    view: KeyView<'a>,
+    /// The key string to send as `Authorization: Bearer <key>`; not retrievable later.
+    #[schema(value_type = String)]
+    key: &'a str,
+}
+
+fn view(k: &ApiKey) -> KeyView<'_> {
     KeyView {
         id: &k.id,
         name: &k.name,
@@ -90,7 +139,6 @@ fn view<'a>(k: &'a ApiKey, key: Option<&'a str>) -> KeyView<'a> {
         created_by: &k.created_by,
         expires_at: k.expires_at,
         revoked_at: k.revoked_at,
-        key,
     }
 }
 
@@ -110,13 +158,12 @@ impl From<GrantError> for ApiError {
     post,
     path = "/v1/keys",
     tag = "keys",
-    request_body(content = ApiKeyInputSchema),
+    request_body(content = KeyInput),
     responses(
-        (status = 201, description = "Created; `key` is shown only in this answer", body = ApiKeyCreatedSchema),
-        (status = 400, description = "Malformed JSON or an invalid field", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 201, description = "Created; `key` is shown only in this answer", body = Created),
+        (status = 400, description = "Malformed JSON or an invalid field"),
+        BodyProblems,
+        StoreProblems,
     )
 )]
 pub(super) async fn create_key(
@@ -144,11 +191,20 @@ pub(super) async fn create_key(
         .create(&caller.principal, spec)
         .await
         .map_err(|e| caller.grant_error(e))?;
-    Ok(json(StatusCode::CREATED, &view(&key, Some(&secret))))
+    Ok(json(
+        StatusCode::CREATED,
+        &Created {
+            view: view(&key),
+            key: &secret,
+        },
+    ))
 }
 
-#[derive(Serialize)]
+/// `GET /v1/keys` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ApiKeyList)]
 struct ListBody<'a> {
+    /// Newest first.
     keys: Vec<KeyView<'a>>,
 }
 
@@ -158,8 +214,8 @@ struct ListBody<'a> {
     path = "/v1/keys",
     tag = "keys",
     responses(
-        (status = 200, description = "The keys (never their secrets)", body = ApiKeyListSchema),
-        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "The keys (never their secrets)", body = ListBody),
+        StoreProblems,
     )
 )]
 pub(super) async fn list_keys(
@@ -171,7 +227,7 @@ pub(super) async fn list_keys(
     Ok(json(
         StatusCode::OK,
         &ListBody {
-            keys: keys.iter().map(|k| view(k, None)).collect(),
+            keys: keys.iter().map(view).collect(),
         },
     ))
 }
@@ -183,9 +239,9 @@ pub(super) async fn list_keys(
     tag = "keys",
     params(("id" = String, Path, description = "The key id")),
     responses(
-        (status = 200, description = "The key (never its secret)", body = ApiKeySchema),
-        (status = 404, description = "No such key", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "The key (never its secret)", body = KeyView),
+        (status = 404, description = "No such key"),
+        StoreProblems,
     )
 )]
 pub(super) async fn get_key(
@@ -195,7 +251,7 @@ pub(super) async fn get_key(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Admin)?;
     match state.keys.get(&caller.principal, &id).await? {
-        Some(key) => Ok(json(StatusCode::OK, &view(&key, None))),
+        Some(key) => Ok(json(StatusCode::OK, &view(&key))),
         None => Err(ApiError::NotFound(format!("no key has id `{id}`"))),
     }
 }
@@ -209,8 +265,8 @@ pub(super) async fn get_key(
     params(("id" = String, Path, description = "The key id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 404, description = "No such key", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable or overloaded", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such key"),
+        StoreProblems,
     )
 )]
 pub(super) async fn revoke_key(

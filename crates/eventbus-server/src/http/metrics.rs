@@ -18,6 +18,11 @@ use super::AppState;
 use super::auth::require_observer;
 use super::problem::ApiError;
 
+/// The route below in the API description.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get_metrics))]
+pub(super) struct MetricsApi;
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.

@@ -1,5 +1,6 @@
 //! `/v1/plugins`: installed plugins with their status and counters, reload, install from a
-//! bundle, uninstall, and each plugin's dead letters (see docs/plugins.md).
+//! bundle, uninstall, and each plugin's dead letters (see docs/plugins.md). [`PluginsApi`] is
+//! their part of the API description.
 
 use std::collections::HashMap;
 
@@ -10,23 +11,41 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use eventbus::core::event::FieldError;
-use eventbus::plugin::{HostError, PluginHost};
-use eventbus::store::plugin::MAX_DEAD_LETTER_PAGE;
+use eventbus::plugin::{HostError, PluginHost, PluginInfo, ReloadReport};
+use eventbus::store::plugin::{DeadLetter, MAX_DEAD_LETTER_PAGE};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use eventbus::core::principal::{Denied, Permission};
 
 use super::AppState;
 use super::auth::Caller;
-use super::body::{decode, read_json};
-use super::events::json;
-use super::openapi::{
-    DeadLetterPageSchema, InstallBundleSchema, InstalledSchema, PluginListSchema, PluginSchema,
-    ProblemSchema, ReloadReportSchema, RetryOutcomeSchema,
-};
+use super::body::{BodyProblems, decode, json, read_json};
 use super::params::{DEFAULT_PAGE, reject_unknown};
 use super::problem::ApiError;
+
+/// The routes below in the API description.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list_plugins,
+    get_plugin,
+    reload_plugins,
+    install_plugin,
+    uninstall_plugin,
+    list_dead_letters,
+    retry_dead_letter,
+))]
+pub(super) struct PluginsApi;
+
+/// The answer of every plugin route when the server runs no plugin host (an
+/// `application/problem+json` body, added where the document is assembled).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "described in the API document, never built")]
+enum PluginsProblems {
+    /// Plugins are not enabled
+    #[response(status = 501)]
+    Disabled,
+}
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -78,9 +97,12 @@ impl From<HostError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// `GET /v1/plugins` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PluginList)]
 struct ListBody {
-    plugins: Vec<eventbus::plugin::PluginInfo>,
+    /// Every plugin, by name.
+    plugins: Vec<PluginInfo>,
 }
 
 /// `GET /v1/plugins`.
@@ -89,8 +111,8 @@ struct ListBody {
     path = "/v1/plugins",
     tag = "plugins",
     responses(
-        (status = 200, description = "Every plugin, loaded or failed, by name", body = PluginListSchema),
-        (status = 501, description = "Plugins are not enabled", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "Every plugin, loaded or failed, by name", body = ListBody),
+        PluginsProblems,
     )
 )]
 pub(super) async fn list_plugins(
@@ -108,9 +130,9 @@ pub(super) async fn list_plugins(
     tag = "plugins",
     params(("name" = String, Path, description = "The plugin's name")),
     responses(
-        (status = 200, description = "The plugin", body = PluginSchema),
-        (status = 404, description = "No such plugin", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 501, description = "Plugins are not enabled", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "The plugin", body = PluginInfo),
+        (status = 404, description = "No such plugin"),
+        PluginsProblems,
     )
 )]
 pub(super) async fn get_plugin(
@@ -130,9 +152,9 @@ pub(super) async fn get_plugin(
     path = "/v1/plugins/reload",
     tag = "plugins",
     responses(
-        (status = 200, description = "What changed", body = ReloadReportSchema),
-        (status = 501, description = "Plugins are not enabled", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "What changed", body = ReloadReport),
+        PluginsProblems,
+        (status = 503, description = "Store unavailable"),
     )
 )]
 pub(super) async fn reload_plugins(
@@ -143,12 +165,26 @@ pub(super) async fn reload_plugins(
     Ok(json(StatusCode::OK, &report))
 }
 
-/// A bundle: the manifest and the module's source.
-#[derive(Deserialize)]
+/// `POST /v1/plugins` body: a plugin bundle.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = InstallBundle)]
 #[serde(deny_unknown_fields)]
 struct Bundle {
+    /// The `plugin.json` object.
     manifest: Value,
+    /// The `index.js` ES module.
     source: String,
+}
+
+/// `POST /v1/plugins` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Installed)]
+struct Installed {
+    /// The plugin as installed.
+    #[schema(value_type = PluginInfo)]
+    plugin: Option<PluginInfo>,
+    /// What the reload changed.
+    reload: ReloadReport,
 }
 
 /// `POST /v1/plugins`: installs or updates a plugin from a bundle.
@@ -156,16 +192,15 @@ struct Bundle {
     post,
     path = "/v1/plugins",
     tag = "plugins",
-    request_body(content = InstallBundleSchema, description = "`plugin.json` and `index.js`"),
+    request_body(content = Bundle, description = "`plugin.json` and `index.js`"),
     responses(
-        (status = 201, description = "Installed", body = InstalledSchema),
-        (status = 200, description = "Updated", body = InstalledSchema),
-        (status = 400, description = "Malformed JSON or an invalid manifest field", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 409, description = "A Rust plugin has this name", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 422, description = "The code does not load", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 501, description = "Plugins are not enabled", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 201, description = "Installed", body = Installed),
+        (status = 200, description = "Updated", body = Installed),
+        (status = 400, description = "Malformed JSON or an invalid manifest field"),
+        (status = 409, description = "A Rust plugin has this name"),
+        BodyProblems,
+        (status = 422, description = "The code does not load"),
+        PluginsProblems,
     )
 )]
 pub(super) async fn install_plugin(
@@ -191,7 +226,10 @@ pub(super) async fn install_plugin(
         } else {
             StatusCode::OK
         },
-        &json!({ "plugin": plugin, "reload": report }),
+        &Installed {
+            plugin,
+            reload: report,
+        },
     ))
 }
 
@@ -202,10 +240,10 @@ pub(super) async fn install_plugin(
     tag = "plugins",
     params(("name" = String, Path, description = "The plugin's name")),
     responses(
-        (status = 200, description = "Uninstalled; what the reload changed", body = ReloadReportSchema),
-        (status = 404, description = "No such plugin", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 409, description = "A Rust plugin cannot be uninstalled", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 501, description = "Plugins are not enabled", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "Uninstalled; what the reload changed", body = ReloadReport),
+        (status = 404, description = "No such plugin"),
+        (status = 409, description = "A Rust plugin cannot be uninstalled"),
+        PluginsProblems,
     )
 )]
 pub(super) async fn uninstall_plugin(
@@ -215,6 +253,16 @@ pub(super) async fn uninstall_plugin(
 ) -> Result<Response, ApiError> {
     let report = host(&state, &caller)?.uninstall(&name).await?;
     Ok(json(StatusCode::OK, &report))
+}
+
+/// One page of dead letters.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct DeadLetterPage {
+    /// The dead letters, oldest first.
+    dead_letters: Vec<DeadLetter>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    next_after: Option<u64>,
 }
 
 /// `GET /v1/plugins/{name}/dead-letters?after=&limit=`.
@@ -228,10 +276,10 @@ pub(super) async fn uninstall_plugin(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100"),
     ),
     responses(
-        (status = 200, description = "One page, oldest first", body = DeadLetterPageSchema),
-        (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 404, description = "No such plugin", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 501, description = "Plugins are not enabled", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "One page, oldest first", body = DeadLetterPage),
+        (status = 400, description = "An invalid or unknown parameter"),
+        (status = 404, description = "No such plugin"),
+        PluginsProblems,
     )
 )]
 pub(super) async fn list_dead_letters(
@@ -267,8 +315,21 @@ pub(super) async fn list_dead_letters(
         .flatten();
     Ok(json(
         StatusCode::OK,
-        &json!({ "deadLetters": letters, "nextAfter": next_after }),
+        &DeadLetterPage {
+            dead_letters: letters,
+            next_after,
+        },
     ))
+}
+
+/// The outcome of retrying a dead letter.
+// Fields in the order the answer has always had them (it was a sorted `json!` map).
+#[derive(Serialize, utoipa::ToSchema)]
+struct RetryOutcome {
+    /// The plugin's error otherwise.
+    error: Option<String>,
+    /// Whether the plugin handled the event (the dead letter is removed).
+    succeeded: bool,
 }
 
 /// `POST /v1/plugins/{name}/dead-letters/{id}/retry`: runs the event through the plugin once
@@ -282,10 +343,10 @@ pub(super) async fn list_dead_letters(
         ("id" = u64, Path, description = "The dead letter's id"),
     ),
     responses(
-        (status = 200, description = "`succeeded` true (removed) or false with the `error`", body = RetryOutcomeSchema),
-        (status = 400, description = "The id is not a number", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 404, description = "No such plugin, dead letter or event", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 501, description = "Plugins are not enabled", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "`succeeded` true (removed) or false with the `error`", body = RetryOutcome),
+        (status = 400, description = "The id is not a number"),
+        (status = 404, description = "No such plugin, dead letter or event"),
+        PluginsProblems,
     )
 )]
 pub(super) async fn retry_dead_letter(
@@ -299,6 +360,9 @@ pub(super) async fn retry_dead_letter(
     let error = host(&state, &caller)?.retry_dead_letter(&name, id).await?;
     Ok(json(
         StatusCode::OK,
-        &json!({ "succeeded": error.is_none(), "error": error }),
+        &RetryOutcome {
+            succeeded: error.is_none(),
+            error,
+        },
     ))
 }

@@ -316,21 +316,61 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// An RFC 9457 problem.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
 struct Body<'a> {
+    /// Stable problem type, e.g. `/problems/invalid-field`.
     #[serde(rename = "type")]
     problem_type: String,
+    /// Short summary of the problem type.
     title: &'a str,
+    /// The HTTP status.
     status: u16,
+    /// What went wrong in this case.
     detail: String,
+    /// The fields or parameters at fault.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Option<Vec<FieldError2>>)]
     errors: Vec<FieldError2>,
 }
 
-#[derive(Serialize)]
+/// One field or parameter at fault.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ProblemField)]
 struct FieldError2 {
+    /// Its path, e.g. `3/projectId`.
     field: String,
+    /// What is wrong with it.
     message: String,
+}
+
+/// The body of every error answer in the API description: an `application/problem+json`
+/// [`Problem`](Body). The document's assembly gives it to each 4xx and 5xx answer that names no
+/// body of its own, so routes list their problems by status and description only.
+pub(super) fn problem_content() -> (&'static str, utoipa::openapi::content::Content) {
+    use utoipa::ToSchema;
+    (
+        PROBLEM_JSON,
+        utoipa::openapi::content::ContentBuilder::new()
+            .schema(Some(utoipa::openapi::Ref::from_schema_name(Body::name())))
+            .build(),
+    )
+}
+
+/// The problem schemas, for the document's components.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(Body, FieldError2)))]
+pub(super) struct ProblemApi;
+
+/// The answer of any route that reaches the store when the store fails or is overloaded (each
+/// an `application/problem+json` body, see [`problem_content`]).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "described in the API document, never built")]
+pub(super) enum StoreProblems {
+    /// Store unavailable or overloaded
+    #[response(status = 503)]
+    Unavailable,
 }
 
 /// What a client is told when the store fails; the cause is logged with the request.

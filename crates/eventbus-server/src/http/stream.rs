@@ -8,6 +8,7 @@
 //! Authentication: a key with `subscribe` (header) or a browser token (`?token=`). The filter is
 //! narrowed to the caller's tenant, projects and patterns; streams count against the key's and
 //! the tenant's limits; a token's stream ends with a `token_expired` event when it expires.
+//! [`StreamApi`] is its part of the API description.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,9 +27,13 @@ use eventbus::transport::sse::{ConnectError, Connection, control_frame};
 
 use super::AppState;
 use super::auth::Caller;
-use super::openapi::ProblemSchema;
 use super::params::reject_unknown;
 use super::problem::ApiError;
+
+/// The route below in the API description.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get_stream))]
+pub(super) struct StreamApi;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -51,9 +56,9 @@ pub fn router() -> Router<AppState> {
     ),
     responses(
         (status = 200, description = "Messages `id: <seq>`, `event: <type>`, `data: <event JSON>`; comment lines are heartbeats", content_type = "text/event-stream", body = String),
-        (status = 400, description = "An invalid or unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 429, description = "The key or tenant has too many open streams", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Too many open streams on this server", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 400, description = "An invalid or unknown parameter"),
+        (status = 429, description = "The key or tenant has too many open streams"),
+        (status = 503, description = "Too many open streams on this server"),
     )
 )]
 pub(super) async fn get_stream(

@@ -1,6 +1,7 @@
 //! `POST /v1/tokens`: a short-lived browser token for `GET /v1/stream?token=`, never wider than
 //! the calling key (which needs `subscribe`). See `eventbus::security::token` for the claims, so
-//! a backend can mint the same tokens itself with `EVENT_BUS_TOKEN_SECRET`.
+//! a backend can mint the same tokens itself with `EVENT_BUS_TOKEN_SECRET`. [`TokensApi`] is its
+//! part of the API description.
 
 use std::time::Duration;
 
@@ -18,10 +19,13 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::Caller;
-use super::body::{decode, read_json};
-use super::events::json;
-use super::openapi::{ProblemSchema, TokenInputSchema, TokenSchema};
+use super::body::{BodyProblems, decode, json, read_json};
 use super::problem::ApiError;
+
+/// The route below in the API description.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_token))]
+pub(super) struct TokensApi;
 
 /// Lifetime of a token when `ttlSeconds` is not given.
 const DEFAULT_TTL_SECS: u64 = 300;
@@ -31,21 +35,34 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/tokens", post(create_token))
 }
 
-#[derive(Deserialize, Default)]
+/// The body of `POST /v1/tokens` (every field optional).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(as = TokenInput)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TokenInput {
+    /// Projects (within the key's; the key's own when absent).
     #[serde(default)]
+    #[schema(min_items = 1)]
     project_ids: Option<Vec<String>>,
+    /// Type patterns (within the key's subscribe patterns; those when absent).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, min_items = 1)]
     types: Option<Vec<Pattern>>,
+    /// Lifetime in seconds (default 300, at most `TOKEN_MAX_TTL`).
     #[serde(default)]
+    #[schema(minimum = 1)]
     ttl_seconds: Option<u64>,
 }
 
-#[derive(Serialize)]
+/// A browser token.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 #[serde(rename_all = "camelCase")]
 struct TokenBody {
+    /// Pass it as `GET /v1/stream?token=`.
     token: String,
+    /// When it expires.
+    #[schema(value_type = String, format = DateTime)]
     expires_at: Timestamp,
 }
 
@@ -54,12 +71,11 @@ struct TokenBody {
     post,
     path = "/v1/tokens",
     tag = "tokens",
-    request_body(content = TokenInputSchema, description = "All fields optional: the key's own projects and subscribe types, 300 s"),
+    request_body(content = TokenInput, description = "All fields optional: the key's own projects and subscribe types, 300 s"),
     responses(
-        (status = 201, description = "The token and its expiry", body = TokenSchema),
-        (status = 400, description = "Malformed JSON or an invalid field", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 201, description = "The token and its expiry", body = TokenBody),
+        (status = 400, description = "Malformed JSON or an invalid field"),
+        BodyProblems,
     )
 )]
 pub(super) async fn create_token(
