@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, header};
 use eventbus::core::principal::{Denied, Permission, Principal};
 use eventbus::security::{AuthError, GrantError, parse_key};
 
-use super::AppState;
 use super::problem::ApiError;
+use super::state::AppState;
 
 /// The answer to every failed authentication.
 const UNAUTHORIZED: &str =

@@ -12,11 +12,11 @@ use eventbus::core::event::{FieldError, validate_type};
 use eventbus::core::principal::{Denied, Permission};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::auth::Caller;
 use super::body::{BodyProblems, decode, json, read_json};
 use super::params::PathParam;
 use super::problem::{ApiError, StoreProblems};
+use super::state::AppState;
 
 /// The routes below in the API description.
 #[derive(utoipa::OpenApi)]

@@ -16,11 +16,11 @@ use eventbus::store::{Appended, EventPage};
 use eventbus::{Event, NewEvent};
 use serde::Serialize;
 
-use super::AppState;
 use super::auth::Caller;
 use super::body::{decode, json, read_json};
 use super::params::{PathParam, event_query};
 use super::problem::{ApiError, StoreProblems};
+use super::state::AppState;
 
 /// The routes below in the API description.
 #[derive(utoipa::OpenApi)]

@@ -1,5 +1,6 @@
 //! `/health/live` and `/health/ready`, in the shape NestJS Terminus users know:
 //! `{"status":"ok"|"error","info":{…},"error":{…},"details":{…}}`; 503 when not ready.
+//! [`HealthApi`] is their part of the API description.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,10 +12,10 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
-use super::AppState;
 use super::auth::require_observer;
 use super::body::json as json_response;
 use super::problem::ApiError;
+use super::state::AppState;
 
 /// The routes below in the API description.
 #[derive(utoipa::OpenApi)]

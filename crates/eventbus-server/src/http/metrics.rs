@@ -2,7 +2,8 @@
 //!
 //! Counters and histograms are recorded where things happen (see `eventbus::metric`); gauges of
 //! state (queue depths, open streams, webhook totals, process resources) are read here, at
-//! scrape time, so they cost nothing between scrapes.
+//! scrape time, so they cost nothing between scrapes. [`MetricsApi`] is its part of the API
+//! description.
 
 use std::sync::OnceLock;
 
@@ -14,9 +15,9 @@ use axum::routing::get;
 use eventbus::metric as m;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::AppState;
 use super::auth::require_observer;
 use super::problem::ApiError;
+use super::state::AppState;
 
 /// The route below in the API description.
 #[derive(utoipa::OpenApi)]

@@ -1,11 +1,16 @@
 //! The HTTP API (DESIGN.md §3). Each resource module exposes `router()` and verb_noun handlers.
 //!
 //! Layout: `events` (publish, query, get), `event_types` (the catalogue), `health`
-//! (liveness and readiness), `keys` (API keys), `tokens` (browser stream tokens), `openapi` (the
-//! OpenAPI document), `stream` (SSE), `webhooks`, `plugins` (status, reload, install, dead
-//! letters), `metrics`; `auth` (who is calling), `problem` (the error table), `body` (JSON
-//! bodies), `params` (query strings), `server` (the HTTP/1 connection loop with its header limits
-//! and read timeouts), `head_error` (problem bodies for request heads hyper cannot parse).
+//! (liveness and readiness), `keys` (API keys), `tokens` (browser stream tokens), `stream` (SSE),
+//! `webhooks` (endpoints, and the delivery and attempt log), `plugins` (status, reload, install,
+//! dead letters), `metrics`; `openapi` (the OpenAPI document, assembled from the `XxxApi` part
+//! each resource module describes); `state` (what every handler can reach), `auth` (who is
+//! calling), `problem` (the error table), `body` (JSON bodies), `params` (query strings),
+//! `server` (the HTTP/1 connection loop with its header limits and read timeouts), `head_error`
+//! (problem bodies for request heads hyper cannot parse).
+//!
+//! Imports go one way: resource modules use `state`, `auth`, `problem`, `body` and `params`,
+//! never each other, `openapi` or this module; `openapi` and this module use the resources.
 //!
 //! Every `/v1` route takes a [`auth::Caller`] (401 without a valid key) and checks its
 //! permission and scope (403); `/health/live` and `/openapi.json` are open, `/health/ready` and
@@ -24,46 +29,18 @@ mod params;
 mod plugins;
 pub mod problem;
 pub mod server;
+mod state;
 mod stream;
 mod tokens;
 mod webhooks;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use eventbus::EventBus;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::config::Config;
 use problem::ApiError;
-
-/// What every handler can reach.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The bus.
-    pub bus: EventBus,
-    /// The server's settings.
-    pub config: Arc<Config>,
-    /// The webhook transport (`None` when the store backend has no webhook support).
-    pub webhooks: Option<Arc<eventbus::transport::webhook::WebhookService>>,
-    /// Archived events, for queries with `includeArchived=true`.
-    pub archive: Arc<eventbus::store::archive::Archive>,
-    /// API keys and browser tokens.
-    pub keys: Arc<eventbus::security::Keys>,
-    /// Publish rates and stream counts.
-    pub limits: Arc<Limits>,
-}
-
-/// The abuse limits of this process.
-#[derive(Debug, Default)]
-pub struct Limits {
-    /// Publish rates per key.
-    pub rates: eventbus::security::limit::RateLimiter,
-    /// Open streams per key and tenant.
-    pub connections: Arc<eventbus::security::limit::ConnectionLimiter>,
-}
+pub use state::{AppState, Limits};
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {

@@ -20,9 +20,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::body::json;
 use super::problem::problem_content;
+use super::state::AppState;
 use super::{
-    AppState, event_types, events, health, keys, metrics, plugins, problem, stream, tokens,
-    webhooks,
+    event_types, events, health, keys, metrics, plugins, problem, stream, tokens, webhooks,
 };
 
 /// Routes of this resource.

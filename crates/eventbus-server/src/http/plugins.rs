@@ -18,11 +18,11 @@ use serde_json::Value;
 
 use eventbus::core::principal::{Denied, Permission};
 
-use super::AppState;
 use super::auth::Caller;
 use super::body::{BodyProblems, decode, json, read_json};
 use super::params::{DEFAULT_PAGE, reject_unknown};
 use super::problem::ApiError;
+use super::state::AppState;
 
 /// The routes below in the API description.
 #[derive(utoipa::OpenApi)]

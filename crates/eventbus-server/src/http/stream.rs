@@ -25,10 +25,10 @@ use eventbus::core::principal::Permission;
 use eventbus::security::limit::ConnectionGuard;
 use eventbus::transport::sse::{ConnectError, Connection, control_frame};
 
-use super::AppState;
 use super::auth::Caller;
 use super::params::reject_unknown;
 use super::problem::ApiError;
+use super::state::AppState;
 
 /// The route below in the API description.
 #[derive(utoipa::OpenApi)]

@@ -17,10 +17,10 @@ use eventbus::core::principal::Permission;
 use eventbus::core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::auth::Caller;
 use super::body::{BodyProblems, decode, json, read_json};
 use super::problem::ApiError;
+use super::state::AppState;
 
 /// The route below in the API description.
 #[derive(utoipa::OpenApi)]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use eventbus::store::webhook::Endpoint;
 use eventbus::transport::webhook::{WebhookError, WebhookService};
 
-use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::problem::ApiError;
+use crate::http::state::AppState;
 
 /// The answer of every webhook route when the store backend has no webhook support (an
 /// `application/problem+json` body, added where the document is assembled).

@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::access::{WebhooksProblems, service, visible, visible_endpoint};
-use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::body::{BodyProblems, decode, json, read_json};
 use crate::http::problem::{ApiError, StoreProblems};
+use crate::http::state::AppState;
 
 /// Binds an endpoint being created (`existing` = `None`) or changed to the caller's scope: its
 /// tenant (filled in when absent), one of its projects, and types within its `admin` patterns.

@@ -16,11 +16,11 @@ use eventbus::transport::webhook::ReplayFrom;
 use serde::Serialize;
 
 use super::access::{WebhooksProblems, service, visible_endpoint};
-use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::body::json;
 use crate::http::params::{DEFAULT_PAGE, reject_unknown};
 use crate::http::problem::{ApiError, StoreProblems};
+use crate::http::state::AppState;
 
 /// The delivery `id` if its endpoint is visible to `caller`; 404 otherwise.
 async fn visible_delivery(

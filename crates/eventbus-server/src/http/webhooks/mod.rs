@@ -23,7 +23,7 @@ use endpoint::{
 };
 use log::{get_delivery, list_attempts, list_deliveries, replay_events, retry_delivery};
 
-use super::AppState;
+use super::state::AppState;
 #[cfg(test)]
 pub(super) use endpoint::endpoint_body;
 

@@ -1,0 +1,36 @@
+//! [`AppState`], what every handler can reach (the bus, the settings, the webhook service, the
+//! archive, keys and limits), and [`Limits`], the abuse limits of this process. It sits apart
+//! from `mod.rs` so that the resource modules, which all take it, import nothing that imports
+//! them.
+
+use std::sync::Arc;
+
+use eventbus::EventBus;
+
+use crate::config::Config;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The bus.
+    pub bus: EventBus,
+    /// The server's settings.
+    pub config: Arc<Config>,
+    /// The webhook transport (`None` when the store backend has no webhook support).
+    pub webhooks: Option<Arc<eventbus::transport::webhook::WebhookService>>,
+    /// Archived events, for queries with `includeArchived=true`.
+    pub archive: Arc<eventbus::store::archive::Archive>,
+    /// API keys and browser tokens.
+    pub keys: Arc<eventbus::security::Keys>,
+    /// Publish rates and stream counts.
+    pub limits: Arc<Limits>,
+}
+
+/// The abuse limits of this process.
+#[derive(Debug, Default)]
+pub struct Limits {
+    /// Publish rates per key.
+    pub rates: eventbus::security::limit::RateLimiter,
+    /// Open streams per key and tenant.
+    pub connections: Arc<eventbus::security::limit::ConnectionLimiter>,
+}
