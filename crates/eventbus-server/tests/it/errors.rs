@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{Reply, TestServer};
+use crate::common::{InProcessServer, Reply};
 
 /// What a problem must name.
 enum Names {
@@ -22,8 +22,8 @@ const LIMITS: &[(&str, &str)] = &[
 ];
 
 /// A server holding two events.
-async fn seeded() -> TestServer {
-    let server = TestServer::start(LIMITS).await;
+async fn seeded() -> InProcessServer {
+    let server = InProcessServer::start(LIMITS).await;
     server
         .publish_ok(&json!({"type": "project.created", "projectId": "p1"}))
         .await;
@@ -67,7 +67,7 @@ type BodyCase = (
 );
 
 /// Sends each body and checks the problem and that nothing was stored.
-async fn refuse_bodies(server: &TestServer, cases: Vec<BodyCase>) {
+async fn refuse_bodies(server: &InProcessServer, cases: Vec<BodyCase>) {
     let before = server.all_events().await;
     for (what, body, content_type, status, names) in cases {
         let reply = server.publish_raw(body, content_type).await;
@@ -436,7 +436,7 @@ async fn catalogue_errors_are_problems() {
 
 #[tokio::test]
 async fn unknown_route_is_a_404_problem() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     server
         .get("/v1/nothing-here", &[])
         .await
@@ -445,7 +445,7 @@ async fn unknown_route_is_a_404_problem() {
 
 #[tokio::test]
 async fn payload_limit_is_inclusive() {
-    let server = TestServer::start(LIMITS).await;
+    let server = InProcessServer::start(LIMITS).await;
     // A JSON string of exactly 1024 bytes, quotes included.
     let at_limit = "a".repeat(1022);
     let reply = server
@@ -467,7 +467,7 @@ async fn payload_limit_is_inclusive() {
 
 #[tokio::test]
 async fn strict_mode_refuses_a_batch_with_one_unregistered_type() {
-    let server = TestServer::start(&[("STRICT_EVENT_TYPES", "true")]).await;
+    let server = InProcessServer::start(&[("STRICT_EVENT_TYPES", "true")]).await;
     let reply = server
         .publish(&json!([{"type": "project.created"}, {"type": "order.placed"}]))
         .await;
@@ -484,7 +484,7 @@ async fn strict_mode_refuses_a_batch_with_one_unregistered_type() {
 /// `text/plain` body naming the internal `project_id`, not with a problem naming `projectId`.
 #[tokio::test]
 async fn undecodable_path_parameters_are_problems() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let reply = server.send(reqwest::Method::GET, "/v1/events/%FF").await;
     check(
         "event id",
@@ -506,7 +506,7 @@ async fn undecodable_path_parameters_are_problems() {
 /// Regression: a method a route does not serve was answered 405 with an empty body.
 #[tokio::test]
 async fn unsupported_methods_are_405_problems() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     for (method, path) in [
         (reqwest::Method::DELETE, "/v1/events"),
         (reqwest::Method::POST, "/v1/events/some-id"),

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
+use crate::common::{InProcessServer, TestServer};
 
 fn order_schema() -> Value {
     json!({
@@ -27,7 +27,7 @@ fn type_names(list: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn schema_is_enforced_on_publish() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
 
     let created = server
         .put_event_type(
@@ -83,7 +83,7 @@ async fn schema_is_enforced_on_publish() {
 
 #[tokio::test]
 async fn invalid_schema_is_refused_and_the_old_one_stays() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let created = server
         .put_event_type("order.placed", &json!({"schema": order_schema()}))
         .await;
@@ -113,7 +113,7 @@ async fn invalid_schema_is_refused_and_the_old_one_stays() {
 
 #[tokio::test]
 async fn catalogue_lists_builtins_and_registered_types() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let before = server.get("/v1/event-types", &[]).await;
     assert_eq!(before.status, StatusCode::OK, "{}", before.body);
     let names = type_names(&before.body);
@@ -163,7 +163,7 @@ async fn registered_types_and_schemas_survive_a_restart() {
 
 #[tokio::test]
 async fn strict_mode_refuses_unregistered_types() {
-    let server = TestServer::start(&[("STRICT_EVENT_TYPES", "true")]).await;
+    let server = InProcessServer::start(&[("STRICT_EVENT_TYPES", "true")]).await;
     let reply = server
         .publish(&json!({"type": "order.placed", "payload": {}}))
         .await;
@@ -181,7 +181,7 @@ async fn strict_mode_refuses_unregistered_types() {
 
 #[tokio::test]
 async fn default_mode_accepts_unregistered_types() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     server
         .publish_ok(&json!({"type": "order.placed", "payload": {"anything": true}}))
         .await;

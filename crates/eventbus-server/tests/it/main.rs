@@ -1,12 +1,26 @@
-//! Integration tests of the server: the real `eventbus` binary on an ephemeral port, over HTTP.
+//! Integration tests of the server, over HTTP, on two kinds of server (`common`):
 //!
-//! Layout: `common` (`TestServer` and the typed client), `health`, `publish` (single, batch,
-//! idempotency, get by id), `query` (every filter, project route, keyset paging), `event_types`
-//! (the catalogue and JSON Schemas), `errors` (every bad input is a problem and stores nothing),
-//! `durability` (`kill -9` and SIGTERM while publishing), `stream` (SSE), `webhooks` (delivery
-//! to a local receiver), `security` (keys, tenants, tokens and limits), `plugins` (real
-//! JavaScript plugins: handling, isolation, middleware, lifecycle, reload), `deploy` (the
-//! container image's environment), `cli` (the maintenance commands beside a running server).
+//! - **In process** ([`common::InProcessServer`]): the real router started in this test process
+//!   with `eventbus_server::run` on port 0, on a thread and runtime of its own. For HTTP
+//!   semantics, where a process adds only start-up time: `errors`, `publish`, `query`, and
+//!   `event_types`, `security`, `stream` except the tests named below.
+//! - **The binary** ([`common::TestServer`]): the real `eventbus` executable on port 0. For the
+//!   promises about the process, and for what is process-global: signals, restarts and
+//!   `kill -9` (`durability`, `cluster`, the restart test of `event_types`, the shutdown test of
+//!   `stream`, `webhooks`' crash tests), the process's memory (`stream`'s lagging client), its
+//!   log lines (`logs`, `security`'s audit test: the tracing subscriber is per process), `/metrics`
+//!   (`metrics`: the Prometheus recorder is per process), the command line (`cli`, `deploy`,
+//!   `security`'s key commands), several processes on one store (`security`'s revocation test,
+//!   `cluster`), and the suites not yet moved (`archive`, `health`, `openapi`, `plugins`,
+//!   `readiness`, `webhooks`, the PostgreSQL suites).
+//!
+//! Suites: `health`, `publish` (single, batch, idempotency, get by id), `query` (every filter,
+//! project route, keyset paging), `event_types` (the catalogue and JSON Schemas), `errors` (every
+//! bad input is a problem and stores nothing), `durability` (`kill -9` and SIGTERM while
+//! publishing), `stream` (SSE), `webhooks` (delivery to a local receiver), `security` (keys,
+//! tenants, tokens and limits), `plugins` (real JavaScript plugins: handling, isolation,
+//! middleware, lifecycle, reload), `deploy` (the container image's environment), `cli` (the
+//! maintenance commands beside a running server).
 
 mod archive;
 mod cli;

@@ -3,11 +3,11 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, ids, seq};
+use crate::common::{InProcessServer, ids, seq};
 
 #[tokio::test]
 async fn single_event_round_trips_through_publish_get_and_query() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let stored = server
         .publish_ok(&json!({
             "type": "project.created",
@@ -50,7 +50,7 @@ async fn single_event_round_trips_through_publish_get_and_query() {
 
 #[tokio::test]
 async fn given_id_and_timestamp_are_kept() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let stored = server
         .publish_ok(&json!({
             "id": "evt-given-1",
@@ -67,7 +67,7 @@ async fn given_id_and_timestamp_are_kept() {
 
 #[tokio::test]
 async fn unknown_id_is_a_404_problem() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     server
         .publish_ok(&json!({"id": "present", "type": "user.created"}))
         .await;
@@ -77,7 +77,7 @@ async fn unknown_id_is_a_404_problem() {
 
 #[tokio::test]
 async fn batch_returns_every_event_with_increasing_seq() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     server.publish_ok(&json!({"type": "user.created"})).await;
     let batch: Vec<Value> = (0..5)
         .map(|i| json!({"id": format!("b-{i}"), "type": "project.updated", "payload": {"i": i}}))
@@ -106,7 +106,7 @@ async fn batch_returns_every_event_with_increasing_seq() {
 
 #[tokio::test]
 async fn batch_with_one_invalid_event_stores_none() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     server.publish_ok(&json!({"type": "user.created"})).await;
     let reply = server
         .publish(&json!([
@@ -123,7 +123,7 @@ async fn batch_with_one_invalid_event_stores_none() {
 
 #[tokio::test]
 async fn same_id_same_content_is_stored_once() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let first = server
         .publish(&json!({"id": "idem-1", "type": "project.created", "projectId": "p", "payload": {"a": 1, "b": [1, 2]}}))
         .await;
@@ -144,7 +144,7 @@ async fn same_id_same_content_is_stored_once() {
 
 #[tokio::test]
 async fn same_id_other_content_is_a_409_problem() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let first = server
         .publish_ok(&json!({"id": "idem-2", "type": "project.created", "payload": {"a": 1}}))
         .await;
@@ -172,7 +172,7 @@ async fn same_id_other_content_is_a_409_problem() {
 
 #[tokio::test]
 async fn batch_with_a_conflicting_id_stores_nothing() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     server
         .publish_ok(&json!({"id": "taken", "type": "project.created", "payload": {"v": 1}}))
         .await;
@@ -207,7 +207,7 @@ async fn batch_with_a_conflicting_id_stores_nothing() {
 
 #[tokio::test]
 async fn batch_repeating_an_id_with_other_content_stores_nothing() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let reply = server
         .publish(&json!([
             {"id": "twice", "type": "project.created", "payload": {"v": 1}},
@@ -220,7 +220,7 @@ async fn batch_repeating_an_id_with_other_content_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_retries_of_one_id_store_it_once() {
-    let server = std::sync::Arc::new(TestServer::start(&[]).await);
+    let server = std::sync::Arc::new(InProcessServer::start(&[]).await);
     let mut tasks = Vec::new();
     for t in 0..16 {
         let server = server.clone();
@@ -276,7 +276,7 @@ async fn concurrent_retries_of_one_id_store_it_once() {
 
 #[tokio::test]
 async fn timestamps_keep_microseconds_and_any_era() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let cases = [
         ("2026-03-04T05:06:07.123456Z", "2026-03-04T05:06:07.123456Z"),
         (
@@ -304,7 +304,7 @@ async fn timestamps_keep_microseconds_and_any_era() {
 
 #[tokio::test]
 async fn ids_and_scopes_with_reserved_characters_round_trip() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let stored = server
         .publish_ok(
             &json!({"id": "a/b c?d#ü%2F", "type": "project.created", "projectId": "p 1/ü?x"}),

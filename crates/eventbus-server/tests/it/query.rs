@@ -3,13 +3,13 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, ids, seq};
+use crate::common::{InProcessServer, ids, seq};
 
 /// Query parameters.
 type Params = &'static [(&'static str, &'static str)];
 
 /// Six events over two hours, one per 20 minutes, with distinct types and scopes.
-async fn seed(server: &TestServer) -> Vec<Value> {
+async fn seed(server: &InProcessServer) -> Vec<Value> {
     let events = json!([
         {"id": "e1", "type": "project.created", "projectId": "p1", "tenantId": "t1", "userId": "u1",
          "timestamp": "2026-01-01T00:00:00Z"},
@@ -31,7 +31,7 @@ async fn seed(server: &TestServer) -> Vec<Value> {
 
 #[tokio::test]
 async fn type_patterns_select_the_right_events() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     seed(&server).await;
     let cases: &[(&str, &[&str])] = &[
         ("project.created", &["e1"]),
@@ -57,7 +57,7 @@ async fn type_patterns_select_the_right_events() {
 
 #[tokio::test]
 async fn scope_filters_select_the_right_events() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     seed(&server).await;
     let cases: &[(Params, &[&str])] = &[
         (&[("projectId", "p1")], &["e1", "e2", "e6"]),
@@ -75,7 +75,7 @@ async fn scope_filters_select_the_right_events() {
 
 #[tokio::test]
 async fn time_range_is_from_inclusive_to_exclusive() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     seed(&server).await;
     let cases: &[(Params, &[&str])] = &[
         (
@@ -114,7 +114,7 @@ async fn time_range_is_from_inclusive_to_exclusive() {
 
 #[tokio::test]
 async fn after_continues_from_a_seq() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let stored = seed(&server).await;
     let third = seq(&stored[2]).to_string();
     assert_eq!(
@@ -135,7 +135,7 @@ async fn after_continues_from_a_seq() {
 
 #[tokio::test]
 async fn limit_pages_with_next_after() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let stored = seed(&server).await;
     let first = server.query(&[("limit", "4")]).await;
     assert_eq!(ids(&first.body["events"]), ["e1", "e2", "e3", "e4"]);
@@ -152,7 +152,7 @@ async fn limit_pages_with_next_after() {
 
 #[tokio::test]
 async fn project_route_lists_the_projects_events() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     seed(&server).await;
     let reply = server.get("/v1/projects/p1/events", &[]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -174,7 +174,7 @@ async fn project_route_lists_the_projects_events() {
 /// 10,000 events, paged with two page sizes: every stored seq exactly once, in order.
 #[tokio::test]
 async fn paging_over_ten_thousand_events_has_no_duplicates_or_gaps() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let mut stored: Vec<u64> = Vec::with_capacity(10_000);
     for b in 0..10 {
         let batch: Vec<Value> = (0..1000)

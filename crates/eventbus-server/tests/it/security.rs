@@ -1,4 +1,5 @@
-//! Security (invariant 5): keys, tenants, browser tokens and abuse limits, against the real binary.
+//! Security (invariant 5): keys, tenants, browser tokens and abuse limits, against the real
+//! router: in process, and the binary for the audit log, the key commands and two processes.
 //!
 //! The matrix: two tenants, A and B, each with a key of every permission. Tenant A's keys and
 //! tokens never publish, read or receive tenant B's events, on any path: publish, query, get by
@@ -13,18 +14,18 @@ use serde_json::{Value, json};
 
 use crate::common::receiver::WebhookReceiver;
 use crate::common::sse::{Message, SseClient};
-use crate::common::{ADMIN_KEY, Reply, TestServer, client_with_key};
+use crate::common::{ADMIN_KEY, ApiClient, InProcessServer, Reply, TestServer, client_with_key};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A client holding one key.
 struct Api<'a> {
-    server: &'a TestServer,
+    server: &'a ApiClient,
     client: reqwest::Client,
 }
 
 impl<'a> Api<'a> {
-    fn new(server: &'a TestServer, key: &str) -> Self {
+    fn new(server: &'a ApiClient, key: &str) -> Self {
         Api {
             server,
             client: client_with_key(key).build().unwrap(),
@@ -119,7 +120,7 @@ fn tenants_of(events: &[Value]) -> Vec<String> {
 
 #[tokio::test]
 async fn every_v1_route_needs_a_valid_key_and_the_answer_reveals_nothing() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let anonymous = reqwest::Client::builder().no_proxy().build().unwrap();
     let routes = [
         (Method::GET, "/v1/events"),
@@ -192,7 +193,7 @@ async fn every_v1_route_needs_a_valid_key_and_the_answer_reveals_nothing() {
 
 #[tokio::test]
 async fn health_and_metrics_need_an_admin_key_when_not_public() {
-    let server = TestServer::start(&[("HEALTH_METRICS_PUBLIC", "false")]).await;
+    let server = InProcessServer::start(&[("HEALTH_METRICS_PUBLIC", "false")]).await;
     let root = Api::new(&server, ADMIN_KEY);
     let reader = make_key(&root, json!({"name": "r", "permissions": ["read"]})).await;
     let anonymous = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -222,7 +223,7 @@ async fn health_and_metrics_need_an_admin_key_when_not_public() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tenants_never_see_each_others_events_on_any_path() {
-    let server = TestServer::start(&[
+    let server = InProcessServer::start(&[
         ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8"),
         ("WEBHOOK_POLL_INTERVAL", "50ms"),
     ])
@@ -547,7 +548,7 @@ async fn two_tenants_never_see_each_others_events_on_any_path() {
 
 #[tokio::test]
 async fn type_patterns_and_projects_limit_publishing_and_reading() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let root = Api::new(&server, ADMIN_KEY);
     let key = make_key(
         &root,
@@ -619,7 +620,7 @@ async fn type_patterns_and_projects_limit_publishing_and_reading() {
 
 #[tokio::test]
 async fn browser_tokens_expire_and_tampered_tokens_are_refused() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let root = Api::new(&server, ADMIN_KEY);
     let sub = Api::new(
         &server,
@@ -710,7 +711,7 @@ async fn tokens_minted_by_a_backend_with_the_shared_secret_are_accepted() {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use hmac::{Hmac, KeyInit, Mac};
     const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
-    let server = TestServer::start(&[("EVENT_BUS_TOKEN_SECRET", SECRET)]).await;
+    let server = InProcessServer::start(&[("EVENT_BUS_TOKEN_SECRET", SECRET)]).await;
     let root = Api::new(&server, ADMIN_KEY);
     // What the Situs backend does, by the documented claims.
     let exp = std::time::SystemTime::now()
@@ -745,7 +746,7 @@ async fn tokens_minted_by_a_backend_with_the_shared_secret_are_accepted() {
 
 #[tokio::test]
 async fn a_key_over_its_publish_rate_gets_429_while_another_key_is_unaffected() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let root = Api::new(&server, ADMIN_KEY);
     let body = |name: &str| json!({"name": name, "permissions": ["publish"], "rateLimit": 1});
     let (one, two) = (
@@ -802,7 +803,7 @@ async fn a_key_over_its_publish_rate_gets_429_while_another_key_is_unaffected() 
 #[tokio::test]
 async fn stream_limits_per_key_and_tenant() {
     // Frequent heartbeats, so the server notices a closed stream soon.
-    let server = TestServer::start(&[
+    let server = InProcessServer::start(&[
         ("TENANT_MAX_CONNECTIONS", "3"),
         ("SSE_HEARTBEAT_INTERVAL", "100"),
     ])
@@ -844,7 +845,7 @@ async fn stream_limits_per_key_and_tenant() {
 
 /// Sends `bytes` on a raw connection and returns what the server answers before closing it
 /// (or within `wait`).
-fn raw_exchange(server: &TestServer, bytes: &[u8], wait: Duration) -> (String, Duration) {
+fn raw_exchange(server: &ApiClient, bytes: &[u8], wait: Duration) -> (String, Duration) {
     let addr = server.url("").trim_start_matches("http://").to_owned();
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(wait)).unwrap();
@@ -860,7 +861,7 @@ fn raw_exchange(server: &TestServer, bytes: &[u8], wait: Duration) -> (String, D
 
 #[tokio::test]
 async fn slow_and_oversized_requests_are_cut_off() {
-    let server = TestServer::start(&[("REQUEST_READ_TIMEOUT", "500")]).await;
+    let server = InProcessServer::start(&[("REQUEST_READ_TIMEOUT", "500")]).await;
     // A request head that never ends: the connection is closed after the read timeout.
     let (_, took) = raw_exchange(&server, b"GET /health/live HTTP/1.1\r\nHost: x\r\n", WAIT);
     assert!(
@@ -891,7 +892,7 @@ async fn slow_and_oversized_requests_are_cut_off() {
 // bare `400` and an empty body, leaving the user to guess.
 #[tokio::test]
 async fn raw_forbidden_character_in_target_is_a_problem_naming_it() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let request = format!(
         "GET /v1/events?type=project.> HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n"
     );

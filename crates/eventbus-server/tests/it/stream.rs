@@ -6,15 +6,15 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
 use crate::common::sse::{Message, SseClient};
+use crate::common::{ApiClient, InProcessServer, TestServer};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// An event to publish: type, projectId, tenantId, userId.
 type Spec<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
 
-async fn publish_types(server: &TestServer, events: &[Spec<'_>]) -> Vec<Value> {
+async fn publish_types(server: &ApiClient, events: &[Spec<'_>]) -> Vec<Value> {
     let mut out = Vec::new();
     for (ty, project, tenant, user) in events {
         let mut e = json!({"type": ty, "payload": {"n": out.len()}});
@@ -38,7 +38,7 @@ fn seqs(events: &[Value]) -> Vec<u64> {
 
 #[tokio::test]
 async fn filters_select_what_each_stream_receives() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let all = publish_types(
         &server,
         &[
@@ -99,7 +99,7 @@ async fn filters_select_what_each_stream_receives() {
 
 #[tokio::test]
 async fn heartbeats_and_retry_hint() {
-    let server = TestServer::start(&[("SSE_HEARTBEAT_INTERVAL", "100")]).await;
+    let server = InProcessServer::start(&[("SSE_HEARTBEAT_INTERVAL", "100")]).await;
     let mut stream = SseClient::connect(&server, "", None).await;
     assert!(
         matches!(stream.next(WAIT).await, Some(Message::Retry(_))),
@@ -116,7 +116,7 @@ async fn heartbeats_and_retry_hint() {
 
 #[tokio::test]
 async fn resume_with_header_or_query_replays_then_goes_live() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     let first = publish_types(&server, &[("a.b", None, None, None); 10]).await;
     assert_eq!(seqs(&first).last(), Some(&10));
     for how in ["header", "query"] {
@@ -142,7 +142,7 @@ async fn resume_with_header_or_query_replays_then_goes_live() {
 /// random points while 5,000 events are published concurrently.
 #[tokio::test]
 async fn resume_across_random_disconnects_under_concurrent_publishing() {
-    let server = std::sync::Arc::new(TestServer::start(&[]).await);
+    let server = std::sync::Arc::new(InProcessServer::start(&[]).await);
     const TOTAL: usize = 5_000;
     let publisher = {
         let server = server.clone();
@@ -279,7 +279,7 @@ async fn a_client_that_stops_reading_is_closed_as_lagged_with_memory_bounded() {
 
 #[tokio::test]
 async fn connection_limit_is_answered_with_503_and_retry_after() {
-    let server = TestServer::start(&[("SSE_MAX_CONNECTIONS", "2")]).await;
+    let server = InProcessServer::start(&[("SSE_MAX_CONNECTIONS", "2")]).await;
     let _a = SseClient::connect(&server, "", None).await;
     let _b = SseClient::connect(&server, "", None).await;
     let r = server
@@ -311,7 +311,7 @@ async fn connection_limit_is_answered_with_503_and_retry_after() {
 
 #[tokio::test]
 async fn bad_stream_parameters_are_problems() {
-    let server = TestServer::start(&[]).await;
+    let server = InProcessServer::start(&[]).await;
     for (query, field) in [
         ("types=Project.*", "types"),
         ("types=a..b", "types"),

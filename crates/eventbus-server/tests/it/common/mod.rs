@@ -1,16 +1,29 @@
-//! `TestServer` (the real binary on port 0) and a small typed client.
+//! The two test servers and their typed client.
 //!
-//! Every [`TestServer`] owns a fresh temporary directory holding its SQLite database, so tests
-//! run in parallel without sharing state. The server's log (its stdout) is kept in memory and
-//! shown when the server fails to start.
+//! - [`InProcessServer`] (`in_process`): the real router started in this process with
+//!   `eventbus_server::run` on port 0; for HTTP semantics.
+//! - [`TestServer`] (here): the real `eventbus` binary on port 0; for what is about the
+//!   process (signals, restarts, `kill -9`, its log, `/metrics`, the command line).
+//! - [`ApiClient`] (`client`): the typed client both dereference to.
+//!
+//! Every server owns a fresh temporary directory holding its SQLite database, so tests run in
+//! parallel without sharing state. The binary's log (its stdout) is kept in memory and shown
+//! when the server fails to start.
 
 #![allow(dead_code)]
 
+pub mod client;
+pub mod in_process;
 pub mod receiver;
 /// A fresh bucket on the test S3 server (shared with the library's tests).
 #[path = "../../../../eventbus/tests/it/common/s3.rs"]
 pub mod s3;
 pub mod sse;
+
+pub use client::ApiClient;
+// Unused by the `wal` tests, which include this module too.
+#[allow(unused_imports)]
+pub use in_process::InProcessServer;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -18,7 +31,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -78,9 +91,8 @@ pub struct TestServer {
     dir: TempDir,
     env: Vec<(String, String)>,
     child: Option<Child>,
-    base: String,
     log: Arc<Mutex<Vec<String>>>,
-    client: reqwest::Client,
+    api: ApiClient,
 }
 
 impl TestServer {
@@ -99,9 +111,8 @@ impl TestServer {
             dir,
             env,
             child: None,
-            base: String::new(),
             log: Arc::new(Mutex::new(Vec::new())),
-            client,
+            api: ApiClient::new(String::new(), client),
         };
         server.spawn().await;
         server
@@ -159,7 +170,7 @@ impl TestServer {
                     addr.starts_with("127.0.0.1:"),
                     "the server listens on {addr}, not on loopback"
                 );
-                self.base = format!("http://{addr}");
+                self.api.set_base(format!("http://{addr}"));
             }
             Ok(Err(_)) => {
                 let status = self.child.as_mut().unwrap().wait().ok();
@@ -176,11 +187,6 @@ impl TestServer {
                 );
             }
         }
-    }
-
-    /// The full URL of `path` (which starts with `/`).
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
     }
 
     /// The server's output so far.
@@ -248,163 +254,13 @@ impl TestServer {
         }
         self.restart().await;
     }
+}
 
-    // ---- the typed client ----
+impl std::ops::Deref for TestServer {
+    type Target = ApiClient;
 
-    /// `POST /v1/events` with `body` as JSON.
-    pub async fn publish(&self, body: &Value) -> Reply {
-        let resp = self
-            .client
-            .post(self.url("/v1/events"))
-            .json(body)
-            .send()
-            .await;
-        Reply::read(resp.expect("POST /v1/events")).await
-    }
-
-    /// `POST /v1/events` with raw bytes and an optional content type.
-    pub async fn publish_raw(&self, body: impl Into<Vec<u8>>, content_type: Option<&str>) -> Reply {
-        let mut req = self.client.post(self.url("/v1/events")).body(body.into());
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
-        }
-        Reply::read(req.send().await.expect("POST /v1/events")).await
-    }
-
-    /// `GET path` with query parameters.
-    pub async fn get(&self, path: &str, params: &[(&str, &str)]) -> Reply {
-        let mut url = Url::parse(&self.url(path)).expect("a valid URL");
-        if !params.is_empty() {
-            let mut pairs = url.query_pairs_mut();
-            for (k, v) in params {
-                pairs.append_pair(k, v);
-            }
-        }
-        Reply::read(
-            self.client
-                .get(url)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("GET {path}: {e}")),
-        )
-        .await
-    }
-
-    /// `method path` without a body; `path` is sent as written (percent-escapes included).
-    pub async fn send(&self, method: reqwest::Method, path: &str) -> Reply {
-        let resp = self
-            .client
-            .request(method.clone(), self.url(path))
-            .send()
-            .await;
-        Reply::read(resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"))).await
-    }
-
-    /// `GET /v1/events` with query parameters.
-    pub async fn query(&self, params: &[(&str, &str)]) -> Reply {
-        self.get("/v1/events", params).await
-    }
-
-    /// `GET /v1/events/{id}`.
-    pub async fn get_event(&self, id: &str) -> Reply {
-        self.get(&format!("/v1/events/{id}"), &[]).await
-    }
-
-    /// `PUT /v1/event-types/{name}` with `body`.
-    pub async fn put_event_type(&self, name: &str, body: &Value) -> Reply {
-        let resp = self
-            .client
-            .put(self.url(&format!("/v1/event-types/{name}")))
-            .json(body)
-            .send()
-            .await;
-        Reply::read(resp.expect("PUT /v1/event-types")).await
-    }
-
-    /// Every event matching `params` (on `path`), following `nextAfter` with pages of `limit`.
-    pub async fn collect(&self, path: &str, params: &[(&str, &str)], limit: usize) -> Vec<Value> {
-        let limit = limit.to_string();
-        let mut after: Option<String> = None;
-        let mut events = Vec::new();
-        for _ in 0..100_000 {
-            let mut p: Vec<(&str, &str)> = params.to_vec();
-            p.push(("limit", &limit));
-            if let Some(a) = &after {
-                p.push(("after", a));
-            }
-            let page = self.get(path, &p).await;
-            assert_eq!(
-                page.status,
-                StatusCode::OK,
-                "GET {path} {p:?}: {}",
-                page.body
-            );
-            let batch = page.body["events"].as_array().expect("events is an array");
-            assert!(
-                batch.len() <= limit.parse::<usize>().unwrap(),
-                "a page holds more than `limit` events"
-            );
-            events.extend(batch.iter().cloned());
-            match &page.body["nextAfter"] {
-                Value::Null => return events,
-                Value::Number(n) => {
-                    assert!(!batch.is_empty(), "an empty page has a nextAfter");
-                    let next = n.as_u64().expect("nextAfter is a seq");
-                    let previous = after.as_deref().map_or(0, |a| a.parse::<u64>().unwrap());
-                    assert!(
-                        next > previous,
-                        "nextAfter does not advance: {next} after {previous}"
-                    );
-                    assert_eq!(
-                        Some(next),
-                        batch.last().map(seq),
-                        "nextAfter is the page's last seq"
-                    );
-                    after = Some(next.to_string());
-                }
-                other => panic!("nextAfter is {other}"),
-            }
-        }
-        panic!("paging did not end");
-    }
-
-    /// Every stored event, in `seq` order.
-    pub async fn all_events(&self) -> Vec<Value> {
-        self.collect("/v1/events", &[], 1000).await
-    }
-
-    /// How many events are stored.
-    pub async fn count(&self) -> usize {
-        self.all_events().await.len()
-    }
-
-    /// Ids (in order) of the events `GET /v1/events` returns for `params`, in one page.
-    pub async fn query_ids(&self, params: &[(&str, &str)]) -> Vec<String> {
-        let reply = self.query(params).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::OK,
-            "query {params:?}: {}",
-            reply.body
-        );
-        ids(&reply.body["events"])
-    }
-
-    /// Publishes `event` and returns the stored event, failing the test unless it is a 201.
-    pub async fn publish_ok(&self, event: &Value) -> Value {
-        let reply = self.publish(event).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::CREATED,
-            "publish {event}: {}",
-            reply.body
-        );
-        reply.body
-    }
-
-    /// The HTTP client the server's helpers use (keep-alive connections to the server).
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
+    fn deref(&self) -> &ApiClient {
+        &self.api
     }
 }
 

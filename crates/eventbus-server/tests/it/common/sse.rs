@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::TestServer;
+use super::ApiClient;
 
 /// One message of the stream.
 #[derive(Debug, Clone)]
@@ -46,14 +46,14 @@ pub struct SseClient {
 
 impl SseClient {
     /// Opens `/v1/stream?<query>`, with `Last-Event-ID` when `last` is given; asserts 200.
-    pub async fn connect(server: &TestServer, query: &str, last: Option<u64>) -> SseClient {
+    pub async fn connect(server: &ApiClient, query: &str, last: Option<u64>) -> SseClient {
         Self::connect_with(server.client(), server, query, last).await
     }
 
     /// [`SseClient::connect`] with another client (another key, or none with `?token=`).
     pub async fn connect_with(
         client: &reqwest::Client,
-        server: &TestServer,
+        server: &ApiClient,
         query: &str,
         last: Option<u64>,
     ) -> SseClient {
