@@ -441,3 +441,86 @@ impl Drop for Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Heartbeat timing, in paused time: the documented 30 s interval without waiting for it.
+
+    use super::*;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+    const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+
+    /// `took` is `want`, give or take the timer's rounding of each deadline up to its next
+    /// millisecond (`ticks` deadlines).
+    fn on_time(took: Duration, want: Duration, ticks: u32) -> bool {
+        want <= took && took <= want + Duration::from_millis(u64::from(ticks))
+    }
+
+    /// A hub with the default settings over a fresh SQLite store; time is paused once it runs.
+    fn hub(dir: &tempfile::TempDir) -> Arc<SseHub> {
+        let store = SqliteStore::open(&dir.path().join("sse.db"), SqliteOptions::default())
+            .expect("opening the store");
+        let hub = SseHub::start(
+            Arc::new(store),
+            SseOptions::default(),
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        tokio::time::pause();
+        hub
+    }
+
+    /// A live connection, past its `retry:` hint.
+    async fn connect(hub: &Arc<SseHub>) -> Connection {
+        let mut conn = hub.connect(EventFilter::default(), None).unwrap();
+        let hello = conn.next_chunk().await.unwrap();
+        assert!(hello.starts_with(b"retry: "), "{hello:?}");
+        conn
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_gets_a_heartbeat_every_interval_and_none_sooner() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(&dir);
+        let every = hub.options().heartbeat;
+        assert_eq!(every, Duration::from_secs(30), "the documented default");
+        let mut conn = connect(&hub).await;
+        let start = Instant::now();
+        for n in 1..=3u32 {
+            let early = tokio::time::timeout_at(
+                start + every * n - Duration::from_millis(1),
+                conn.next_chunk(),
+            )
+            .await;
+            assert!(early.is_err(), "heartbeat {n} came early: {early:?}");
+            let chunk = conn.next_chunk().await.unwrap();
+            assert_eq!(&chunk[..], HEARTBEAT);
+            let took = start.elapsed();
+            assert!(on_time(took, every * n, n), "heartbeat {n} after {took:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_was_away_gets_one_heartbeat_not_a_burst() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(&dir);
+        let every = hub.options().heartbeat;
+        let mut conn = connect(&hub).await;
+        // Three intervals and a half pass without the stream being read.
+        tokio::time::advance(every * 3 + every / 2).await;
+        let back = Instant::now();
+        assert_eq!(&conn.next_chunk().await.unwrap()[..], HEARTBEAT);
+        assert_eq!(
+            back.elapsed(),
+            Duration::ZERO,
+            "the missed one comes at once"
+        );
+        assert_eq!(&conn.next_chunk().await.unwrap()[..], HEARTBEAT);
+        let took = back.elapsed();
+        assert!(
+            on_time(took, every, 1),
+            "the next one a full interval later, not the other missed ones: {took:?}"
+        );
+    }
+}

@@ -355,3 +355,82 @@ async fn postgres_a_holder_cut_off_its_database_stops_and_another_process_takes_
     other_bus.shutdown().await;
     cut_bus.shutdown().await;
 }
+
+/// A failing handler is retried after `min_backoff`, then after twice as long each time up to
+/// `max_backoff`, on the same event; checked on the documented defaults (100 ms doubling to
+/// 30 s, two minutes of retries) in paused time. SQLite only: a PostgreSQL store bounds its
+/// round trips with timeouts, which paused time would fire while a query is on the network.
+#[tokio::test]
+async fn sqlite_a_failing_handler_backs_off_doubling_up_to_the_maximum() {
+    let db = TestDb::sqlite();
+    let bus = bus(&db).await;
+    let seqs = publish(&bus, 2, "order.placed").await;
+    tokio::time::pause();
+    let calls: Arc<Mutex<Vec<(u64, tokio::time::Instant)>>> = Arc::default();
+    let options = ConsumerOptions {
+        start: StartFrom::Beginning,
+        // No renewal falls within the retries: only the backoff's timers run.
+        lease_ttl: Duration::from_secs(3600),
+        ..ConsumerOptions::default()
+    };
+    let (min, max) = (options.min_backoff, options.max_backoff);
+    let consumer = {
+        let calls = calls.clone();
+        bus.consumer(
+            "backoff",
+            Pattern::parse("order.*").unwrap(),
+            options,
+            move |e| {
+                let calls = calls.clone();
+                async move {
+                    let mut calls = calls.lock().unwrap();
+                    calls.push((e.seq, tokio::time::Instant::now()));
+                    // The first event fails 11 times, then succeeds.
+                    if calls.len() <= 11 {
+                        return Err("downstream unavailable".to_owned());
+                    }
+                    Ok(())
+                }
+            },
+        )
+    };
+    // Bounded in real time: the virtual clock runs ahead whenever the runtime idles.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while consumer
+        .stats()
+        .handled
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out; calls {:?}",
+            calls.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [[seqs[0]; 12].as_slice(), &[seqs[1]]].concat(),
+        "the failed event is retried in place, the next one waits for it"
+    );
+    let waits: Vec<Duration> = calls[..12].windows(2).map(|w| w[1].1 - w[0].1).collect();
+    let expected: Vec<Duration> = (0..11).map(|i| (min * 2u32.pow(i)).min(max)).collect();
+    // Tokio's timer rounds a deadline up to its next millisecond.
+    assert!(
+        waits
+            .iter()
+            .zip(&expected)
+            .all(|(w, e)| *e <= *w && *w <= *e + Duration::from_millis(1)),
+        "waited {waits:?}, the schedule is {expected:?}"
+    );
+    assert_eq!(
+        expected[..3],
+        [100, 200, 400].map(Duration::from_millis),
+        "the documented start"
+    );
+    assert_eq!(expected[9..], [Duration::from_secs(30); 2], "and cap");
+    consumer.stop().await;
+    bus.shutdown().await;
+}
