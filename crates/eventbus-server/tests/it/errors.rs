@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::common::{InProcessServer, Reply};
 
 /// What a problem must name.
-enum Names {
+pub(crate) enum Names {
     /// `errors[0].field` is exactly this.
     Field(&'static str),
     /// `detail` mentions this.
@@ -31,7 +31,7 @@ async fn seeded() -> InProcessServer {
     server
 }
 
-fn check(what: &str, reply: &Reply, status: StatusCode, names: &Names) {
+pub(crate) fn check(what: &str, reply: &Reply, status: StatusCode, names: &Names) {
     match names {
         Names::Field(f) => {
             assert_eq!(
@@ -478,46 +478,4 @@ async fn strict_mode_refuses_a_batch_with_one_unregistered_type() {
         &Names::Field("1/type"),
     );
     assert_eq!(server.count().await, 0);
-}
-
-/// Regression: path parameters that are not UTF-8 were refused by the router's extractor with a
-/// `text/plain` body naming the internal `project_id`, not with a problem naming `projectId`.
-#[tokio::test]
-async fn undecodable_path_parameters_are_problems() {
-    let server = InProcessServer::start(&[]).await;
-    let reply = server.send(reqwest::Method::GET, "/v1/events/%FF").await;
-    check(
-        "event id",
-        &reply,
-        StatusCode::BAD_REQUEST,
-        &Names::Field("id"),
-    );
-    let reply = server
-        .send(reqwest::Method::GET, "/v1/projects/%FF/events")
-        .await;
-    check(
-        "project id",
-        &reply,
-        StatusCode::BAD_REQUEST,
-        &Names::Field("projectId"),
-    );
-}
-
-/// Regression: a method a route does not serve was answered 405 with an empty body.
-#[tokio::test]
-async fn unsupported_methods_are_405_problems() {
-    let server = InProcessServer::start(&[]).await;
-    for (method, path) in [
-        (reqwest::Method::DELETE, "/v1/events"),
-        (reqwest::Method::POST, "/v1/events/some-id"),
-        (reqwest::Method::DELETE, "/v1/event-types/project.created"),
-    ] {
-        let reply = server.send(method.clone(), path).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {path}"
-        );
-        reply.assert_problem(StatusCode::METHOD_NOT_ALLOWED);
-    }
 }

@@ -20,7 +20,8 @@
 //! publishing), `stream` (SSE), `webhooks` (delivery to a local receiver), `security` (keys,
 //! tenants, tokens and limits), `plugins` (real JavaScript plugins: handling, isolation,
 //! middleware, lifecycle, reload), `deploy` (the container image's environment), `cli` (the
-//! maintenance commands beside a running server).
+//! maintenance commands beside a running server), `regression` (one test per fixed bug, named
+//! after it).
 
 mod archive;
 mod cli;
@@ -41,6 +42,7 @@ mod postgres_tls;
 mod publish;
 mod query;
 mod readiness;
+mod regression;
 mod security;
 mod stream;
 mod webhooks;

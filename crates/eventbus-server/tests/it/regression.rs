@@ -1,0 +1,136 @@
+//! Regression tests: one per fixed bug, named after the bug, with a line saying what broke
+//! (as ripgrep's `tests/regression.rs`). A test here keeps pinning its bug whatever suite its
+//! subject belongs to; each runs on the server its original suite used.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{ADMIN_KEY, InProcessServer, TestServer};
+use crate::errors::{Names, check};
+use crate::security::{Api, WAIT, raw_exchange};
+
+/// A path parameter that is not UTF-8 was refused with a `text/plain` body naming `project_id`.
+#[tokio::test]
+async fn non_utf8_path_parameter_was_a_text_plain_400_naming_an_internal_field() {
+    let server = InProcessServer::start(&[]).await;
+    let reply = server.send(reqwest::Method::GET, "/v1/events/%FF").await;
+    check(
+        "event id",
+        &reply,
+        StatusCode::BAD_REQUEST,
+        &Names::Field("id"),
+    );
+    let reply = server
+        .send(reqwest::Method::GET, "/v1/projects/%FF/events")
+        .await;
+    check(
+        "project id",
+        &reply,
+        StatusCode::BAD_REQUEST,
+        &Names::Field("projectId"),
+    );
+}
+
+/// A method a route does not serve was answered 405 with an empty body, not a problem.
+#[tokio::test]
+async fn unsupported_method_was_a_405_with_an_empty_body() {
+    let server = InProcessServer::start(&[]).await;
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/v1/events"),
+        (reqwest::Method::POST, "/v1/events/some-id"),
+        (reqwest::Method::DELETE, "/v1/event-types/project.created"),
+    ] {
+        let reply = server.send(method.clone(), path).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        reply.assert_problem(StatusCode::METHOD_NOT_ALLOWED);
+    }
+}
+
+/// A raw `>` in the target (`curl '…?type=project.>'`) got a bare 400 with an empty body.
+#[tokio::test]
+async fn raw_greater_than_in_the_target_was_a_bare_400() {
+    let server = InProcessServer::start(&[]).await;
+    let request = format!(
+        "GET /v1/events?type=project.> HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n"
+    );
+    let (answer, _) = raw_exchange(&server, request.as_bytes(), WAIT);
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole response");
+    assert!(head.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    let problem: Value = serde_json::from_str(body).expect("a JSON problem body");
+    assert_eq!(problem["type"], "/problems/invalid-request-target");
+    assert_eq!(problem["status"], 400);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("`>`") && detail.contains("%3E"), "{detail}");
+
+    // On a kept-alive connection the second request's line is the one explained.
+    let addr = server.url("").trim_start_matches("http://").to_owned();
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&first).contains("\"status\"") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed after the first request");
+        first.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    conn.write_all(b"GET /v1/events?type=<a> HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut second = Vec::new();
+    let _ = conn.read_to_end(&mut second);
+    let second = String::from_utf8_lossy(&second);
+    assert!(second.starts_with("HTTP/1.1 400"), "{second}");
+    assert!(second.contains("`<`") && second.contains("%3C"), "{second}");
+
+    // The encoded form is served.
+    let api = Api::new(&server, ADMIN_KEY);
+    let reply = api.get("/v1/events?type=project.%3E").await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+}
+
+/// A client stalled mid-request kept the server from exiting after SIGTERM (no read timeout).
+#[tokio::test]
+async fn sigterm_hung_while_a_client_stalled_mid_request() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut server = TestServer::start(&[]).await;
+    let addr = server.url("").trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"type\":",
+        )
+        .await
+        .unwrap();
+    let acked = server.publish_ok(&json!({"type": "project.created"})).await;
+
+    server.terminate();
+    // The stalled connection stays open for longer than the wait allows.
+    let status = server.wait_exit().await;
+    assert!(status.success(), "exit status {status}");
+    drop(stalled);
+
+    server.restart().await;
+    assert_eq!(
+        server.get_event(acked["id"].as_str().unwrap()).await.body,
+        acked
+    );
+}
