@@ -16,11 +16,12 @@ pub mod http;
 
 use std::sync::Arc;
 
+use eventbus::plugin::{HostOptions, PluginHost};
 use eventbus::security::Keys;
 use eventbus::store::StoreError;
 use eventbus::store::archive::{Archive, open_target};
 use eventbus::store::webhook::WebhookStore;
-use eventbus::transport::webhook::WebhookService;
+use eventbus::transport::webhook::{PayloadShaper, WebhookService};
 use eventbus::{BusOptions, EventBus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,11 +59,12 @@ impl From<std::io::Error> for ServerError {
     }
 }
 
-/// A built bus, the archive of its store and, when its store backend has one, the store's
-/// webhook side. Dereferences to the [`EventBus`].
+/// A built bus, its plugin host, the archive of its store and, when its store backend has one,
+/// the store's webhook side. Dereferences to the [`EventBus`].
 #[derive(Clone)]
 pub struct Bus {
     bus: EventBus,
+    plugins: Option<PluginHost>,
     webhooks: Option<Arc<dyn WebhookStore>>,
     archive: Arc<Archive>,
 }
@@ -71,6 +73,11 @@ impl Bus {
     /// Archiving of the bus's store into `EVENT_ARCHIVE_URL`.
     pub fn archive(&self) -> &Arc<Archive> {
         &self.archive
+    }
+
+    /// The plugin host running beside the bus.
+    pub fn plugins(&self) -> Option<&PluginHost> {
+        self.plugins.as_ref()
     }
 }
 
@@ -107,17 +114,23 @@ async fn build(config: &Config, with_plugins: bool) -> Result<Bus, ServerError> 
         sse: config.sse_options(),
         ..BusOptions::default()
     };
-    match EventBus::builder(store.clone())
-        .options(options)
-        .plugin_options(eventbus::plugin::HostOptions {
+    // The host runs in both cases; only `build_bus` gives it the plugins folder.
+    let plugins = PluginHost::new(
+        HostOptions {
             dir: with_plugins.then(|| config.plugins_dir.clone()),
             ..config.plugin_options()
-        })
+        },
+        Vec::new(),
+    );
+    match EventBus::builder(store.clone())
+        .options(options)
+        .extension(Arc::new(plugins.clone()))
         .build()
         .await
     {
         Ok(bus) => Ok(Bus {
             bus,
+            plugins: Some(plugins),
             webhooks,
             archive,
         }),
@@ -149,6 +162,7 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let Bus {
         bus,
+        plugins,
         webhooks: webhook_store,
         archive,
     } = bus;
@@ -169,7 +183,14 @@ pub async fn serve(
         tracing::warn!("EVENT_BUS_ADMIN_KEY is not set: only keys already stored can use the API");
     }
     let webhooks = match webhook_store {
-        Some(store) => match WebhookService::start(bus.clone(), store, config.webhook_options()) {
+        Some(store) => match WebhookService::start(
+            bus.clone(),
+            store,
+            config.webhook_options(),
+            plugins
+                .clone()
+                .map(|host| Arc::new(host) as Arc<dyn PayloadShaper>),
+        ) {
             Ok(service) => Some(service),
             Err(e) => {
                 bus.shutdown().await;
@@ -205,6 +226,7 @@ pub async fn serve(
     metrics::gauge!(eventbus::metric::STORE_DURABLE_ACKS).set(if durable { 1.0 } else { 0.0 });
     let state = http::AppState {
         bus: bus.clone(),
+        plugins,
         config: Arc::new(config.clone()),
         webhooks: webhooks.clone(),
         archive,

@@ -6,11 +6,15 @@
 //! - a batch is atomic: every event is stored, or none;
 //! - in-process subscribers see each event committed after they subscribed exactly once, in
 //!   `seq` order (see [`crate::transport::internal`]).
+//!
+//! What runs beside the bus (the plugin host) joins it as an [`Extension`]: the bus knows the
+//! trait, never the code behind it, so the bus depends on no plugin module (they depend on it).
 
 use std::sync::Arc;
 
 use std::time::Instant;
 
+use async_trait::async_trait;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,7 +28,6 @@ use crate::core::middleware::{
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::metric;
-use crate::plugin::{HostOptions, Plugin, PluginHost};
 use crate::store::{Appended, EventPage, EventQuery, EventStore, StoreError};
 use crate::transport::consumer::{Consumer, ConsumerOptions};
 use crate::transport::internal::{Subscribers, Subscription};
@@ -105,27 +108,50 @@ pub enum RegisterError {
     Store(#[from] StoreError),
 }
 
+/// Why an [`Extension`] could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtensionError {
+    /// The store failed; [`EventBusBuilder::build`] returns this error as it is.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Anything else; `build` returns it as [`StoreError::Internal`] with this text.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Something that runs beside the bus and takes part in it: it adds steps to the publish chain,
+/// starts once the bus is built and stops first when the bus shuts down. The plugin host
+/// (`PluginHost`) is one; whoever builds the bus creates it and keeps a handle on it.
+#[async_trait]
+pub trait Extension: Send + Sync + 'static {
+    /// Steps for the chain's custom slot, after the builder's own custom middleware. Called
+    /// once, while the bus is built.
+    fn middleware(&self) -> Vec<Arc<dyn Middleware>>;
+
+    /// Starts the extension on the built bus, before [`EventBusBuilder::build`] returns. An
+    /// error shuts the bus down (calling [`Extension::shutdown`]) and fails the build.
+    async fn start(&self, bus: EventBus) -> Result<(), ExtensionError>;
+
+    /// Stops the extension; the first step of [`EventBus::shutdown`], while delivery still runs.
+    async fn shutdown(&self);
+}
+
 /// Builds an [`EventBus`].
 pub struct EventBusBuilder {
     store: Arc<dyn EventStore>,
     options: BusOptions,
     security: Option<Arc<dyn Middleware>>,
     custom: Vec<Arc<dyn Middleware>>,
-    plugins: Vec<Arc<dyn Plugin>>,
-    plugin_options: Option<HostOptions>,
+    extensions: Vec<Arc<dyn Extension>>,
 }
 
 impl EventBusBuilder {
-    /// Registers a Rust plugin (see [`crate::plugin::Plugin`]).
-    pub fn plugin(mut self, plugin: Arc<dyn Plugin>) -> Self {
-        self.plugins.push(plugin);
-        self
-    }
-
-    /// Enables the plugin host with these options (`dir` loads JavaScript plugins); without
-    /// it, the host runs only when a Rust plugin is registered.
-    pub fn plugin_options(mut self, options: HostOptions) -> Self {
-        self.plugin_options = Some(options);
+    /// Adds an extension (such as the plugin host): its middleware joins the chain's custom
+    /// slot, after the custom middleware and the extensions added before it; it starts with the
+    /// bus, in the order added, and stops with it.
+    pub fn extension(mut self, extension: Arc<dyn Extension>) -> Self {
+        self.extensions.push(extension);
         self
     }
 
@@ -175,11 +201,8 @@ impl EventBusBuilder {
         steps.push(Arc::new(EnrichmentMiddleware));
         steps.push(Arc::new(LoggingMiddleware));
         steps.extend(self.custom);
-        let plugins = (self.plugin_options.is_some() || !self.plugins.is_empty())
-            .then(|| PluginHost::new(self.plugin_options.unwrap_or_default(), self.plugins));
-        if let Some(host) = &plugins {
-            steps.extend(host.rust_middleware());
-            steps.push(host.middleware());
+        for extension in &self.extensions {
+            steps.extend(extension.middleware());
         }
 
         let tasks = TaskTracker::new();
@@ -207,17 +230,17 @@ impl EventBusBuilder {
                 options: self.options,
                 tasks,
                 cancel,
-                plugins,
+                extensions: self.extensions,
             }),
         };
-        if let Some(host) = &bus.inner.plugins
-            && let Err(e) = host.start(bus.clone()).await
-        {
-            bus.shutdown().await;
-            return Err(match e {
-                crate::plugin::HostError::Store(s) => s,
-                other => StoreError::Internal(other.to_string()),
-            });
+        for extension in &bus.inner.extensions {
+            if let Err(e) = extension.start(bus.clone()).await {
+                bus.shutdown().await;
+                return Err(match e {
+                    ExtensionError::Store(s) => s,
+                    other => StoreError::Internal(other.to_string()),
+                });
+            }
         }
         Ok(bus)
     }
@@ -232,7 +255,7 @@ struct Inner {
     options: BusOptions,
     tasks: TaskTracker,
     cancel: CancellationToken,
-    plugins: Option<PluginHost>,
+    extensions: Vec<Arc<dyn Extension>>,
 }
 
 /// The event bus; cheap to clone.
@@ -258,14 +281,8 @@ impl EventBus {
             options: BusOptions::default(),
             security: None,
             custom: Vec::new(),
-            plugins: Vec::new(),
-            plugin_options: None,
+            extensions: Vec::new(),
         }
-    }
-
-    /// The plugin host, when plugins are enabled.
-    pub fn plugins(&self) -> Option<&PluginHost> {
-        self.inner.plugins.as_ref()
     }
 
     /// The store.
@@ -512,8 +529,8 @@ impl EventBus {
 
     /// Stops delivery tasks, then closes the store after its queued writes.
     pub async fn shutdown(&self) {
-        if let Some(host) = &self.inner.plugins {
-            host.shutdown().await;
+        for extension in &self.inner.extensions {
+            extension.shutdown().await;
         }
         self.inner.cancel.cancel();
         self.inner.tasks.close();

@@ -162,7 +162,7 @@ pub(super) async fn get_ready(
         };
         checks.push(("notifications", (up, entry)));
     }
-    if let Some(plugins) = state.bus.plugins() {
+    if let Some(plugins) = &state.plugins {
         // Plugins never take the node out of service: a suspended or broken plugin is reported
         // for operators, and the bus carries on without it.
         checks.push((

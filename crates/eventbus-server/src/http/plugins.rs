@@ -75,8 +75,8 @@ fn host<'a>(state: &'a AppState, caller: &Caller) -> Result<&'a PluginHost, ApiE
         )));
     }
     state
-        .bus
-        .plugins()
+        .plugins
+        .as_ref()
         .ok_or_else(|| ApiError::PluginsUnavailable("plugins are not enabled".into()))
 }
 

@@ -14,6 +14,8 @@ use crate::config::Config;
 pub struct AppState {
     /// The bus.
     pub bus: EventBus,
+    /// The plugin host running beside the bus (`None`: plugins are not enabled).
+    pub plugins: Option<eventbus::plugin::PluginHost>,
     /// The server's settings.
     pub config: Arc<Config>,
     /// The webhook transport (`None` when the store backend has no webhook support).

@@ -39,7 +39,7 @@ use super::manifest::{
     check_name,
 };
 use super::{Plugin, PluginContext};
-use crate::bus::{EventBus, PublishError};
+use crate::bus::{EventBus, Extension, ExtensionError, PublishError};
 use crate::core::event::{Event, NewEvent};
 use crate::core::middleware::{Middleware, MiddlewareError, PublishContext, RejectKind, Rejection};
 use crate::core::pattern::Pattern;
@@ -482,8 +482,9 @@ fn scan(dir: &Path) -> Result<BTreeMap<String, FolderRead>, String> {
 }
 
 impl PluginHost {
-    /// A host for the Rust plugins `rust` and the JS plugins in `options.dir`; it starts with
-    /// [`PluginHost::start`] (the bus builder calls it).
+    /// A host for the Rust plugins `rust` and the JS plugins in `options.dir`. Pass a clone to
+    /// [`EventBusBuilder::extension`](crate::EventBusBuilder::extension): the bus starts it
+    /// (and shuts it down), and this handle lists and manages the plugins.
     pub fn new(options: HostOptions, rust: Vec<Arc<dyn Plugin>>) -> Self {
         PluginHost {
             inner: Arc::new(Inner {
@@ -504,7 +505,7 @@ impl PluginHost {
     }
 
     /// The middleware steps of the Rust plugins, for the chain's custom slot.
-    pub(crate) fn rust_middleware(&self) -> Vec<Arc<dyn Middleware>> {
+    fn rust_middleware(&self) -> Vec<Arc<dyn Middleware>> {
         self.inner
             .rust
             .iter()
@@ -530,7 +531,7 @@ impl PluginHost {
     }
 
     /// Starts the Rust plugins and loads the JS plugins (suspended ones stay suspended).
-    pub(crate) async fn start(&self, bus: EventBus) -> Result<(), HostError> {
+    async fn start_plugins(&self, bus: EventBus) -> Result<(), HostError> {
         *self.inner.bus.write().expect("bus lock") = Some(bus.clone());
         let _guard = self.inner.lifecycle.lock().await;
         let store = Self::store(&bus)?;
@@ -1284,7 +1285,7 @@ impl PluginHost {
     }
 
     /// Stops every plugin (cursors saved) and lets go of the bus.
-    pub(crate) async fn shutdown(&self) {
+    async fn stop_plugins(&self) {
         self.inner.cancel.cancel();
         for slot in self.slots() {
             Self::stop_slot(&slot).await;
@@ -1294,7 +1295,7 @@ impl PluginHost {
     }
 
     /// The publish-chain step that runs JS middleware plugins' `transform`.
-    pub(crate) fn middleware(&self) -> Arc<dyn Middleware> {
+    fn transform_step(&self) -> Arc<dyn Middleware> {
         Arc::new(TransformStep { host: self.clone() })
     }
 
@@ -1334,6 +1335,34 @@ impl PluginStats {
             transformed: get(&self.transformed),
             rejected: get(&self.rejected),
         }
+    }
+}
+
+impl From<HostError> for ExtensionError {
+    fn from(e: HostError) -> Self {
+        match e {
+            HostError::Store(s) => ExtensionError::Store(s),
+            other => ExtensionError::Other(Box::new(other)),
+        }
+    }
+}
+
+/// The host as the bus sees it: Rust plugins' middleware then the JS `transform` step in the
+/// chain's custom slot, every plugin started with the bus and stopped with it.
+#[async_trait]
+impl Extension for PluginHost {
+    fn middleware(&self) -> Vec<Arc<dyn Middleware>> {
+        let mut steps = self.rust_middleware();
+        steps.push(self.transform_step());
+        steps
+    }
+
+    async fn start(&self, bus: EventBus) -> Result<(), ExtensionError> {
+        Ok(self.start_plugins(bus).await?)
+    }
+
+    async fn shutdown(&self) {
+        self.stop_plugins().await;
     }
 }
 

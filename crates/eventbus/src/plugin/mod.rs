@@ -42,8 +42,7 @@ impl PluginError {
     }
 }
 
-/// A plugin compiled into the program, registered with
-/// [`EventBusBuilder::plugin`](crate::EventBusBuilder::plugin).
+/// A plugin compiled into the program, handed to [`PluginHost::new`].
 ///
 /// `on_event` gets every event whose type matches [`Plugin::subscribe`], at least once and in
 /// `seq` order, from where the plugin stopped (the event `id` is the de-duplication key). An

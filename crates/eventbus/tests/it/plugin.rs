@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use eventbus::core::event::Event;
 use eventbus::core::filter::EventFilter;
 use eventbus::core::middleware::{Middleware, MiddlewareError, PublishContext};
-use eventbus::plugin::{HostOptions, Plugin, PluginContext, PluginError};
+use eventbus::plugin::{HostOptions, Plugin, PluginContext, PluginError, PluginHost};
 use eventbus::store::EventQuery;
 use eventbus::{EventBus, EventStore, NewEvent, Pattern};
 use serde_json::json;
@@ -81,16 +81,25 @@ fn options() -> HostOptions {
     }
 }
 
-async fn bus(db: &TestDb, version: &'static str, seen: &Arc<Mutex<Vec<u64>>>) -> EventBus {
-    EventBus::builder(db.open().await)
-        .plugin(Arc::new(Recorder {
+/// A bus with the `Recorder` plugin, and its plugin host.
+async fn bus(
+    db: &TestDb,
+    version: &'static str,
+    seen: &Arc<Mutex<Vec<u64>>>,
+) -> (EventBus, PluginHost) {
+    let host = PluginHost::new(
+        options(),
+        vec![Arc::new(Recorder {
             version,
             seen: seen.clone(),
-        }))
-        .plugin_options(options())
+        })],
+    );
+    let bus = EventBus::builder(db.open().await)
+        .extension(Arc::new(host.clone()))
         .build()
         .await
-        .expect("building the bus")
+        .expect("building the bus");
+    (bus, host)
 }
 
 async fn count(store: &Arc<dyn EventStore>, ty: &str) -> usize {
@@ -139,7 +148,7 @@ both!(
 
 async fn a_rust_plugin_handles_in_order_and_catches_up_after_a_restart(db: TestDb) {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let b = bus(&db, "1.0.0", &seen).await;
+    let (b, _) = bus(&db, "1.0.0", &seen).await;
     assert!(b.middleware_names().contains(&"stamp"));
     let mut expected = Vec::new();
     for i in 0..20 {
@@ -179,7 +188,7 @@ async fn a_rust_plugin_handles_in_order_and_catches_up_after_a_restart(db: TestD
     }
     plain.shutdown().await;
     let after = Arc::new(Mutex::new(Vec::new()));
-    let b = bus(&db, "1.1.0", &after).await;
+    let (b, host) = bus(&db, "1.1.0", &after).await;
     wait_until("the 5 missed events", || {
         after
             .lock()
@@ -197,20 +206,19 @@ async fn a_rust_plugin_handles_in_order_and_catches_up_after_a_restart(db: TestD
         "a new version is an update"
     );
     assert_eq!(count(&store, "plugin.installed").await, 1);
-    let info = b.plugins().unwrap().get("recorder").unwrap();
+    let info = host.get("recorder").unwrap();
     assert_eq!((info.kind, info.status), ("rust", "running"));
     b.shutdown().await;
 }
 
 async fn failures_are_dead_lettered_and_suspend_a_rust_plugin(db: TestDb) {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let b = bus(&db, "1.0.0", &seen).await;
+    let (b, host) = bus(&db, "1.0.0", &seen).await;
     for _ in 0..2 {
         b.publish(NewEvent::new("order.placed", json!({"fail": true})))
             .await
             .unwrap();
     }
-    let host = b.plugins().unwrap().clone();
     wait_until("the suspension", || host.suspended() == ["recorder"]).await;
     let info = host.get("recorder").unwrap();
     assert_eq!(info.counters.dead_letters, 2);

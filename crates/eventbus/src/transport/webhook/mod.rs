@@ -372,7 +372,7 @@ struct Shared {
     /// Wakes the worker: deliveries were queued, or a lane has room.
     wake: Notify,
     /// Plugins that shape bodies, when the bus has plugins.
-    shaper: Option<crate::plugin::PluginHost>,
+    shaper: Option<Arc<dyn PayloadShaper>>,
 }
 
 impl Shared {
@@ -410,11 +410,7 @@ impl Shared {
         d: &Delivery,
         ep: &Endpoint,
     ) -> Result<Option<Bytes>, Result<String, StoreError>> {
-        if let Some(shaper) = self
-            .shaper
-            .as_ref()
-            .filter(|s| <crate::plugin::PluginHost as PayloadShaper>::shapes(s, &d.event_type))
-        {
+        if let Some(shaper) = self.shaper.as_ref().filter(|s| s.shapes(&d.event_type)) {
             let Some(event) = self.events.get(&d.event_id).await.map_err(Err)? else {
                 return Ok(None);
             };
@@ -460,16 +456,17 @@ impl std::fmt::Debug for WebhookService {
 
 impl WebhookService {
     /// Starts the fan-out and the worker over `store`; they publish status events through `bus`.
+    /// `shaper` (the plugin host, when plugins are enabled) may shape the bodies.
     pub fn start(
         bus: EventBus,
         store: Arc<dyn WebhookStore>,
         options: WebhookOptions,
+        shaper: Option<Arc<dyn PayloadShaper>>,
     ) -> Result<Arc<Self>, String> {
         let policy = NetworkPolicy {
             allowed: options.allowed_networks.clone(),
         };
         let client = WebhookClient::new(policy, options.timeout, options.response_body_limit)?;
-        let shaper = bus.plugins().cloned();
         let shared = Arc::new(Shared {
             events: bus.store().clone(),
             bus,
