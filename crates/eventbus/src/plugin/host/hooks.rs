@@ -88,6 +88,7 @@ impl Middleware for TransformStep {
                             .into());
                         }
                         Err(e) => {
+                            let e = e.to_string();
                             slot.failed(&e);
                             e
                         }
@@ -115,24 +116,41 @@ impl Middleware for TransformStep {
 
 /// Applies a `transform` result: `null`/`false` rejects (`Ok(false)`); an object may replace
 /// `payload` and `metadata` (other fields are ignored); `undefined` keeps the event.
-fn apply_transform(event: &mut Event, value: Option<&str>) -> Result<bool, String> {
+fn apply_transform(event: &mut Event, value: Option<&str>) -> Result<bool, TransformError> {
     let Some(value) = value else { return Ok(true) };
-    let parsed: serde_json::Value =
-        serde_json::from_str(value).map_err(|e| format!("transform returned bad JSON: {e}"))?;
+    let parsed: serde_json::Value = serde_json::from_str(value).map_err(TransformError::BadJson)?;
     let serde_json::Value::Object(mut object) = parsed else {
         return match parsed {
             serde_json::Value::Null | serde_json::Value::Bool(false) => Ok(false),
-            _ => Err("transform must return the event, null/false (reject) or nothing".into()),
+            _ => Err(TransformError::NotAnEvent),
         };
     };
     if let Some(payload) = object.remove("payload") {
-        event.payload = serde_json::value::to_raw_value(&payload).map_err(|e| e.to_string())?;
+        event.payload =
+            serde_json::value::to_raw_value(&payload).map_err(TransformError::Payload)?;
     }
     if let Some(metadata) = object.remove("metadata") {
-        event.metadata = serde_json::from_value(metadata)
-            .map_err(|e| format!("transform returned invalid metadata: {e}"))?;
+        event.metadata = serde_json::from_value(metadata).map_err(TransformError::Metadata)?;
     }
     Ok(true)
+}
+
+/// Why a `transform` result cannot be applied; the text is the plugin's last error and, under
+/// `failurePolicy: reject`, the publisher's error message.
+#[derive(Debug, thiserror::Error)]
+enum TransformError {
+    /// The result is not JSON.
+    #[error("transform returned bad JSON: {0}")]
+    BadJson(serde_json::Error),
+    /// The result is neither an event, `null`/`false` nor `undefined`.
+    #[error("transform must return the event, null/false (reject) or nothing")]
+    NotAnEvent,
+    /// The new payload cannot be stored.
+    #[error(transparent)]
+    Payload(serde_json::Error),
+    /// The new metadata is not a map of strings.
+    #[error("transform returned invalid metadata: {0}")]
+    Metadata(serde_json::Error),
 }
 
 /// Shapes webhook bodies with the first plugin (by name) that exports `webhookPayload` and

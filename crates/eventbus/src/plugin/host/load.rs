@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use super::folder::{scan, write_folder};
+use super::folder::{FolderError, remove_folder, scan, write_folder};
 use super::slot::{Code, Slot};
 use super::{HostError, PluginHost};
 use crate::bus::EventBus;
@@ -187,16 +187,16 @@ impl PluginHost {
         };
         let found = tokio::task::spawn_blocking(move || scan(&dir))
             .await
-            .map_err(|e| HostError::Io(e.to_string()))?
-            .map_err(HostError::Io)?;
+            .map_err(FolderError::Task)??;
         self.inner.broken.write().expect("broken lock").clear();
         for (name, folder) in &found {
             let folder = match folder {
                 Ok(f) => f,
-                Err((version, error)) => {
+                Err(bad) => {
+                    let error = bad.error.to_string();
                     tracing::error!(plugin = %name, error = %error, "plugin folder is invalid");
-                    self.set_broken(name, version.clone(), error.clone());
-                    report.failed.insert(name.clone(), error.clone());
+                    self.set_broken(name, bad.version.clone(), error.clone());
+                    report.failed.insert(name.clone(), error);
                     continue;
                 }
             };
@@ -327,8 +327,7 @@ impl PluginHost {
             write_folder(&write_dir, &name, &manifest_bytes, source.as_bytes())
         })
         .await
-        .map_err(|e| HostError::Io(e.to_string()))?
-        .map_err(HostError::Io)?;
+        .map_err(FolderError::Task)??;
         let report = self.reload_locked(&bus, false).await?;
         if let Some(error) = report.failed.get(&parsed.name) {
             return Err(HostError::Load(error.clone()));
@@ -362,15 +361,9 @@ impl PluginHost {
             return Err(HostError::NotFound(format!("no plugin is named `{name}`")));
         }
         let folder = dir.join(name);
-        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&folder) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(format!("{}: {e}", folder.display()))
-            }
-            _ => Ok(()),
-        })
-        .await
-        .map_err(|e| HostError::Io(e.to_string()))?
-        .map_err(HostError::Io)?;
+        tokio::task::spawn_blocking(move || remove_folder(&folder))
+            .await
+            .map_err(FolderError::Task)??;
         self.inner.broken.write().expect("broken lock").remove(name);
         self.reload_locked(&bus, false).await
     }

@@ -47,6 +47,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+pub use self::folder::FolderError;
 use self::info::Broken;
 pub use self::info::{Counters, LastError, PluginInfo};
 pub use self::load::ReloadReport;
@@ -107,7 +108,7 @@ pub enum HostError {
     NoDirectory,
     /// Reading or writing the plugins folder failed.
     #[error("plugins folder: {0}")]
-    Io(String),
+    Io(#[from] FolderError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -17,11 +17,52 @@ use crate::bus::{EventBus, PublishError};
 use crate::core::event::{Event, NewEvent};
 use crate::core::time::Timestamp;
 use crate::metric;
-use crate::plugin::PluginContext;
-use crate::plugin::js::Export;
+use crate::plugin::js::{CallError, Export};
+use crate::plugin::{PluginContext, PluginError};
 use crate::store::StoreError;
 use crate::store::plugin::{DeadLetter, consumer_name};
 use crate::transport::consumer::ConsumerOptions;
+
+/// Why one call of a plugin's handler failed. The text is the plugin's last error, the retry's
+/// log line, the dead letter's `error` and the answer of a dead letter's retry.
+#[derive(Debug, thiserror::Error)]
+enum HandleError {
+    /// The host is not running, or the store has no plugin tables.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The Rust handler returned an error.
+    #[error(transparent)]
+    Plugin(PluginError),
+    /// The Rust handler panicked.
+    #[error("the handler panicked")]
+    Panicked,
+    /// The JavaScript call failed (exception, time, memory, thread).
+    #[error(transparent)]
+    Call(CallError),
+    /// A `ctx.publish` payload is not JSON.
+    #[error("ctx.publish: the payload is not JSON: {0}")]
+    PayloadNotJson(serde_json::Error),
+    /// Publishing the call's events failed.
+    #[error("ctx.publish: {0}")]
+    Publish(PublishError),
+    /// Saving the call's key-value writes failed.
+    #[error("ctx.kv: {0}")]
+    Kv(StoreError),
+}
+
+/// Why an event did not get through a plugin's consumer (which then tries it again).
+#[derive(Debug, thiserror::Error)]
+enum DeliverError {
+    /// The plugin is being unloaded.
+    #[error("the plugin is stopping")]
+    Stopping,
+    /// The host is not running, or the store has no plugin tables.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The event failed its retries, but its dead letter could not be stored.
+    #[error("cannot record the dead letter: {0}")]
+    DeadLetter(StoreError),
+}
 
 /// The id of the `index`th event a plugin publishes while handling `source_id`: the same on
 /// every retry, so a retried call does not publish twice.
@@ -53,7 +94,7 @@ impl PluginHost {
             move |event| {
                 let host = host.clone();
                 let slot = s.clone();
-                async move { host.deliver(&slot, event).await }
+                async move { host.deliver(&slot, event).await.map_err(|e| e.to_string()) }
             },
         );
         *slot.consumer.lock().await = Some(consumer);
@@ -81,11 +122,11 @@ impl PluginHost {
     }
 
     /// One event through a slot's handler, with retries, dead letter and suspension.
-    async fn deliver(&self, slot: &Arc<Slot>, event: Arc<Event>) -> Result<(), String> {
+    async fn deliver(&self, slot: &Arc<Slot>, event: Arc<Event>) -> Result<(), DeliverError> {
         let mut parked = slot.suspended.subscribe();
         tokio::select! {
             _ = parked.wait_for(|s| !*s) => {}
-            _ = slot.cancel.cancelled() => return Err("the plugin is stopping".into()),
+            _ = slot.cancel.cancelled() => return Err(DeliverError::Stopping),
         }
         let options = &self.inner.options;
         let mut backoff = options.min_backoff;
@@ -112,14 +153,14 @@ impl PluginHost {
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = slot.cancel.cancelled() => return Err("the plugin is stopping".into()),
+                        _ = slot.cancel.cancelled() => return Err(DeliverError::Stopping),
                     }
                     backoff = (backoff * 2).min(options.max_backoff);
                 }
             }
         };
-        let bus = self.bus().map_err(|e| e.to_string())?;
-        let store = Self::store(&bus).map_err(|e| e.to_string())?;
+        let bus = self.bus()?;
+        let store = Self::store(&bus)?;
         store
             .add_dead_letter(DeadLetter {
                 id: 0,
@@ -127,12 +168,12 @@ impl PluginHost {
                 event_id: event.id.clone(),
                 event_seq: event.seq,
                 event_type: event.event_type.clone(),
-                error: error.clone(),
+                error: error.to_string(),
                 attempts,
                 created_at: Timestamp::now(),
             })
             .await
-            .map_err(|e| format!("cannot record the dead letter: {e}"))?;
+            .map_err(DeliverError::DeadLetter)?;
         slot.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
         slot.stats.cursor.store(event.seq, Ordering::Relaxed);
         metrics::counter!(metric::PLUGIN_DEAD_LETTERS, "plugin" => slot.name.clone()).increment(1);
@@ -152,9 +193,9 @@ impl PluginHost {
     }
 
     /// One call of the handler and, for JS, its effects.
-    async fn handle_once(&self, slot: &Arc<Slot>, event: &Arc<Event>) -> Result<(), String> {
+    async fn handle_once(&self, slot: &Arc<Slot>, event: &Arc<Event>) -> Result<(), HandleError> {
         slot.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let bus = self.bus().map_err(|e| e.to_string())?;
+        let bus = self.bus()?;
         match &slot.code {
             Code::Rust(plugin) => {
                 let ctx = PluginContext::new(&slot.name, bus);
@@ -166,12 +207,12 @@ impl PluginHost {
                         slot.calls_ok.increment(1);
                         return Ok(());
                     }
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "the handler panicked".to_owned(),
+                    Ok(Err(e)) => HandleError::Plugin(e),
+                    Err(_) => HandleError::Panicked,
                 };
                 metrics::counter!(metric::PLUGIN_CALLS, "plugin" => slot.name.clone(), "outcome" => "error")
                     .increment(1);
-                slot.failed(&error);
+                slot.failed(&error.to_string());
                 Err(error)
             }
             Code::Js(js) => {
@@ -179,7 +220,7 @@ impl PluginHost {
                     Ok(out) => out,
                     Err(e) => {
                         slot.call_failed(&e);
-                        return Err(e.to_string());
+                        return Err(HandleError::Call(e));
                     }
                 };
                 slot.calls_ok.increment(1);
@@ -190,7 +231,7 @@ impl PluginHost {
                     .apply(&bus, slot, event, out.publishes, out.kv_writes)
                     .await
                 {
-                    slot.failed(&e);
+                    slot.failed(&e.to_string());
                     return Err(e);
                 }
                 Ok(())
@@ -206,13 +247,13 @@ impl PluginHost {
         source: &Event,
         publishes: Vec<(String, String)>,
         kv_writes: Vec<(String, Option<String>)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandleError> {
         if !publishes.is_empty() {
             let n = publishes.len();
             let mut events = Vec::with_capacity(n);
             for (index, (ty, payload)) in publishes.into_iter().enumerate() {
                 let payload = serde_json::value::RawValue::from_string(payload)
-                    .map_err(|e| format!("ctx.publish: the payload is not JSON: {e}"))?;
+                    .map_err(HandleError::PayloadNotJson)?;
                 let mut metadata = BTreeMap::from([
                     ("source".to_owned(), format!("plugin:{}", slot.name)),
                     ("causationId".to_owned(), source.id.clone()),
@@ -241,15 +282,15 @@ impl PluginHost {
                 Ok(_) | Err(PublishError::Store(StoreError::Conflict { .. })) => {
                     slot.stats.published.fetch_add(n as u64, Ordering::Relaxed);
                 }
-                Err(e) => return Err(format!("ctx.publish: {e}")),
+                Err(e) => return Err(HandleError::Publish(e)),
             }
         }
         if !kv_writes.is_empty() {
-            let store = Self::store(bus).map_err(|e| e.to_string())?;
+            let store = Self::store(bus)?;
             store
                 .write_kv(&slot.name, kv_writes)
                 .await
-                .map_err(|e| format!("ctx.kv: {e}"))?;
+                .map_err(HandleError::Kv)?;
         }
         Ok(())
     }
@@ -296,7 +337,7 @@ impl PluginHost {
                 store.delete_dead_letter(name, id).await?;
                 Ok(None)
             }
-            Err(e) => Ok(Some(e)),
+            Err(e) => Ok(Some(e.to_string())),
         }
     }
 }
