@@ -6,11 +6,21 @@
 //! chain, and (JavaScript) may shape webhook bodies. Failures stay inside the plugin: they are
 //! counted, retried, dead-lettered, and repeated failures suspend the plugin (see [`host`]).
 //!
+//! Whoever builds the bus creates the [`PluginHost`], hands a clone to
+//! [`EventBusBuilder::extension`](crate::EventBusBuilder::extension) (the host is a
+//! [`crate::bus::Extension`]: its middleware joins the chain, it starts and stops with the bus)
+//! and keeps the handle to list and manage plugins. The dependency runs one way: this module
+//! uses the bus, the bus knows only the `Extension` trait.
+//!
 //! Layout:
 //! - [`Plugin`] and [`PluginContext`]: the Rust plugin trait and what its handler can reach.
-//! - [`host`]: [`PluginHost`], which loads, runs, isolates, swaps and lists plugins.
+//! - [`host`]: [`PluginHost`], which loads, runs, isolates, swaps and lists plugins, one room
+//!   per job: `slot` (a loaded plugin), `folder` (`PLUGINS_DIR` on disk), `load` (start,
+//!   reload, install, uninstall), `run` (consumers, retries, dead letters), `info` (what the
+//!   API shows, suspension) and `hooks` (publish chain and webhook bodies).
 //! - [`manifest`]: the `plugin.json` format.
-//! - [`js`]: the sandboxed QuickJS runtime of one JavaScript plugin, on its own thread.
+//! - [`js`]: the sandboxed QuickJS runtime of one JavaScript plugin, on its own thread, and
+//!   (`js::ctx`) the `ctx` object its code sees.
 //! - [`kv`]: a plugin's key-value store as its runtime sees it.
 
 pub mod host;

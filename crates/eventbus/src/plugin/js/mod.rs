@@ -16,6 +16,11 @@
 //! - effects are **buffered**: `ctx.publish` and `ctx.kv.set` are recorded during the call and
 //!   handed back in [`CallOutput`]; the host applies them only when the call succeeded. A failed
 //!   call's key-value writes are undone in the in-memory copy.
+//!
+//! This file holds the thread, the runtime and the calls; `ctx` holds the `ctx` object: the
+//! prelude and the native functions behind it.
+
+mod ctx;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -24,56 +29,23 @@ use std::time::{Duration, Instant};
 
 use rquickjs::function::Rest;
 use rquickjs::{
-    CaughtError, Context, Ctx, Exception, Function, Module, Object, Persistent, Promise, Runtime,
-    Value,
+    CaughtError, Context, Ctx, Function, Module, Object, Persistent, Promise, Runtime, Value,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::kv::{KvError, KvMap};
+use self::ctx::{CallState, host_object};
+pub use self::ctx::{MAX_PUBLISHES_PER_CALL, PRELUDE};
+use super::kv::KvMap;
 use super::manifest::Manifest;
 
 /// Calls that may wait for a plugin's thread.
 pub const CALL_QUEUE: usize = 64;
-/// Most events one call may publish.
-pub const MAX_PUBLISHES_PER_CALL: usize = 100;
 /// Stack the engine may use (the thread gets more, for Rust frames around it).
 const MAX_STACK: usize = 512 * 1024;
 /// Stack of the plugin's thread.
 const THREAD_STACK: usize = 4 * 1024 * 1024;
 /// Most bytes of an error message kept.
 const MAX_ERROR_LEN: usize = 2048;
-
-/// The code that builds `ctx` from the host's native functions, then hides them.
-pub const PRELUDE: &str = r#"
-(() => {
-  const n = globalThis.__host;
-  delete globalThis.__host;
-  const text = (args) => args.map((a) => typeof a === "string" ? a : JSON.stringify(a)).join(" ");
-  const at = (level) => (...args) => n.log(level, text(args));
-  const log = at("info");
-  log.debug = at("debug"); log.info = at("info"); log.warn = at("warn"); log.error = at("error");
-  const freeze = (v) => {
-    if (v && typeof v === "object") { Object.values(v).forEach(freeze); Object.freeze(v); }
-    return v;
-  };
-  const kv = Object.freeze({
-    get(key) { const v = n.kvGet(String(key)); return v === undefined ? undefined : JSON.parse(v); },
-    set(key, value) { n.kvSet(String(key), JSON.stringify(value === undefined ? null : value)); },
-    delete(key) { n.kvDelete(String(key)); },
-    keys(prefix) { return JSON.parse(n.kvKeys(prefix === undefined ? "" : String(prefix))); },
-  });
-  const ctx = Object.freeze({
-    plugin: Object.freeze({ name: n.name, version: n.version }),
-    config: freeze(JSON.parse(n.config)),
-    log,
-    kv,
-    publish(type, payload) {
-      n.publish(String(type), JSON.stringify(payload === undefined ? null : payload));
-    },
-  });
-  return ctx;
-})()
-"#;
 
 /// Which export to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +116,23 @@ impl CallError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct LoadError(pub String);
+
+/// Why evaluating or calling the plugin's code failed inside the engine; a call's error
+/// becomes [`CallError::Exception`] (or a timeout or memory error), a load's a [`LoadError`].
+#[derive(Debug, thiserror::Error)]
+enum ScriptError {
+    /// The engine failed or the code threw: the message and stack, truncated.
+    #[error("{0}")]
+    Thrown(String),
+    /// The module does not export the called function.
+    #[error("index.js does not export {0}")]
+    NoExport(&'static str),
+    /// The returned promise waits for something that never happens.
+    #[error(
+        "the returned promise never settles (only promises resolved by the plugin itself are awaited)"
+    )]
+    NeverSettles,
+}
 
 struct Request {
     export: Export,
@@ -228,16 +217,6 @@ impl JsPlugin {
     }
 }
 
-/// What the native functions behind `ctx` share during a call.
-struct CallState {
-    manifest: Manifest,
-    kv: KvMap,
-    /// Whether `ctx.publish` is allowed in the current call (`onEvent` only).
-    may_publish: bool,
-    publishes: Vec<(String, String)>,
-    refused: u64,
-}
-
 /// A runtime with the plugin's module evaluated in it.
 struct Instance {
     // Field order is drop order: the saved values go before their context and runtime.
@@ -317,7 +296,7 @@ impl Instance {
         deadline.set(Some(
             Instant::now() + Duration::from_millis(u64::from(timeout_ms) * 10),
         ));
-        let loaded = context.with(|ctx| -> Result<_, String> {
+        let loaded = context.with(|ctx| -> Result<_, ScriptError> {
             let host = host_object(&ctx, state, &name, &version, &config)
                 .map_err(|e| describe(&ctx, e))?;
             ctx.globals()
@@ -380,37 +359,39 @@ impl Instance {
         self.deadline.set(Some(
             Instant::now() + Duration::from_millis(u64::from(timeout_ms)),
         ));
-        let result = self.context.with(|ctx| -> Result<Option<String>, String> {
-            let ns = self
-                .module
-                .clone()
-                .restore(&ctx)
-                .map_err(|e| describe(&ctx, e))?;
-            let plugin_ctx = self
-                .ctx_object
-                .clone()
-                .restore(&ctx)
-                .map_err(|e| describe(&ctx, e))?;
-            let f: Function = ns
-                .get(export.js_name())
-                .map_err(|_| format!("index.js does not export {}", export.js_name()))?;
-            let mut values: Vec<Value> = Vec::with_capacity(args.len() + 1);
-            for a in args {
-                values.push(ctx.json_parse(a.as_str()).map_err(|e| describe(&ctx, e))?);
-            }
-            values.push(plugin_ctx.into_value());
-            let returned: Value = f.call((Rest(values),)).map_err(|e| describe(&ctx, e))?;
-            let value = match returned.as_promise() {
-                Some(p) => settle(&ctx, p)?,
-                None => returned,
-            };
-            if value.is_undefined() {
-                return Ok(None);
-            }
-            ctx.json_stringify(value)
-                .map_err(|e| describe(&ctx, e))
-                .map(|s| s.and_then(|s| s.to_string().ok()))
-        });
+        let result = self
+            .context
+            .with(|ctx| -> Result<Option<String>, ScriptError> {
+                let ns = self
+                    .module
+                    .clone()
+                    .restore(&ctx)
+                    .map_err(|e| describe(&ctx, e))?;
+                let plugin_ctx = self
+                    .ctx_object
+                    .clone()
+                    .restore(&ctx)
+                    .map_err(|e| describe(&ctx, e))?;
+                let f: Function = ns
+                    .get(export.js_name())
+                    .map_err(|_| ScriptError::NoExport(export.js_name()))?;
+                let mut values: Vec<Value> = Vec::with_capacity(args.len() + 1);
+                for a in args {
+                    values.push(ctx.json_parse(a.as_str()).map_err(|e| describe(&ctx, e))?);
+                }
+                values.push(plugin_ctx.into_value());
+                let returned: Value = f.call((Rest(values),)).map_err(|e| describe(&ctx, e))?;
+                let value = match returned.as_promise() {
+                    Some(p) => settle(&ctx, p)?,
+                    None => returned,
+                };
+                if value.is_undefined() {
+                    return Ok(None);
+                }
+                ctx.json_stringify(value)
+                    .map_err(|e| describe(&ctx, e))
+                    .map(|s| s.and_then(|s| s.to_string().ok()))
+            });
         let timed_out = self.deadline.take().is_some_and(|d| Instant::now() >= d);
         let mut s = state.borrow_mut();
         match result {
@@ -423,16 +404,16 @@ impl Instance {
                     refused: s.refused,
                 })
             }
-            Err(message) => {
+            Err(error) => {
                 s.kv.rollback();
                 s.publishes.clear();
                 if timed_out {
                     Err(CallError::Timeout(timeout_ms))
-                } else if message.contains("out of memory") {
+                } else if matches!(&error, ScriptError::Thrown(m) if m.contains("out of memory")) {
                     self.runtime.run_gc();
                     Err(CallError::OutOfMemory(memory_mb))
                 } else {
-                    Err(CallError::Exception(message))
+                    Err(CallError::Exception(error.to_string()))
                 }
             }
         }
@@ -440,19 +421,16 @@ impl Instance {
 }
 
 /// Runs the job queue until `p` settles (the interrupt handler bounds the time).
-fn settle<'js>(ctx: &Ctx<'js>, p: &Promise<'js>) -> Result<Value<'js>, String> {
+fn settle<'js>(ctx: &Ctx<'js>, p: &Promise<'js>) -> Result<Value<'js>, ScriptError> {
     match p.finish::<Value>() {
         Ok(v) => Ok(v),
-        Err(rquickjs::Error::WouldBlock) => Err(
-            "the returned promise never settles (only promises resolved by the plugin itself are awaited)"
-                .into(),
-        ),
+        Err(rquickjs::Error::WouldBlock) => Err(ScriptError::NeverSettles),
         Err(e) => Err(describe(ctx, e)),
     }
 }
 
-/// The text of a failure, with the exception's message and stack when there is one.
-fn describe(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
+/// A failure as text, with the exception's message and stack when there is one.
+fn describe(ctx: &Ctx<'_>, e: rquickjs::Error) -> ScriptError {
     let text = match CaughtError::from_error(ctx, e) {
         CaughtError::Exception(ex) => {
             let message = ex.message().unwrap_or_default();
@@ -471,7 +449,7 @@ fn describe(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
         CaughtError::Error(rquickjs::Error::Allocation) => "out of memory".into(),
         CaughtError::Error(e) => e.to_string(),
     };
-    truncate(text)
+    ScriptError::Thrown(truncate(text))
 }
 
 fn truncate(mut s: String) -> String {
@@ -484,109 +462,6 @@ fn truncate(mut s: String) -> String {
         s.push('…');
     }
     s
-}
-
-/// The native functions the prelude wraps into `ctx`.
-fn host_object<'js>(
-    ctx: &Ctx<'js>,
-    state: &Rc<RefCell<CallState>>,
-    name: &str,
-    version: &str,
-    config: &str,
-) -> rquickjs::Result<Object<'js>> {
-    let host = Object::new(ctx.clone())?;
-    host.set("name", name)?;
-    host.set("version", version)?;
-    host.set("config", if config == "null" { "{}" } else { config })?;
-
-    let s = state.clone();
-    host.set(
-        "log",
-        Function::new(ctx.clone(), move |level: String, text: String| {
-            let s = s.borrow();
-            let plugin = s.manifest.name.as_str();
-            match level.as_str() {
-                "debug" => tracing::debug!(plugin, "{text}"),
-                "warn" => tracing::warn!(plugin, "{text}"),
-                "error" => tracing::error!(plugin, "{text}"),
-                _ => tracing::info!(plugin, "{text}"),
-            }
-        })?,
-    )?;
-
-    let s = state.clone();
-    host.set(
-        "publish",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, event_type: String, payload: String| -> rquickjs::Result<()> {
-                let mut s = s.borrow_mut();
-                if !s.may_publish {
-                    return Err(Exception::throw_message(
-                        &ctx,
-                        "ctx.publish is only available in onEvent",
-                    ));
-                }
-                if !s.manifest.may_publish(&event_type) {
-                    s.refused += 1;
-                    return Err(Exception::throw_message(
-                        &ctx,
-                        &format!(
-                            "ctx.publish refused: `{event_type}` is not in the manifest's publish patterns"
-                        ),
-                    ));
-                }
-                if s.publishes.len() >= MAX_PUBLISHES_PER_CALL {
-                    return Err(Exception::throw_message(
-                        &ctx,
-                        &format!("ctx.publish refused: at most {MAX_PUBLISHES_PER_CALL} events per call"),
-                    ));
-                }
-                s.publishes.push((event_type, payload));
-                Ok(())
-            },
-        )?,
-    )?;
-
-    let s = state.clone();
-    host.set(
-        "kvGet",
-        Function::new(ctx.clone(), move |key: String| s.borrow().kv.get(&key))?,
-    )?;
-    let s = state.clone();
-    host.set(
-        "kvSet",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, key: String, value: String| -> rquickjs::Result<()> {
-                s.borrow_mut()
-                    .kv
-                    .set(key, Some(value))
-                    .map_err(|e: KvError| Exception::throw_message(&ctx, &e.to_string()))
-            },
-        )?,
-    )?;
-    let s = state.clone();
-    host.set(
-        "kvDelete",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, key: String| -> rquickjs::Result<()> {
-                s.borrow_mut()
-                    .kv
-                    .set(key, None)
-                    .map_err(|e: KvError| Exception::throw_message(&ctx, &e.to_string()))
-            },
-        )?,
-    )?;
-    let s = state.clone();
-    host.set(
-        "kvKeys",
-        Function::new(ctx.clone(), move |prefix: String| {
-            serde_json::to_string(&s.borrow().kv.keys(&prefix)).unwrap_or_else(|_| "[]".into())
-        })?,
-    )?;
-    Ok(host)
 }
 
 #[cfg(test)]
