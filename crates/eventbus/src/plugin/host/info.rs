@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use super::slot::{Code, PluginStats, Slot};
+use super::slot::{Code, LastError, PluginStats, Slot};
 use super::{HostError, PluginHost};
 use crate::bus::EventBus;
 use crate::core::pattern::Pattern;
@@ -42,15 +42,6 @@ pub struct Counters {
     pub transformed: u64,
     /// Events its `transform` rejected.
     pub rejected: u64,
-}
-
-/// The last error of a plugin.
-#[derive(Debug, Clone, Serialize)]
-pub struct LastError {
-    /// What happened.
-    pub message: String,
-    /// When.
-    pub at: Timestamp,
 }
 
 /// One plugin as the API shows it.

@@ -49,10 +49,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::folder::FolderError;
 use self::info::Broken;
-pub use self::info::{Counters, LastError, PluginInfo};
+pub use self::info::{Counters, PluginInfo};
 pub use self::load::ReloadReport;
-pub use self::slot::PluginStats;
 use self::slot::Slot;
+pub use self::slot::{LastError, PluginStats};
 use super::Plugin;
 use super::manifest::ManifestError;
 use crate::bus::{EventBus, Extension, ExtensionError};

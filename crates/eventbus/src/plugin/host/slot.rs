@@ -4,11 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::PluginHost;
-use super::info::LastError;
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::metric;
@@ -33,6 +33,15 @@ pub struct PluginStats {
     pub(super) rejected: AtomicU64,
     pub(super) dead_letters_in_a_row: AtomicU64,
     pub(super) cursor: AtomicU64,
+}
+
+/// The last error of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    /// What happened.
+    pub message: String,
+    /// When.
+    pub at: Timestamp,
 }
 
 /// A plugin's code.
