@@ -22,7 +22,7 @@
 //! Layout (one room per job, each adding its own `impl PluginHost` block):
 //! - this file: [`HostOptions`], [`HostError`], the [`PluginHost`] handle and what the bus sees
 //!   of it (its [`Extension`] implementation);
-//! - `slot`: a loaded plugin (its code, counters, suspension flag and consumer);
+//! - `slot`: a loaded plugin (its code, counters, last error, suspension flag and consumer);
 //! - `folder`: `PLUGINS_DIR` on disk: scanning, reading and writing plugin folders;
 //! - `load`: the lifecycle: starting with the bus, reload, install and uninstall, and the
 //!   lifecycle events;
