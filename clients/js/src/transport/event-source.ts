@@ -8,7 +8,7 @@
  * exact names in `eventNames` (the catalogue types selected by the subscription patterns).
  */
 import { NetworkError } from '../errors.js';
-import type { StreamRequest, StreamTransport } from './index.js';
+import type { StreamRequest, StreamTransport } from './types.js';
 
 interface EventSourceLike {
   readonly readyState: number;

@@ -5,7 +5,7 @@
 import { NetworkError, problemFromResponse } from '../errors.js';
 import { parseRetryAfter } from '../backoff.js';
 import { SseParser } from './sse-parser.js';
-import type { StreamRequest, StreamTransport } from './index.js';
+import type { StreamRequest, StreamTransport } from './types.js';
 
 /** Options of {@link fetchTransport}. */
 export interface FetchTransportOptions {

@@ -3,33 +3,7 @@
  * the messages, and settles when the connection ends — it never reconnects by itself; the
  * {@link ../stream.ts} connection owns reconnection and the resume cursor.
  */
-import type { SseMessage } from './sse-parser.js';
-
-/** One connection attempt. */
-export interface StreamRequest {
-  /** The full stream URL with its filters (and `token`, when one is used). */
-  url: string;
-  /** Headers to send where the runtime allows (e.g. `Authorization`). */
-  headers: Record<string, string>;
-  /** Resume after this `seq`; null to start live. */
-  lastEventId: number | null;
-  /** Exact event names to listen to, for transports that need them (`EventSource`). */
-  eventNames: readonly string[];
-  /** Aborting ends the attempt; the transport then resolves. */
-  signal: AbortSignal;
-  /** The server accepted the stream. */
-  onOpen(): void;
-  /** One message (an event, or a control event without id). */
-  onMessage(message: SseMessage): void;
-}
-
-/**
- * Runs one connection attempt. Resolves when the stream ends or `signal` aborts; rejects with a
- * `ProblemError` when the server refuses the stream, or a `NetworkError` when it cannot be reached
- * or the connection breaks.
- */
-export type StreamTransport = (request: StreamRequest) => Promise<void>;
-
+export type { StreamRequest, StreamTransport } from './types.js';
 export { fetchTransport } from './fetch.js';
 export { eventSourceTransport } from './event-source.js';
 export { SseParser, type SseMessage } from './sse-parser.js';
