@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, Snapshot};
+use super::cache::Snapshot;
+use super::shared::Shared;
 use crate::core::filter::EventFilter;
 use crate::core::time::Timestamp;
 use crate::store::StoreError;

@@ -36,7 +36,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Shared;
+use super::request::{self, BodyError};
+use super::shared::Shared;
 use crate::core::event::NewEvent;
 use crate::core::time::Timestamp;
 use crate::store::webhook::{AttemptRecord, Claim, Delivery, Endpoint, HealthPolicy};
@@ -266,8 +267,8 @@ async fn attempt(
         }
     }
     let started_at = Timestamp::now();
-    let body = match shared.attempt_body(d, ep).await {
-        Ok(Some(b)) => b,
+    let request = match request::for_delivery(shared, d, ep).await {
+        Ok(Some(r)) => r,
         Ok(None) => {
             return Some(record(
                 d,
@@ -279,7 +280,7 @@ async fn attempt(
                 None,
             ));
         }
-        Err(Ok(shaper_error)) => {
+        Err(BodyError::Shaper(shaper_error)) => {
             // The shaping plugin failed: the attempt fails without a request and is retried.
             let retry = next_delay(
                 &shared.options.retry_schedule,
@@ -300,14 +301,16 @@ async fn attempt(
                 retry_at,
             ));
         }
-        Err(Err(e)) => {
+        Err(BodyError::Store(e)) => {
             tracing::warn!(error = %e, event.id = %d.event_id, event.seq = d.event_seq, "cannot read the event of a webhook delivery");
             return None;
         }
     };
-    let headers = shared.headers(ep, &d.event_id, &body);
-    let body_copy = body.clone();
-    let r = shared.client.post(&ep.url, headers, body).await;
+    let body_copy = request.body.clone();
+    let r = shared
+        .client
+        .post(&ep.url, request.headers, request.body)
+        .await;
     let success = r.success();
     let stats = &shared.stats;
     stats.attempts.fetch_add(1, Ordering::Relaxed);
