@@ -10,8 +10,8 @@ use eventbus::store::postgres::PgOptions;
 use eventbus::store::sqlite::{SqliteOptions, Synchronous};
 use eventbus::store::{StoreOptions, StoreUrl};
 use eventbus::transport::sse::SseOptions;
-use eventbus::transport::webhook::client::Cidr;
-use eventbus::transport::webhook::{WebhookOptions, parse_duration, parse_schedule};
+use eventbus::transport::webhook::client::{Cidr, CidrError};
+use eventbus::transport::webhook::{DurationError, WebhookOptions, parse_duration, parse_schedule};
 
 /// Situs Event Bus: publish domain events once; store them durably; deliver them to
 /// subscribers, browsers and webhooks.
@@ -612,7 +612,7 @@ fn parse_archive_url(s: &str) -> Result<String, String> {
 pub struct Schedule(pub Vec<Duration>);
 
 impl Schedule {
-    fn parse(s: &str) -> Result<Self, String> {
+    fn parse(s: &str) -> Result<Self, DurationError> {
         parse_schedule(s).map(Schedule)
     }
 }
@@ -622,7 +622,7 @@ impl Schedule {
 pub struct Networks(pub Vec<Cidr>);
 
 impl Networks {
-    fn parse(s: &str) -> Result<Self, String> {
+    fn parse(s: &str) -> Result<Self, CidrError> {
         s.split(',')
             .map(str::trim)
             .filter(|c| !c.is_empty())

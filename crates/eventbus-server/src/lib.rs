@@ -41,7 +41,7 @@ pub enum ServerError {
     Store(StoreError),
     /// The webhook transport could not start.
     #[error("cannot start the webhook transport: {0}")]
-    Webhooks(String),
+    Webhooks(eventbus::transport::webhook::client::ClientError),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Io(std::io::Error),

@@ -38,7 +38,7 @@ pub struct Cidr {
 
 impl Cidr {
     /// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, CidrError> {
         let s = s.trim();
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
@@ -46,14 +46,18 @@ impl Cidr {
         };
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("`{s}` is not a CIDR such as 127.0.0.0/8"))?;
+            .map_err(|_| CidrError::NotACidr(s.to_owned()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
+            Some(p) => {
+                p.parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| CidrError::Prefix {
+                        cidr: s.to_owned(),
+                        max,
+                    })?
+            }
             None => max,
         };
         Ok(Cidr { addr, prefix })
@@ -77,6 +81,23 @@ impl Cidr {
             _ => false,
         }
     }
+}
+
+/// Why a network does not parse as a CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CidrError {
+    /// The address part is not an IP address.
+    #[error("`{0}` is not a CIDR such as 127.0.0.0/8")]
+    NotACidr(String),
+    /// The prefix length is not a number up to the address's bits.
+    #[error("`{cidr}`: the prefix length must be 0 to {max}")]
+    Prefix {
+        /// The text given.
+        cidr: String,
+        /// 32 for IPv4, 128 for IPv6.
+        max: u8,
+    },
 }
 
 /// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
@@ -291,6 +312,15 @@ impl Response {
     }
 }
 
+/// Why the client could not be set up.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The TLS connector could not be built.
+    #[error("webhooks: {0}")]
+    Connector(String),
+}
+
 /// The shared client: one connection pool for every endpoint.
 #[derive(Debug, Clone)]
 pub struct WebhookClient {
@@ -309,12 +339,12 @@ impl WebhookClient {
         policy: NetworkPolicy,
         timeout: Duration,
         body_limit: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClientError> {
         let policy = Arc::new(policy);
         let tcp = HttpConnector::new_with_resolver(GuardedResolver {
             policy: policy.clone(),
         });
-        let https = crate::net::https(tcp, timeout, true).map_err(|e| format!("webhooks: {e}"))?;
+        let https = crate::net::https(tcp, timeout, true).map_err(ClientError::Connector)?;
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(32)
             .build(https);
@@ -422,8 +452,23 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs.max(0) as u64))
 }
 
+/// Why a header cannot be sent as an endpoint's custom header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// The bus sets this header itself.
+    #[error("`{0}` is set by the bus and cannot be overridden")]
+    Reserved(String),
+    /// Not a valid header name.
+    #[error("`{0}` is not a valid header name")]
+    Name(String),
+    /// The value of the named header is not a valid header value.
+    #[error("the value of `{0}` is not a valid header value")]
+    Value(String),
+}
+
 /// A header name and value, or why it cannot be sent as a custom header.
-pub fn custom_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+pub fn custom_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), HeaderError> {
     const RESERVED: &[&str] = &[
         "host",
         "content-length",
@@ -442,14 +487,11 @@ pub fn custom_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue
         || lower.starts_with("webhook-")
         || lower.starts_with("proxy-")
     {
-        return Err(format!(
-            "`{name}` is set by the bus and cannot be overridden"
-        ));
+        return Err(HeaderError::Reserved(name.to_owned()));
     }
-    let n = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("`{name}` is not a valid header name"))?;
-    let v = HeaderValue::from_str(value)
-        .map_err(|_| format!("the value of `{name}` is not a valid header value"))?;
+    let n =
+        HeaderName::from_bytes(name.as_bytes()).map_err(|_| HeaderError::Name(name.to_owned()))?;
+    let v = HeaderValue::from_str(value).map_err(|_| HeaderError::Value(name.to_owned()))?;
     Ok((n, v))
 }
 
@@ -520,6 +562,30 @@ mod tests {
         assert!(Cidr::parse("::1").unwrap().contains(ip("::1")));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
         assert!(Cidr::parse("10.0.0.0/33").is_err() && Cidr::parse("x/8").is_err());
+    }
+
+    #[test]
+    fn error_messages_name_the_input() {
+        assert_eq!(
+            Cidr::parse("x/8").unwrap_err().to_string(),
+            "`x/8` is not a CIDR such as 127.0.0.0/8"
+        );
+        assert_eq!(
+            Cidr::parse("10.0.0.0/33").unwrap_err().to_string(),
+            "`10.0.0.0/33`: the prefix length must be 0 to 32"
+        );
+        assert_eq!(
+            custom_header("Host", "v").unwrap_err().to_string(),
+            "`Host` is set by the bus and cannot be overridden"
+        );
+        assert_eq!(
+            custom_header("bad header", "v").unwrap_err().to_string(),
+            "`bad header` is not a valid header name"
+        );
+        assert_eq!(
+            custom_header("X-Team", "a\nb").unwrap_err().to_string(),
+            "the value of `X-Team` is not a valid header value"
+        );
     }
 
     #[test]

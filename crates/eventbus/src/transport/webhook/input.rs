@@ -129,7 +129,8 @@ impl EndpointInput {
                 return Err(invalid("headers", format!("at most {MAX_HEADERS} headers")));
             }
             for (name, value) in headers {
-                custom_header(name, value).map_err(|m| invalid(&format!("headers/{name}"), m))?;
+                custom_header(name, value)
+                    .map_err(|e| invalid(&format!("headers/{name}"), e.to_string()))?;
             }
         }
         if let Some(Some(0)) = input.rate_limit {

@@ -50,7 +50,7 @@ mod worker;
 
 pub use self::error::WebhookError;
 pub use self::input::{EndpointInput, ReplayFrom, TestResult};
-pub use self::options::{WebhookOptions, parse_duration, parse_schedule};
+pub use self::options::{DurationError, WebhookOptions, parse_duration, parse_schedule};
 pub use self::service::WebhookService;
 pub use self::shaper::PayloadShaper;
 pub use self::shared::WebhookStats;

@@ -55,33 +55,48 @@ impl Default for WebhookOptions {
     }
 }
 
+/// Why a duration or a retry schedule does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// No number leads the text.
+    #[error("`{0}` is not a duration such as 250ms, 5s, 5m, 2h or 1d")]
+    NotADuration(String),
+    /// The unit after the number is unknown.
+    #[error("`{0}`: the unit must be ms, s, m, h or d")]
+    Unit(String),
+    /// A schedule without a delay.
+    #[error("the schedule needs at least one delay")]
+    EmptySchedule,
+}
+
 /// Parses a duration: `250ms`, `5s`, `5m`, `2h`, `5d` (a bare number is milliseconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a duration such as 250ms, 5s, 5m, 2h or 1d"))?;
+        .map_err(|_| DurationError::NotADuration(s.to_owned()))?;
     let ms = match unit {
         "" | "ms" => n,
         "s" => n * 1000,
         "m" => n * 60_000,
         "h" => n * 3_600_000,
         "d" => n * 86_400_000,
-        _ => return Err(format!("`{s}`: the unit must be ms, s, m, h or d")),
+        _ => return Err(DurationError::Unit(s.to_owned())),
     };
     Ok(Duration::from_millis(ms))
 }
 
 /// Parses a comma-separated retry schedule such as `5s,5m,30m,2h,5h,10h`.
-pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
+pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, DurationError> {
     let schedule = s
         .split(',')
         .map(parse_duration)
         .collect::<Result<Vec<_>, _>>()?;
     if schedule.is_empty() {
-        return Err("the schedule needs at least one delay".into());
+        return Err(DurationError::EmptySchedule);
     }
     Ok(schedule)
 }
@@ -97,6 +112,15 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
         assert!(parse_duration("5x").is_err() && parse_duration("m").is_err());
+        // The messages are the ones the server's settings errors always carried.
+        assert_eq!(
+            parse_duration("soon").unwrap_err().to_string(),
+            "`soon` is not a duration such as 250ms, 5s, 5m, 2h or 1d"
+        );
+        assert_eq!(
+            parse_duration("5x").unwrap_err().to_string(),
+            "`5x`: the unit must be ms, s, m, h or d"
+        );
         let s = parse_schedule("5s,5m,30m,2h,5h,10h").unwrap();
         assert_eq!(s.len(), 6);
         assert_eq!(s[5], Duration::from_secs(36_000));

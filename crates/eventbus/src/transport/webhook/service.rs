@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::cache::{BodyCache, EndpointCache};
-use super::client::{NetworkPolicy, WebhookClient, check_resolved_host};
+use super::client::{ClientError, NetworkPolicy, WebhookClient, check_resolved_host};
 use super::error::{invalid, no_delivery, no_endpoint};
 use super::shared::{Shared, WebhookStats};
 use super::signing::{SigningKey, generate_secret};
@@ -49,7 +49,7 @@ impl WebhookService {
         bus: EventBus,
         store: Arc<dyn WebhookStore>,
         options: WebhookOptions,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, ClientError> {
         let policy = NetworkPolicy {
             allowed: options.allowed_networks.clone(),
         };
