@@ -16,12 +16,12 @@ pub mod http;
 
 use std::sync::Arc;
 
+use eventbus::bus::BuildError;
 use eventbus::plugin::{HostOptions, PluginHost};
 use eventbus::security::Keys;
 use eventbus::store::StoreError;
 use eventbus::store::archive::{Archive, open_target};
-use eventbus::store::webhook::WebhookStore;
-use eventbus::transport::webhook::{PayloadShaper, WebhookService};
+use eventbus::transport::webhook::PayloadShaper;
 use eventbus::{BusOptions, EventBus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -53,19 +53,28 @@ impl From<StoreError> for ServerError {
     }
 }
 
+impl From<BuildError> for ServerError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Store(e) => ServerError::Store(e),
+            BuildError::Webhooks(e) => ServerError::Webhooks(e),
+            other => ServerError::Store(StoreError::Internal(other.to_string())),
+        }
+    }
+}
+
 impl From<std::io::Error> for ServerError {
     fn from(e: std::io::Error) -> Self {
         ServerError::Io(e)
     }
 }
 
-/// A built bus, its plugin host, the archive of its store and, when its store backend has one,
-/// the store's webhook side. Dereferences to the [`EventBus`].
+/// A built bus, its plugin host and the archive of its store. Dereferences to the
+/// [`EventBus`].
 #[derive(Clone)]
 pub struct Bus {
     bus: EventBus,
     plugins: Option<PluginHost>,
-    webhooks: Option<Arc<dyn WebhookStore>>,
     archive: Arc<Archive>,
 }
 
@@ -90,13 +99,15 @@ impl std::ops::Deref for Bus {
 }
 
 /// Opens the store of `config` (applying migrations) and builds the bus on it, with the
-/// JavaScript plugins of `PLUGINS_DIR`.
+/// JavaScript plugins of `PLUGINS_DIR` and, when the store backend has webhook tables, the
+/// webhook transport.
 pub async fn build_bus(config: &Config) -> Result<Bus, ServerError> {
     build(config, true).await
 }
 
-/// Like [`build_bus`] without loading plugins: for the maintenance commands (`migrate`,
-/// `archive`, `keys`), which must not run plugin code or publish their lifecycle events.
+/// Like [`build_bus`] without loading plugins or delivering webhooks: for the maintenance
+/// commands (`migrate`, `archive`, `keys`), which must not run plugin code or publish their
+/// lifecycle events.
 pub async fn build_bus_for_maintenance(config: &Config) -> Result<Bus, ServerError> {
     build(config, false).await
 }
@@ -106,7 +117,7 @@ async fn build(config: &Config, with_plugins: bool) -> Result<Bus, ServerError> 
     let stores = eventbus::store::open(&config.event_store_url, config.store_options()).await?;
     let archive = Arc::new(Archive::new(stores.archive, target));
     let store = stores.events;
-    let webhooks = Some(stores.webhooks);
+    let webhooks = stores.webhooks;
     let options = BusOptions {
         max_payload_bytes: config.max_payload_bytes,
         strict_types: config.strict_event_types,
@@ -122,16 +133,20 @@ async fn build(config: &Config, with_plugins: bool) -> Result<Bus, ServerError> 
         },
         Vec::new(),
     );
-    match EventBus::builder(store.clone())
+    let mut builder = EventBus::builder(store.clone())
         .options(options)
-        .extension(Arc::new(plugins.clone()))
-        .build()
-        .await
-    {
+        .extension(Arc::new(plugins.clone()));
+    // A server delivers webhooks, their bodies shaped by plugins; the maintenance commands do
+    // not deliver.
+    if with_plugins {
+        builder = builder
+            .webhooks(webhooks, config.webhook_options())
+            .payload_shaper(Arc::new(plugins.clone()) as Arc<dyn PayloadShaper>);
+    }
+    match builder.build().await {
         Ok(bus) => Ok(Bus {
             bus,
             plugins: Some(plugins),
-            webhooks,
             archive,
         }),
         Err(e) => {
@@ -163,7 +178,6 @@ pub async fn serve(
     let Bus {
         bus,
         plugins,
-        webhooks: webhook_store,
         archive,
     } = bus;
     let keys = match Keys::open(
@@ -182,29 +196,12 @@ pub async fn serve(
     if config.admin_key().is_none() {
         tracing::warn!("EVENT_BUS_ADMIN_KEY is not set: only keys already stored can use the API");
     }
-    let webhooks = match webhook_store {
-        Some(store) => match WebhookService::start(
-            bus.clone(),
-            store,
-            config.webhook_options(),
-            plugins
-                .clone()
-                .map(|host| Arc::new(host) as Arc<dyn PayloadShaper>),
-        ) {
-            Ok(service) => Some(service),
-            Err(e) => {
-                bus.shutdown().await;
-                return Err(ServerError::Webhooks(e));
-            }
-        },
-        None => {
-            tracing::warn!(
-                store = bus.store().backend(),
-                "webhooks are not available on this store backend"
-            );
-            None
-        }
-    };
+    if bus.webhooks().is_none() {
+        tracing::warn!(
+            store = bus.store().backend(),
+            "webhooks are not available on this store backend"
+        );
+    }
     let config_shutdown_ms = config.shutdown_timeout;
     let stop_archiver = CancellationToken::new();
     let archiver = config.event_retention_days.0.map(|days| {
@@ -216,7 +213,7 @@ pub async fn serve(
     });
     let deadline_token = shutdown.clone();
     http::metrics::install();
-    if webhooks.is_some() {
+    if bus.webhooks().is_some() {
         eventbus::metric::describe_webhooks();
     }
     let durable = matches!(
@@ -228,7 +225,6 @@ pub async fn serve(
         bus: bus.clone(),
         plugins,
         config: Arc::new(config.clone()),
-        webhooks: webhooks.clone(),
         archive,
         keys,
         limits: Default::default(),
@@ -265,9 +261,6 @@ pub async fn serve(
         let _ = archiver.await;
     }
     // Webhook attempts in flight drain (under their deadline) before the store closes.
-    if let Some(webhooks) = &webhooks {
-        webhooks.shutdown().await;
-    }
     bus.shutdown().await;
     tracing::info!("eventbus stopped");
     Ok(served?)

@@ -1,6 +1,16 @@
 //! The bus: publish runs the middleware chain, appends to the store and returns once the events
 //! are durable; delivery to subscribers and transports is driven by the store's commit log.
 //!
+//! [`EventBusBuilder::build`] starts every transport: in-process subscribers, the SSE hub and,
+//! when given a webhook store ([`EventBusBuilder::webhooks`]), the webhook transport, after the
+//! extensions (the plugin host, whose plugins may shape webhook bodies through the
+//! [`PayloadShaper`] given to [`EventBusBuilder::payload_shaper`]). The transports know nothing
+//! of the bus:
+//! the webhook transport publishes its status events through a [`StatusSink`] that holds the
+//! bus weakly, so the bus, which owns the transport, is not kept alive by it.
+//! [`EventBus::shutdown`] stops them in the reverse order: webhook attempts in flight drain
+//! first, then the extensions stop, then the delivery tasks, then the store closes.
+//!
 //! Guarantees of the Rust API:
 //! - `publish` returns `Ok` only after the event is durable in the store (invariant 1);
 //! - a batch is atomic: every event is stored, or none;
@@ -10,8 +20,7 @@
 //! What runs beside the bus (the plugin host) joins it as an [`Extension`]: the bus knows the
 //! trait, never the code behind it, so the bus depends on no plugin module (they depend on it).
 
-use std::sync::Arc;
-
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -28,10 +37,15 @@ use crate::core::middleware::{
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::metric;
+use crate::store::webhook::WebhookStore;
 use crate::store::{Appended, EventPage, EventQuery, EventStore, StoreError};
 use crate::transport::consumer::{Consumer, ConsumerOptions};
 use crate::transport::internal::{Subscribers, Subscription};
 use crate::transport::sse::{SseHub, SseOptions};
+use crate::transport::webhook::client::ClientError;
+use crate::transport::webhook::{
+    PayloadShaper, StatusError, StatusSink, WebhookOptions, WebhookService,
+};
 
 /// Default limit on a payload's size.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -121,7 +135,7 @@ pub enum ExtensionError {
 }
 
 /// Something that runs beside the bus and takes part in it: it adds steps to the publish chain,
-/// starts once the bus is built and stops first when the bus shuts down. The plugin host
+/// starts once the bus is built and stops early when the bus shuts down. The plugin host
 /// (`PluginHost`) is one; whoever builds the bus creates it and keeps a handle on it.
 #[async_trait]
 pub trait Extension: Send + Sync + 'static {
@@ -133,8 +147,21 @@ pub trait Extension: Send + Sync + 'static {
     /// error shuts the bus down (calling [`Extension::shutdown`]) and fails the build.
     async fn start(&self, bus: EventBus) -> Result<(), ExtensionError>;
 
-    /// Stops the extension; the first step of [`EventBus::shutdown`], while delivery still runs.
+    /// Stops the extension; run by [`EventBus::shutdown`] after webhook attempts drained, while
+    /// delivery still runs.
     async fn shutdown(&self);
+}
+
+/// Why building the bus failed. Nothing was left running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The store failed (or an extension could not start).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The webhook transport could not start.
+    #[error("cannot start the webhook transport: {0}")]
+    Webhooks(ClientError),
 }
 
 /// Builds an [`EventBus`].
@@ -144,6 +171,8 @@ pub struct EventBusBuilder {
     security: Option<Arc<dyn Middleware>>,
     custom: Vec<Arc<dyn Middleware>>,
     extensions: Vec<Arc<dyn Extension>>,
+    webhooks: Option<(Arc<dyn WebhookStore>, WebhookOptions)>,
+    payload_shaper: Option<Arc<dyn PayloadShaper>>,
 }
 
 impl EventBusBuilder {
@@ -174,8 +203,23 @@ impl EventBusBuilder {
         self
     }
 
-    /// Loads the catalogue (adding the built-in types) and starts delivery.
-    pub async fn build(self) -> Result<EventBus, StoreError> {
+    /// Delivers webhooks: [`build`](Self::build) starts the webhook transport over `store` (the
+    /// webhook tables of the bus's store backend) with `options`.
+    pub fn webhooks(mut self, store: Arc<dyn WebhookStore>, options: WebhookOptions) -> Self {
+        self.webhooks = Some((store, options));
+        self
+    }
+
+    /// Shapes webhook bodies with `shaper` (the plugin host, in the server); without it, every
+    /// body is the event as it was stored.
+    pub fn payload_shaper(mut self, shaper: Arc<dyn PayloadShaper>) -> Self {
+        self.payload_shaper = Some(shaper);
+        self
+    }
+
+    /// Loads the catalogue (adding the built-in types) and starts delivery: subscribers, the
+    /// SSE hub, the extensions, then the webhook transport when one was asked for.
+    pub async fn build(self) -> Result<EventBus, BuildError> {
         self.store
             .ensure_event_types(EventTypeDef::builtins(Timestamp::now()))
             .await?;
@@ -231,18 +275,55 @@ impl EventBusBuilder {
                 tasks,
                 cancel,
                 extensions: self.extensions,
+                webhooks: OnceLock::new(),
             }),
         };
         for extension in &bus.inner.extensions {
             if let Err(e) = extension.start(bus.clone()).await {
                 bus.shutdown().await;
-                return Err(match e {
+                return Err(BuildError::Store(match e {
                     ExtensionError::Store(s) => s,
                     other => StoreError::Internal(other.to_string()),
-                });
+                }));
+            }
+        }
+        // After the extensions: a shaping plugin is loaded before the first attempt is sent,
+        // so no body meant to be shaped goes out as the bare event.
+        if let Some((store, options)) = self.webhooks {
+            let status = Arc::new(BusStatus(Arc::downgrade(&bus.inner)));
+            match WebhookService::start(
+                bus.inner.store.clone(),
+                store,
+                options,
+                status,
+                self.payload_shaper,
+            ) {
+                Ok(service) => {
+                    let _ = bus.inner.webhooks.set(service);
+                }
+                Err(e) => {
+                    bus.shutdown().await;
+                    return Err(BuildError::Webhooks(e));
+                }
             }
         }
         Ok(bus)
+    }
+}
+
+/// The bus as the webhook transport's [`StatusSink`]. It holds the bus weakly: the bus owns the
+/// transport, and a strong handle would keep both alive forever.
+struct BusStatus(Weak<Inner>);
+
+#[async_trait::async_trait]
+impl StatusSink for BusStatus {
+    async fn publish_status(&self, event: NewEvent) -> Result<(), StatusError> {
+        let inner = self.0.upgrade().ok_or(StatusError::Closed)?;
+        EventBus { inner }
+            .publish(event)
+            .await
+            .map(drop)
+            .map_err(|e| StatusError::Publish(Box::new(e)))
     }
 }
 
@@ -256,6 +337,8 @@ struct Inner {
     tasks: TaskTracker,
     cancel: CancellationToken,
     extensions: Vec<Arc<dyn Extension>>,
+    /// Set once by the builder, after the extensions started.
+    webhooks: OnceLock<Arc<WebhookService>>,
 }
 
 /// The event bus; cheap to clone.
@@ -282,6 +365,8 @@ impl EventBus {
             security: None,
             custom: Vec::new(),
             extensions: Vec::new(),
+            webhooks: None,
+            payload_shaper: None,
         }
     }
 
@@ -436,6 +521,11 @@ impl EventBus {
         &self.inner.sse
     }
 
+    /// The webhook transport, when the bus was built with [`EventBusBuilder::webhooks`].
+    pub fn webhooks(&self) -> Option<&WebhookService> {
+        self.inner.webhooks.get().map(|s| &**s)
+    }
+
     /// Starts the durable consumer `name`: `handler` gets every event matching `pattern`, at
     /// least once, in `seq` order, from the consumer's saved cursor (see
     /// [`crate::transport::consumer`]). Handler errors and panics are retried with backoff.
@@ -527,8 +617,13 @@ impl EventBus {
         Ok((def, created))
     }
 
-    /// Stops delivery tasks, then closes the store after its queued writes.
+    /// Lets webhook attempts in flight finish and be recorded (under their drain timeout),
+    /// stops the extensions and the delivery tasks, then closes the store after its queued
+    /// writes.
     pub async fn shutdown(&self) {
+        if let Some(webhooks) = self.inner.webhooks.get() {
+            webhooks.shutdown().await;
+        }
         for extension in &self.inner.extensions {
             extension.shutdown().await;
         }
@@ -547,5 +642,32 @@ fn outcome(e: &PublishError) -> &'static str {
         | PublishError::BatchSize { .. }
         | PublishError::Store(StoreError::Conflict { .. }) => "rejected",
         _ => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_webhook_transport_does_not_keep_the_bus_alive() {
+        let (_dir, store) = crate::store::sqlite::testing::store();
+        let store = Arc::new(store);
+        let bus = EventBus::builder(store.clone())
+            .webhooks(store, WebhookOptions::default())
+            .build()
+            .await
+            .expect("building the bus");
+        assert!(
+            bus.webhooks().is_some(),
+            "the builder started the transport"
+        );
+        let inner = Arc::downgrade(&bus.inner);
+        bus.shutdown().await;
+        drop(bus);
+        assert!(
+            inner.upgrade().is_none(),
+            "nothing of the transport holds the bus"
+        );
     }
 }

@@ -116,7 +116,7 @@ pub(super) async fn get_ready(
             }),
         ),
     ));
-    if let Some(webhooks) = &state.webhooks {
+    if let Some(webhooks) = state.webhooks() {
         let stats = async {
             Ok::<_, eventbus::transport::webhook::WebhookError>((
                 webhooks.queue_depth().await?,

@@ -80,7 +80,7 @@ pub(super) async fn get_metrics(
         .set(sse.connections.load(std::sync::atomic::Ordering::Relaxed) as f64);
     metrics::counter!(m::SSE_LAGGED)
         .absolute(sse.lagged.load(std::sync::atomic::Ordering::Relaxed));
-    if let Some(webhooks) = &state.webhooks {
+    if let Some(webhooks) = state.webhooks() {
         let s = webhooks.stats();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let (ok, failed) = (load(&s.succeeded), load(&s.failed_attempts));

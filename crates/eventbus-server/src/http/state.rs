@@ -18,14 +18,19 @@ pub struct AppState {
     pub plugins: Option<eventbus::plugin::PluginHost>,
     /// The server's settings.
     pub config: Arc<Config>,
-    /// The webhook transport (`None` when the store backend has no webhook support).
-    pub webhooks: Option<Arc<eventbus::transport::webhook::WebhookService>>,
     /// Archived events, for queries with `includeArchived=true`.
     pub archive: Arc<eventbus::store::archive::Archive>,
     /// API keys and browser tokens.
     pub keys: Arc<eventbus::security::Keys>,
     /// Publish rates and stream counts.
     pub limits: Arc<Limits>,
+}
+
+impl AppState {
+    /// The webhook transport (`None` when the store backend has no webhook support).
+    pub fn webhooks(&self) -> Option<&eventbus::transport::webhook::WebhookService> {
+        self.bus.webhooks()
+    }
 }
 
 /// The abuse limits of this process.

@@ -22,7 +22,7 @@ pub(super) enum WebhooksProblems {
 }
 
 pub(super) fn service(state: &AppState) -> Result<&Arc<WebhookService>, ApiError> {
-    state.webhooks.as_ref().ok_or_else(|| {
+    state.webhooks().ok_or_else(|| {
         ApiError::WebhooksUnavailable(format!(
             "webhooks are not available on the {} store yet",
             state.bus.store().backend()

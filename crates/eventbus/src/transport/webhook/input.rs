@@ -29,6 +29,7 @@ fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 /// An endpoint as the API receives it (create: `url` required; update: every field optional,
 /// `null` clears).
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointInput {
     /// Target URL.
@@ -36,21 +37,25 @@ pub struct EndpointInput {
     pub url: Option<String>,
     /// Free text.
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub description: Option<Option<String>>,
     /// Type patterns (every type when absent).
     #[serde(default)]
     pub event_types: Option<Vec<String>>,
     /// Project scope.
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub project_id: Option<Option<String>>,
     /// Tenant scope.
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub tenant_id: Option<Option<String>>,
     /// Extra headers.
     #[serde(default)]
     pub headers: Option<BTreeMap<String, String>>,
     /// Requests per second.
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
     pub rate_limit: Option<Option<u32>>,
     /// Strict ordering.
     #[serde(default)]
@@ -156,6 +161,7 @@ impl EndpointInput {
 
 /// What a test send produced.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TestResult {
     /// Whether the endpoint answered 2xx.

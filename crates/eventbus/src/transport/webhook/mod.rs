@@ -31,7 +31,9 @@
 //! - `fanout`, `worker`: the two stages.
 //! - `request`: an attempt's body (shaped by a [`PayloadShaper`] when one applies) and signed
 //!   headers; [`signing`]: Standard Webhooks signatures; [`client`]: the SSRF-safe HTTP client.
-//! - `shaper`: [`PayloadShaper`], what the transport asks its host for shaped bodies.
+//! - `shaper`, `status`: the two narrow handles the host gives the transport: [`PayloadShaper`]
+//!   (shaped bodies) and [`StatusSink`] (where status events go). The transport imports nothing
+//!   of the bus or the plugin host.
 //!
 //! [`WebhookStore`]: crate::store::webhook::WebhookStore
 
@@ -46,6 +48,7 @@ mod service;
 mod shaper;
 mod shared;
 pub mod signing;
+mod status;
 mod worker;
 
 pub use self::error::WebhookError;
@@ -54,6 +57,7 @@ pub use self::options::{DurationError, WebhookOptions, parse_duration, parse_sch
 pub use self::service::WebhookService;
 pub use self::shaper::PayloadShaper;
 pub use self::shared::WebhookStats;
+pub use self::status::{StatusError, StatusSink};
 
 /// Header names of the Standard Webhooks specification.
 pub const HEADER_ID: &str = "webhook-id";

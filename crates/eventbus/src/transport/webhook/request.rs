@@ -8,6 +8,7 @@
 //! signature per valid secret of the endpoint: [`signature_header`]).
 //!
 //! [`BodyCache`]: super::cache::BodyCache
+//! [`PayloadShaper`]: super::PayloadShaper
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -15,7 +16,7 @@ use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use super::client::custom_header;
 use super::shared::Shared;
 use super::signing::{SigningKey, signature_header};
-use super::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, PayloadShaper};
+use super::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use crate::core::event::Event;
 use crate::core::time::Timestamp;
 use crate::store::StoreError;
@@ -66,11 +67,7 @@ async fn attempt_body(
     d: &Delivery,
     ep: &Endpoint,
 ) -> Result<Option<Bytes>, BodyError> {
-    if let Some(shaper) = shared
-        .shaper
-        .as_ref()
-        .filter(|s| <crate::plugin::PluginHost as PayloadShaper>::shapes(s, &d.event_type))
-    {
+    if let Some(shaper) = shared.shaper.as_ref().filter(|s| s.shapes(&d.event_type)) {
         let Some(event) = shared
             .events
             .get(&d.event_id)

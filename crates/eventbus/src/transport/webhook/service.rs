@@ -15,13 +15,14 @@ use super::error::{invalid, no_delivery, no_endpoint};
 use super::shared::{Shared, WebhookStats};
 use super::signing::{SigningKey, generate_secret};
 use super::{
-    EndpointInput, ReplayFrom, TestResult, WebhookError, WebhookOptions, fanout, request, worker,
+    EndpointInput, PayloadShaper, ReplayFrom, StatusSink, TestResult, WebhookError, WebhookOptions,
+    fanout, request, worker,
 };
-use crate::bus::EventBus;
 use crate::core::event::NewEvent;
 use crate::core::filter::EventFilter;
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
+use crate::store::EventStore;
 use crate::store::webhook::{
     Attempt, AttemptQuery, Delivery, DeliveryQuery, Endpoint, EndpointPatch, NewDelivery, Page,
     WebhookStore,
@@ -44,20 +45,22 @@ impl std::fmt::Debug for WebhookService {
 }
 
 impl WebhookService {
-    /// Starts the fan-out and the worker over `store`; they publish status events through `bus`.
+    /// Starts the fan-out and the worker: they deliver the events of `events` through the
+    /// queue of `store`, publish status events through `status`, and send the bodies `shaper`
+    /// returns when it shapes an event's type.
     pub fn start(
-        bus: EventBus,
+        events: Arc<dyn EventStore>,
         store: Arc<dyn WebhookStore>,
         options: WebhookOptions,
+        status: Arc<dyn StatusSink>,
+        shaper: Option<Arc<dyn PayloadShaper>>,
     ) -> Result<Arc<Self>, ClientError> {
         let policy = NetworkPolicy {
             allowed: options.allowed_networks.clone(),
         };
         let client = WebhookClient::new(policy, options.timeout, options.response_body_limit)?;
-        let shaper = bus.plugins().cloned();
         let shared = Arc::new(Shared {
-            events: bus.store().clone(),
-            bus,
+            events,
             store,
             options,
             client,
@@ -65,6 +68,7 @@ impl WebhookService {
             bodies: BodyCache::default(),
             stats: WebhookStats::default(),
             wake: Notify::new(),
+            status,
             shaper,
         });
         let service = Arc::new(WebhookService {

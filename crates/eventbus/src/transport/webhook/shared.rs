@@ -1,15 +1,16 @@
 //! [`Shared`]: what the stages (fan-out, worker) and the API's calls share: the stores, the
-//! client, the caches, the counters ([`WebhookStats`]) and the worker's wake-up.
+//! client, the caches, the counters ([`WebhookStats`]), the worker's wake-up, and the two
+//! handles the host gave: where status events go ([`StatusSink`]) and who shapes bodies
+//! ([`PayloadShaper`]).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use tokio::sync::Notify;
 
-use super::WebhookOptions;
 use super::cache::{BodyCache, EndpointCache};
 use super::client::WebhookClient;
-use crate::bus::EventBus;
+use super::{PayloadShaper, StatusSink, WebhookOptions};
 use crate::store::EventStore;
 use crate::store::webhook::WebhookStore;
 
@@ -32,7 +33,6 @@ pub struct WebhookStats {
 
 /// What the stages share.
 pub(super) struct Shared {
-    pub(super) bus: EventBus,
     pub(super) events: Arc<dyn EventStore>,
     pub(super) store: Arc<dyn WebhookStore>,
     pub(super) options: WebhookOptions,
@@ -42,6 +42,8 @@ pub(super) struct Shared {
     pub(super) stats: WebhookStats,
     /// Wakes the worker: deliveries were queued, or a lane has room.
     pub(super) wake: Notify,
-    /// Plugins that shape bodies, when the bus has plugins.
-    pub(super) shaper: Option<crate::plugin::PluginHost>,
+    /// Where status events are published.
+    pub(super) status: Arc<dyn StatusSink>,
+    /// Shapes bodies (the plugins of the bus, when it has any).
+    pub(super) shaper: Option<Arc<dyn PayloadShaper>>,
 }

@@ -18,13 +18,14 @@
 //! - The recorder writes records in batches ([`WebhookStore::complete`]): the attempt log, the
 //!   next state (succeeded, retry at a jittered schedule time or `Retry-After`, or dead letter),
 //!   the endpoint's failure streak. Endpoints disabled by it are announced with an
-//!   `integration.status_changed` event.
+//!   `integration.status_changed` event, published through the [`StatusSink`].
 //!
 //! On shutdown the loop stops claiming; attempts not yet sent are dropped (their leases are
 //! released at the next start), attempts in flight finish and are recorded until the drain
 //! deadline.
 //!
 //! [`WebhookStore::complete`]: crate::store::webhook::WebhookStore::complete
+//! [`StatusSink`]: super::StatusSink
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -467,7 +468,7 @@ async fn announce_disabled(shared: &Shared, ep: &Endpoint) {
     );
     event.project_id = ep.project_id.clone();
     event.tenant_id = ep.tenant_id.clone();
-    if let Err(e) = shared.bus.publish(event).await {
+    if let Err(e) = shared.status.publish_status(event).await {
         tracing::error!(error = %e, endpoint = %ep.id, "cannot publish the endpoint's status change");
     }
 }

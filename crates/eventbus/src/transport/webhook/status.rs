@@ -1,0 +1,24 @@
+//! [`StatusSink`]: where the transport publishes its status events (an endpoint disabled for
+//! failing is announced as `integration.status_changed`). The bus implements it; the
+//! transport knows nothing else of the bus.
+
+use crate::core::event::NewEvent;
+
+/// Publishes the transport's status events.
+#[async_trait::async_trait]
+pub trait StatusSink: Send + Sync + 'static {
+    /// Publishes `event` as a trusted in-process publisher; `Ok` once it is stored.
+    async fn publish_status(&self, event: NewEvent) -> Result<(), StatusError>;
+}
+
+/// Why a status event was not published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StatusError {
+    /// The bus is gone.
+    #[error("the bus has shut down")]
+    Closed,
+    /// The publish failed.
+    #[error(transparent)]
+    Publish(Box<dyn std::error::Error + Send + Sync>),
+}
