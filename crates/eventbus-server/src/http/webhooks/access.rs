@@ -2,8 +2,6 @@
 //! through [`service`] and an endpoint through [`visible_endpoint`], so a caller bound to a tenant
 //! or projects never learns of another scope's endpoints (they answer 404, like missing ones).
 
-use std::sync::Arc;
-
 use eventbus::store::webhook::Endpoint;
 use eventbus::transport::webhook::{WebhookError, WebhookService};
 
@@ -21,7 +19,7 @@ pub(super) enum WebhooksProblems {
     Unavailable,
 }
 
-pub(super) fn service(state: &AppState) -> Result<&Arc<WebhookService>, ApiError> {
+pub(super) fn service(state: &AppState) -> Result<&WebhookService, ApiError> {
     state.webhooks().ok_or_else(|| {
         ApiError::WebhooksUnavailable(format!(
             "webhooks are not available on the {} store yet",

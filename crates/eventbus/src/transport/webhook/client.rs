@@ -344,7 +344,8 @@ impl WebhookClient {
         let tcp = HttpConnector::new_with_resolver(GuardedResolver {
             policy: policy.clone(),
         });
-        let https = crate::net::https(tcp, timeout, true).map_err(ClientError::Connector)?;
+        let https = crate::net::https(tcp, timeout, true)
+            .map_err(|e| ClientError::Connector(e.to_string()))?;
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(32)
             .build(https);
