@@ -1,0 +1,225 @@
+//! The bench's command line: the modes and their settings.
+
+use crate::publish;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use eventbus::store::sqlite::Synchronous;
+
+/// Load generator for Situs Event Bus.
+#[derive(Debug, Parser)]
+#[command(name = "eventbus-bench", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Publish events over HTTP, then insert the same rows into a raw store, and compare.
+    Publish(PublishArgs),
+    /// Only the raw store: insert rows straight into SQLite with the store's schema and settings.
+    Raw(RawArgs),
+    /// SSE fan-out: C streams spread over P projects plus one receiving everything, events
+    /// published at R per second; publish→receive latency, deliveries/s, server memory per
+    /// idle stream, beside a one-stream baseline measured in the same run.
+    Sse(SseArgs),
+    /// Webhooks: E endpoints on a local receiver answering 200 at once, N events published in
+    /// batches (or one per request at a fixed rate, open loop, with --rate), on one server or
+    /// several sharing a PostgreSQL store (--nodes); deliveries/s and publish→delivery latency.
+    Webhook(WebhookArgs),
+    /// Plugins: the same publish load with no plugin, with one JavaScript plugin handling every
+    /// event, and with one JavaScript middleware plugin, in one run; events/s and the ratios.
+    Plugin(PluginArgs),
+    /// Archiving: N old events read page by page with `includeArchived=true` while hot, then
+    /// archived (`eventbus archive run`) and read again from the archive; events/s of both
+    /// reads and their ratio, and the archive run's events/s.
+    Archive(ArchiveArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveArgs {
+    /// The `eventbus` binary (started twice, and run once as `eventbus archive run`).
+    #[arg(long)]
+    pub(crate) spawn: PathBuf,
+    /// Events published, all old enough to archive.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
+    pub(crate) events: u64,
+    /// Events per page read.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub(crate) page: u64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) payload_bytes: usize,
+    /// `EVENT_ARCHIVE_URL` (e.g. s3://bucket/prefix with AWS_* settings in the environment);
+    /// a folder of the run by default.
+    #[arg(long)]
+    pub(crate) archive_url: Option<String>,
+    /// Where the run's database and archive folder go.
+    #[arg(long, default_value = ".")]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PluginArgs {
+    /// Start this `eventbus` binary (three times, one per phase) on a free loopback port.
+    #[arg(long)]
+    pub(crate) spawn: PathBuf,
+    /// Events per request.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) batch: u64,
+    /// Publishers sending at the same time.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) concurrency: u64,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WebhookArgs {
+    /// Start this `eventbus` binary on a free loopback port with an empty database.
+    #[arg(long)]
+    pub(crate) spawn: PathBuf,
+    /// Store of the spawned server instead of a fresh SQLite file, e.g.
+    /// postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench (an empty schema).
+    #[arg(long)]
+    pub(crate) store_url: Option<String>,
+    /// Endpoints, each receiving every event.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub(crate) endpoints: u64,
+    /// Events published.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) events: u64,
+    /// Events per publish request (burst mode; ignored with --rate).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub(crate) batch: u64,
+    /// Open loop: publish one event per request at this many events per second on a fixed
+    /// schedule (latency counted from each event's scheduled time), instead of batches sent as
+    /// fast as the server answers. The run lasts --events / --rate seconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub(crate) rate: Option<u64>,
+    /// Servers started on the same store (--store-url, PostgreSQL); endpoints are created through
+    /// the first, publish requests go to each in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub(crate) nodes: u64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) payload_bytes: usize,
+    /// Where the servers' temporary data directories go.
+    #[arg(long, default_value = ".")]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SseArgs {
+    /// Start this `eventbus` binary on a free loopback port with an empty database.
+    #[arg(long)]
+    pub(crate) spawn: PathBuf,
+    /// Streams filtered by project (one more receives everything).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) connections: u64,
+    /// Projects the streams and events are spread over.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) projects: u64,
+    /// Events published per second.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub(crate) rate: u64,
+    /// Seconds of publishing per phase.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) duration: f64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) payload_bytes: usize,
+    /// Where the server's temporary database goes.
+    #[arg(long, default_value = ".")]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SyncMode {
+    Full,
+    Normal,
+}
+
+impl SyncMode {
+    pub(crate) fn as_env(self) -> &'static str {
+        match self {
+            SyncMode::Full => "full",
+            SyncMode::Normal => "normal",
+        }
+    }
+
+    pub(crate) fn store(self) -> Synchronous {
+        match self {
+            SyncMode::Full => Synchronous::Full,
+            SyncMode::Normal => Synchronous::Normal,
+        }
+    }
+}
+
+/// Settings shared by every mode.
+#[derive(Debug, Args)]
+pub(crate) struct Common {
+    /// Events to publish or insert per run (an upper bound; see --duration).
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) events: u64,
+    /// Time limit of each timed run, in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub(crate) duration: f64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) payload_bytes: usize,
+    /// Where the temporary databases go (must be on the disk under test, not tmpfs).
+    #[arg(long, default_value = ".")]
+    pub(crate) data_dir: PathBuf,
+    /// SQLite durability for spawned servers and the raw store.
+    #[arg(long, value_enum, default_value_t = SyncMode::Full)]
+    pub(crate) synchronous: SyncMode,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// Start this `eventbus` binary on a free loopback port with an empty database.
+    #[arg(long, conflicts_with = "url", required_unless_present = "url")]
+    pub(crate) spawn: Option<PathBuf>,
+    /// Target an already running server instead, e.g. http://127.0.0.1:3002.
+    #[arg(long)]
+    pub(crate) url: Option<String>,
+    /// Events per request (1 sends single event objects, more sends arrays).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) batch: u64,
+    /// Publishers sending at the same time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) concurrency: u64,
+    /// Requests sent before timing starts (at least one per publisher).
+    #[arg(long, default_value_t = 500)]
+    pub(crate) warmup: u64,
+    /// Threads of the client's runtime (the client shares the machine with the server).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) client_threads: usize,
+    /// HTTP client: lean (minimal HTTP/1.1, least CPU) or reqwest.
+    #[arg(long, value_enum, default_value_t = publish::ClientKind::Lean)]
+    pub(crate) client: publish::ClientKind,
+    /// Raw-store batch size to compare with besides 1 row per transaction
+    /// [default: --batch, or 100 for single events].
+    #[arg(long)]
+    pub(crate) raw_batch: Option<usize>,
+    /// Skip the raw-store runs.
+    #[arg(long)]
+    pub(crate) no_raw: bool,
+    /// Run the spawned server on this PostgreSQL database (a new schema per run, dropped after)
+    /// instead of SQLite; the raw runs then write PostgreSQL too (multi-row INSERT and COPY).
+    #[arg(long, requires = "spawn")]
+    pub(crate) store_url: Option<String>,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RawArgs {
+    /// Rows per transaction; repeat for several runs.
+    #[arg(long, default_values_t = [1, 100])]
+    pub(crate) batch: Vec<usize>,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}

@@ -1,0 +1,238 @@
+//! The contract every [`WebhookStore`](super::WebhookStore) keeps, as test bodies each backend
+//! runs on a fresh store.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn endpoint(id: &str, ordered: bool) -> Endpoint {
+    let now = Timestamp::from_micros(1_000);
+    Endpoint {
+        id: id.into(),
+        url: "https://example.com/".into(),
+        description: None,
+        event_types: vec![Pattern::all()],
+        project_id: None,
+        tenant_id: None,
+        headers: BTreeMap::new(),
+        rate_limit: None,
+        ordered,
+        disabled: false,
+        disabled_reason: None,
+        secret: "whsec_x".into(),
+        previous_secret: None,
+        previous_secret_expires_at: None,
+        since_seq: 0,
+        created_at: now,
+        updated_at: now,
+        failing_since: None,
+        failure_count: 0,
+    }
+}
+
+fn delivery(ep: &str, seq: u64) -> NewDelivery {
+    NewDelivery {
+        endpoint_id: ep.into(),
+        event_seq: seq,
+        event_id: format!("e{seq}"),
+        event_type: "a.b".into(),
+    }
+}
+
+fn claim(now: i64, lease: i64) -> Claim {
+    Claim {
+        now: Timestamp::from_micros(now),
+        lease_until: Timestamp::from_micros(now + lease),
+        limit: 100,
+        per_endpoint: 10,
+        held: HashMap::new(),
+    }
+}
+
+fn outcome(d: &Delivery, success: bool, retry_at: Option<i64>) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id: d.id,
+        endpoint_id: d.endpoint_id.clone(),
+        event_id: d.event_id.clone(),
+        started_at: Timestamp::from_micros(10_000),
+        duration_ms: 1,
+        status_code: Some(if success { 200 } else { 500 }),
+        response_body: None,
+        error: None,
+        success,
+        retry_at: retry_at.map(Timestamp::from_micros),
+    }
+}
+
+const HEALTH: HealthPolicy = HealthPolicy {
+    window_micros: 0,
+    failures: 1_000,
+};
+
+/// Fan-out steps apply once and are refused when stale.
+pub(crate) async fn fan_out_applies_once_and_refuses_stale_steps(s: &dyn WebhookStore) {
+    let ep = s.create_endpoint(endpoint("a", false)).await.unwrap();
+    let (_, version) = s.list_endpoints().await.unwrap();
+    let step = |from, to, v| FanOut {
+        from,
+        to,
+        endpoints_version: v,
+        deliveries: vec![delivery(&ep.id, to)],
+        now: Timestamp::from_micros(0),
+    };
+    assert_eq!(
+        s.fan_out(step(0, 5, version)).await.unwrap(),
+        FanOutResult::Applied
+    );
+    assert_eq!(s.fanout_cursor().await.unwrap(), 5);
+    // The same step again (a second process, or a retry after a lost answer): refused.
+    assert_eq!(
+        s.fan_out(step(0, 5, version)).await.unwrap(),
+        FanOutResult::Stale {
+            cursor: 5,
+            endpoints_version: version
+        }
+    );
+    // The endpoints changed since they were matched: refused.
+    s.create_endpoint(endpoint("b", false)).await.unwrap();
+    assert!(matches!(
+        s.fan_out(step(5, 6, version)).await.unwrap(),
+        FanOutResult::Stale { cursor: 5, .. }
+    ));
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+    assert!(
+        s.oldest_due().await.unwrap().is_some(),
+        "a pending delivery has a due time"
+    );
+}
+
+/// Claims lease; ordered endpoints yield only their head.
+pub(crate) async fn claims_are_leased_and_ordered_endpoints_yield_their_head_only(
+    s: &dyn WebhookStore,
+) {
+    s.create_endpoint(endpoint("p", false)).await.unwrap();
+    s.create_endpoint(endpoint("o", true)).await.unwrap();
+    let rows = (1..=3)
+        .flat_map(|seq| [delivery("p", seq), delivery("o", seq)])
+        .collect();
+    s.enqueue(rows, Timestamp::from_micros(0)).await.unwrap();
+
+    let first = s.claim_due(claim(100, 1_000)).await.unwrap();
+    let seqs = |ep: &str, ds: &[Delivery]| {
+        ds.iter()
+            .filter(|d| d.endpoint_id == ep)
+            .map(|d| d.event_seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs("p", &first), [1, 2, 3]);
+    assert_eq!(seqs("o", &first), [1]);
+    assert!(
+        s.claim_due(claim(200, 1_000)).await.unwrap().is_empty(),
+        "leased rows are not claimed again"
+    );
+
+    // The ordered head fails and is retried later: nothing behind it goes first.
+    let head = first.iter().find(|d| d.endpoint_id == "o").unwrap();
+    s.complete(vec![outcome(head, false, Some(5_000))], HEALTH)
+        .await
+        .unwrap();
+    assert!(s.claim_due(claim(300, 1_000)).await.unwrap().is_empty());
+    let again = s.claim_due(claim(5_000, 1_000)).await.unwrap();
+    assert_eq!(seqs("o", &again), [1]);
+    s.complete(vec![outcome(&again[0], true, None)], HEALTH)
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs("o", &s.claim_due(claim(5_001, 1_000)).await.unwrap()),
+        [2]
+    );
+}
+
+/// A claim returns each endpoint's due deliveries oldest due first (then by `seq`), and no
+/// more of an endpoint than the room the caller's held deliveries leave.
+pub(crate) async fn claims_take_the_oldest_due_within_each_endpoints_room(s: &dyn WebhookStore) {
+    s.create_endpoint(endpoint("p", false)).await.unwrap();
+    s.create_endpoint(endpoint("q", false)).await.unwrap();
+    // p's seq 9 has been due longest; the others became due later, in seq order.
+    s.enqueue(vec![delivery("p", 9)], Timestamp::from_micros(0))
+        .await
+        .unwrap();
+    let rest = (1..=4)
+        .flat_map(|seq| [delivery("p", seq), delivery("q", seq)])
+        .collect();
+    s.enqueue(rest, Timestamp::from_micros(10)).await.unwrap();
+    let seqs = |ep: &str, ds: &[Delivery]| {
+        ds.iter()
+            .filter(|d| d.endpoint_id == ep)
+            .map(|d| d.event_seq)
+            .collect::<Vec<_>>()
+    };
+    let mut c = claim(100, 1_000);
+    c.per_endpoint = 3;
+    c.held = HashMap::from([("p".to_owned(), 1), ("q".to_owned(), 3)]);
+    let first = s.claim_due(c.clone()).await.unwrap();
+    assert_eq!(seqs("p", &first), [9, 1], "p had room for two");
+    assert_eq!(seqs("q", &first), [] as [u64; 0], "q had no room");
+    c.held.clear();
+    let second = s.claim_due(c).await.unwrap();
+    assert_eq!(seqs("p", &second), [2, 3, 4]);
+    assert_eq!(seqs("q", &second), [1, 2, 3]);
+}
+
+/// Dead letters, manual retry, the attempt log and auto-disable.
+pub(crate) async fn the_last_failure_dead_letters_and_failing_endpoints_are_disabled(
+    s: &dyn WebhookStore,
+) {
+    s.create_endpoint(endpoint("a", false)).await.unwrap();
+    s.enqueue(
+        vec![delivery("a", 1), delivery("a", 2)],
+        Timestamp::from_micros(0),
+    )
+    .await
+    .unwrap();
+    let ds = s.claim_due(claim(100, 1_000)).await.unwrap();
+    let health = HealthPolicy {
+        window_micros: 0,
+        failures: 2,
+    };
+    assert!(
+        s.complete(vec![outcome(&ds[0], false, None)], health)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dead = s.get_delivery(ds[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (dead.status, dead.attempts, dead.next_attempt_at),
+        (DeliveryStatus::Failed, 1, None)
+    );
+    let disabled = s
+        .complete(vec![outcome(&ds[1], false, Some(9_000))], health)
+        .await
+        .unwrap();
+    assert_eq!(disabled.len(), 1);
+    assert_eq!(disabled[0].disabled_reason.as_deref(), Some("failing"));
+    assert!(
+        s.claim_due(claim(10_000, 1_000)).await.unwrap().is_empty(),
+        "a disabled endpoint is not served"
+    );
+
+    let retried = s
+        .retry_delivery(ds[0].id, Timestamp::from_micros(11_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (retried.status, retried.cycle_attempts),
+        (DeliveryStatus::Pending, 0)
+    );
+    let attempts = s
+        .list_attempts(AttemptQuery {
+            endpoint_id: "a".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(attempts.items.len(), 2);
+}
