@@ -127,6 +127,7 @@ async fn build(config: &Config, with_plugins: bool) -> Result<Bus, ServerError> 
     };
     // The host runs in both cases; only `build_bus` gives it the plugins folder.
     let plugins = PluginHost::new(
+        stores.plugins,
         HostOptions {
             dir: with_plugins.then(|| config.plugins_dir.clone()),
             ..config.plugin_options()

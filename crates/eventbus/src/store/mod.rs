@@ -260,11 +260,6 @@ pub trait EventStore: ConsumerStore + key::KeyStore + Send + Sync + 'static {
 
     /// Finishes queued writes and releases the backend.
     async fn close(&self);
-
-    /// The plugin tables of this backend, when it has them.
-    fn plugin_store(&self) -> Option<&dyn plugin::PluginStore> {
-        None
-    }
 }
 
 /// The upper bound of the string range holding every type that starts with `prefix`, where

@@ -96,7 +96,8 @@ impl std::fmt::Debug for Stores {
 }
 
 impl Stores {
-    fn of<S>(store: Arc<S>) -> Self
+    /// Every table set of one backend store.
+    pub fn of<S>(store: Arc<S>) -> Self
     where
         S: EventStore + ArchiveStore + WebhookStore + PluginStore,
     {

@@ -87,14 +87,16 @@ async fn bus(
     version: &'static str,
     seen: &Arc<Mutex<Vec<u64>>>,
 ) -> (EventBus, PluginHost) {
+    let stores = db.open_all().await;
     let host = PluginHost::new(
+        stores.plugins,
         options(),
         vec![Arc::new(Recorder {
             version,
             seen: seen.clone(),
         })],
     );
-    let bus = EventBus::builder(db.open().await)
+    let bus = EventBus::builder(stores.events)
         .extension(Arc::new(host.clone()))
         .build()
         .await

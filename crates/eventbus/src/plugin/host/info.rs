@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use super::slot::{Code, LastError, PluginStats, Slot};
 use super::{HostError, PluginHost};
-use crate::bus::EventBus;
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::metric;
@@ -245,11 +244,12 @@ impl PluginHost {
             .collect()
     }
 
-    pub(super) async fn suspend(&self, bus: &EventBus, slot: &Slot) {
+    pub(super) async fn suspend(&self, slot: &Slot) {
         slot.suspended.send_replace(true);
         metrics::counter!(metric::PLUGIN_SUSPENSIONS, "plugin" => slot.name.clone()).increment(1);
         tracing::error!(plugin = %slot.name, "plugin suspended after repeated failures; reload it to resume");
-        if let Ok(store) = Self::store(bus) {
+        {
+            let store = self.store();
             let state = PluginState {
                 name: slot.name.clone(),
                 kind: slot.kind().to_owned(),

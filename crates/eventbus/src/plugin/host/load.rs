@@ -45,7 +45,7 @@ impl PluginHost {
     pub(super) async fn start_plugins(&self, bus: EventBus) -> Result<(), HostError> {
         *self.inner.bus.write().expect("bus lock") = Some(bus.clone());
         let _guard = self.inner.lifecycle.lock().await;
-        let store = Self::store(&bus)?;
+        let store = self.store();
         let states: BTreeMap<String, PluginState> = store
             .plugin_states()
             .await?
@@ -91,7 +91,7 @@ impl PluginHost {
         state: Option<&PluginState>,
         kind: &str,
     ) -> Result<Option<&'static str>, HostError> {
-        let store = Self::store(bus)?;
+        let store = self.store();
         let event = match state {
             None => Some("plugin.installed"),
             Some(s) if s.hash != slot.hash => Some("plugin.updated"),
@@ -165,7 +165,7 @@ impl PluginHost {
 
     async fn reload_locked(&self, bus: &EventBus, resume: bool) -> Result<ReloadReport, HostError> {
         let mut report = ReloadReport::default();
-        let store = Self::store(bus)?;
+        let store = self.store();
         let states: BTreeMap<String, PluginState> = store
             .plugin_states()
             .await?

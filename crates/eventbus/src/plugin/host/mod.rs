@@ -119,6 +119,8 @@ pub enum HostError {
 
 /// What the host's clones share.
 struct Inner {
+    /// The plugin tables (installed plugins, key-value data, dead letters).
+    store: Arc<dyn PluginStore>,
     options: HostOptions,
     rust: Vec<Arc<dyn Plugin>>,
     bus: RwLock<Option<EventBus>>,
@@ -148,9 +150,14 @@ impl PluginHost {
     /// A host for the Rust plugins `rust` and the JS plugins in `options.dir`. Pass a clone to
     /// [`EventBusBuilder::extension`](crate::EventBusBuilder::extension): the bus starts it
     /// (and shuts it down), and this handle lists and manages the plugins.
-    pub fn new(options: HostOptions, rust: Vec<Arc<dyn Plugin>>) -> Self {
+    pub fn new(
+        store: Arc<dyn PluginStore>,
+        options: HostOptions,
+        rust: Vec<Arc<dyn Plugin>>,
+    ) -> Self {
         PluginHost {
             inner: Arc::new(Inner {
+                store,
                 options,
                 rust,
                 bus: RwLock::new(None),
@@ -178,12 +185,8 @@ impl PluginHost {
     }
 
     /// The plugin tables of the bus's store.
-    fn store(bus: &EventBus) -> Result<&dyn PluginStore, HostError> {
-        bus.store().plugin_store().ok_or_else(|| {
-            HostError::Store(StoreError::Internal(
-                "this store backend has no plugin tables".into(),
-            ))
-        })
+    fn store(&self) -> &dyn PluginStore {
+        self.inner.store.as_ref()
     }
 
     /// The loaded plugin `name`.

@@ -159,8 +159,9 @@ impl PluginHost {
                 }
             }
         };
-        let bus = self.bus()?;
-        let store = Self::store(&bus)?;
+        // A host that has stopped dead-letters nothing: the event is retried after a restart.
+        self.bus()?;
+        let store = self.store();
         store
             .add_dead_letter(DeadLetter {
                 id: 0,
@@ -187,7 +188,7 @@ impl PluginHost {
             .fetch_add(1, Ordering::Relaxed)
             + 1;
         if in_a_row >= u64::from(options.suspend_after) {
-            self.suspend(&bus, slot).await;
+            self.suspend(slot).await;
         }
         Ok(())
     }
@@ -286,7 +287,7 @@ impl PluginHost {
             }
         }
         if !kv_writes.is_empty() {
-            let store = Self::store(bus)?;
+            let store = self.store();
             store
                 .write_kv(&slot.name, kv_writes)
                 .await
@@ -305,8 +306,9 @@ impl PluginHost {
         if self.slot(name).is_none() {
             return Err(HostError::NotFound(format!("no plugin is named `{name}`")));
         }
-        let bus = self.bus()?;
-        Ok(Self::store(&bus)?.dead_letters(name, after, limit).await?)
+        // Refused once the host has stopped, like every other call.
+        self.bus()?;
+        Ok(self.store().dead_letters(name, after, limit).await?)
     }
 
     /// Runs dead letter `id` of `name` through the plugin once more; on success the dead
@@ -320,7 +322,7 @@ impl PluginHost {
             .slot(name)
             .ok_or_else(|| HostError::NotFound(format!("no plugin is named `{name}`")))?;
         let bus = self.bus()?;
-        let store = Self::store(&bus)?;
+        let store = self.store();
         let letter = store
             .dead_letters(name, id.saturating_sub(1), 1)
             .await?

@@ -676,10 +676,6 @@ impl EventStore for PgStore {
         self.tasks.wait().await;
         self.db.pool().close().await;
     }
-
-    fn plugin_store(&self) -> Option<&dyn crate::store::plugin::PluginStore> {
-        Some(self)
-    }
 }
 
 #[cfg(test)]

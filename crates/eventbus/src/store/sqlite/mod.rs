@@ -621,8 +621,4 @@ impl EventStore for SqliteStore {
         .await;
         drop(self.lock.lock().expect("lock file lock").take());
     }
-
-    fn plugin_store(&self) -> Option<&dyn crate::store::plugin::PluginStore> {
-        Some(self)
-    }
 }

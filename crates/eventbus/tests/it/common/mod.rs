@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventbus::core::time::Timestamp;
+use eventbus::store::Stores;
 use eventbus::store::postgres::{PgConnectOptions, PgOptions, PgStore};
 use eventbus::store::sqlite::{SqliteOptions, SqliteStore};
 use eventbus::{Event, EventStore, NewEvent};
@@ -141,6 +142,11 @@ impl TestDb {
 
     /// Opens the store (once for SQLite; PostgreSQL allows several instances, like processes).
     pub async fn open(&self) -> Arc<dyn EventStore> {
+        self.open_all().await.events
+    }
+
+    /// Opens the store like [`TestDb::open`], with every table set of the backend.
+    pub async fn open_all(&self) -> Stores {
         match self {
             TestDb::Sqlite(dir) => {
                 let path = dir.path().join("events.db");
@@ -150,13 +156,13 @@ impl TestDb {
                 .await
                 .unwrap()
                 .expect("open SQLite store");
-                Arc::new(store)
+                Stores::of(Arc::new(store))
             }
-            TestDb::Postgres(schema) => Arc::new(
+            TestDb::Postgres(schema) => Stores::of(Arc::new(
                 PgStore::open_with(schema.connect_options(), test_pg_options())
                     .await
                     .expect("open PostgreSQL store"),
-            ),
+            )),
         }
     }
 
