@@ -521,7 +521,11 @@ impl Config {
                 name.to_ascii_lowercase().replace('_', "-")
             ));
         }
-        Cli::try_parse_from(args).map(|cli| cli.config)
+        // Settings read no environment variable here: a test's or an embedder's process
+        // environment must not leak into the config.
+        let command = <Cli as clap::CommandFactory>::command().mut_args(|a| a.env(None::<&str>));
+        let matches = command.try_get_matches_from(args)?;
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).map(|cli| cli.config)
     }
 }
 

@@ -4,9 +4,9 @@
 //! The server gets its own thread and multi-threaded runtime, as in the binary: a test that
 //! blocks its own thread (a raw `std::net` exchange) or runs on a current-thread runtime never
 //! starves the server, and the server's workers never run on the test's runtime. Its settings
-//! come from [`Config::from_pairs`] over the same defaults as the binary's test servers (a
-//! SQLite file, plugins and archives in a fresh temporary directory, [`ADMIN_KEY`]); settings
-//! that the developer's environment would otherwise supply are pinned to their defaults.
+//! come from [`Config::from_pairs`] (which reads no environment variable) over the same
+//! defaults as the binary's test servers (a SQLite file, plugins and archives in a fresh
+//! temporary directory, [`ADMIN_KEY`]).
 //!
 //! What it cannot do: anything about the process. The Prometheus recorder and the tracing
 //! subscriber are process-global (every in-process server shares one recorder, and none has a
@@ -17,9 +17,7 @@
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clap::CommandFactory;
 use eventbus_server::Config;
-use eventbus_server::config::Cli;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -148,9 +146,9 @@ impl Drop for InProcessServer {
     }
 }
 
-/// The server's settings: the test servers' defaults, then `env`. A setting the test does not
-/// give is pinned to its default when the environment of the test run holds it (clap would
-/// read it), so a developer's `EVENT_STORE_URL` or `MAX_PAYLOAD_BYTES` never leaks in.
+/// The server's settings: the test servers' defaults, then `env` ([`Config::from_pairs`] reads
+/// no environment variable, so a developer's `EVENT_STORE_URL` or `MAX_PAYLOAD_BYTES` never
+/// leaks in).
 fn config(dir: &TempDir, env: &[(&str, &str)]) -> Config {
     let path = dir.path();
     let db = format!("sqlite://{}", path.join("eventbus.db").display());
@@ -167,16 +165,6 @@ fn config(dir: &TempDir, env: &[(&str, &str)]) -> Config {
         pairs.retain(|(n, _)| n != name);
         pairs.push((name.to_owned(), value.to_owned()));
     };
-    let command = Cli::command();
-    for arg in command.get_arguments() {
-        let Some(name) = arg.get_env().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if std::env::var_os(name).is_some() {
-            let default = arg.get_default_values().first();
-            set(name, default.and_then(|d| d.to_str()).unwrap_or(""));
-        }
-    }
     for (name, value) in defaults.iter().chain(env) {
         set(name, value);
     }
