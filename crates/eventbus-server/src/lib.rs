@@ -3,8 +3,13 @@
 //!
 //! # Layout
 //! - [`config`]: the one validated [`Config`] (env, `.env`, CLI flags).
-//! - [`cli`]: the maintenance commands (`migrate`, `keys`, `archive`, `health`).
-//! - [`http`]: the routes of DESIGN.md §3, one module per resource, and the problem+json table.
+//! - [`cli`]: one module per command (`serve`, `migrate`, `keys`, `archive`, `health`,
+//!   `version`); `main.rs` only parses, sets up logging and dispatches.
+//! - [`http`]: the routes of DESIGN.md §3, one module per resource (its handlers, its routes and
+//!   its part of the OpenAPI document), the modules they share (state, auth, body, params, the
+//!   problem+json table) and the document's assembly.
+//! - [`build_bus`]: opens the store ([`eventbus::store::open`]), creates the plugin host on its
+//!   plugin tables and builds the bus, which starts every transport.
 //! - [`run`]: opens the store, builds the bus, serves until the shutdown token fires, then
 //!   drains: in-flight requests finish, webhook attempts in flight are recorded, queued writes
 //!   commit, delivery tasks stop. With `EVENT_RETENTION_DAYS` set, an archiver task moves old

@@ -10,12 +10,19 @@
 //!   schemas), [`core::middleware`] (the chain and its built-in steps), [`core::router`] (the
 //!   pattern index), [`core::log`] (the in-memory commit log), [`core::time`].
 //! - [`store`]: the [`EventStore`] contract and its backends ([`store::sqlite`],
-//!   [`store::postgres`]), the webhook tables' contract ([`store::webhook`]), and archiving of
-//!   old events into files ([`store::archive`]).
+//!   [`store::postgres`]); [`store::open`] opens the backend a URL names and returns its
+//!   [`store::Stores`]: the event log and the contracts of its side tables, the archive
+//!   ([`store::archive`], moving old events into files), webhooks ([`store::webhook`]) and
+//!   plugins ([`store::plugin`]).
 //! - [`transport`]: delivery: [`transport::internal`] (in-process subscribers),
 //!   [`transport::consumer`] (durable named consumers), [`transport::sse`] (the stream hub),
-//!   [`transport::webhook`] (signed, retried webhooks).
-//! - [`bus`]: [`EventBus`], tying the three together.
+//!   [`transport::webhook`] (signed, retried webhooks). Transports import neither the bus nor
+//!   the plugins: what they need of them comes in as narrow traits
+//!   ([`transport::webhook::StatusSink`], [`transport::webhook::PayloadShaper`]).
+//! - [`bus`]: [`EventBus`], tying the three together; its builder starts every transport, and
+//!   what runs beside it joins as a [`bus::Extension`].
+//! - [`plugin`]: Rust and JavaScript plugins under one [`plugin::PluginHost`] (an extension of
+//!   the bus, and the webhook transport's payload shaper).
 //! - [`security`]: API keys, browser tokens and abuse limits; what a caller may do is decided
 //!   by [`core::principal`].
 //! - [`metric`]: metric names and recording helpers.
