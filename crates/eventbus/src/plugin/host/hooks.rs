@@ -16,7 +16,7 @@ use crate::core::middleware::{Middleware, MiddlewareError, PublishContext, Rejec
 use crate::plugin::js::Export;
 use crate::plugin::manifest::FailurePolicy;
 use crate::store::webhook::Endpoint;
-use crate::transport::webhook::PayloadShaper;
+use crate::transport::webhook::{PayloadShaper, ShapeError};
 
 impl PluginHost {
     /// The middleware steps of the Rust plugins, for the chain's custom slot.
@@ -161,7 +161,7 @@ impl PayloadShaper for PluginHost {
         !self.js_with(Export::WebhookPayload, event_type).is_empty()
     }
 
-    async fn shape(&self, event: &Event, endpoint: &Endpoint) -> Result<Option<Bytes>, String> {
+    async fn shape(&self, event: &Event, endpoint: &Endpoint) -> Result<Option<Bytes>, ShapeError> {
         let endpoint_json = serde_json::json!({
             "id": endpoint.id,
             "url": endpoint.url,
@@ -190,7 +190,10 @@ impl PayloadShaper for PluginHost {
                 }
                 Err(e) => {
                     slot.call_failed(&e);
-                    return Err(format!("plugin `{}` webhookPayload: {e}", slot.name));
+                    return Err(ShapeError {
+                        shaper: format!("plugin `{}` webhookPayload", slot.name),
+                        reason: e.to_string(),
+                    });
                 }
             }
         }

@@ -55,7 +55,7 @@ pub use self::error::WebhookError;
 pub use self::input::{EndpointInput, ReplayFrom, TestResult};
 pub use self::options::{DurationError, WebhookOptions, parse_duration, parse_schedule};
 pub use self::service::WebhookService;
-pub use self::shaper::PayloadShaper;
+pub use self::shaper::{PayloadShaper, ShapeError};
 pub use self::shared::WebhookStats;
 pub use self::status::{StatusError, StatusSink};
 

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use super::client::custom_header;
+use super::shaper::ShapeError;
 use super::shared::Shared;
 use super::signing::{SigningKey, signature_header};
 use super::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
@@ -31,7 +32,7 @@ pub(super) struct Request {
 /// Why an attempt has no request.
 pub(super) enum BodyError {
     /// The shaper failed: the attempt fails without a request (and is retried).
-    Shaper(String),
+    Shaper(ShapeError),
     /// The store failed reading the event.
     Store(StoreError),
 }

@@ -17,5 +17,15 @@ pub trait PayloadShaper: Send + Sync + 'static {
     fn shapes(&self, event_type: &str) -> bool;
 
     /// The body for `event` sent to `endpoint`.
-    async fn shape(&self, event: &Event, endpoint: &Endpoint) -> Result<Option<Bytes>, String>;
+    async fn shape(&self, event: &Event, endpoint: &Endpoint) -> Result<Option<Bytes>, ShapeError>;
+}
+
+/// Why a shaper produced no body: which shaper, and what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{shaper}: {reason}")]
+pub struct ShapeError {
+    /// The shaper that failed (e.g. ``plugin `redact` webhookPayload``).
+    pub shaper: String,
+    /// What went wrong.
+    pub reason: String,
 }

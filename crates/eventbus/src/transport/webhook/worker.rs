@@ -297,7 +297,7 @@ async fn attempt(
                 started_at,
                 None,
                 None,
-                Some(shaper_error),
+                Some(shaper_error.to_string()),
                 false,
                 retry_at,
             ));
