@@ -372,7 +372,11 @@ async fn keep_lease(
         // A renewal that hangs counts as failed: the lease may run out meanwhile.
         let renewal = tokio::time::timeout(every, store.lease(&name, &holder, ttl))
             .await
-            .unwrap_or_else(|_| Err(crate::StoreError::Unavailable("renewing timed out".into())));
+            .unwrap_or_else(|_| {
+                Err(crate::store::StoreError::Unavailable(
+                    "renewing timed out".into(),
+                ))
+            });
         match renewal {
             Ok(true) => renewed = Instant::now(),
             Ok(false) => {

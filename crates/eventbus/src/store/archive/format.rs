@@ -130,7 +130,7 @@ mod tests {
     use crate::core::time::Timestamp;
 
     fn event(seq: u64, ts: i64) -> Event {
-        let mut e = crate::NewEvent::new("a.b", serde_json::json!({"n": seq}))
+        let mut e = crate::core::event::NewEvent::new("a.b", serde_json::json!({"n": seq}))
             .into_event(Timestamp::from_micros(ts))
             .unwrap();
         e.seq = seq;
