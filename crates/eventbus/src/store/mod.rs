@@ -13,9 +13,11 @@
 //! Layout: `sqlite` (embedded default), `postgres` (production, several processes on one
 //! database), `url` (choosing a backend from `EVENT_STORE_URL`), `key` (API keys and signing
 //! secrets), `archive` (moving old events into archive files and back, querying them), `webhook`
-//! and `plugin` (the contracts of the webhook and plugin tables).
+//! and `plugin` (the contracts of the webhook and plugin tables), `group` (the contract of the
+//! consumer group tables: shared, durable pull consumers with leases, acks and dead letters).
 
 pub mod archive;
+pub mod group;
 pub mod key;
 pub mod plugin;
 pub mod postgres;

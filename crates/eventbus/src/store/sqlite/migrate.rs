@@ -39,6 +39,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_webhook_due_order",
         include_str!("../../../migrations/sqlite/0008_webhook_due_order.sql"),
     ),
+    (
+        "0009_consumer_groups",
+        include_str!("../../../migrations/sqlite/0009_consumer_groups.sql"),
+    ),
 ];
 
 /// The schema version this binary migrates to (`PRAGMA user_version`).

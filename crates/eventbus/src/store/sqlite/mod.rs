@@ -13,6 +13,7 @@
 
 mod archive;
 mod consumer;
+mod group;
 mod key;
 pub mod migrate;
 #[cfg(test)]
