@@ -925,49 +925,91 @@ pub(crate) mod contract {
         );
     }
 
-    /// Fetchers on several tasks: each of 5,000 events is handed out once and acked once.
+    /// Per project of an ordered group: whether one of its messages is out, and the last `seq`
+    /// handed out.
+    type Flight = std::sync::Mutex<HashMap<Option<String>, (bool, u64)>>;
+
+    /// Four fetchers on tasks of their own per group, spread over `stores` (processes sharing
+    /// one database, or one store): each of 5,000 events is handed out once and acked once, in
+    /// an unordered group and in an ordered one, where a project never has two messages out and
+    /// gets them in `seq` order.
     pub(crate) async fn concurrent_fetchers_ack_each_event_once<S: EventStore + GroupStore>(
-        s: Arc<S>,
+        stores: Vec<Arc<S>>,
     ) {
         const EVENTS: usize = 5_000;
-        let mut g = settings("g", "a.*");
-        g.max_ack_pending = 400;
-        s.put_group(g, t(0)).await.unwrap();
-        for _ in 0..EVENTS / 500 {
-            publish(&*s, "a.x", 500).await;
+        let s = &stores[0];
+        let mut plain = settings("plain", "a.*");
+        plain.max_ack_pending = 400;
+        s.put_group(plain.clone(), t(0)).await.unwrap();
+        let mut ordered = plain;
+        ordered.name = "ordered".into();
+        ordered.ordered = true;
+        s.put_group(ordered, t(0)).await.unwrap();
+        for chunk in 0..EVENTS / 500 {
+            // Seven projects and events without one.
+            let events = (0..500)
+                .map(|i| {
+                    let project = format!("p{}", (chunk * 500 + i) % 8);
+                    event("a.x", (project != "p7").then_some(&project), None)
+                })
+                .collect();
+            s.append(events).await.unwrap();
         }
+        let flight = Arc::new(Flight::default());
         let mut tasks = Vec::new();
-        for _ in 0..4 {
-            let s = s.clone();
+        for i in 0..8 {
+            let s = stores[i % stores.len()].clone();
+            let group = if i % 2 == 0 { "plain" } else { "ordered" };
+            let flight = flight.clone();
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 let mut empty = 0;
-                // No lease runs out: the clock stays within the ack wait.
+                // No lease runs out: the clock stays within the ack wait. A fetcher that found
+                // nothing thrice stops; while another holds messages, that one goes on.
                 while empty < 3 {
-                    let got = s.fetch("g", 100, t(10)).await.unwrap().unwrap();
+                    let got = s.fetch(group, 100, t(10)).await.unwrap().unwrap();
                     if got.is_empty() {
                         empty += 1;
                         tokio::task::yield_now().await;
                         continue;
                     }
                     empty = 0;
-                    let outcomes = s.ack("g", &ids(&got), t(11)).await.unwrap().unwrap();
+                    if group == "ordered" {
+                        let mut flight = flight.lock().unwrap();
+                        for m in &got {
+                            let (out, last) = flight.entry(m.event.project_id.clone()).or_default();
+                            assert!(!*out, "one unacked message per project at a time");
+                            assert!(*last < m.event.seq, "in seq order per project");
+                            (*out, *last) = (true, m.event.seq);
+                        }
+                    }
+                    // Marked done before the ack commits, so the next one may follow it.
+                    if group == "ordered" {
+                        let mut flight = flight.lock().unwrap();
+                        for m in &got {
+                            flight.get_mut(&m.event.project_id).unwrap().0 = false;
+                        }
+                    }
+                    let outcomes = s.ack(group, &ids(&got), t(11)).await.unwrap().unwrap();
                     assert!(outcomes.iter().all(|o| *o == AckOutcome::Acked));
                     mine.extend(seqs(&got));
                 }
-                mine
+                (group, mine)
             }));
         }
-        let mut seen = HashMap::new();
+        let mut seen: HashMap<&str, Vec<u64>> = HashMap::new();
         for task in tasks {
-            for seq in task.await.unwrap() {
-                *seen.entry(seq).or_insert(0) += 1;
-            }
+            let (group, got) = task.await.unwrap();
+            seen.entry(group).or_default().extend(got);
         }
-        assert_eq!(seen.len(), EVENTS, "every event was handed out");
-        assert!(seen.values().all(|n| *n == 1), "and only once");
-        let state = s.group_state("g", t(12)).await.unwrap().unwrap();
-        assert_eq!((state.pending, state.ack_pending), (0, 0));
+        for group in ["plain", "ordered"] {
+            let mut got = seen.remove(group).unwrap_or_default();
+            got.sort_unstable();
+            let every: Vec<u64> = (1..=EVENTS as u64).collect();
+            assert_eq!(got, every, "{group}: every event, once");
+            let state = s.group_state(group, t(12)).await.unwrap().unwrap();
+            assert_eq!((state.pending, state.ack_pending), (0, 0));
+        }
     }
 
     /// A lease that runs out makes the message ready again, with a new ack id; the old one is

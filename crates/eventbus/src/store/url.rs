@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::archive::ArchiveStore;
+use super::group::GroupStore;
 use super::plugin::PluginStore;
 use super::postgres::{PgOptions, PgStore};
 use super::sqlite::{SqliteOptions, SqliteStore};
@@ -85,6 +86,8 @@ pub struct Stores {
     pub webhooks: Arc<dyn WebhookStore>,
     /// Plugin state, key-value data and dead letters.
     pub plugins: Arc<dyn PluginStore>,
+    /// Consumer groups: their settings, cursors, messages and dead letters.
+    pub groups: Arc<dyn GroupStore>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -99,13 +102,14 @@ impl Stores {
     /// Every table set of one backend store.
     pub fn of<S>(store: Arc<S>) -> Self
     where
-        S: EventStore + ArchiveStore + WebhookStore + PluginStore,
+        S: EventStore + ArchiveStore + WebhookStore + PluginStore + GroupStore,
     {
         Stores {
             events: store.clone(),
             archive: store.clone(),
             webhooks: store.clone(),
-            plugins: store,
+            plugins: store.clone(),
+            groups: store,
         }
     }
 }

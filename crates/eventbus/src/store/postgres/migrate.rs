@@ -48,6 +48,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_webhook_due_order",
         include_str!("../../../migrations/postgres/0009_webhook_due_order.sql"),
     ),
+    (
+        "0010_consumer_groups",
+        include_str!("../../../migrations/postgres/0010_consumer_groups.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

@@ -25,6 +25,7 @@ mod archive;
 mod commit;
 mod consumer;
 mod db;
+mod group;
 mod key;
 pub mod link;
 mod listen;

@@ -701,7 +701,7 @@ mod tests {
     async fn concurrent_fetchers_ack_each_event_once() {
         let (_dir, s) = store();
         let s = Arc::new(s);
-        contract::concurrent_fetchers_ack_each_event_once(s.clone()).await;
+        contract::concurrent_fetchers_ack_each_event_once(vec![s.clone()]).await;
         s.close().await;
     }
 }
