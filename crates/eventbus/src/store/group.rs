@@ -40,17 +40,21 @@
 //!    project are one more project) only the oldest outstanding message, and only when no
 //!    message of that project is leased, so a project has at most one unacked message at a time,
 //!    delivered in `seq` order;
-//! 3. the **top-up**, when the candidates fall short of that: the matching events after the
-//!    cursor (the store's gap-free tail read, `read_after`'s query, inside the transaction: on
-//!    PostgreSQL the rows and the head come from one snapshot, and appends commit in `seq`
-//!    order) become messages, at most the shortfall and no more than fit the **window** (at most
-//!    `max_ack_pending` messages outstanding, i.e. not acked and not dead); the cursor moves to
-//!    the last event read, or to the head when the read reached it, in the same transaction as
-//!    the inserts. New messages are leased at once, except in an ordered group those of a
-//!    project that already has one outstanding (they wait their turn);
-//! 4. the candidates are leased for `ack_wait` (`delivery_count + 1`, a new token), and returned
-//!    with their events in `seq` order. A message whose event was archived out of the hot table
-//!    before it could be delivered becomes a dead letter (reason `archived`).
+//! 3. the candidates are leased for `ack_wait` (`delivery_count + 1`, a new token). A message
+//!    whose event was archived out of the hot table before it could be delivered becomes a dead
+//!    letter instead (reason `archived`);
+//! 4. the **top-up**, when the candidates fall short of that: the matching events after the
+//!    cursor become messages, at most the shortfall and no more than fit the **window** (at most
+//!    `max_ack_pending` messages outstanding, i.e. not acked and not dead). The read is gap-free:
+//!    it reads the log's head first and only events up to it, all of them committed since
+//!    appends commit in `seq` order (SQLite: the writer that runs the fetch commits every
+//!    append; PostgreSQL: the committer's advisory lock), in `seq` order from the cursor, with
+//!    no `type` index that would read and sort every later event of the types. The cursor moves
+//!    to the last event taken, or to the head when the read reached it, in the same transaction
+//!    as the inserts. New messages are leased at once, except in an ordered group those of a
+//!    project that already has one outstanding (they wait their turn).
+//!
+//! The fetch returns what it leased, in `seq` order.
 //!
 //! # Guarantees
 //! - **At least once**: a message leaves the table only by an ack of its current delivery; a

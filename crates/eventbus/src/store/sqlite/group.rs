@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params, params_from_iter};
 
-use super::{COLUMNS, SqliteStore, read_head, row_to_event, select_after};
+use super::{COLUMNS, SqliteStore, read_head, row_to_event};
 use crate::core::event::Event;
 use crate::core::filter::EventFilter;
 use crate::core::pattern::Pattern;
@@ -109,31 +109,64 @@ fn outstanding(c: &Connection, group_id: i64) -> rusqlite::Result<Vec<Outstandin
     rows.collect()
 }
 
-/// Matching events after `after`: the group's pending events beyond its cursor. A scan of the
-/// log after the cursor (the type patterns through `eb_match`), for state queries only.
-fn count_after(c: &Connection, filter: &EventFilter, after: u64) -> rusqlite::Result<u64> {
-    let mut sql = "SELECT count(*) FROM events WHERE seq > ?".to_owned();
-    let mut args = vec![SqlValue::Integer(after as i64)];
-    if !filter.all_types() {
-        let terms: Vec<&str> = filter.types.iter().map(|_| "eb_match(?, type)").collect();
-        sql.push_str(&format!(" AND ({})", terms.join(" OR ")));
-        args.extend(
-            filter
-                .types
-                .iter()
-                .map(|p| SqlValue::Text(p.as_str().to_owned())),
-        );
+/// `WHERE` terms for the group filter `f` on `events`, with their arguments. Never a range or
+/// an `OR` on `type` that SQLite could serve from the `(type, seq)` index: the top-up reads the
+/// first matching events in `seq` order after the cursor, which the primary key (or an index
+/// on `(<one type or scope column>, seq)`) yields in order, stopping at the `LIMIT`; a type
+/// range made SQLite read every later event of the matching types and sort them, per fetch.
+/// So one exact type is `type = ?`, anything else goes through `eb_match`.
+fn filter_terms(f: &EventFilter, sql: &mut String, args: &mut Vec<SqlValue>) {
+    match f.types.as_slice() {
+        _ if f.all_types() => {}
+        [only] if only.is_exact() => {
+            sql.push_str(" AND type = ?");
+            args.push(SqlValue::Text(only.as_str().to_owned()));
+        }
+        types => {
+            let terms = vec!["eb_match(?, type)"; types.len()];
+            sql.push_str(&format!(" AND ({})", terms.join(" OR ")));
+            args.extend(types.iter().map(|p| SqlValue::Text(p.as_str().to_owned())));
+        }
     }
     for (column, value) in [
-        ("project_id", &filter.project_id),
-        ("tenant_id", &filter.tenant_id),
-        ("user_id", &filter.user_id),
+        ("project_id", &f.project_id),
+        ("tenant_id", &f.tenant_id),
+        ("user_id", &f.user_id),
     ] {
         if let Some(v) = value {
             sql.push_str(&format!(" AND {column} = ?"));
             args.push(SqlValue::Text(v.clone()));
         }
     }
+}
+
+/// The first `limit` events matching `f` with `after < seq <= upto`, in `seq` order.
+fn select_window(
+    c: &Connection,
+    f: &EventFilter,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Arc<Event>>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > ? AND seq <= ?");
+    let mut args = vec![
+        SqlValue::Integer(after as i64),
+        SqlValue::Integer(upto.min(i64::MAX as u64) as i64),
+    ];
+    filter_terms(f, &mut sql, &mut args);
+    sql.push_str(" ORDER BY seq LIMIT ?");
+    args.push(SqlValue::Integer(limit as i64));
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| row_to_event(r).map(Arc::new))?;
+    rows.collect()
+}
+
+/// Matching events after `after`: the group's pending events beyond its cursor (a scan of the
+/// log after the cursor, for state queries).
+fn count_after(c: &Connection, f: &EventFilter, after: u64) -> rusqlite::Result<u64> {
+    let mut sql = "SELECT count(*) FROM events WHERE seq > ?".to_owned();
+    let mut args = vec![SqlValue::Integer(after as i64)];
+    filter_terms(f, &mut sql, &mut args);
     c.prepare_cached(&sql)?
         .query_row(params_from_iter(args), |r| r.get::<_, i64>(0))
         .map(|n| n as u64)
@@ -221,9 +254,11 @@ fn fetch_in(
         .saturating_sub(candidates.len())
         .min(window.saturating_sub(outstanding_count));
     if take > 0 {
-        let events = select_after(tx, &s.filter(), g.cursor, take)?;
+        // The writer commits every append: nothing up to the head can commit later.
+        let upto = read_head(tx)?;
+        let events = select_window(tx, &s.filter(), g.cursor, upto, take)?;
         let cursor = if events.len() < take {
-            read_head(tx)?.max(g.cursor)
+            upto.max(g.cursor)
         } else {
             events.last().map_or(g.cursor, |e| e.seq)
         };
