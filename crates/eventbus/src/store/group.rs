@@ -934,12 +934,15 @@ pub(crate) mod contract {
     type Flight = std::sync::Mutex<HashMap<Option<String>, (bool, u64)>>;
 
     /// Four fetchers on tasks of their own per group, spread over `stores` (processes sharing
-    /// one database, or one store): each of 5,000 events is handed out once and acked once, in
-    /// an unordered group and in an ordered one, where a project never has two messages out and
-    /// gets them in `seq` order.
+    /// one database, or one store), while 5,000 events are being published: each is handed out
+    /// once and acked once, in an unordered group and in an ordered one, where a project never
+    /// has two messages out and gets them in `seq` order. A top-up that skipped an event
+    /// committing beside it would leave the fetchers waiting for it until the deadline.
     pub(crate) async fn concurrent_fetchers_ack_each_event_once<S: EventStore + GroupStore>(
         stores: Vec<Arc<S>>,
     ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
         const EVENTS: usize = 5_000;
         let s = &stores[0];
         let mut plain = settings("plain", "a.*");
@@ -949,35 +952,40 @@ pub(crate) mod contract {
         ordered.name = "ordered".into();
         ordered.ordered = true;
         s.put_group(ordered, t(0)).await.unwrap();
-        for chunk in 0..EVENTS / 500 {
-            // Seven projects and events without one.
-            let events = (0..500)
-                .map(|i| {
-                    let project = format!("p{}", (chunk * 500 + i) % 8);
-                    event("a.x", (project != "p7").then_some(&project), None)
-                })
-                .collect();
-            s.append(events).await.unwrap();
-        }
+        let publisher = stores[stores.len() - 1].clone();
+        let publishing = tokio::spawn(async move {
+            for chunk in 0..EVENTS / 100 {
+                // Seven projects and events without one.
+                let events = (0..100)
+                    .map(|i| {
+                        let project = format!("p{}", (chunk * 100 + i) % 8);
+                        event("a.x", (project != "p7").then_some(&project), None)
+                    })
+                    .collect();
+                publisher.append(events).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
         let flight = Arc::new(Flight::default());
+        let acked: Arc<[AtomicUsize; 2]> = Arc::default();
         let mut tasks = Vec::new();
         for i in 0..8 {
             let s = stores[i % stores.len()].clone();
-            let group = if i % 2 == 0 { "plain" } else { "ordered" };
-            let flight = flight.clone();
+            let (group, g) = if i % 2 == 0 {
+                ("plain", 0)
+            } else {
+                ("ordered", 1)
+            };
+            let (flight, acked) = (flight.clone(), acked.clone());
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
-                let mut empty = 0;
-                // No lease runs out: the clock stays within the ack wait. A fetcher that found
-                // nothing thrice stops; while another holds messages, that one goes on.
-                while empty < 3 {
+                // No lease runs out: the clock stays within the ack wait.
+                while acked[g].load(Ordering::SeqCst) < EVENTS {
                     let got = s.fetch(group, 100, t(10)).await.unwrap().unwrap();
                     if got.is_empty() {
-                        empty += 1;
-                        tokio::task::yield_now().await;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                         continue;
                     }
-                    empty = 0;
                     if group == "ordered" {
                         let mut flight = flight.lock().unwrap();
                         for m in &got {
@@ -996,16 +1004,24 @@ pub(crate) mod contract {
                     }
                     let outcomes = s.ack(group, &ids(&got), t(11)).await.unwrap().unwrap();
                     assert!(outcomes.iter().all(|o| *o == AckOutcome::Acked));
+                    acked[g].fetch_add(got.len(), Ordering::SeqCst);
                     mine.extend(seqs(&got));
                 }
                 (group, mine)
             }));
         }
-        let mut seen: HashMap<&str, Vec<u64>> = HashMap::new();
-        for task in tasks {
-            let (group, got) = task.await.unwrap();
-            seen.entry(group).or_default().extend(got);
-        }
+        let all = async {
+            publishing.await.unwrap();
+            let mut seen: HashMap<&str, Vec<u64>> = HashMap::new();
+            for task in tasks {
+                let (group, got) = task.await.unwrap();
+                seen.entry(group).or_default().extend(got);
+            }
+            seen
+        };
+        let mut seen = tokio::time::timeout(Duration::from_secs(120), all)
+            .await
+            .expect("every event acked within two minutes");
         for group in ["plain", "ordered"] {
             let mut got = seen.remove(group).unwrap_or_default();
             got.sort_unstable();
@@ -1305,6 +1321,32 @@ pub(crate) mod contract {
         assert_eq!(
             s.ack("h", &ids(&again), t(WAIT)).await.unwrap().unwrap(),
             [AckOutcome::Unknown]
+        );
+    }
+
+    /// A message whose event left the hot table (`archive` removes it, as the archiver does)
+    /// before it was handed out again becomes a dead letter without an event; the rest go on.
+    pub(crate) async fn messages_of_archived_events_become_dead_letters<
+        S: EventStore + GroupStore,
+    >(
+        s: &S,
+        archive: impl AsyncFnOnce(u64),
+    ) {
+        s.put_group(settings("g", "a.*"), t(0)).await.unwrap();
+        publish(s, "a.x", 3).await;
+        assert_eq!(
+            seqs(&s.fetch("g", 10, t(0)).await.unwrap().unwrap()),
+            [1, 2, 3]
+        );
+        archive(2).await;
+        let again = s.fetch("g", 10, t(WAIT)).await.unwrap().unwrap();
+        assert_eq!(seqs(&again), [1, 3]);
+        let dead = s.list_dead_letters("g", None, 10).await.unwrap().unwrap();
+        assert_eq!(dead.items.len(), 1);
+        let d = &dead.items[0];
+        assert_eq!(
+            (d.seq, d.reason, d.event.is_none(), d.dead_lettered_at),
+            (2, DeadReason::Archived, true, t(WAIT))
         );
     }
 

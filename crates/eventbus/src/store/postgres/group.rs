@@ -839,6 +839,22 @@ mod tests {
         delete_removes_the_group_and_its_messages,
     );
 
+    #[tokio::test]
+    async fn messages_of_archived_events_become_dead_letters() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        let archive = async |seq: u64| {
+            sqlx::query("DELETE FROM events WHERE seq = $1")
+                .bind(seq as i64)
+                .execute(s.pool().pool())
+                .await
+                .unwrap();
+        };
+        contract::messages_of_archived_events_become_dead_letters(&s, archive).await;
+        s.close().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_fetchers_ack_each_event_once() {
         let Some((_schema, s)) = store().await else {

@@ -732,6 +732,18 @@ mod tests {
         delete_removes_the_group_and_its_messages,
     );
 
+    #[tokio::test]
+    async fn messages_of_archived_events_become_dead_letters() {
+        let (_dir, s) = store();
+        let archive = async |seq: u64| {
+            s.write(move |c| c.execute("DELETE FROM events WHERE seq = ?1", [seq as i64]))
+                .await
+                .unwrap();
+        };
+        contract::messages_of_archived_events_become_dead_letters(&s, archive).await;
+        s.close().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_fetchers_ack_each_event_once() {
         let (_dir, s) = store();
