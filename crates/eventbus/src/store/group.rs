@@ -93,6 +93,8 @@ use crate::core::time::Timestamp;
 
 /// Most dead letters one page holds.
 pub const MAX_DEAD_LETTER_PAGE: usize = 1000;
+/// Most messages one fetch hands out (a larger `max` counts as this).
+pub const MAX_FETCH: usize = 1000;
 /// Longest group name.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -547,7 +549,8 @@ pub trait GroupStore: Send + Sync + 'static {
     async fn delete_group(&self, name: &str) -> Result<bool, StoreError>;
 
     /// Tops up (moves the cursor over matching events into messages, bounded by
-    /// `max_ack_pending` and `max`) and leases up to `max` ready messages for `ack_wait`;
+    /// `max_ack_pending` and `max`) and leases up to `max` (at most [`MAX_FETCH`]) ready
+    /// messages for `ack_wait`;
     /// returns them with their events, in `seq` order (see the module docs). Empty when nothing
     /// is ready, [`StoreError::Internal`] never for a missing group: `Ok(None)` then.
     async fn fetch(
@@ -584,8 +587,8 @@ pub trait GroupStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<GroupState>, StoreError>;
 
-    /// Dead letters of the group with `seq` above `after`, by `seq`, at most `limit`; `None`
-    /// when the group does not exist.
+    /// Dead letters of the group with `seq` above `after`, by `seq`, at most `limit` (at most
+    /// [`MAX_DEAD_LETTER_PAGE`]); `None` when the group does not exist.
     async fn list_dead_letters(
         &self,
         name: &str,

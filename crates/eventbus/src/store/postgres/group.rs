@@ -38,8 +38,8 @@ use crate::core::time::Timestamp;
 use crate::store::StoreError;
 use crate::store::group::{
     AckId, AckOutcome, DEAD, DeadLetter, DeadReason, Group, GroupMessage, GroupSettings,
-    GroupState, GroupStore, LEASED, Outstanding, Page, READY, StartAt, new_token,
-    ordered_next_ready, plan_ordered, sort_ack_ids,
+    GroupState, GroupStore, LEASED, MAX_DEAD_LETTER_PAGE, MAX_FETCH, Outstanding, Page, READY,
+    StartAt, new_token, ordered_next_ready, plan_ordered, sort_ack_ids,
 };
 
 type Tx = Transaction<'static, Postgres>;
@@ -206,6 +206,7 @@ async fn fetch_in(
     now: i64,
     token: u64,
 ) -> Result<Vec<GroupMessage>, sqlx::Error> {
+    let max = max.min(MAX_FETCH);
     let gid = g.id as i64;
     let s = &g.settings;
     let lease_end = now.saturating_add(s.ack_wait_ms().saturating_mul(1000));
@@ -714,6 +715,7 @@ impl GroupStore for PgStore {
         limit: usize,
     ) -> Result<Option<Page<DeadLetter>>, StoreError> {
         let after = after.unwrap_or(0);
+        let limit = limit.min(MAX_DEAD_LETTER_PAGE);
         let found = self
             .read(|pool| async move {
                 let Some(g) = group_of(&pool, name).await? else {

@@ -23,8 +23,8 @@ use crate::core::time::Timestamp;
 use crate::store::StoreError;
 use crate::store::group::{
     AckId, AckOutcome, DEAD, DeadLetter, DeadReason, Group, GroupMessage, GroupSettings,
-    GroupState, GroupStore, LEASED, Outstanding, Page, READY, StartAt, new_token,
-    ordered_next_ready, plan_ordered, sort_ack_ids,
+    GroupState, GroupStore, LEASED, MAX_DEAD_LETTER_PAGE, MAX_FETCH, Outstanding, Page, READY,
+    StartAt, new_token, ordered_next_ready, plan_ordered, sort_ack_ids,
 };
 
 const GROUP_COLUMNS: &str = "id, name, tenant_id, types, project_id, user_id, start_at, \
@@ -180,6 +180,7 @@ fn fetch_in(
     now: i64,
     token: u64,
 ) -> rusqlite::Result<Vec<GroupMessage>> {
+    let max = max.min(MAX_FETCH);
     let gid = g.id as i64;
     let s = &g.settings;
     let lease_end = now.saturating_add(s.ack_wait_ms().saturating_mul(1000));
@@ -616,6 +617,7 @@ impl GroupStore for SqliteStore {
     ) -> Result<Option<Page<DeadLetter>>, StoreError> {
         let name = name.to_owned();
         let after = after.unwrap_or(0);
+        let limit = limit.min(MAX_DEAD_LETTER_PAGE);
         self.read(move |c| {
             let tx = c.transaction()?;
             let Some(g) = select_group(&tx, &name)? else {
