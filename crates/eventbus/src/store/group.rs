@@ -435,6 +435,39 @@ impl fmt::Display for AckId {
     }
 }
 
+impl GroupMessage {
+    /// The delivery `delivery_count` of `event` in group `group_id`, with the fetch's `token`.
+    pub(crate) fn new(group_id: u64, event: Arc<Event>, delivery_count: u32, token: u64) -> Self {
+        let ack_id = AckId {
+            group_id,
+            seq: event.seq,
+            delivery_count,
+            token,
+        };
+        GroupMessage {
+            ack_id: ack_id.to_string(),
+            delivery_count,
+            event,
+        }
+    }
+}
+
+/// The stored form of a group's type patterns: a JSON array of strings.
+pub(crate) fn types_json(types: &[Pattern]) -> String {
+    let types: Vec<&str> = types.iter().map(Pattern::as_str).collect();
+    serde_json::to_string(&types).expect("strings serialise")
+}
+
+/// The stored form read back (`None` when it is not one).
+pub(crate) fn parse_types(json: &str) -> Option<Vec<Pattern>> {
+    let types: Vec<String> = serde_json::from_str(json).ok()?;
+    types.iter().map(|t| Pattern::parse(t).ok()).collect()
+}
+
+/// The event columns of `events e` (both backends' `COLUMNS` order), for joins.
+pub(crate) const JOINED_EVENT_COLUMNS: &str =
+    "e.seq, e.id, e.type, e.ts, e.project_id, e.tenant_id, e.user_id, e.payload, e.metadata";
+
 /// A fresh delivery token (one per fetch).
 pub(crate) fn new_token() -> u64 {
     getrandom::u64().expect("the OS random source works")

@@ -19,8 +19,8 @@
 //! - **No deadlocks**: a fetch locks its group row, then message rows of that group; acks, nacks
 //!   and retries lock message rows only, each statement in `seq` order.
 //!
-//! One file per contract, as for the other PostgreSQL tables: its 800 lines are the fetch's
-//! four steps, one statement per operation, and the backend's contract tests.
+//! Over 700 lines, as one file per contract is the rule of the backend's tables: the fetch's
+//! steps, one statement per operation, the ack-id bookkeeping and the backend's tests.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,25 +31,20 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 
 use super::{Arg, COLUMNS, PgStore, bind_all, pattern_regex, row_to_event, select_after_sql};
-use crate::core::event::Event;
 use crate::core::filter::EventFilter;
-use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::store::StoreError;
 use crate::store::group::{
     AckId, AckOutcome, DEAD, DeadLetter, DeadReason, Group, GroupMessage, GroupSettings,
-    GroupState, GroupStore, LEASED, MAX_DEAD_LETTER_PAGE, MAX_FETCH, Outstanding, Page, READY,
-    StartAt, new_token, ordered_next_ready, plan_ordered, sort_ack_ids,
+    GroupState, GroupStore, JOINED_EVENT_COLUMNS, LEASED, MAX_DEAD_LETTER_PAGE, MAX_FETCH,
+    Outstanding, Page, READY, StartAt, new_token, ordered_next_ready, parse_types, plan_ordered,
+    sort_ack_ids, types_json,
 };
 
 type Tx = Transaction<'static, Postgres>;
 
 const GROUP_COLUMNS: &str = "id, name, tenant_id, types, project_id, user_id, start_at, \
      ack_wait_ms, max_deliver, max_ack_pending, ordered, cursor, created_at, updated_at";
-
-/// The event columns of `events e`, in [`COLUMNS`] order, for joins.
-const JOINED_EVENT_COLUMNS: &str =
-    "e.seq, e.id, e.type, e.ts, e.project_id, e.tenant_id, e.user_id, e.payload, e.metadata";
 
 fn decode_error(index: usize, e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::ColumnDecode {
@@ -60,12 +55,12 @@ fn decode_error(index: usize, e: impl std::error::Error + Send + Sync + 'static)
 
 fn row_to_group(r: &PgRow) -> Result<Group, sqlx::Error> {
     let types: String = r.try_get(3)?;
-    let types: Vec<String> = serde_json::from_str(&types).map_err(|e| decode_error(3, e))?;
-    let types = types
-        .iter()
-        .map(|t| Pattern::parse(t))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| decode_error(3, e))?;
+    let types = parse_types(&types).ok_or_else(|| {
+        decode_error(
+            3,
+            std::io::Error::other(format!("invalid type patterns {types}")),
+        )
+    })?;
     let start_at: String = r.try_get(6)?;
     let start_at = StartAt::parse(&start_at).ok_or_else(|| {
         decode_error(
@@ -91,11 +86,6 @@ fn row_to_group(r: &PgRow) -> Result<Group, sqlx::Error> {
         created_at: Timestamp::from_micros(r.try_get(12)?),
         updated_at: Timestamp::from_micros(r.try_get(13)?),
     })
-}
-
-fn types_json(settings: &GroupSettings) -> String {
-    let types: Vec<&str> = settings.types.iter().map(Pattern::as_str).collect();
-    serde_json::to_string(&types).expect("strings serialise")
 }
 
 /// The group of that name, its row locked when `lock`.
@@ -132,20 +122,6 @@ async fn outstanding<'e>(
             })
         })
         .collect()
-}
-
-fn message(group_id: u64, event: Arc<Event>, delivery_count: u32, token: u64) -> GroupMessage {
-    let ack_id = AckId {
-        group_id,
-        seq: event.seq,
-        delivery_count,
-        token,
-    };
-    GroupMessage {
-        ack_id: ack_id.to_string(),
-        delivery_count,
-        event,
-    }
 }
 
 /// Most `seq`s one statement of the top-up looks at (it reads window after window).
@@ -278,7 +254,12 @@ async fn fetch_in(
             if count > 1 {
                 redelivered += 1;
             }
-            out.push(message(g.id, Arc::new(row_to_event(r, 1)?), count, token));
+            out.push(GroupMessage::new(
+                g.id,
+                Arc::new(row_to_event(r, 1)?),
+                count,
+                token,
+            ));
         }
         if rows.len() < seqs.len() {
             let leased: HashSet<u64> = out.iter().map(|m| m.event.seq).collect();
@@ -349,7 +330,7 @@ async fn fetch_in(
                 visible.push(lease_end);
                 count.push(1i32);
                 tokens.push(token as i64);
-                out.push(message(g.id, event, 1, token));
+                out.push(GroupMessage::new(g.id, event, 1, token));
             } else {
                 state.push(READY as i16);
                 visible.push(now);
@@ -506,7 +487,7 @@ impl GroupStore for PgStore {
             )))
             .bind(&s.name)
             .bind(&s.tenant_id)
-            .bind(types_json(s))
+            .bind(types_json(&s.types))
             .bind(&s.project_id)
             .bind(&s.user_id)
             .bind(s.start_at.to_string())
