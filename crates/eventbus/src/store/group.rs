@@ -35,8 +35,8 @@
 //! 1. leased messages whose lease ran out at their `max_deliver`-th delivery become dead letters
 //!    (reason `expired`);
 //! 2. the **candidates**: messages ready now (`ready` with `visible_at <= now`, or `leased` with
-//!    the lease run out), oldest `seq` first, at most `max` and no more than `max_ack_pending`
-//!    minus the messages leased now. An **ordered** group takes per project (events without a
+//!    the lease run out), oldest `seq` first, at most `max` (and [`MAX_FETCH`]) and no more than
+//!    `max_ack_pending` minus the messages leased now. An **ordered** group takes per project (events without a
 //!    project are one more project) only the oldest outstanding message, and only when no
 //!    message of that project is leased, so a project has at most one unacked message at a time,
 //!    delivered in `seq` order;
@@ -54,7 +54,11 @@
 //!    as the inserts. New messages are leased at once, except in an ordered group those of a
 //!    project that already has one outstanding (they wait their turn).
 //!
-//! The fetch returns what it leased, in `seq` order.
+//! The fetch returns what it leased, in `seq` order. When it returns nothing, only one of these
+//! can make the next one return something: a new event (the commit log's head moves), a lease
+//! end or a nack's delay ([`GroupStore::next_ready_at`]), an ack or nack (which frees room
+//! under `max_ack_pending` or a project of an ordered group), a retried dead letter or a change
+//! of the settings. A long-poll waits for those.
 //!
 //! # Guarantees
 //! - **At least once**: a message leaves the table only by an ack of its current delivery; a
