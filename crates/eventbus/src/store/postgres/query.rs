@@ -50,7 +50,7 @@ pub(super) fn bind_all<'q>(
 }
 
 /// The regular expression of a pattern, for the types an index range cannot select exactly.
-fn pattern_regex(pattern: &Pattern) -> String {
+pub(super) fn pattern_regex(pattern: &Pattern) -> String {
     let parts: Vec<&str> = pattern
         .segments()
         .iter()
