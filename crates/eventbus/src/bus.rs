@@ -1,12 +1,12 @@
 //! The bus: publish runs the middleware chain, appends to the store and returns once the events
 //! are durable; delivery to subscribers and transports is driven by the store's commit log.
 //!
-//! [`EventBusBuilder::build`] starts every transport: in-process subscribers, the SSE hub and,
-//! when given a webhook store ([`EventBusBuilder::webhooks`]), the webhook transport, after the
-//! extensions (the plugin host, whose plugins may shape webhook bodies through the
-//! [`PayloadShaper`] given to [`EventBusBuilder::payload_shaper`]). The transports know nothing
-//! of the bus:
-//! the webhook transport publishes its status events through a [`StatusSink`] that holds the
+//! [`EventBusBuilder::build`] starts every transport: in-process subscribers, the SSE hub, the
+//! consumer groups when given a group store ([`EventBusBuilder::groups`]) and, when given a
+//! webhook store ([`EventBusBuilder::webhooks`]), the webhook transport, after the extensions
+//! (the plugin host, whose plugins may shape webhook bodies through the [`PayloadShaper`] given
+//! to [`EventBusBuilder::payload_shaper`]). The transports know nothing of the bus: the webhook
+//! transport publishes its status events through a [`StatusSink`] that holds the
 //! bus weakly, so the bus, which owns the transport, is not kept alive by it.
 //! [`EventBus::shutdown`] stops them in the reverse order: webhook attempts in flight drain
 //! first, then the extensions stop, then the delivery tasks, then the store closes.
@@ -38,8 +38,10 @@ use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::metric;
 use crate::store::webhook::WebhookStore;
+use crate::store::group::GroupStore;
 use crate::store::{Appended, EventPage, EventQuery, EventStore, StoreError};
 use crate::transport::consumer::{Consumer, ConsumerOptions};
+use crate::transport::group::GroupService;
 use crate::transport::internal::{Subscribers, Subscription};
 use crate::transport::sse::{SseHub, SseOptions};
 use crate::transport::webhook::client::ClientError;
@@ -173,6 +175,7 @@ pub struct EventBusBuilder {
     extensions: Vec<Arc<dyn Extension>>,
     webhooks: Option<(Arc<dyn WebhookStore>, WebhookOptions)>,
     payload_shaper: Option<Arc<dyn PayloadShaper>>,
+    groups: Option<Arc<dyn GroupStore>>,
 }
 
 impl EventBusBuilder {
@@ -217,8 +220,16 @@ impl EventBusBuilder {
         self
     }
 
+    /// Serves consumer groups: [`build`](Self::build) starts the consumer group transport over
+    /// `store` (the group tables of the bus's store backend); [`EventBus::groups`] reaches it.
+    pub fn groups(mut self, store: Arc<dyn GroupStore>) -> Self {
+        self.groups = Some(store);
+        self
+    }
+
     /// Loads the catalogue (adding the built-in types) and starts delivery: subscribers, the
-    /// SSE hub, the extensions, then the webhook transport when one was asked for.
+    /// SSE hub, the consumer groups, the extensions, then the webhook transport when one was
+    /// asked for.
     pub async fn build(self) -> Result<EventBus, BuildError> {
         self.store
             .ensure_event_types(EventTypeDef::builtins(Timestamp::now()))
@@ -264,9 +275,13 @@ impl EventBusBuilder {
             &tasks,
             cancel.child_token(),
         );
+        let groups = self
+            .groups
+            .map(|g| GroupService::new(g, self.store.clone(), cancel.child_token()));
         let bus = EventBus {
             inner: Arc::new(Inner {
                 store: self.store,
+                groups,
                 chain: MiddlewareChain::new(steps),
                 registry,
                 subscribers,
@@ -329,6 +344,7 @@ impl StatusSink for BusStatus {
 
 struct Inner {
     store: Arc<dyn EventStore>,
+    groups: Option<Arc<GroupService>>,
     chain: MiddlewareChain,
     registry: Arc<TypeRegistry>,
     subscribers: Arc<Subscribers>,
@@ -367,6 +383,7 @@ impl EventBus {
             extensions: Vec::new(),
             webhooks: None,
             payload_shaper: None,
+            groups: None,
         }
     }
 
@@ -514,6 +531,11 @@ impl EventBus {
         self.inner
             .subscribers
             .subscribe(pattern, Arc::new(move |e| handler(e).boxed()))
+    }
+
+    /// The consumer group transport, when the bus was built with [`EventBusBuilder::groups`].
+    pub fn groups(&self) -> Option<&Arc<GroupService>> {
+        self.inner.groups.as_ref()
     }
 
     /// The SSE fan-out hub.

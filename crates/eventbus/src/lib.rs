@@ -15,7 +15,8 @@
 //!   ([`store::archive`], moving old events into files), webhooks ([`store::webhook`]) and
 //!   plugins ([`store::plugin`]).
 //! - [`transport`]: delivery: [`transport::internal`] (in-process subscribers),
-//!   [`transport::consumer`] (durable named consumers), [`transport::sse`] (the stream hub),
+//!   [`transport::consumer`] (durable named consumers), [`transport::group`] (consumer groups:
+//!   shared pull consumers with long-poll), [`transport::sse`] (the stream hub),
 //!   [`transport::webhook`] (signed, retried webhooks). Transports import neither the bus nor
 //!   the plugins: what they need of them comes in as narrow traits
 //!   ([`transport::webhook::StatusSink`], [`transport::webhook::PayloadShaper`]).

@@ -3,7 +3,8 @@
 //! The library records through the `metrics` facade: without an installed recorder every call
 //! is a no-op; the server installs a Prometheus recorder and renders `GET /metrics`. Labels are
 //! bounded: event types outside the catalogue are counted as `other`, subscribers by pattern,
-//! consumers by name, never an event id or a URL.
+//! consumers by name, consumer groups by name (at most
+//! `transport::group::MAX_LABELLED_GROUPS` of them), never an event id or a URL.
 
 use std::time::Duration;
 
@@ -52,6 +53,16 @@ pub const ARCHIVED_EVENTS: &str = "eventbus_archived_events_total";
 pub const ARCHIVE_LAST_SUCCESS: &str = "eventbus_archive_last_success_timestamp_seconds";
 /// 1 when acknowledged appends survive a power cut with the store's settings, 0 when not.
 pub const STORE_DURABLE_ACKS: &str = "eventbus_store_durable_acks";
+/// Matching events a consumer group has not delivered yet, by `group`.
+pub const GROUP_PENDING: &str = "eventbus_group_pending_events";
+/// Messages of a consumer group handed out and not acked, by `group`.
+pub const GROUP_ACK_PENDING: &str = "eventbus_group_ack_pending_messages";
+/// Deliveries after the first, since a consumer group was created, by `group`.
+pub const GROUP_REDELIVERIES: &str = "eventbus_group_redeliveries_total";
+/// Dead letters a consumer group holds, by `group`.
+pub const GROUP_DEAD_LETTERS: &str = "eventbus_group_dead_letters";
+/// Age of a consumer group's oldest message not acked (0 when none), by `group`.
+pub const GROUP_OLDEST_UNACKED: &str = "eventbus_group_oldest_unacked_seconds";
 /// Resident memory of the process.
 pub const PROCESS_RSS: &str = "eventbus_process_resident_memory_bytes";
 /// CPU time of the process.
@@ -216,6 +227,36 @@ pub const CATALOGUE: &[(&str, Kind, &str, Option<&[&[(&str, &str)]]>)] = &[
         None,
     ),
     (
+        GROUP_PENDING,
+        Kind::Gauge,
+        "Matching events a consumer group has not delivered yet, by group (the first 100 groups by name).",
+        None,
+    ),
+    (
+        GROUP_ACK_PENDING,
+        Kind::Gauge,
+        "Messages of a consumer group handed out and not acked, by group.",
+        None,
+    ),
+    (
+        GROUP_REDELIVERIES,
+        Kind::Counter,
+        "Deliveries after the first since a consumer group was created, by group.",
+        None,
+    ),
+    (
+        GROUP_DEAD_LETTERS,
+        Kind::Gauge,
+        "Dead letters a consumer group holds, by group.",
+        None,
+    ),
+    (
+        GROUP_OLDEST_UNACKED,
+        Kind::Gauge,
+        "Age of a consumer group's oldest message not acked, in seconds (0: none), by group.",
+        None,
+    ),
+    (
         PROCESS_RSS,
         Kind::Gauge,
         "Resident memory of the process, in bytes.",
@@ -293,6 +334,23 @@ pub fn published(event_type: &str, outcome: &'static str, n: u64) {
 pub fn store_group(events: usize, took: Duration) {
     metrics::histogram!(STORE_BATCH_SIZE).record(events as f64);
     metrics::histogram!(STORE_APPEND_DURATION).record(took.as_secs_f64());
+}
+
+/// Sets the gauges of consumer group `group` (read from the store at scrape time).
+pub fn group_state(
+    group: &str,
+    pending: u64,
+    ack_pending: u64,
+    redelivered: u64,
+    dead_lettered: u64,
+    oldest_unacked: Duration,
+) {
+    let label = || group.to_owned();
+    metrics::gauge!(GROUP_PENDING, "group" => label()).set(pending as f64);
+    metrics::gauge!(GROUP_ACK_PENDING, "group" => label()).set(ack_pending as f64);
+    metrics::counter!(GROUP_REDELIVERIES, "group" => label()).absolute(redelivered);
+    metrics::gauge!(GROUP_DEAD_LETTERS, "group" => label()).set(dead_lettered as f64);
+    metrics::gauge!(GROUP_OLDEST_UNACKED, "group" => label()).set(oldest_unacked.as_secs_f64());
 }
 
 /// The duration histogram and error counter of one handler, registered once.

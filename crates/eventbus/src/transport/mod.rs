@@ -1,10 +1,13 @@
 //! Transports: how committed events leave the bus.
 //!
-//! Layout: `internal` (in-process subscribers), `consumer` (durable named consumers), `sse` (the fan-out hub behind `GET /v1/stream`).
+//! Layout: `internal` (in-process subscribers), `consumer` (durable named consumers), `group`
+//! (consumer groups: shared pull consumers with long-poll, behind `/v1/consumers`), `sse` (the
+//! fan-out hub behind `GET /v1/stream`), `webhook` (signed, retried webhooks).
 //! Every transport reads the log by `seq` from a cursor; the commit log only wakes them and
 //! carries hot events, so a transport that falls behind reads the store instead of losing events.
 
 pub mod consumer;
+pub mod group;
 pub mod internal;
 pub mod sse;
 pub mod webhook;
