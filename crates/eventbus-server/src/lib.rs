@@ -123,6 +123,7 @@ async fn build(config: &Config, with_plugins: bool) -> Result<Bus, ServerError> 
     let archive = Arc::new(Archive::new(stores.archive, target));
     let store = stores.events;
     let webhooks = stores.webhooks;
+    let groups = stores.groups;
     let options = BusOptions {
         max_payload_bytes: config.max_payload_bytes,
         strict_types: config.strict_event_types,
@@ -141,7 +142,8 @@ async fn build(config: &Config, with_plugins: bool) -> Result<Bus, ServerError> 
     );
     let mut builder = EventBus::builder(store.clone())
         .options(options)
-        .extension(Arc::new(plugins.clone()));
+        .extension(Arc::new(plugins.clone()))
+        .groups(groups);
     // A server delivers webhooks, their bodies shaped by plugins; the maintenance commands do
     // not deliver.
     if with_plugins {

@@ -193,6 +193,28 @@ pub(super) async fn get_ready(
         }
         checks.push(("archive", (true, entry)));
     }
+    if let Some(groups) = state.bus.groups() {
+        // Never takes the node out of service: a consumer that lags or piles up dead letters is
+        // its consumers' problem, not the bus's. The entry reports the totals.
+        let entry = match tokio::time::timeout(STORE_TIMEOUT, groups.record_metrics()).await {
+            Ok(Ok(t)) => json!({
+                "status": "up",
+                "groups": t.groups,
+                "counted": t.counted,
+                "pending": t.pending,
+                "ackPending": t.ack_pending,
+                "deadLettered": t.dead_lettered,
+            }),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the consumer groups could not be read");
+                json!({"status": "up", "message": "the consumer groups could not be read; the cause has been logged"})
+            }
+            Err(_) => {
+                json!({"status": "up", "message": "the consumer groups did not answer within 2 s"})
+            }
+        };
+        checks.push(("consumers", (true, entry)));
+    }
     let sse = state.bus.sse();
     let open = sse
         .stats()

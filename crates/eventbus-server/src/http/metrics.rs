@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text format.
 //!
 //! Counters and histograms are recorded where things happen (see `eventbus::metric`); gauges of
-//! state (queue depths, open streams, webhook totals, process resources) are read here, at
+//! state (queue depths, open streams, webhook totals, consumer groups, process resources) are read here, at
 //! scrape time, so they cost nothing between scrapes. [`MetricsApi`] is its part of the API
 //! description.
 
@@ -23,6 +23,9 @@ use super::state::AppState;
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(get_metrics))]
 pub(super) struct MetricsApi;
+
+/// Longest a scrape waits for the consumer groups' state.
+const GROUP_METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -96,6 +99,15 @@ pub(super) async fn get_metrics(
         metrics::gauge!(m::WEBHOOK_SUCCESS_RATIO).set(ratio);
         if let Ok(depth) = webhooks.queue_depth().await {
             metrics::gauge!(m::QUEUE_DEPTH, "queue" => "webhooks").set(depth as f64);
+        }
+    }
+    if let Some(groups) = bus.groups() {
+        // At most `MAX_LABELLED_GROUPS` state reads, bounded in time so a slow store does not
+        // hold the scrape.
+        match tokio::time::timeout(GROUP_METRICS_TIMEOUT, groups.record_metrics()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics: consumer groups unreadable"),
+            Err(_) => tracing::warn!("metrics: consumer group state took over 2 s; skipped"),
         }
     }
     process_metrics();

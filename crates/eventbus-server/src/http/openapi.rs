@@ -22,7 +22,8 @@ use super::body::json;
 use super::problem::problem_content;
 use super::state::AppState;
 use super::{
-    event_types, events, health, keys, metrics, plugins, problem, stream, tokens, webhooks,
+    consumers, event_types, events, health, keys, metrics, plugins, problem, stream, tokens,
+    webhooks,
 };
 
 /// Routes of this resource.
@@ -50,6 +51,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         event_types::EventTypesApi::openapi(),
         stream::StreamApi::openapi(),
         webhooks::WebhooksApi::openapi(),
+        consumers::ConsumersApi::openapi(),
         keys::KeysApi::openapi(),
         tokens::TokensApi::openapi(),
         plugins::PluginsApi::openapi(),
@@ -69,7 +71,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 #[openapi(
     info(
         title = "Situs Event Bus",
-        description = "Publish, query and stream events; deliver them to webhooks. Errors are RFC 9457 \
+        description = "Publish, query and stream events; deliver them to webhooks and consumer groups. Errors are RFC 9457 \
                        `application/problem+json`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
@@ -79,6 +81,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         (name = "event-types", description = "The event type catalogue"),
         (name = "stream", description = "Server-Sent Events"),
         (name = "webhooks", description = "Webhook endpoints, deliveries and attempts"),
+        (name = "consumers", description = "Consumer groups: shared pull consumers with fetch, ack, nack and dead letters"),
         (name = "keys", description = "API keys (admin)"),
         (name = "tokens", description = "Browser tokens for streams"),
         (name = "plugins", description = "Rust and JavaScript plugins: status, reload, install, dead letters"),

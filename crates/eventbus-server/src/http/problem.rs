@@ -105,6 +105,29 @@ pub enum ApiError {
     /// The request target is too long.
     #[error("the request target is too long; send long filters in fewer or shorter parameters")]
     UriTooLong,
+    /// Ack ids that name no message of the consumer (each in `errors`).
+    #[error("{detail}")]
+    UnknownAckIds {
+        /// What to do.
+        detail: String,
+        /// One entry per ack id at fault (`ackIds/<index>`).
+        errors: Vec<FieldError>,
+    },
+    /// Ack ids whose delivery is over: lease ran out, redelivered, acked already (each in
+    /// `errors`).
+    #[error("{detail}")]
+    ExpiredAckIds {
+        /// What to do.
+        detail: String,
+        /// One entry per ack id at fault (`ackIds/<index>`).
+        errors: Vec<FieldError>,
+    },
+    /// A consumer of that name exists and belongs to a scope the key cannot reach.
+    #[error("{0}")]
+    ConsumerNameTaken(String),
+    /// This server runs without consumer groups.
+    #[error("{0}")]
+    ConsumersUnavailable(String),
     /// Anything else; details are logged, not shown.
     #[error("{0}")]
     Internal(String),
@@ -274,6 +297,26 @@ impl ApiError {
                 "uri-too-long",
                 "The request target is too long",
             ),
+            ApiError::UnknownAckIds { .. } => kind(
+                S::NOT_FOUND,
+                "unknown-ack-id",
+                "An ack id names no message of this consumer",
+            ),
+            ApiError::ExpiredAckIds { .. } => kind(
+                S::CONFLICT,
+                "expired-ack-id",
+                "The delivery an ack id names is over",
+            ),
+            ApiError::ConsumerNameTaken(_) => kind(
+                S::CONFLICT,
+                "consumer-name-taken",
+                "The consumer name is taken",
+            ),
+            ApiError::ConsumersUnavailable(_) => kind(
+                S::NOT_IMPLEMENTED,
+                "consumers-unavailable",
+                "Consumer groups are not available",
+            ),
             ApiError::Internal(_) => kind(
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -300,6 +343,9 @@ impl ApiError {
             | ApiError::InvalidParameter(f)
             | ApiError::InvalidWebhookUrl(f) => vec![f.clone()],
             ApiError::Rejected(r) => r.errors.clone(),
+            ApiError::UnknownAckIds { errors, .. } | ApiError::ExpiredAckIds { errors, .. } => {
+                errors.clone()
+            }
             ApiError::Conflict(StoreError::Conflict { index, .. }) => {
                 vec![FieldError::new(
                     format!("{index}/id"),

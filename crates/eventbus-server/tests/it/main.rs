@@ -2,7 +2,8 @@
 //!
 //! - **In process** ([`common::InProcessServer`]): the real router started in this test process
 //!   with `eventbus_server::run` on port 0, on a thread and runtime of its own. For HTTP
-//!   semantics, where a process adds only start-up time: `errors`, `publish`, `query`, and
+//!   semantics, where a process adds only start-up time: `errors`, `publish`, `query`,
+//!   `consumers` except its tests of `kill -9` and of two processes, and
 //!   `event_types`, `security`, `stream` except the tests named below.
 //! - **The binary** ([`common::TestServer`]): the real `eventbus` executable on port 0. For the
 //!   promises about the process, and for what is process-global: signals, restarts and
@@ -21,12 +22,13 @@
 //! tenants, tokens and limits), `plugins` (real JavaScript plugins: handling, isolation,
 //! middleware, lifecycle, reload), `deploy` (the container image's environment), `cli` (the
 //! maintenance commands beside a running server), `regression` (one test per fixed bug, named
-//! after it).
+//! after it), `consumers` (consumer groups over HTTP on both backends).
 
 mod archive;
 mod cli;
 mod cluster;
 mod common;
+mod consumers;
 mod deploy;
 mod durability;
 mod errors;

@@ -53,6 +53,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/plugins/{name}"),
     ("GET", "/v1/plugins/{name}/dead-letters"),
     ("POST", "/v1/plugins/{name}/dead-letters/{id}/retry"),
+    ("GET", "/v1/consumers"),
+    ("GET", "/v1/consumers/{name}"),
+    ("PUT", "/v1/consumers/{name}"),
+    ("DELETE", "/v1/consumers/{name}"),
+    ("POST", "/v1/consumers/{name}/fetch"),
+    ("POST", "/v1/consumers/{name}/ack"),
+    ("POST", "/v1/consumers/{name}/nack"),
+    ("GET", "/v1/consumers/{name}/dead-letters"),
+    ("POST", "/v1/consumers/{name}/dead-letters/{ackId}/retry"),
 ];
 
 /// Methods the API could use; a listed path must refuse every one it does not list.
