@@ -745,3 +745,26 @@ async fn two_processes_on_one_postgres_share_a_consumer_without_double_hand_out(
     assert_eq!(acked.len(), EVENTS);
     drop(schema);
 }
+
+#[tokio::test]
+async fn metrics_and_readiness_report_consumers_and_readiness_stays_green() {
+    let server = TestServer::start(&[]).await;
+    put_consumer(&server, "lagging", json!({"types": ["a.*"]})).await;
+    publish_n(&server, "a.b", 3, |_| None).await;
+    assert_eq!(fetch(&server, "lagging", 1, 2000).await.len(), 1);
+    let text = crate::metrics::scrape(&server).await;
+    let value = |name: &str| crate::metrics::sample(&text, &format!("{name}{{group=\"lagging\"}}"));
+    assert_eq!(value("eventbus_group_pending_events"), Some(2.0), "{text}");
+    assert_eq!(value("eventbus_group_ack_pending_messages"), Some(1.0));
+    assert_eq!(value("eventbus_group_redeliveries_total"), Some(0.0));
+    assert_eq!(value("eventbus_group_dead_letters"), Some(0.0));
+    assert!(value("eventbus_group_oldest_unacked_seconds").is_some());
+    // A lagging consumer never takes the node out of service.
+    let ready = server.get("/health/ready", &[]).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    let entry = &ready.body["details"]["consumers"];
+    assert_eq!(entry["status"], json!("up"), "{}", ready.body);
+    assert_eq!(entry["groups"], json!(1));
+    assert_eq!(entry["pending"], json!(2));
+    assert_eq!(entry["ackPending"], json!(1));
+}

@@ -217,3 +217,34 @@ async fn problems_match_their_schema() {
         conforms("Problem", &serde_json::from_slice(&body).unwrap());
     }
 }
+
+#[test]
+fn consumer_messages_and_dead_letters_match_their_schemas() {
+    use eventbus::store::group::{DeadLetter, DeadReason, GroupMessage};
+    let message = GroupMessage {
+        ack_id: "1.7.1.00000000000000ff".into(),
+        delivery_count: 1,
+        event: std::sync::Arc::new(event()),
+    };
+    conforms("ConsumerMessage", &serde_json::to_value(&message).unwrap());
+    conforms(
+        "FetchedMessages",
+        &json!({"messages": [serde_json::to_value(&message).unwrap()]}),
+    );
+    for event in [Some(std::sync::Arc::new(event())), None] {
+        let dead = DeadLetter {
+            ack_id: "1.7.5.00000000000000ff".into(),
+            seq: 7,
+            delivery_count: 5,
+            reason: DeadReason::Nacked,
+            dead_lettered_at: now(),
+            event,
+        };
+        let dead = serde_json::to_value(&dead).unwrap();
+        conforms("ConsumerDeadLetter", &dead);
+        conforms(
+            "ConsumerDeadLetterPage",
+            &json!({"deadLetters": [dead], "nextAfter": null}),
+        );
+    }
+}
