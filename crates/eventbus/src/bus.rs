@@ -37,8 +37,8 @@ use crate::core::middleware::{
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::metric;
-use crate::store::webhook::WebhookStore;
 use crate::store::group::GroupStore;
+use crate::store::webhook::WebhookStore;
 use crate::store::{Appended, EventPage, EventQuery, EventStore, StoreError};
 use crate::transport::consumer::{Consumer, ConsumerOptions};
 use crate::transport::group::GroupService;

@@ -11,23 +11,15 @@ use crate::common::sse::SseClient;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-pub(crate) fn database_url() -> String {
-    std::env::var("EVENTBUS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+pub(crate) use crate::common::pg::database_url;
 
-/// A fresh schema for this test; `None` (outside CI) when PostgreSQL cannot be reached.
+/// A fresh schema for this test (left in place: the nodes' logs name it); `None` (outside CI)
+/// when PostgreSQL cannot be reached.
 pub(crate) fn create_schema(test: &str) -> Option<String> {
     let name = format!("eb_{test}_{}", std::process::id());
-    let ok = Command::new("psql")
-        .arg(database_url())
-        .args([
-            "-qAtc",
-            &format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"),
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
+    if crate::common::pg::psql(&format!(
+        "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+    )) {
         return Some(name);
     }
     eventbus::testing::skip(&format!("PostgreSQL at {} is unreachable", database_url()));

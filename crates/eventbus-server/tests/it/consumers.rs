@@ -8,13 +8,13 @@
 //! ones skip, outside CI, when the database cannot be reached). Every wait is bounded.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::common::pg::Schema;
 use crate::common::{ApiClient, InProcessServer, Reply, TestServer};
 
 /// Bound of every loop that waits for something.
@@ -98,49 +98,6 @@ async fn publish_n(api: &ApiClient, ty: &str, n: usize, project: impl Fn(usize) 
     }
 }
 
-fn database_url() -> String {
-    std::env::var("EVENTBUS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn psql(sql: &str) -> bool {
-    Command::new("psql")
-        .arg(database_url())
-        .args([
-            "-qAtc",
-            &format!("SET client_min_messages = warning; {sql}"),
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A fresh PostgreSQL schema, dropped on drop; `None` (outside CI) when PostgreSQL is
-/// unreachable.
-struct Schema(String);
-
-impl Schema {
-    fn create(test: &str) -> Option<Schema> {
-        let name = format!("eb_consumers_{test}_{}", std::process::id());
-        if psql(&format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-        )) {
-            return Some(Schema(name));
-        }
-        eventbus::testing::skip(&format!("PostgreSQL at {} is unreachable", database_url()));
-        None
-    }
-
-    fn store_url(&self) -> String {
-        format!("{}?options=-c%20search_path%3D{}", database_url(), self.0)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
-    }
-}
-
 /// Runs `suite` on SQLite, or on a fresh PostgreSQL schema when `pg` (skipped when PostgreSQL
 /// is unreachable).
 macro_rules! on_both {
@@ -153,7 +110,7 @@ macro_rules! on_both {
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $pg() {
-            let Some(schema) = Schema::create(stringify!($pg)) else {
+            let Some(schema) = Schema::create("consumers", stringify!($pg)) else {
                 return;
             };
             let url = schema.store_url();
@@ -721,7 +678,7 @@ async fn unacked_messages_survive_kill_9_and_are_redelivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_on_one_postgres_share_a_consumer_without_double_hand_out() {
     const EVENTS: usize = 2000;
-    let Some(schema) = Schema::create("two_processes") else {
+    let Some(schema) = Schema::create("consumers", "two_processes") else {
         return;
     };
     let url = schema.store_url();

@@ -4,7 +4,6 @@
 //! receiver exactly once, whichever node it was published on and whichever node sent it.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::TestServer;
+use crate::common::pg::Schema;
 use crate::common::receiver::WebhookReceiver;
 
 /// Generous bound for anything asynchronous.
@@ -25,48 +25,6 @@ const PUBLISHERS: usize = 10;
 
 /// What each process logs (at debug level) for every attempt it makes.
 const ATTEMPT_LOG: &str = "webhook attempt";
-
-fn database_url() -> String {
-    std::env::var("EVENTBUS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn psql(sql: &str) -> bool {
-    Command::new("psql")
-        .arg(database_url())
-        .args([
-            "-qAtc",
-            &format!("SET client_min_messages = warning; {sql}"),
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A fresh schema, dropped on drop; `None` (outside CI) when PostgreSQL cannot be reached.
-struct Schema(String);
-
-impl Schema {
-    fn create(test: &str) -> Option<Schema> {
-        let name = format!("eb_webhooks_pg_{test}_{}", std::process::id());
-        if psql(&format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-        )) {
-            return Some(Schema(name));
-        }
-        eventbus::testing::skip(&format!("PostgreSQL at {} is unreachable", database_url()));
-        None
-    }
-
-    fn store_url(&self) -> String {
-        format!("{}?options=-c%20search_path%3D{}", database_url(), self.0)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
-    }
-}
 
 /// Every attempt the API lists for `endpoint`, following the pages.
 async fn all_attempts(server: &TestServer, endpoint: &str) -> Vec<Value> {
@@ -184,7 +142,7 @@ async fn publish_across(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_share_one_queue_and_deliver_every_event_once() {
-    let Some(schema) = Schema::create("shared") else {
+    let Some(schema) = Schema::create("webhooks_pg", "shared") else {
         return;
     };
     let (a, b) = two_processes(&schema).await;
@@ -265,7 +223,7 @@ async fn two_processes_share_one_queue_and_deliver_every_event_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_ordered_endpoint_gets_events_in_seq_order_from_two_processes() {
-    let Some(schema) = Schema::create("ordered") else {
+    let Some(schema) = Schema::create("webhooks_pg", "ordered") else {
         return;
     };
     let (a, b) = two_processes(&schema).await;

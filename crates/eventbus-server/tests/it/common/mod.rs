@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod in_process;
+pub mod pg;
 pub mod receiver;
 /// A fresh bucket on the test S3 server (shared with the library's tests).
 #[path = "../../../../eventbus/tests/it/common/s3.rs"]
