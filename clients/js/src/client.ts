@@ -1,11 +1,12 @@
 /**
- * `EventBusClient`: publishes, queries and subscribes over the bus's HTTP API.
+ * `EventBusClient`: publishes, queries, subscribes and consumes over the bus's HTTP API.
  *
  * Publishing retries `429`, `503` and network failures with exponential backoff and jitter,
  * honouring `Retry-After`. That is safe because the client gives every event a UUIDv7 `id`
  * before the first attempt: the bus stores an id once and answers a repeat with the stored event.
  */
 import { backoffDelay, parseRetryAfter, sleep, type BackoffOptions } from './backoff.js';
+import { ConsumerLoop, type ConsumeHandler, type ConsumeOptions, type Consumption } from './consumer.js';
 import { EventBusError, NetworkError, ProblemError, problemFromResponse } from './errors.js';
 import { EventType } from './event-types.js';
 import { isValidPattern } from './pattern.js';
@@ -108,6 +109,18 @@ export class EventBusClient {
       ...(json ? { 'content-type': 'application/json' } : {}),
       ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}),
     };
+  }
+
+  /** Sends a request once: the response when it is a success, else a `ProblemError` or `NetworkError`. */
+  private async send(path: string, init: RequestInit): Promise<Response> {
+    let response: Response;
+    try {
+      response = await this.doFetch(`${this.url}${path}`, init);
+    } catch (cause) {
+      throw new NetworkError(`cannot reach the event bus at ${this.url}`, { cause });
+    }
+    if (response.ok) return response;
+    throw await problemFromResponse(response, parseRetryAfter(response.headers.get('retry-after')));
   }
 
   /** Sends a request, retrying 429/503/network failures; returns the successful response. */
@@ -265,6 +278,32 @@ export class EventBusClient {
     const subscription = connection.add(filter, handler, options.onError);
     this.emitStatus();
     return subscription;
+  }
+
+  /**
+   * Consumes the consumer group `name` (`/v1/consumers/{name}`): fetches with long-poll, runs
+   * `handler` on each message with at most `concurrency` at once, acks when it resolves and nacks
+   * with a growing delay when it throws; reconnects through outages. Loops on one consumer, here
+   * or in other processes, share its work. `create` puts the consumer's settings first. Typed like
+   * `subscribe`: `consume<'project.created'>('mailer', (e) => e.payload.name)`.
+   * `await consumption.close()` stops fetching and lets running handlers finish.
+   */
+  consume<T extends string = string>(
+    name: string,
+    handler: ConsumeHandler<EventOf<T>>,
+    options: ConsumeOptions<T> = {},
+  ): Consumption {
+    return new ConsumerLoop(
+      {
+        send: (path, init) => this.send(path, init),
+        headers: () => this.headers(true),
+        reconnectBackoff: this.options.reconnectBackoff ?? {},
+        onHandlerError: this.options.onHandlerError ?? ((error) => console.error('event bus consumer:', error)),
+      },
+      name,
+      handler as ConsumeHandler,
+      options as ConsumeOptions,
+    );
   }
 
   /**

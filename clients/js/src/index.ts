@@ -2,7 +2,8 @@
  * `@situs/event-bus-client`: a client of the Situs Event Bus for Node ≥ 18 and browsers.
  *
  * Layout:
- * - `client`     — {@link EventBusClient}: publish, publishBatch, query, subscribe, status
+ * - `client`     — {@link EventBusClient}: publish, publishBatch, query, subscribe, consume, status
+ * - `consumer`   — consumer groups: the fetch / ack / nack loop behind `consume`
  * - `stream`     — shared SSE connections: multiplexing, resume by `seq`, reconnection
  * - `transport/` — one SSE connection attempt over `fetch` streaming or `EventSource`
  * - `pattern`    — type patterns (`*`, `>`) with the bus's semantics
@@ -15,6 +16,14 @@
  */
 export { EventBusClient, type EventBusClientOptions } from './client.js';
 export type { Subscription, SubscribeOptions } from './stream.js';
+export type {
+  ConsumedMessage,
+  ConsumeHandler,
+  ConsumeOptions,
+  ConsumerInfo,
+  ConsumerSettings,
+  Consumption,
+} from './consumer.js';
 export {
   EventBusError,
   NetworkError,
