@@ -6,7 +6,13 @@
  * before the first attempt: the bus stores an id once and answers a repeat with the stored event.
  */
 import { backoffDelay, parseRetryAfter, sleep, type BackoffOptions } from './backoff.js';
-import { ConsumerLoop, type ConsumeHandler, type ConsumeOptions, type Consumption } from './consumer.js';
+import {
+  ConsumerLoop,
+  type ConsumeHandler,
+  type ConsumeOptions,
+  type ConsumerInfo,
+  type Consumption,
+} from './consumer.js';
 import { EventBusError, NetworkError, ProblemError, problemFromResponse } from './errors.js';
 import { EventType } from './event-types.js';
 import { isValidPattern } from './pattern.js';
@@ -304,6 +310,17 @@ export class EventBusClient {
       handler as ConsumeHandler,
       options as ConsumeOptions,
     );
+  }
+
+  /** A consumer group's settings and state (`GET /v1/consumers/{name}`), or null when the bus has none. */
+  async getConsumer(name: string): Promise<ConsumerInfo | null> {
+    try {
+      const response = await this.request(`/v1/consumers/${encodeURIComponent(name)}`, { headers: this.headers() });
+      return (await response.json()) as ConsumerInfo;
+    } catch (error) {
+      if (error instanceof ProblemError && error.status === 404) return null;
+      throw error;
+    }
   }
 
   /**

@@ -46,9 +46,20 @@ export interface ConsumerSettings<T extends string = string> {
 }
 
 /** A consumer as the bus describes it (`GET /v1/consumers/{name}`): its settings and state. */
-export interface ConsumerInfo extends ConsumerSettings {
+export interface ConsumerInfo {
   name: string;
-  tenantId?: string | null;
+  /** Narrowed to the creating key's scope. */
+  types: string[];
+  /** The creating key's tenant; null for a consumer of an unrestricted key. */
+  tenantId: string | null;
+  projectId: string | null;
+  userId: string | null;
+  /** The start it was created with. */
+  startAt: 'new' | 'earliest' | number;
+  ackWaitMs: number;
+  maxDeliver: number;
+  maxAckPending: number;
+  ordered: boolean;
   createdAt: string;
   updatedAt: string;
   /** Every event up to this `seq` has been considered. */
@@ -169,9 +180,10 @@ export class ConsumerLoop implements Consumption {
     this.max = Math.max(1, Math.min(options.max ?? concurrency, MAX_IDS));
     this.waitMs = Math.max(0, Math.min(options.waitMs ?? 10_000, 30_000));
     const signal = options.signal;
+    const onAbort = () => void this.close();
     if (signal?.aborted) this.closing = true;
-    else signal?.addEventListener('abort', () => void this.close(), { once: true });
-    this.closed = this.run();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    this.closed = this.run().finally(() => signal?.removeEventListener('abort', onAbort));
   }
 
   get inFlight(): number {

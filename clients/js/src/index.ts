@@ -2,7 +2,7 @@
  * `@situs/event-bus-client`: a client of the Situs Event Bus for Node ≥ 18 and browsers.
  *
  * Layout:
- * - `client`     — {@link EventBusClient}: publish, publishBatch, query, subscribe, consume, status
+ * - `client`     — {@link EventBusClient}: publish, publishBatch, query, subscribe, consume, getConsumer, status
  * - `consumer`   — consumer groups: the fetch / ack / nack loop behind `consume`
  * - `stream`     — shared SSE connections: multiplexing, resume by `seq`, reconnection
  * - `transport/` — one SSE connection attempt over `fetch` streaming or `EventSource`

@@ -107,8 +107,8 @@ describe('consume', () => {
     ]);
     expect(deliveries[0]!.ackId).not.toBe(deliveries[1]!.ackId);
     expect(errors).toHaveLength(1);
-    const state = await consumerRequest(b, 'flaky');
-    expect(state).toMatchObject({ ackPending: 0, redelivered: 1, deadLettered: 0 });
+    const state = await c.getConsumer('flaky');
+    expect(state).toMatchObject({ name: 'flaky', types: ['job.run'], ordered: false, ackPending: 0, redelivered: 1, deadLettered: 0 });
   });
 
   it('runs at most `concurrency` handlers at once', async () => {
@@ -229,6 +229,7 @@ describe('consume', () => {
     await consumption.closed;
     expect(errors).toHaveLength(1);
     expect(errors[0]).toBeInstanceOf(ProblemError);
+    expect(await c.getConsumer('nobody')).toBeNull();
     expect((errors[0] as ProblemError).status).toBe(404);
     expect(consumption.error).toBe(errors[0]);
     await consumption.close(); // closing a stopped loop is a no-op
