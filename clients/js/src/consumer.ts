@@ -151,6 +151,8 @@ export class ConsumerLoop implements Consumption {
   private readonly max: number;
   private readonly waitMs: number;
   private readonly abort = new AbortController();
+  /** Aborts the fetch waiting for its answer; unset once the answer (with its leased messages) arrived. */
+  private pollAbort: AbortController | undefined;
   private closing = false;
   private running = 0;
   private lastError: Error | null = null;
@@ -198,6 +200,7 @@ export class ConsumerLoop implements Consumption {
     if (!this.closing) {
       this.closing = true;
       this.abort.abort();
+      this.pollAbort?.abort();
       this.slotFreed?.();
     }
     return this.closed;
@@ -278,13 +281,24 @@ export class ConsumerLoop implements Consumption {
     await response.body?.cancel().catch(() => undefined);
   }
 
+  /**
+   * One long-poll. `close()` aborts it only while it waits for the answer: once the answer came,
+   * its messages are leased to this loop, so the body is read and they are nacked at once.
+   */
   private async fetchMessages(max: number): Promise<ConsumedMessage[]> {
-    const response = await this.ctx.send(`${this.path}/fetch`, {
-      method: 'POST',
-      headers: this.ctx.headers(),
-      body: JSON.stringify({ max, waitMs: this.waitMs }),
-      signal: this.abort.signal,
-    });
+    const poll = new AbortController();
+    this.pollAbort = poll;
+    let response: Response;
+    try {
+      response = await this.ctx.send(`${this.path}/fetch`, {
+        method: 'POST',
+        headers: this.ctx.headers(),
+        body: JSON.stringify({ max, waitMs: this.waitMs }),
+        signal: poll.signal,
+      });
+    } finally {
+      this.pollAbort = undefined;
+    }
     const body = (await response.json()) as { messages?: ConsumedMessage[] };
     return body.messages ?? [];
   }

@@ -111,6 +111,38 @@ describe('consume', () => {
     expect(state).toMatchObject({ name: 'flaky', types: ['job.run'], ordered: false, ackPending: 0, redelivered: 1, deadLettered: 0 });
   });
 
+  it('acks handlers that finish together in one request', async () => {
+    const b = await bus();
+    await putConsumer(b, 'batched', { types: ['job.>'] });
+    const answers: string[] = [];
+    const c = new EventBusClient({
+      url: b.url,
+      apiKey: ADMIN_KEY,
+      fetch: (input, init) => {
+        const path = new URL(String(input)).pathname;
+        if (path.endsWith('/ack') || path.endsWith('/nack')) answers.push(String(init?.body));
+        return fetch(input, init);
+      },
+    });
+    cleanup.push(() => c.close());
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let started = 0;
+    const consumption = c.consume('batched', async () => {
+      started++;
+      await gate;
+    }, { concurrency: 8, waitMs: 1000 });
+    cleanup.push(() => consumption.close());
+    await c.publishBatch(jobs(8));
+    await waitFor(() => started === 8, 'eight handlers to start');
+    release();
+    await waitFor(() => answers.length > 0, 'the ack');
+    await consumption.close();
+    expect(answers).toHaveLength(1);
+    expect((JSON.parse(answers[0]!) as { ackIds: string[] }).ackIds).toHaveLength(8);
+    expect(await c.getConsumer('batched')).toMatchObject({ ackPending: 0, pending: 0 });
+  });
+
   it('runs at most `concurrency` handlers at once', async () => {
     const b = await bus();
     await putConsumer(b, 'bounded', { types: ['job.>'] });
