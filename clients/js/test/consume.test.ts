@@ -4,6 +4,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventBusClient, ProblemError, type BusEvent, type ConsumedMessage, type ConsumerSettings } from '../src/index.js';
 import { ADMIN_KEY, killBus, restartBus, startBus, waitFor, type Bus } from './helpers/bus.js';
+import { startFaultProxy } from './helpers/proxy.js';
 
 const cleanup: (() => unknown)[] = [];
 afterEach(async () => {
@@ -251,6 +252,37 @@ describe('consume', () => {
     await consumption.close();
     expect(handled).toEqual([1, 2]);
     expect(consumption.error).toBeNull();
+  });
+
+  it('retries a 503 after its Retry-After and a failed ack, handling the event once', async () => {
+    const b = await bus();
+    const proxy = await startFaultProxy(b.url);
+    cleanup.push(() => proxy.close());
+    const c = client(proxy.url);
+    const publisher = client(b.url);
+    proxy.faults.push({ status: 503, retryAfter: '1' });
+    const handled: string[] = [];
+    const t0 = Date.now();
+    const consumption = c.consume('proxied', (e) => void handled.push(e.id), {
+      create: { types: ['job.>'] },
+      waitMs: 1000,
+    });
+    cleanup.push(() => consumption.close());
+    await waitFor(() => proxy.requests.some((r) => r.includes('/fetch')), 'the first fetch');
+    const puts = proxy.requests.filter((r) => r.startsWith('PUT '));
+    expect(puts).toHaveLength(2);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    // The next request is the ack (the bus takes it, the client sees a 503 and sends it again,
+    // answered 409 as done already) or the next fetch (retried): either way, handled once.
+    await waitFor(() => proxy.requests.at(-1)?.includes('/fetch'), 'a fetch waiting');
+    const event = await publisher.publish({ type: 'job.run', payload: { i: 1 } });
+    proxy.faults.push({ status: 503, forwardThenFail: true });
+    await waitFor(async () => proxy.faults.length === 0 && (await publisher.getConsumer('proxied'))?.ackPending === 0, 'the ack');
+    await sleep(300);
+    await consumption.close();
+    expect(handled).toEqual([event.id]);
+    expect(consumption.error).toBeNull();
+    expect(await publisher.getConsumer('proxied')).toMatchObject({ ackPending: 0, redelivered: 0 });
   });
 
   it('ends the loop with a ProblemError when the consumer does not exist', async () => {
