@@ -91,7 +91,7 @@ export interface ConsumeOptions<T extends string = string> {
   concurrency?: number;
   /** The most messages one fetch asks for (default: `concurrency`; never more than free slots). */
   max?: number;
-  /** How long a fetch waits for a message, 0 to 30,000 ms (default 10,000). */
+  /** How long a fetch waits for a message, 0 to 30,000 ms (default 10,000); empty fetches are at least 250 ms apart. */
   waitMs?: number;
   /**
    * The delay of a nack after the handler threw, by the message's `deliveryCount`:
@@ -134,6 +134,8 @@ export interface ConsumerContext {
 const NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 const MAX_IDS = 1000;
 const DEFAULT_NACK_BACKOFF: BackoffOptions = { initialDelayMs: 1000, maxDelayMs: 300_000 };
+/** The shortest time between two fetches that came back empty. */
+const MIN_EMPTY_POLL_MS = 250;
 /** Attempts at one ack or nack batch before it is left to the lease (the bus hands the message out again). */
 const ANSWER_ATTEMPTS = 8;
 
@@ -232,6 +234,10 @@ export class ConsumerLoop implements Consumption {
           break;
         }
         for (const message of messages) this.start(message);
+        // Without a long-poll an empty answer comes at once: do not spin on it.
+        if (messages.length === 0 && this.waitMs < MIN_EMPTY_POLL_MS) {
+          await sleep(MIN_EMPTY_POLL_MS - this.waitMs, this.abort.signal).catch(() => undefined);
+        }
       }
     } finally {
       await Promise.all([...this.handlers]);
