@@ -245,3 +245,25 @@ async fn send_reqwest(client: &reqwest::Client, url: &str, body: Bytes) -> Resul
     }
     Ok(())
 }
+
+/// Posts `body` (one event or an array) to `url` (`…/v1/events`); anything but `201` is an error.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<()> {
+    let r = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("publishing to {url}"))?;
+    if r.status() != 201 {
+        anyhow::bail!(
+            "publish to {url} answered {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}

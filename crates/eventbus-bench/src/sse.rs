@@ -7,12 +7,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::Mutex;
 
 use crate::stats::{Latencies, Summary};
+use crate::workload::now_micros;
 
 /// One SSE load.
 #[derive(Debug, Clone)]
@@ -53,13 +54,6 @@ impl SseResult {
     pub fn rate(&self) -> f64 {
         self.deliveries as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_micros() as u64
 }
 
 /// Raises this process's open-file limit to its hard limit; returns the new soft limit.

@@ -20,13 +20,15 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+use crate::publish::post_json as publish;
 use crate::stats::{Latencies, Summary};
+use crate::workload::{now_micros, stamped_event as event};
 
 /// One webhook load.
 #[derive(Debug, Clone)]
@@ -78,13 +80,6 @@ impl WebhookResult {
     pub fn rate(&self) -> f64 {
         self.deliveries as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_micros() as u64
 }
 
 #[derive(Default)]
@@ -223,30 +218,6 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
         behind_schedule: schedule.behind,
         max_in_flight: schedule.max_in_flight,
     })
-}
-
-/// One benchmark event of project `p_{i % 100}` sent at `sent_at` (micros since the epoch).
-fn event(i: usize, sent_at: u64, padding: &str) -> serde_json::Value {
-    serde_json::json!({"type": "project.updated", "projectId": format!("p_{}", i % 100),
-        "payload": {"sentAt": sent_at, "pad": padding}})
-}
-
-/// Sends `body` to `url`; anything but `201` is an error.
-async fn publish(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<()> {
-    let r = client
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .with_context(|| format!("publishing to {url}"))?;
-    if r.status() != 201 {
-        bail!(
-            "publish to {url} answered {}: {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        );
-    }
-    Ok(())
 }
 
 /// Burst mode: batches of `load.batch` events, one request after another, request `k` to node

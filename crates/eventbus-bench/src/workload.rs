@@ -46,6 +46,22 @@ pub fn event_json(i: usize, payload: &str, timestamp: Option<&str>) -> String {
     )
 }
 
+/// Now, in microseconds since the Unix epoch: the send time a timed event carries, read back by
+/// whoever receives it (the bench and the server share the clock).
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64
+}
+
+/// Event number `i` of project `p_{i % PROJECTS}` carrying its send time: payload
+/// `{"sentAt": sent_at, "pad": padding}` (`sent_at` in microseconds since the epoch).
+pub fn stamped_event(i: usize, sent_at: u64, padding: &str) -> serde_json::Value {
+    serde_json::json!({"type": EVENT_TYPE, "projectId": project_id(i),
+        "payload": {"sentAt": sent_at, "pad": padding}})
+}
+
 /// The HTTP body publishing events `first..first + batch`: one event object when `batch` is 1,
 /// else an array (an atomic batch). Ids and timestamps are left to the bus, as most publishers do.
 pub fn http_body(first: usize, batch: usize, payload: &str) -> String {
