@@ -35,6 +35,46 @@ pub(crate) enum Command {
     /// archived (`eventbus archive run`) and read again from the archive; events/s of both
     /// reads and their ratio, and the archive run's events/s.
     Archive(ArchiveArgs),
+    /// Consumer groups: N fetchers share one consumer (fetch with long-poll, ack each batch in
+    /// one call) while E events are published in batches, then drain a backlog of E events;
+    /// events/s acked end to end and publish→ack latency, beside the SSE fan-out in the same run.
+    Consumer(ConsumerArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsumerArgs {
+    /// Start this `eventbus` binary on a free loopback port with an empty database.
+    #[arg(long)]
+    pub(crate) spawn: PathBuf,
+    /// Run the server on this PostgreSQL database (a new schema per run, dropped after) instead
+    /// of a fresh SQLite file, e.g. postgres://postgres@127.0.0.1:5432/test.
+    #[arg(long)]
+    pub(crate) store_url: Option<String>,
+    /// Fetchers sharing the consumer.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub(crate) fetchers: u64,
+    /// Events per shape (live, then backlog).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) events: u64,
+    /// `max` of each fetch.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub(crate) batch: u64,
+    /// Events per publish request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub(crate) publish_batch: u64,
+    /// Time limit of each shape, in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub(crate) duration: f64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) payload_bytes: usize,
+    /// Streams of the SSE fan-out measured after, on a fresh SQLite server, as the sse mode
+    /// measures it (100 projects, 1000 events/s for 10 s); 0 skips it.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub(crate) sse_connections: u64,
+    /// Where the servers' temporary databases go.
+    #[arg(long, default_value = ".")]
+    pub(crate) data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

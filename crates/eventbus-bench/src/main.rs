@@ -15,10 +15,12 @@
 //! - `report`: the printed table and the targets.
 //! - `webhook`: the webhook load (a local receiver, E endpoints, deliveries/s and latency).
 //! - `sse`: the SSE fan-out load (connections over projects, publish→receive latency, memory).
+//! - `consumer`: the consumer group load (N fetchers sharing a consumer, acks/s, publish→ack).
 //! - `archive`: reading old events with `includeArchived=true` before and after archiving them.
 
 mod archive;
 mod args;
+mod consumer;
 mod cpu;
 mod http1;
 mod plugin;
@@ -45,6 +47,7 @@ fn main() -> Result<()> {
         Command::Webhook(args) => webhook_bench(args),
         Command::Plugin(args) => plugin_bench(args),
         Command::Archive(args) => archive_bench(args),
+        Command::Consumer(args) => consumer_bench(args),
         Command::Publish(args) => publish(args),
         Command::Raw(args) => {
             print_conditions(&args.common.data_dir)?;
@@ -239,24 +242,30 @@ fn raw_runs(common: &Common, batches: &[usize]) -> Result<Vec<stats::Measurement
         .collect()
 }
 
-fn sse_bench(args: SseArgs) -> Result<()> {
+/// A fresh SQLite server for `connections` SSE streams, the bench's open-file limit raised first.
+fn sse_server(
+    binary: &std::path::Path,
+    data_dir: &std::path::Path,
+    connections: u64,
+) -> Result<server::SpawnedServer> {
     let limit = sse::raise_fd_limit()?;
-    let needed = args.connections + 1000;
+    let needed = connections + 1000;
     if limit < needed {
-        bail!(
-            "the open-file limit is {limit}; {} streams need about {needed}",
-            args.connections
-        );
+        bail!("the open-file limit is {limit}; {connections} streams need about {needed}");
     }
-    let server = server::SpawnedServer::start_with(
-        &args.spawn,
-        &args.data_dir,
+    server::SpawnedServer::start_with(
+        binary,
+        data_dir,
         "full",
         &[
-            ("SSE_MAX_CONNECTIONS", (args.connections + 100).to_string()),
+            ("SSE_MAX_CONNECTIONS", (connections + 100).to_string()),
             ("SSE_QUEUE", "1024".into()),
         ],
-    )?;
+    )
+}
+
+fn sse_bench(args: SseArgs) -> Result<()> {
+    let server = sse_server(&args.spawn, &args.data_dir, args.connections)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -554,6 +563,134 @@ fn archive_bench(args: ArchiveArgs) -> Result<()> {
             hot.label.trim_start_matches("hot: "),
             archived.rate() / hot.rate()
         );
+    }
+    Ok(())
+}
+
+fn consumer_bench(args: ConsumerArgs) -> Result<()> {
+    let store = if args.store_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    println!(
+        "eventbus-bench consumer: {store}, {} fetchers, fetch max {}, {} events per shape published {} per request, payload {} B, limit {} s per shape",
+        args.fetchers,
+        args.batch,
+        args.events,
+        args.publish_batch,
+        args.payload_bytes,
+        args.duration
+    );
+    print_conditions(&args.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let pg_schema = match &args.store_url {
+        Some(url) => {
+            Some(runtime.block_on(raw_pg::Schema::create(url, "eventbus_bench_consumer"))?)
+        }
+        None => None,
+    };
+    let env: Vec<(&str, String)> = pg_schema
+        .iter()
+        .map(|s| ("EVENT_STORE_URL", s.store_url()))
+        .collect();
+    let server = server::SpawnedServer::start_with(&args.spawn, &args.data_dir, "full", &env)?;
+    let load = consumer::ConsumerLoad {
+        url: server.url().to_owned(),
+        fetchers: args.fetchers as usize,
+        events: args.events as usize,
+        batch: args.batch as usize,
+        publish_batch: args.publish_batch as usize,
+        payload_bytes: args.payload_bytes,
+        limit: Duration::from_secs_f64(args.duration),
+    };
+    let outcome = runtime.block_on(consumer::run(&load));
+    server.stop().context("stopping the server")?;
+    if let Some(schema) = pg_schema {
+        runtime.block_on(schema.drop_now())?;
+    }
+    let (live, backlog) = outcome?;
+    let sse = match args.sse_connections {
+        0 => None,
+        connections => {
+            let server = sse_server(&args.spawn, &args.data_dir, connections)?;
+            let (_, fanout) = runtime.block_on(sse::run(&sse::SseLoad {
+                url: server.url().to_owned(),
+                connections: connections as usize,
+                projects: 100,
+                rate: 1000,
+                duration: Duration::from_secs(10),
+                payload_bytes: args.payload_bytes,
+            }))?;
+            server.stop()?;
+            Some(fanout)
+        }
+    };
+    println!();
+    println!(
+        "{:<58} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8}",
+        "run", "acked", "expected", "fetches", "events/s", "p50 ms", "p99 ms", "max ms"
+    );
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+    for (shape, r) in [("live", &live), ("backlog", &backlog)] {
+        let (p50, p99, max) = r.latency.map_or(("-".into(), "-".into(), "-".into()), |l| {
+            (ms(l.p50), ms(l.p99), ms(l.max))
+        });
+        println!(
+            "{:<58} {:>8} {:>8} {:>8} {:>10.0} {:>8} {:>8} {:>8}",
+            format!(
+                "consumer {store} {shape}: {} fetchers x max {}",
+                args.fetchers, args.batch
+            ),
+            r.acked,
+            r.expected,
+            r.fetches,
+            r.rate(),
+            p50,
+            p99,
+            max
+        );
+    }
+    println!(
+        "publishing alone: live {:.0} events/s, backlog {:.0} events/s",
+        live.publish_rate(),
+        backlog.publish_rate()
+    );
+    if let Some(fanout) = &sse {
+        println!(
+            "{:<58} {:>8} {:>8} {:>8} {:>10.0} {:>8} {:>8} {:>8}",
+            fanout.label,
+            fanout.deliveries,
+            fanout.expected,
+            "-",
+            fanout.rate(),
+            ms(fanout.latency.p50),
+            ms(fanout.latency.p99),
+            ms(fanout.latency.max)
+        );
+        println!(
+            "consumer live events/s / SSE fan-out deliveries/s: {:.2}",
+            live.rate() / fanout.rate().max(1e-9)
+        );
+    }
+    if store == "sqlite" && args.fetchers == 8 {
+        println!(
+            "target: >= 10,000 events/s acked with 8 fetchers on SQLite: {:.0} {}",
+            live.rate(),
+            if live.rate() >= 10_000.0 {
+                "met"
+            } else {
+                "missed"
+            }
+        );
+    }
+    for (shape, r) in [("live", &live), ("backlog", &backlog)] {
+        if r.acked != r.expected {
+            bail!("{shape}: {} acks for {} events", r.acked, r.expected);
+        }
     }
     Ok(())
 }
