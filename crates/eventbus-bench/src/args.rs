@@ -62,6 +62,9 @@ pub(crate) struct ConsumerArgs {
     /// Events per publish request.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub(crate) publish_batch: u64,
+    /// Publishers sending batches at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub(crate) publishers: u64,
     /// Time limit of each shape, in seconds.
     #[arg(long, default_value_t = 120.0)]
     pub(crate) duration: f64,

@@ -3,7 +3,8 @@
 //! publish→ack latency.
 //!
 //! Two shapes, each on a consumer of its own on the same server:
-//! - **live**: the fetchers wait on an empty consumer while E events are published in batches;
+//! - **live**: the fetchers wait on an empty consumer while E events are published in batches
+//!   by a few concurrent publishers, so that publishing is not what the figure measures;
 //!   each event carries its send time, and its latency is the ack's answer minus that time. The
 //!   rate counts from the first publish to the last ack.
 //! - **backlog**: E events are published first, then the fetchers drain them; the rate counts
@@ -36,6 +37,8 @@ pub struct ConsumerLoad {
     pub batch: usize,
     /// Events per publish request.
     pub publish_batch: usize,
+    /// Publishers sending at the same time.
+    pub publishers: usize,
     /// Payload padding in bytes.
     pub payload_bytes: usize,
     /// Time limit of each shape.
@@ -207,18 +210,29 @@ async fn fetch_loop(
     Ok(())
 }
 
-/// Publishes `load.events` stamped events in batches, one request after another.
+/// Publishes `load.events` stamped events in batches from `load.publishers` publishers, each
+/// sending its batches one request after another (batch `k` from publisher `k % publishers`).
 async fn publish_all(client: &reqwest::Client, url: &str, load: &ConsumerLoad) -> Result<()> {
-    let events_url = format!("{url}/v1/events");
-    let padding = "x".repeat(load.payload_bytes.saturating_sub(60));
-    let mut published = 0;
-    while published < load.events {
-        let n = load.publish_batch.min(load.events - published);
-        let batch: Vec<serde_json::Value> = (0..n)
-            .map(|i| stamped_event(published + i, now_micros(), &padding))
-            .collect();
-        post_json(client, &events_url, &batch.into()).await?;
-        published += n;
+    let events_url = Arc::new(format!("{url}/v1/events"));
+    let padding = Arc::new("x".repeat(load.payload_bytes.saturating_sub(60)));
+    let batches = load.events.div_ceil(load.publish_batch);
+    let mut publishers = tokio::task::JoinSet::new();
+    for p in 0..load.publishers.max(1) {
+        let (client, events_url, padding) = (client.clone(), events_url.clone(), padding.clone());
+        let (events, size, step) = (load.events, load.publish_batch, load.publishers.max(1));
+        publishers.spawn(async move {
+            for k in (p..batches).step_by(step) {
+                let first = k * size;
+                let batch: Vec<serde_json::Value> = (first..(first + size).min(events))
+                    .map(|i| stamped_event(i, now_micros(), &padding))
+                    .collect();
+                post_json(&client, &events_url, &batch.into()).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = publishers.join_next().await {
+        done.context("a publisher task")??;
     }
     Ok(())
 }

@@ -574,11 +574,12 @@ fn consumer_bench(args: ConsumerArgs) -> Result<()> {
         "sqlite"
     };
     println!(
-        "eventbus-bench consumer: {store}, {} fetchers, fetch max {}, {} events per shape published {} per request, payload {} B, limit {} s per shape",
+        "eventbus-bench consumer: {store}, {} fetchers, fetch max {}, {} events per shape published {} per request by {} publishers, payload {} B, limit {} s per shape",
         args.fetchers,
         args.batch,
         args.events,
         args.publish_batch,
+        args.publishers,
         args.payload_bytes,
         args.duration
     );
@@ -604,6 +605,7 @@ fn consumer_bench(args: ConsumerArgs) -> Result<()> {
         events: args.events as usize,
         batch: args.batch as usize,
         publish_batch: args.publish_batch as usize,
+        publishers: args.publishers as usize,
         payload_bytes: args.payload_bytes,
         limit: Duration::from_secs_f64(args.duration),
     };
