@@ -26,6 +26,7 @@ import type {
   EventPage,
   EventTypeInfo,
   QueryFilters,
+  Readiness,
   StreamFilter,
 } from './types.js';
 import { uuidv7 } from './uuid.js';
@@ -310,6 +311,24 @@ export class EventBusClient {
       handler as ConsumeHandler,
       options as ConsumeOptions,
     );
+  }
+
+  /**
+   * The bus's readiness (`GET /health/ready`, one request, no retries): `ok` is true with `200`,
+   * false with `503` (a dependency is down; `error` names it). Throws a `NetworkError` when the
+   * bus cannot be reached and a `ProblemError` for any other answer (`401` without an admin key
+   * when the bus runs with `HEALTH_METRICS_PUBLIC=false`).
+   */
+  async readiness(signal?: AbortSignal): Promise<Readiness> {
+    let response: Response;
+    try {
+      response = await this.doFetch(`${this.url}/health/ready`, { headers: this.headers(), ...(signal ? { signal } : {}) });
+    } catch (cause) {
+      throw new NetworkError(`cannot reach the event bus at ${this.url}`, { cause });
+    }
+    if (response.status !== 200 && response.status !== 503) throw await problemFromResponse(response);
+    const body = (await response.json()) as Omit<Readiness, 'ok'>;
+    return { ...body, ok: response.status === 200 };
   }
 
   /** A consumer group's settings and state (`GET /v1/consumers/{name}`), or null when the bus has none. */

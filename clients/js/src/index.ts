@@ -47,5 +47,6 @@ export type {
   EventTypeInfo,
   PayloadOf,
   QueryFilters,
+  Readiness,
   StreamFilter,
 } from './types.js';

@@ -83,6 +83,16 @@ export interface StreamFilter<T extends string = string> {
 /** The state of a streaming connection. */
 export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed';
 
+/** The answer of `GET /health/ready`: one entry per dependency (`store`, `consumers`, …). */
+export interface Readiness {
+  /** True when the bus answered `200`. */
+  ok: boolean;
+  status: 'ok' | 'error';
+  info?: Record<string, { status: string; [key: string]: unknown }>;
+  error?: Record<string, { status: string; [key: string]: unknown }>;
+  details?: Record<string, { status: string; [key: string]: unknown }>;
+}
+
 /** An entry of the catalogue, `GET /v1/event-types`. */
 export interface EventTypeInfo {
   type: string;

@@ -107,6 +107,17 @@ describe('EventBusClient publishing', () => {
   });
 });
 
+describe('EventBusClient.readiness', () => {
+  it('reads /health/ready: ok with 200 (open without a key by default), a NetworkError with no bus', async () => {
+    const ready = await new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY }).readiness();
+    expect(ready.ok).toBe(true);
+    expect(ready.status).toBe('ok');
+    expect(ready.info?.store?.status).toBe('up');
+    expect((await new EventBusClient({ url: bus.url }).readiness()).ok).toBe(true);
+    await expect(new EventBusClient({ url: 'http://127.0.0.1:9' }).readiness()).rejects.toBeInstanceOf(NetworkError);
+  });
+});
+
 describe('EventBusClient.query', () => {
   it('follows nextAfter across pages with filters', async () => {
     const client = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });

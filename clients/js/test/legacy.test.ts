@@ -1,5 +1,5 @@
 // The legacy RealtimeEventsService adapter: type mapping, projectId, the EVENT_BUS_ENABLED switch,
-// and the NestJS-style example module against the real bus.
+// against the real bus (the NestJS example is tested in clients/nestjs).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventBusClient, EventType, type BusEvent } from '../src/index.js';
 import {
@@ -9,7 +9,6 @@ import {
   isEventBusEnabled,
   mapLegacyType,
 } from '../src/legacy/index.js';
-import { bootstrap } from '../../../examples/nest-publisher/src/main.js';
 import { ADMIN_KEY, killBus, startBus, type Bus } from './helpers/bus.js';
 
 describe('legacy type mapping', () => {
@@ -100,22 +99,5 @@ describe('RealtimeEventsService against the bus', () => {
     const forced = new RealtimeEventsService({ client, enabled: true, env: { EVENT_BUS_ENABLED: 'false' } });
     await forced.publish('PROJECT_UPDATED', { projectId: 'legacy-2' });
     expect(await storedFor('legacy-2')).toHaveLength(1);
-  });
-
-  it('the NestJS example module publishes through the adapter, or the legacy path when disabled', async () => {
-    const on = await bootstrap({ EVENT_BUS_URL: bus.url, EVENT_BUS_API_KEY: ADMIN_KEY });
-    const created = await on.projects.create({ projectId: 'nest-1', name: 'Nest' });
-    await on.projects.rename('nest-1', 'Nest 2');
-    expect((await storedFor('nest-1')).map((e) => [e.type, e.metadata?.source])).toEqual([
-      ['project.created', 'situs-backend'],
-      ['project.updated', 'situs-backend'],
-    ]);
-    expect(created?.projectId).toBe('nest-1');
-    expect(on.legacy.sent).toEqual([]);
-
-    const off = await bootstrap({ EVENT_BUS_URL: bus.url, EVENT_BUS_API_KEY: ADMIN_KEY, EVENT_BUS_ENABLED: 'false' });
-    await off.projects.create({ projectId: 'nest-2', name: 'Old path' });
-    expect(off.legacy.sent).toEqual([{ type: 'PROJECT_CREATED', payload: { projectId: 'nest-2', name: 'Old path' } }]);
-    expect(await storedFor('nest-2')).toEqual([]);
   });
 });

@@ -1,13 +1,14 @@
 /** A backend service that publishes through the legacy API, unchanged by the switch to the bus. */
-import { ProjectEventType, type RealtimeEventsService } from '@situs/event-bus-client/legacy';
+import { Injectable } from '@nestjs/common';
+import { ProjectEventType, RealtimeEventsService } from '@situs/event-bus-client/legacy';
 
 export interface Project {
   projectId: string;
   name: string;
 }
 
+@Injectable()
 export class ProjectsService {
-  // In NestJS: `constructor(private readonly realtime: RealtimeEventsService) {}`.
   constructor(private readonly realtime: RealtimeEventsService) {}
 
   async create(project: Project) {
