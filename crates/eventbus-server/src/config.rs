@@ -160,6 +160,12 @@ pub struct Config {
     #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024, global = true)]
     pub max_payload_bytes: usize,
 
+    /// Deepest nesting of arrays and objects in a payload (400 deeper).
+    #[arg(long, env = "MAX_JSON_DEPTH", default_value_t = 64,
+          value_parser = clap::value_parser!(u32)
+              .range(1..=eventbus::core::payload::MAX_JSON_DEPTH_LIMIT as i64), global = true)]
+    pub max_json_depth: u32,
+
     /// Largest accepted request body, in bytes (a batch is one body).
     #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = 8 * 1024 * 1024, global = true)]
     pub max_request_bytes: usize,

@@ -126,6 +126,7 @@ async fn build(config: &Config, with_plugins: bool) -> Result<Bus, ServerError> 
     let groups = stores.groups;
     let options = BusOptions {
         max_payload_bytes: config.max_payload_bytes,
+        max_json_depth: config.max_json_depth as usize,
         strict_types: config.strict_event_types,
         max_batch: config.max_batch_events as usize,
         sse: config.sse_options(),

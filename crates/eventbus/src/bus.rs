@@ -59,6 +59,8 @@ pub const DEFAULT_MAX_BATCH: usize = 1000;
 pub struct BusOptions {
     /// Largest accepted payload, in bytes of JSON.
     pub max_payload_bytes: usize,
+    /// Deepest nesting of arrays and objects in a payload ([`crate::core::payload`]).
+    pub max_json_depth: usize,
     /// Refuse types that are not in the catalogue.
     pub strict_types: bool,
     /// Most events in one batch.
@@ -73,6 +75,7 @@ impl Default for BusOptions {
     fn default() -> Self {
         BusOptions {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_json_depth: crate::core::payload::DEFAULT_MAX_JSON_DEPTH,
             strict_types: false,
             max_batch: DEFAULT_MAX_BATCH,
             subscriber_queue: 1024,
@@ -244,11 +247,14 @@ impl EventBusBuilder {
                 }
             }
         }
-        let mut steps: Vec<Arc<dyn Middleware>> = vec![Arc::new(ValidationMiddleware::new(
-            registry.clone(),
-            self.options.max_payload_bytes,
-            self.options.strict_types,
-        ))];
+        let mut steps: Vec<Arc<dyn Middleware>> = vec![Arc::new(
+            ValidationMiddleware::new(
+                registry.clone(),
+                self.options.max_payload_bytes,
+                self.options.strict_types,
+            )
+            .max_json_depth(self.options.max_json_depth),
+        )];
         steps.push(
             self.security
                 .unwrap_or_else(|| Arc::new(SecurityMiddleware)),

@@ -208,7 +208,8 @@ impl ApiError {
                     "rejected-by-plugin",
                     "A middleware plugin rejected the event",
                 ),
-                _ => kind(S::BAD_REQUEST, "invalid-event", "The event is invalid"),
+                // A field of the event breaks a rule of the bus (`errors[].field` names it).
+                _ => kind(S::BAD_REQUEST, "invalid-field", "A field is invalid"),
             },
             ApiError::NotFound(_) => kind(S::NOT_FOUND, "not-found", "Not found"),
             ApiError::MethodNotAllowed(_) => kind(

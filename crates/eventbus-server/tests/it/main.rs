@@ -2,7 +2,7 @@
 //!
 //! - **In process** ([`common::InProcessServer`]): the real router started in this test process
 //!   with `eventbus_server::run` on port 0, on a thread and runtime of its own. For HTTP
-//!   semantics, where a process adds only start-up time: `errors`, `publish`, `query`,
+//!   semantics, where a process adds only start-up time: `errors`, `payloads`, `publish`, `query`,
 //!   `consumers` except its tests of `kill -9` and of two processes, and
 //!   `event_types`, `security`, `stream` except the tests named below.
 //! - **The binary** ([`common::TestServer`]): the real `eventbus` executable on port 0. For the
@@ -22,7 +22,8 @@
 //! tenants, tokens and limits), `plugins` (real JavaScript plugins: handling, isolation,
 //! middleware, lifecycle, reload), `deploy` (the container image's environment), `cli` (the
 //! maintenance commands beside a running server), `regression` (one test per fixed bug, named
-//! after it), `consumers` (consumer groups over HTTP on both backends).
+//! after it), `consumers` (consumer groups over HTTP on both backends), `payloads` (what a payload
+//! may hold, on both backends).
 
 mod archive;
 mod cli;
@@ -37,6 +38,7 @@ mod health;
 mod logs;
 mod metrics;
 mod openapi;
+mod payloads;
 mod pgbouncer;
 mod plugins;
 mod postgres_faults;

@@ -284,6 +284,12 @@ fn check_metadata(metadata: &Metadata) -> Result<(), FieldError> {
                 format!("keys must be 1 to {MAX_METADATA_KEY_LEN} bytes"),
             ));
         }
+        if k.contains('\0') || v.contains('\0') {
+            return Err(FieldError::new(
+                format!("metadata.{}", k.replace('\0', "\\u0000")),
+                "must not contain \\u0000, which the bus does not store",
+            ));
+        }
         if v.len() > MAX_METADATA_VALUE_LEN {
             return Err(FieldError::new(
                 format!("metadata.{k}"),

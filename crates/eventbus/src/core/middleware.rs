@@ -11,6 +11,7 @@ use async_trait::async_trait;
 
 use super::catalogue::TypeRegistry;
 use super::event::{Event, FieldError};
+use super::payload;
 use super::principal::Principal;
 
 /// What a publish carries besides the event: who publishes, and the request's trace context.
@@ -127,23 +128,32 @@ impl MiddlewareChain {
     }
 }
 
-/// Checks the payload's size, the type against the catalogue in strict mode, and the payload
+/// Checks the payload's size and what it may hold ([`payload::check`]: nesting, `\u0000`, lone
+/// surrogates, number range), the type against the catalogue in strict mode, and the payload
 /// against the type's JSON Schema.
 #[derive(Debug)]
 pub struct ValidationMiddleware {
     registry: Arc<TypeRegistry>,
     max_payload_bytes: usize,
+    max_json_depth: usize,
     strict: bool,
 }
 
 impl ValidationMiddleware {
-    /// Validation against `registry`.
+    /// Validation against `registry`, payloads nested at most [`payload::DEFAULT_MAX_JSON_DEPTH`].
     pub fn new(registry: Arc<TypeRegistry>, max_payload_bytes: usize, strict: bool) -> Self {
         ValidationMiddleware {
             registry,
             max_payload_bytes,
+            max_json_depth: payload::DEFAULT_MAX_JSON_DEPTH,
             strict,
         }
+    }
+
+    /// The deepest nesting of arrays and objects a payload may have.
+    pub fn max_json_depth(mut self, depth: usize) -> Self {
+        self.max_json_depth = depth;
+        self
     }
 }
 
@@ -175,6 +185,9 @@ impl Middleware for ValidationMiddleware {
             )
             .into());
         }
+        // Before anything parses the payload (the schema validator, plugins) or stores it.
+        payload::check("payload", event.payload.get(), self.max_json_depth)
+            .map_err(|e| Rejection::field(RejectKind::Invalid, e))?;
         let entry = self.registry.get(&event.event_type);
         let Some(entry) = entry else {
             if self.strict {

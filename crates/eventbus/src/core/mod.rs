@@ -8,6 +8,7 @@ pub mod filter;
 pub mod log;
 pub mod middleware;
 pub mod pattern;
+pub mod payload;
 pub mod principal;
 pub mod router;
 pub mod time;
