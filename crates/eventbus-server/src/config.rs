@@ -58,6 +58,58 @@ pub enum Command {
     },
     /// Print the version and the store schema versions this binary migrates to.
     Version,
+    /// Set up the transactional outbox in an application's PostgreSQL database.
+    Outbox {
+        /// What to do.
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+}
+
+/// `eventbus outbox …`.
+#[derive(Debug, Subcommand)]
+pub enum OutboxAction {
+    /// Create (or upgrade) the outbox tables and their trigger in the application's database,
+    /// in a migration history of their own; safe to run again. With --print, print the SQL
+    /// instead (for teams that run their own migrations) and touch nothing.
+    Init {
+        /// The application's database (postgres://…), required unless --print.
+        #[arg(long, required_unless_present = "print")]
+        url: Option<String>,
+        /// The schema of the outbox tables.
+        #[arg(long, default_value = eventbus::outbox::source::DEFAULT_SCHEMA,
+              value_parser = parse_outbox_schema)]
+        schema: String,
+        /// Print the DDL and exit.
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+fn parse_outbox_schema(s: &str) -> Result<String, String> {
+    if eventbus::outbox::source::is_identifier(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a schema name: use lowercase letters, digits and _ (at most 63)"
+        ))
+    }
+}
+
+/// The outbox sources the server relays (`OUTBOX_SOURCES`).
+#[derive(Clone, Default)]
+pub struct OutboxSources(pub Vec<eventbus::outbox::OutboxSource>);
+
+impl std::fmt::Debug for OutboxSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.0).finish()
+    }
+}
+
+fn parse_outbox_sources(s: &str) -> Result<OutboxSources, String> {
+    eventbus::outbox::parse_sources(s)
+        .map(OutboxSources)
+        .map_err(|e| e.to_string())
 }
 
 /// `eventbus keys …`.
@@ -159,6 +211,13 @@ pub struct Config {
     /// Largest accepted payload, in bytes of JSON.
     #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024, global = true)]
     pub max_payload_bytes: usize,
+
+    /// Application databases whose outbox the server relays:
+    /// `name=<name>,url=postgres://…[,schema=eventbus][,tenant=<id>][,types=a.*|b.>]`, several
+    /// separated by `;` (see docs/outbox.md).
+    #[arg(long, env = "OUTBOX_SOURCES", default_value = "", value_parser = parse_outbox_sources,
+          hide_default_value = true, global = true)]
+    pub outbox_sources: OutboxSources,
 
     /// Deepest nesting of arrays and objects in a payload (400 deeper).
     #[arg(long, env = "MAX_JSON_DEPTH", default_value_t = 64,

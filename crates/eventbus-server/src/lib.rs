@@ -230,6 +230,10 @@ pub async fn serve(
         eventbus::store::Durability::Durable
     );
     metrics::gauge!(eventbus::metric::STORE_DURABLE_ACKS).set(if durable { 1.0 } else { 0.0 });
+    let outboxes = Arc::new(eventbus::outbox::Outboxes::start(
+        &bus,
+        config.outbox_sources.0.clone(),
+    ));
     let state = http::AppState {
         bus: bus.clone(),
         plugins,
@@ -237,6 +241,7 @@ pub async fn serve(
         archive,
         keys,
         limits: Default::default(),
+        outboxes: outboxes.clone(),
     };
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, store = bus.store().backend(), "eventbus listening");
@@ -269,6 +274,9 @@ pub async fn serve(
     if let Some(archiver) = archiver {
         let _ = archiver.await;
     }
+    // The relays stop before the store closes: a batch in flight is appended, or left in its
+    // outbox for the next relay.
+    outboxes.shutdown().await;
     // Webhook attempts in flight drain (under their deadline) before the store closes.
     bus.shutdown().await;
     tracing::info!("eventbus stopped");

@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<()> {
             Command::Archive { action } => cli::archive::run(&cli.config, action).await,
             Command::Keys { action } => cli::keys::run(&cli.config, action).await,
             Command::Version => cli::version::run(),
+            Command::Outbox { action } => cli::outbox::run(action).await,
         }
     })
 }

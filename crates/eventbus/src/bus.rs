@@ -115,6 +115,15 @@ pub enum PublishError {
     Store(#[from] StoreError),
 }
 
+/// The outcome of one event of [`EventBus::publish_relayed`].
+#[derive(Debug, Clone)]
+pub enum Relayed {
+    /// Stored now, or before with the same content (`created: false`).
+    Appended(Appended),
+    /// Refused for good; what is wrong, for a dead letter.
+    Refused(String),
+}
+
 /// Why registering an event type failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -512,6 +521,75 @@ impl EventBus {
             ready.push(event);
         }
         Ok(self.inner.store.append(ready).await?)
+    }
+
+    /// Publishes `events` on behalf of `ctx` as a relay does: each event passes the chain on its
+    /// own, and those it accepts are appended together, in order, in one store append (one
+    /// commit). The answer has one outcome per event, in order: its [`Appended`], or why the bus
+    /// refuses it for good ([`Relayed::Refused`]: a field, the chain, an id stored with other
+    /// content). An event stored before with the same id and content is [`Appended`] with
+    /// `created: false`, so relaying a row twice stores it once. The error is for what retrying
+    /// may fix (the store unavailable, a middleware that failed), and then nothing was stored.
+    pub async fn publish_relayed(
+        &self,
+        events: Vec<NewEvent>,
+        ctx: &PublishContext,
+    ) -> Result<Vec<Relayed>, PublishError> {
+        let started = Instant::now();
+        let now = Timestamp::now();
+        let mut outcomes: Vec<Option<Relayed>> = Vec::with_capacity(events.len());
+        let mut accepted: Vec<(usize, Event)> = Vec::new();
+        for new in events {
+            let label = self.type_label(&new.event_type);
+            let index = outcomes.len();
+            let checked = match new.into_event(now) {
+                Ok(mut event) => self.run_chain(&mut event, ctx).await.map(|()| event),
+                Err(e) => Err(PublishError::Invalid(e)),
+            };
+            match checked {
+                Ok(event) => {
+                    accepted.push((index, event));
+                    outcomes.push(None);
+                }
+                Err(e @ PublishError::MiddlewareFailed { .. }) => return Err(e),
+                Err(e) => {
+                    metric::published(label, outcome(&e), 1);
+                    outcomes.push(Some(Relayed::Refused(e.to_string())));
+                }
+            }
+        }
+        // One append for the batch; an id conflict refuses that event alone, so the rest are
+        // appended again without it.
+        while !accepted.is_empty() {
+            let batch: Vec<Event> = accepted.iter().map(|(_, e)| e.clone()).collect();
+            match self.inner.store.append(batch).await {
+                Ok(stored) => {
+                    for ((index, _), appended) in accepted.drain(..).zip(stored) {
+                        let label = self.type_label(&appended.event.event_type);
+                        let how = if appended.created {
+                            "created"
+                        } else {
+                            "duplicate"
+                        };
+                        metric::published(label, how, 1);
+                        outcomes[index] = Some(Relayed::Appended(appended));
+                    }
+                }
+                Err(StoreError::Conflict { index, id }) if index < accepted.len() => {
+                    let (at, _) = accepted.remove(index);
+                    metric::published("other", "rejected", 1);
+                    outcomes[at] = Some(Relayed::Refused(format!(
+                        "id `{id}` is already stored with different content"
+                    )));
+                }
+                Err(e) => return Err(PublishError::Store(e)),
+            }
+        }
+        metrics::histogram!(metric::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every event has an outcome"))
+            .collect())
     }
 
     async fn run_chain(&self, event: &mut Event, ctx: &PublishContext) -> Result<(), PublishError> {

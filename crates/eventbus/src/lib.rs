@@ -33,6 +33,7 @@ pub mod bus;
 pub mod core;
 pub mod metric;
 mod net;
+pub mod outbox;
 pub mod plugin;
 pub mod security;
 pub mod store;

@@ -63,6 +63,20 @@ pub const GROUP_REDELIVERIES: &str = "eventbus_group_redeliveries_total";
 pub const GROUP_DEAD_LETTERS: &str = "eventbus_group_dead_letters";
 /// Age of a consumer group's oldest message not acked (0 when none), by `group`.
 pub const GROUP_OLDEST_UNACKED: &str = "eventbus_group_oldest_unacked_seconds";
+/// Outbox rows appended to the log, by `source`.
+pub const OUTBOX_RELAYED: &str = "eventbus_outbox_relayed_total";
+/// Outbox rows the bus refused and set aside, by `source`.
+pub const OUTBOX_DEAD_LETTERED: &str = "eventbus_outbox_dead_lettered_total";
+/// Failed relay attempts (database or store unavailable), by `source`.
+pub const OUTBOX_ERRORS: &str = "eventbus_outbox_errors_total";
+/// Rows waiting in an outbox, by `source`.
+pub const OUTBOX_BACKLOG: &str = "eventbus_outbox_backlog_rows";
+/// Age of an outbox's oldest waiting row (0 when none), by `source`.
+pub const OUTBOX_OLDEST_AGE: &str = "eventbus_outbox_oldest_row_age_seconds";
+/// Dead letters an outbox holds, by `source`.
+pub const OUTBOX_DEAD_LETTERS: &str = "eventbus_outbox_dead_letters";
+/// 1 while this process relays the source, 0 while it stands by or cannot reach it, by `source`.
+pub const OUTBOX_RELAYING: &str = "eventbus_outbox_relaying";
 /// Resident memory of the process.
 pub const PROCESS_RSS: &str = "eventbus_process_resident_memory_bytes";
 /// CPU time of the process.
@@ -254,6 +268,48 @@ pub const CATALOGUE: &[(&str, Kind, &str, Option<&[&[(&str, &str)]]>)] = &[
         GROUP_OLDEST_UNACKED,
         Kind::Gauge,
         "Age of a consumer group's oldest message not acked, in seconds (0: none), by group.",
+        None,
+    ),
+    (
+        OUTBOX_RELAYED,
+        Kind::Counter,
+        "Outbox rows appended to the log by this process, by source.",
+        None,
+    ),
+    (
+        OUTBOX_DEAD_LETTERED,
+        Kind::Counter,
+        "Outbox rows the bus refused and moved to the dead letters, by source.",
+        None,
+    ),
+    (
+        OUTBOX_ERRORS,
+        Kind::Counter,
+        "Failed relay attempts (application database or event store unavailable), by source.",
+        None,
+    ),
+    (
+        OUTBOX_BACKLOG,
+        Kind::Gauge,
+        "Rows waiting in an outbox, by source (measured by the relaying process, about every second).",
+        None,
+    ),
+    (
+        OUTBOX_OLDEST_AGE,
+        Kind::Gauge,
+        "Age of the oldest row waiting in an outbox, in seconds (0: none), by source.",
+        None,
+    ),
+    (
+        OUTBOX_DEAD_LETTERS,
+        Kind::Gauge,
+        "Dead letters an outbox holds, by source.",
+        None,
+    ),
+    (
+        OUTBOX_RELAYING,
+        Kind::Gauge,
+        "1 while this process relays the source, 0 while another does or the database is unreachable, by source.",
         None,
     ),
     (

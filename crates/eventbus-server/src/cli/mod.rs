@@ -9,6 +9,7 @@
 //!   store, through that server's API.
 //! - [`archive`]: archive, list and restore segments of old events.
 //! - [`health`]: ask the local server's `/health/live` (for container health checks).
+//! - [`outbox`]: set up the transactional outbox in an application's database.
 //! - [`local_api`]: the small HTTP client that talks to the server at `HOST`:`PORT`.
 
 pub mod archive;
@@ -16,5 +17,6 @@ pub mod health;
 pub mod keys;
 pub mod local_api;
 pub mod migrate;
+pub mod outbox;
 pub mod serve;
 pub mod version;

@@ -193,6 +193,28 @@ pub(super) async fn get_ready(
         }
         checks.push(("archive", (true, entry)));
     }
+    if !state.outboxes.is_empty() {
+        // Never takes the node out of service: an application database that cannot be reached
+        // is that source's outage (its rows wait in their outbox), reported as degraded.
+        let sources: serde_json::Map<String, serde_json::Value> = state
+            .outboxes
+            .list()
+            .into_iter()
+            .map(|o| {
+                let mut entry = json!({"status": o.state, "backlog": o.backlog,
+                                       "oldestRowAgeMs": o.oldest_row_age_ms});
+                if o.state == "degraded" {
+                    entry["message"] =
+                        json!("the application database or the store cannot be reached; retrying");
+                }
+                (o.name, entry)
+            })
+            .collect();
+        checks.push((
+            "outboxes",
+            (true, json!({"status": "up", "sources": sources})),
+        ));
+    }
     if let Some(groups) = state.bus.groups() {
         // Never takes the node out of service: a consumer that lags or piles up dead letters is
         // its consumers' problem, not the bus's. The entry reports the totals.

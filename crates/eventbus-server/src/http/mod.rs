@@ -3,7 +3,8 @@
 //! Layout: `events` (publish, query, get), `event_types` (the catalogue), `health`
 //! (liveness and readiness), `keys` (API keys), `tokens` (browser stream tokens), `stream` (SSE),
 //! `webhooks` (endpoints, and the delivery and attempt log), `plugins` (status, reload, install,
-//! dead letters), `consumers` (consumer groups: fetch, ack, nack, dead letters), `metrics`; `openapi` (the OpenAPI document, assembled from the `XxxApi` part
+//! dead letters), `consumers` (consumer groups: fetch, ack, nack, dead letters), `outboxes` (the
+//! outbox relays and their dead letters), `metrics`; `openapi` (the OpenAPI document, assembled from the `XxxApi` part
 //! each resource module describes); `state` (what every handler can reach), `auth` (who is
 //! calling), `problem` (the error table), `body` (JSON bodies), `params` (query strings),
 //! `server` (the HTTP/1 connection loop with its header limits and read timeouts), `head_error`
@@ -26,6 +27,7 @@ mod health;
 mod keys;
 pub mod metrics;
 mod openapi;
+mod outboxes;
 mod params;
 mod plugins;
 pub mod problem;
@@ -57,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::router())
         .merge(webhooks::router())
         .merge(plugins::router())
+        .merge(outboxes::router())
         .merge(consumers::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

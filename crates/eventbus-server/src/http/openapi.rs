@@ -22,8 +22,8 @@ use super::body::json;
 use super::problem::problem_content;
 use super::state::AppState;
 use super::{
-    consumers, event_types, events, health, keys, metrics, plugins, problem, stream, tokens,
-    webhooks,
+    consumers, event_types, events, health, keys, metrics, outboxes, plugins, problem, stream,
+    tokens, webhooks,
 };
 
 /// Routes of this resource.
@@ -55,6 +55,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         keys::KeysApi::openapi(),
         tokens::TokensApi::openapi(),
         plugins::PluginsApi::openapi(),
+        outboxes::OutboxesApi::openapi(),
         health::HealthApi::openapi(),
         metrics::MetricsApi::openapi(),
         problem::ProblemApi::openapi(),
@@ -85,6 +86,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         (name = "keys", description = "API keys (admin)"),
         (name = "tokens", description = "Browser tokens for streams"),
         (name = "plugins", description = "Rust and JavaScript plugins: status, reload, install, dead letters"),
+        (name = "outboxes", description = "Transactional outboxes the bus relays: state and dead letters"),
         (name = "operations", description = "Health and metrics"),
         (name = "meta", description = "This description"),
     )

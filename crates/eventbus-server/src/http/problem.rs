@@ -88,6 +88,9 @@ pub enum ApiError {
     /// The plugin cannot be changed (a Rust plugin).
     #[error("{0}")]
     PluginConflict(String),
+    /// A retried outbox dead letter's id is in the outbox already.
+    #[error("{0}")]
+    OutboxRowQueued(String),
     /// Plugins are not enabled, or have no folder.
     #[error("{0}")]
     PluginsUnavailable(String),
@@ -272,6 +275,11 @@ impl ApiError {
                 S::CONFLICT,
                 "plugin-conflict",
                 "The plugin cannot be changed",
+            ),
+            ApiError::OutboxRowQueued(_) => kind(
+                S::CONFLICT,
+                "outbox-row-queued",
+                "The outbox already holds a row with this event id",
             ),
             ApiError::PluginsUnavailable(_) => kind(
                 S::NOT_IMPLEMENTED,

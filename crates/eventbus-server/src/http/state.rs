@@ -24,6 +24,8 @@ pub struct AppState {
     pub keys: Arc<eventbus::security::Keys>,
     /// Publish rates and stream counts.
     pub limits: Arc<Limits>,
+    /// The outbox relays of this process (none without `OUTBOX_SOURCES`).
+    pub outboxes: Arc<eventbus::outbox::Outboxes>,
 }
 
 impl AppState {
