@@ -23,7 +23,7 @@
 //! middleware, lifecycle, reload), `deploy` (the container image's environment), `cli` (the
 //! maintenance commands beside a running server), `regression` (one test per fixed bug, named
 //! after it), `consumers` (consumer groups over HTTP on both backends), `payloads` (what a payload
-//! may hold, on both backends).
+//! may hold, on both backends), `outbox` (the transactional outbox relay, with the binary).
 
 mod archive;
 mod cli;
@@ -38,6 +38,7 @@ mod health;
 mod logs;
 mod metrics;
 mod openapi;
+mod outbox;
 mod payloads;
 mod pgbouncer;
 mod plugins;
