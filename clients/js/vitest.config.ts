@@ -18,8 +18,9 @@ export default defineConfig({
   },
   test: {
     include: ['test/**/*.test.{ts,tsx}'],
-    // Builds the bus binary once when there is none (test/helpers/binary.ts says where it is looked for).
-    globalSetup: ['test/global-setup.ts'],
+    // Builds the bus binary once when there is none (test/helpers/binary.ts says where it is looked
+    // for); generates the Prisma client of the outbox tests.
+    globalSetup: ['test/global-setup.ts', 'test/prisma-setup.ts'],
     environment: 'node',
     // Tests start real bus processes and a browser: one file at a time keeps a 2-core machine calm.
     fileParallelism: false,

@@ -15,6 +15,7 @@ import {
 } from './consumer.js';
 import { EventBusError, NetworkError, ProblemError, problemFromResponse } from './errors.js';
 import { EventType } from './event-types.js';
+import { createOutbox, type OutboxExecutor, type OutboxOptions, type OutboxPublisher } from './outbox.js';
 import { isValidPattern } from './pattern.js';
 import { scopeKey, StreamConnection, type SubscribeOptions, type Subscription } from './stream.js';
 import { eventSourceTransport, fetchTransport, type StreamTransport } from './transport/index.js';
@@ -176,6 +177,16 @@ export class EventBusClient {
     const body = JSON.stringify(events.map((e) => this.prepare(e)));
     const response = await this.request('/v1/events', { method: 'POST', headers: this.headers(true), body });
     return (await response.json()) as BusEvent[];
+  }
+
+  /**
+   * Publishes through the transactional outbox instead of HTTP: the events are inserted into the
+   * `outbox` table of the application's own database through `executor` — a node-postgres client
+   * in the caller's transaction, a Prisma interactive transaction, or a pool or Prisma client for
+   * a statement of its own — and the bus relays them once that commits (see `outbox.ts`).
+   */
+  outbox(executor: OutboxExecutor, options?: OutboxOptions): OutboxPublisher {
+    return createOutbox(executor, options);
   }
 
   /** One event by id, or null when the bus has none. */

@@ -2,7 +2,8 @@
  * `@situs/event-bus-client`: a client of the Situs Event Bus for Node ≥ 18 and browsers.
  *
  * Layout:
- * - `client`     — {@link EventBusClient}: publish, publishBatch, query, subscribe, consume, getConsumer, status
+ * - `client`     — {@link EventBusClient}: publish, publishBatch, outbox, query, subscribe, consume, getConsumer, status
+ * - `outbox`     — the transactional outbox: events inserted in the application's own transaction
  * - `consumer`   — consumer groups: the fetch / ack / nack loop behind `consume`
  * - `stream`     — shared SSE connections: multiplexing, resume by `seq`, reconnection
  * - `transport/` — one SSE connection attempt over `fetch` streaming or `EventSource`
@@ -16,6 +17,19 @@
  */
 export { EventBusClient, type EventBusClientOptions } from './client.js';
 export type { Subscription, SubscribeOptions } from './stream.js';
+export {
+  createOutbox,
+  DEFAULT_OUTBOX_SCHEMA,
+  outboxInsert,
+  publishInTransaction,
+  type OutboxEvent,
+  type OutboxExecutor,
+  type OutboxOptions,
+  type OutboxPublisher,
+  type OutboxStatement,
+  type PrismaRawExecutor,
+  type SqlQueryable,
+} from './outbox.js';
 export type {
   ConsumedMessage,
   ConsumeHandler,
