@@ -7,7 +7,8 @@
  * ```
  *
  * Provides and exports `EventBusService`, `EventBusClient`, `EventBusHealthIndicator` and the
- * legacy `RealtimeEventsService`; runs the `@OnBusEvent` methods of every provider and controller.
+ * legacy `RealtimeEventsService` (over HTTP, or into the outbox when `outbox.executor` is set); runs
+ * the `@OnBusEvent` methods of every provider and controller.
  * Global unless `global: false`.
  */
 import { Module, type DynamicModule, type Provider } from '@nestjs/common';
@@ -32,7 +33,12 @@ const providers: Provider[] = [
   },
   {
     provide: RealtimeEventsService,
-    useFactory: (client: EventBusClient, options: EventBusModuleOptions) => new RealtimeEventsService({ ...options.legacy, client }),
+    // With an outbox executor, the legacy events go into the application's outbox table.
+    useFactory: (client: EventBusClient, options: EventBusModuleOptions) => {
+      const { executor, schema } = options.outbox ?? {};
+      const publisher = executor ? client.outbox(executor, schema !== undefined ? { schema } : {}) : client;
+      return new RealtimeEventsService({ ...options.legacy, client: publisher });
+    },
     inject: [EventBusClient, EVENT_BUS_OPTIONS],
   },
   EventBusService,

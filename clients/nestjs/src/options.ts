@@ -1,6 +1,6 @@
 /** The options of {@link EventBusModule} and the injection token they are provided under. */
 import type { ModuleMetadata } from '@nestjs/common';
-import type { ConsumerSettings, EventBusClientOptions } from '@situs/event-bus-client';
+import type { ConsumerSettings, EventBusClientOptions, OutboxExecutor } from '@situs/event-bus-client';
 import type { RealtimeEventsServiceOptions } from '@situs/event-bus-client/legacy';
 
 /** Injection token of the module's {@link EventBusModuleOptions}. */
@@ -28,10 +28,24 @@ export interface EventBusModuleOptions {
   consumerDefaults?: ConsumerDefaults;
   /** Options of the legacy `RealtimeEventsService` provider (`client` is the module's). */
   legacy?: Omit<RealtimeEventsServiceOptions, 'client'>;
+  /** The transactional outbox: where `publish(event, { tx })` and the legacy service write. */
+  outbox?: OutboxModuleOptions;
   /** Defaults of {@link EventBusHealthIndicator.isHealthy}. */
   health?: HealthOptions;
   /** Registers the module globally (default true), so feature modules inject its services without importing it. */
   global?: boolean;
+}
+
+/** The module's outbox: the table's schema, and what the legacy service writes through. */
+export interface OutboxModuleOptions {
+  /** The schema of the `outbox` table (`[a-z_][a-z0-9_]{0,62}`, default `eventbus`). */
+  schema?: string;
+  /**
+   * A node-postgres `Pool` or a `PrismaClient`. When set, the legacy `RealtimeEventsService`
+   * inserts its events into the outbox through it, each in a statement of its own, instead of
+   * sending them over HTTP. `EventBusService.publish(event, { tx })` uses the `tx` it is given.
+   */
+  executor?: OutboxExecutor;
 }
 
 /** Thresholds of the health indicator. */

@@ -1,10 +1,11 @@
 /**
  * `EventBusService`: the seed's shape (`publish(event)`, `subscribe(type, handler)`) over one
- * `EventBusClient`, plus consumer groups. It owns what it starts: on module destroy (Nest's
+ * `EventBusClient`, plus consumer groups. `publish(event, { tx })` writes into the transactional
+ * outbox through the caller's transaction instead of HTTP. It owns what it starts: on module destroy (Nest's
  * `app.close()`, or a signal with `enableShutdownHooks()`) its consume loops stop fetching and
  * their running handlers finish and are acked before its streams close.
  */
-import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, type OnModuleDestroy } from '@nestjs/common';
 import {
   EventBusClient,
   type BusEvent,
@@ -14,10 +15,24 @@ import {
   type Consumption,
   type EventInput,
   type EventOf,
+  type OutboxEvent,
+  type OutboxExecutor,
+  type OutboxOptions,
   type StreamFilter,
   type SubscribeOptions,
   type Subscription,
 } from '@situs/event-bus-client';
+import { EVENT_BUS_OPTIONS, type EventBusModuleOptions } from './options.js';
+
+/** Options of {@link EventBusService.publish} into the outbox. */
+export interface OutboxPublishOptions {
+  /**
+   * The transaction the event joins: a node-postgres client inside `BEGIN`, or a Prisma
+   * interactive transaction (`prisma.$transaction(async (tx) => …)`). A pool or a `PrismaClient`
+   * writes in a statement of its own.
+   */
+  tx: OutboxExecutor;
+}
 
 @Injectable()
 export class EventBusService implements OnModuleDestroy {
@@ -25,16 +40,44 @@ export class EventBusService implements OnModuleDestroy {
   private readonly consumptions = new Set<Consumption>();
   private closing = false;
 
-  constructor(@Inject(EventBusClient) readonly client: EventBusClient) {}
+  private readonly outbox: OutboxOptions;
 
-  /** Publishes one event; resolves once the bus stored it durably (with its `id`, `seq` and `timestamp`). */
-  publish<T extends string>(event: EventInput<T>): Promise<EventOf<T>> {
+  constructor(
+    @Inject(EventBusClient) readonly client: EventBusClient,
+    @Optional() @Inject(EVENT_BUS_OPTIONS) options?: EventBusModuleOptions,
+  ) {
+    const schema = options?.outbox?.schema;
+    this.outbox = schema !== undefined ? { schema } : {};
+  }
+
+  /**
+   * Publishes one event; resolves once the bus stored it durably (with its `id`, `seq` and
+   * `timestamp`). With `{ tx }`: inserts it into the outbox table (the module's `outbox.schema`)
+   * in that transaction instead, and resolves to the event with its `id`; the bus relays it once
+   * the transaction commits, and never if it rolls back.
+   */
+  publish<T extends string>(event: EventInput<T>): Promise<EventOf<T>>;
+  publish<T extends string>(event: EventInput<T>, options: OutboxPublishOptions): Promise<OutboxEvent<T>>;
+  async publish<T extends string>(event: EventInput<T>, options?: OutboxPublishOptions): Promise<EventOf<T> | OutboxEvent<T>> {
+    if (options) return this.client.outbox(this.tx(options), this.outbox).publish(event);
     return this.client.publish(event);
   }
 
-  /** Publishes events in one request: all are stored, in order, or none is. */
-  publishBatch(events: readonly EventInput[]): Promise<BusEvent[]> {
+  /**
+   * Publishes events in one request: all are stored, in order, or none is. With `{ tx }`: one
+   * INSERT into the outbox in that transaction (all or none), resolving to the events with their ids.
+   */
+  publishBatch(events: readonly EventInput[]): Promise<BusEvent[]>;
+  publishBatch(events: readonly EventInput[], options: OutboxPublishOptions): Promise<OutboxEvent[]>;
+  async publishBatch(events: readonly EventInput[], options?: OutboxPublishOptions): Promise<BusEvent[] | OutboxEvent[]> {
+    if (options) return this.client.outbox(this.tx(options), this.outbox).publishBatch(events);
     return this.client.publishBatch(events);
+  }
+
+  /** The `tx` of publish options: a missing one is a mistake, never a silent fall back to HTTP. */
+  private tx(options: OutboxPublishOptions): OutboxExecutor {
+    if (!options.tx) throw new Error('publish(event, { tx }): `tx` is missing (a node-postgres client or a Prisma transaction)');
+    return options.tx;
   }
 
   /**

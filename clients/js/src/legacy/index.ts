@@ -8,6 +8,7 @@
  * (`EVENT_BUS_ENABLED=false`, or the `enabled` option) nothing is sent to the bus and the
  * optional `legacyPublish` fallback runs instead (the old in-process path).
  */
+import type { OutboxEvent } from '../outbox.js';
 import type { BusEvent, EventInput, EventMetadata } from '../types.js';
 
 /** The legacy event names. */
@@ -55,9 +56,12 @@ export const DEFAULT_EVENT_TYPE_MAP: Readonly<Record<ProjectEventType, string>> 
   PLUGIN_UNINSTALLED: 'plugin.uninstalled',
 };
 
-/** What the adapter needs from a bus client (an `EventBusClient` fits). */
+/**
+ * What the adapter needs from a bus client: an `EventBusClient` (HTTP), or the publisher of
+ * `client.outbox(executor)` (the event inserted into the application's outbox table).
+ */
 export interface EventPublisher {
-  publish(event: EventInput): Promise<BusEvent>;
+  publish(event: EventInput): Promise<BusEvent | OutboxEvent>;
 }
 
 /** Options of {@link RealtimeEventsService}. */
@@ -140,10 +144,11 @@ export class RealtimeEventsService {
   }
 
   /**
-   * Publishes like the legacy service did. Resolves to the stored event, or undefined when the
-   * bus is disabled (then the legacy fallback ran, if any).
+   * Publishes like the legacy service did. Resolves to the stored event (through the outbox: the
+   * event written, with its id), or undefined when the bus is disabled (then the legacy fallback
+   * ran, if any).
    */
-  async publish(type: ProjectEventType | string, payload: Record<string, unknown>): Promise<BusEvent | undefined> {
+  async publish(type: ProjectEventType | string, payload: Record<string, unknown>): Promise<BusEvent | OutboxEvent | undefined> {
     if (!this.enabled) {
       await this.options.legacyPublish?.(type, payload);
       return undefined;
