@@ -1,10 +1,14 @@
 // examples/nest-publisher, a NestJS application (NestFactory.create) on the module, started as a
 // process against the real bus: the legacy RealtimeEventsService publishes, its @OnBusEvent
-// handler runs, /health answers; with EVENT_BUS_ENABLED=false only the legacy path runs.
+// handler runs, /health answers; with EVENT_BUS_ENABLED=false only the legacy path runs; with
+// DATABASE_URL a new project and its event are written in one Prisma transaction (the outbox).
+import { readFileSync } from 'node:fs';
 import { EventBusClient, type BusEvent } from '@situs/event-bus-client';
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_KEY, killBus, startBus, waitFor, type Bus } from '../../js/test/helpers/bus.js';
-import { EXAMPLE, startApp, stopApp, type App } from './helpers/app.js';
+import { createDatabase, databaseUrl, dropDatabase, initOutbox, runSql } from '../../js/test/helpers/outbox.js';
+import { EXAMPLE, EXAMPLE_DIR, startApp, stopApp, type App } from './helpers/app.js';
 
 let bus: Bus;
 let admin: EventBusClient;
@@ -69,5 +73,42 @@ describe('examples/nest-publisher', () => {
     expect(created).toEqual({ status: 201, body: { event: null } });
     expect(app.lines.some((l) => l.includes('legacy path: PROJECT_CREATED {"projectId":"nest-2","name":"Old path"}'))).toBe(true);
     expect(await stored('nest-2')).toEqual([]);
+  });
+});
+
+// The example's database: its `project` table (prisma/init.sql) and the bus's outbox table.
+const database = createDatabase('nest_example');
+
+describe.skipIf(!database)('examples/nest-publisher with DATABASE_URL', () => {
+  const url = databaseUrl(database!);
+  let db: pg.Pool;
+  beforeAll(() => {
+    initOutbox(url);
+    runSql(url, readFileSync(`${EXAMPLE_DIR}/prisma/init.sql`, 'utf8'));
+    db = new pg.Pool({ connectionString: url, max: 2 });
+  });
+  afterAll(async () => {
+    await db?.end();
+    dropDatabase(database!);
+  });
+
+  it('creates the project and its project.created event in one Prisma transaction; a failed one leaves neither', async () => {
+    const app = await example({ DATABASE_URL: url });
+    const created = await call(app, 'POST', '/projects', { projectId: 'db-1', name: 'Shop' });
+    expect(created.status).toBe(201);
+    const event = created.body.event!;
+    expect(event).toMatchObject({ type: 'project.created', projectId: 'db-1', payload: { projectId: 'db-1', name: 'Shop' } });
+    const outbox = async () => (await db.query('SELECT id, type, project_id, payload, metadata FROM eventbus.outbox ORDER BY seq')).rows;
+    expect(await outbox()).toEqual([
+      { id: event.id, type: 'project.created', project_id: 'db-1', payload: { projectId: 'db-1', name: 'Shop' }, metadata: { source: 'situs-backend' } },
+    ]);
+    expect((await db.query('SELECT id, name FROM project')).rows).toEqual([{ id: 'db-1', name: 'Shop' }]);
+    // Not sent over HTTP: the bus has it only once a relay brings it.
+    expect(await stored('db-1')).toEqual([]);
+
+    // The same project again: the insert fails, the transaction rolls back, no second event.
+    expect((await call(app, 'POST', '/projects', { projectId: 'db-1', name: 'Again' })).status).toBe(409);
+    expect((await outbox()).map((r) => r.id)).toEqual([event.id]);
+    expect((await db.query('SELECT name FROM project')).rows).toEqual([{ name: 'Shop' }]);
   });
 });

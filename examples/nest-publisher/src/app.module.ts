@@ -1,6 +1,7 @@
 /**
  * The application module: the bus module configured from the environment, the legacy gateway as
- * its fallback while `EVENT_BUS_ENABLED=false`, Terminus for `/health`.
+ * its fallback while `EVENT_BUS_ENABLED=false`, Terminus for `/health`, and the database (Prisma)
+ * when `DATABASE_URL` is set.
  */
 import { Module } from '@nestjs/common';
 import { TerminusModule } from '@nestjs/terminus';
@@ -8,6 +9,7 @@ import { isEventBusEnabled } from '@situs/event-bus-client/legacy';
 import { EventBusModule } from '@situs/event-bus-nestjs';
 import { HealthController } from './health.controller.js';
 import { LegacyRealtimeGateway, LegacyRealtimeModule } from './legacy-gateway.js';
+import { PrismaService } from './prisma.service.js';
 import { ProjectCreatedHandler } from './project-created.handler.js';
 import { ProjectsController } from './projects.controller.js';
 import { ProjectsService } from './projects.service.js';
@@ -31,6 +33,6 @@ import { ProjectsService } from './projects.service.js';
     TerminusModule,
   ],
   controllers: [ProjectsController, HealthController],
-  providers: [ProjectsService, ProjectCreatedHandler],
+  providers: [ProjectsService, ProjectCreatedHandler, ...(process.env.DATABASE_URL ? [PrismaService] : [])],
 })
 export class AppModule {}

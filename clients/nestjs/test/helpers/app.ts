@@ -10,6 +10,8 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 /** The compiled files the tests start. */
 export const WORKER = path.join(ROOT, 'dist-test/clients/nestjs/test/fixtures/worker.js');
 export const EXAMPLE = path.join(ROOT, 'dist-test/examples/nest-publisher/src/main.js');
+/** The example's sources (for its `prisma/` files). */
+export const EXAMPLE_DIR = path.resolve(ROOT, '../../examples/nest-publisher');
 
 export interface App {
   proc: ChildProcess;
