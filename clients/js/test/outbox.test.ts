@@ -288,6 +288,7 @@ describe.skipIf(!relay)('relayed by the bus', () => {
     }
     const committed = await db.connect();
     let ids: string[];
+    let occurredAt: Date;
     try {
       await committed.query('BEGIN');
       ids = await publishInTransaction(
@@ -298,6 +299,7 @@ describe.skipIf(!relay)('relayed by the bus', () => {
         ],
         { schema: s },
       );
+      occurredAt = (await committed.query<{ occurred_at: Date }>(`SELECT occurred_at FROM "${s}".outbox WHERE id = $1`, [ids[0]])).rows[0]!.occurred_at;
       await committed.query('COMMIT');
     } finally {
       committed.release();
@@ -305,6 +307,8 @@ describe.skipIf(!relay)('relayed by the bus', () => {
     const first = await waitFor(() => client.getEvent(ids[0]!), 'the relayed event');
     expect(first).toMatchObject({ id: ids[0], type: 'project.created', projectId: 'e2e-1', userId: 'u1', payload: { n: 1 }, metadata: { source: 'outbox-e2e' } });
     const second = await waitFor(() => client.getEvent(ids[1]!), 'the second relayed event');
+    // The row's occurred_at is the event's timestamp (to the millisecond a JS Date holds).
+    expect(Math.abs(new Date(first!.timestamp).getTime() - occurredAt!.getTime())).toBeLessThanOrEqual(1);
     expect(second!.seq).toBeGreaterThan(first!.seq);
     // The relay deletes what it relayed; the rolled-back event was never there.
     await waitFor(async () => (await rows(db, s)).length === 0, 'the relayed rows to be deleted');

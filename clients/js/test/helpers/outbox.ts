@@ -1,7 +1,6 @@
-// The outbox table for tests, in the test database or in a database of its own: created by the
-// binary's `eventbus outbox init` when it has that command, else by the contract's DDL (the
-// columns the application writes, nothing of the relay's). Also: whether the binary relays
-// (`OUTBOX_SOURCES`), and URLs of other databases on the test server.
+// The outbox tables for tests, in the test database or in a database of its own, created as an
+// application creates them: with the binary's `eventbus outbox init`. Also: whether the binary
+// relays (`OUTBOX_SOURCES`), and databases of their own on the test server.
 import { spawnSync } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
 import { eventbusBin } from './binary.js';
@@ -19,11 +18,6 @@ function psql(url: string, sql: string): { ok: boolean; error: string } {
 function help(args: string[]): string | null {
   const run = spawnSync(eventbusBin(), [...args, '--help'], { encoding: 'utf8', timeout: 30_000 });
   return !run.error && run.status === 0 ? run.stdout : null;
-}
-
-/** Whether the binary has `eventbus outbox init`. */
-export function hasOutboxInit(): boolean {
-  return help(['outbox', 'init']) !== null;
 }
 
 /** Whether the binary's server relays outboxes (its settings name `OUTBOX_SOURCES`). */
@@ -69,26 +63,8 @@ export function runSql(url: string, sql: string): void {
   if (!run.ok) throw new Error(`psql failed: ${run.error}`);
 }
 
-/** Creates `"<schema>".outbox` in the database at `url`. */
+/** Creates the outbox tables in `schema` of the database at `url` (`eventbus outbox init`). */
 export function initOutbox(url: string, schema = 'eventbus'): void {
-  if (hasOutboxInit()) {
-    const run = spawnSync(eventbusBin(), ['outbox', 'init', '--url', url, '--schema', schema], { encoding: 'utf8', timeout: 60_000 });
-    if (run.error || run.status !== 0) throw new Error(`eventbus outbox init failed: ${run.error?.message ?? run.stderr}`);
-    return;
-  }
-  runSql(
-    url,
-    `CREATE SCHEMA IF NOT EXISTS "${schema}";
-     CREATE TABLE "${schema}".outbox (
-       seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-       id          uuid NOT NULL UNIQUE,
-       type        text NOT NULL,
-       payload     jsonb NOT NULL DEFAULT 'null'::jsonb,
-       project_id  text,
-       tenant_id   text,
-       user_id     text,
-       metadata    jsonb NOT NULL DEFAULT '{}'::jsonb,
-       occurred_at timestamptz NOT NULL DEFAULT clock_timestamp()
-     )`,
-  );
+  const run = spawnSync(eventbusBin(), ['outbox', 'init', '--url', url, '--schema', schema], { encoding: 'utf8', timeout: 60_000 });
+  if (run.error || run.status !== 0) throw new Error(`eventbus outbox init failed: ${run.error?.message ?? run.stderr}`);
 }
