@@ -140,6 +140,14 @@ impl Outboxes {
         let mut entries = Vec::with_capacity(sources.len());
         let mut tasks = Vec::with_capacity(sources.len());
         for source in sources {
+            // The series exist from the start, at zero.
+            for counter in [
+                crate::metric::OUTBOX_RELAYED,
+                crate::metric::OUTBOX_DEAD_LETTERED,
+                crate::metric::OUTBOX_ERRORS,
+            ] {
+                metrics::counter!(counter, "source" => source.name.clone()).absolute(0);
+            }
             let source = Arc::new(source);
             let state = Arc::new(SourceState::default());
             let pool = PgPoolOptions::new()
