@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::common::pg::Schema;
 use crate::common::{ApiClient, InProcessServer, Reply, TestServer};
+use crate::on_both;
 
 /// Bound of every loop that waits for something.
 const WAIT: Duration = Duration::from_secs(120);
@@ -98,55 +99,38 @@ async fn publish_n(api: &ApiClient, ty: &str, n: usize, project: impl Fn(usize) 
     }
 }
 
-/// Runs `suite` on SQLite, or on a fresh PostgreSQL schema when `pg` (skipped when PostgreSQL
-/// is unreachable).
-macro_rules! on_both {
-    ($suite:ident, $sqlite:ident, $pg:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $sqlite() {
-            let server = InProcessServer::start(&[]).await;
-            $suite(&server).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $pg() {
-            let Some(schema) = Schema::create("consumers", stringify!($pg)) else {
-                return;
-            };
-            let url = schema.store_url();
-            let server = InProcessServer::start(&[("EVENT_STORE_URL", url.as_str())]).await;
-            $suite(&server).await;
-            drop(server);
-        }
-    };
-}
-
 on_both!(
+    "consumers",
     work_sharing,
     work_is_shared_by_four_fetchers,
     work_is_shared_by_four_fetchers_pg
 );
 on_both!(
+    "consumers",
     redelivery,
     unacked_messages_come_back_after_the_ack_wait,
     unacked_messages_come_back_after_the_ack_wait_pg
 );
 on_both!(
+    "consumers",
     nack_delay,
     nacked_messages_come_back_after_their_delay,
     nacked_messages_come_back_after_their_delay_pg
 );
 on_both!(
+    "consumers",
     dead_letters,
     dead_letters_after_max_deliver_and_retry,
     dead_letters_after_max_deliver_and_retry_pg
 );
 on_both!(
+    "consumers",
     ordered,
     ordered_consumers_keep_project_order_under_four_fetchers,
     ordered_consumers_keep_project_order_under_four_fetchers_pg
 );
 on_both!(
+    "consumers",
     long_poll,
     a_long_poll_answers_when_an_event_is_published,
     a_long_poll_answers_when_an_event_is_published_pg

@@ -25,7 +25,7 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
 use crate::common::TestServer;
-use crate::common::pg::{Schema, database_url};
+use crate::common::pg::{Schema, database_url, terminate_sessions};
 
 /// Bound of every wait.
 const WAIT: Duration = Duration::from_secs(120);
@@ -126,26 +126,6 @@ async fn insert_row(
     .fetch_one(conn)
     .await
     .expect("inserting an outbox row")
-}
-
-/// `psql` on the test database: terminates the sessions named `app`; how many.
-fn terminate_sessions(app: &str) -> u32 {
-    let out = Command::new("psql")
-        .arg(database_url())
-        .args([
-            "-qAtX",
-            "-c",
-            &format!(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE application_name = '{app}'"
-            ),
-        ])
-        .output()
-        .expect("psql");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
 }
 
 /// What the writers did: ids committed per writer in order, ids rolled back.
@@ -414,12 +394,7 @@ async fn a_refused_row_is_set_aside_and_retried_after_the_fix() {
 
     // Retried before the fix: refused again, with the reason.
     let seq = dead[0]["seq"].as_i64().unwrap();
-    let retried = server
-        .send(
-            reqwest::Method::POST,
-            &format!("/v1/outboxes/app/dead-letters/{seq}/retry"),
-        )
-        .await;
+    let retried = retry(&server, seq).await;
     assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.body);
     let again = wait_dead_letters(&server, 1).await;
     let seq = again[0]["seq"].as_i64().unwrap();
@@ -429,22 +404,12 @@ async fn a_refused_row_is_set_aside_and_retried_after_the_fix() {
         server.put_event_type("invoice.paid", &loose).await.status,
         StatusCode::OK
     );
-    let retried = server
-        .send(
-            reqwest::Method::POST,
-            &format!("/v1/outboxes/app/dead-letters/{seq}/retry"),
-        )
-        .await;
+    let retried = retry(&server, seq).await;
     assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.body);
     let events = drained(&server, &app, 3).await;
     assert_eq!(events[2]["id"], json!(bad[0]));
     assert!(wait_dead_letters(&server, 0).await.is_empty());
-    let missing = server
-        .send(
-            reqwest::Method::POST,
-            &format!("/v1/outboxes/app/dead-letters/{seq}/retry"),
-        )
-        .await;
+    let missing = retry(&server, seq).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
     let metrics = metrics_text(&server).await;
     assert!(
@@ -541,4 +506,14 @@ async fn metrics_text(server: &TestServer) -> String {
     let reply = server.get("/metrics", &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
     reply.body.as_str().unwrap_or_default().to_owned()
+}
+
+/// `POST /v1/outboxes/app/dead-letters/{seq}/retry`.
+async fn retry(server: &TestServer, seq: i64) -> crate::common::Reply {
+    server
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/outboxes/app/dead-letters/{seq}/retry"),
+        )
+        .await
 }

@@ -6,38 +6,17 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::pg::Schema;
 use crate::common::{InProcessServer, Reply};
-
-/// Runs `suite` on SQLite, or on a fresh PostgreSQL schema when `pg` (skipped when PostgreSQL
-/// is unreachable, outside CI).
-macro_rules! on_both {
-    ($suite:ident, $sqlite:ident, $pg:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            let server = InProcessServer::start(&[]).await;
-            $suite(&server).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $pg() {
-            let Some(schema) = Schema::create("payloads", stringify!($pg)) else {
-                return;
-            };
-            let url = schema.store_url();
-            let server = InProcessServer::start(&[("EVENT_STORE_URL", url.as_str())]).await;
-            $suite(&server).await;
-            drop(server);
-        }
-    };
-}
+use crate::on_both;
 
 on_both!(
+    "payloads",
     deep_nesting,
     deep_payloads_are_refused,
     deep_payloads_are_refused_pg
 );
 on_both!(
+    "payloads",
     strings_and_numbers,
     nul_surrogates_and_huge_numbers_are_refused,
     nul_surrogates_and_huge_numbers_are_refused_pg

@@ -11,26 +11,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::cluster::{create_schema, database_url};
+use crate::common::pg::terminate_sessions;
 use crate::common::{self, TestServer, seq, seqs_by_id};
-
-fn terminate_sessions(app: &str) -> u32 {
-    let out = Command::new("psql")
-        .arg(database_url())
-        .args([
-            "-qAtX",
-            "-c",
-            &format!(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE application_name = '{app}'"
-            ),
-        ])
-        .output()
-        .expect("psql");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
 
 // Every session of the bus is terminated twice while eight clients publish: clients see only
 // 201s and brief 503 problems (never a hang or another error), the bus reconnects by itself,

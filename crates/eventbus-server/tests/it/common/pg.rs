@@ -21,6 +21,53 @@ pub fn psql(sql: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Terminates every session of the test database named `application_name` (what a fail-over
+/// or a restart does to them); how many.
+pub fn terminate_sessions(application_name: &str) -> u32 {
+    let out = Command::new("psql")
+        .arg(database_url())
+        .args([
+            "-qAtX",
+            "-c",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = '{application_name}'"
+            ),
+        ])
+        .output()
+        .expect("psql");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Defines two tests running `suite(&InProcessServer)`: `$sqlite` on the default SQLite store,
+/// `$pg` on a fresh PostgreSQL schema named after `$prefix` (skipped, outside CI, when
+/// PostgreSQL is unreachable).
+#[macro_export]
+macro_rules! on_both {
+    ($prefix:literal, $suite:ident, $sqlite:ident, $pg:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $sqlite() {
+            let server = $crate::common::InProcessServer::start(&[]).await;
+            $suite(&server).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $pg() {
+            let Some(schema) = $crate::common::pg::Schema::create($prefix, stringify!($pg)) else {
+                return;
+            };
+            let url = schema.store_url();
+            let server =
+                $crate::common::InProcessServer::start(&[("EVENT_STORE_URL", url.as_str())]).await;
+            $suite(&server).await;
+            drop(server);
+        }
+    };
+}
+
 /// A fresh schema, dropped on drop.
 pub struct Schema(pub String);
 
