@@ -213,7 +213,7 @@ pub struct Config {
     pub max_payload_bytes: usize,
 
     /// Application databases whose outbox the server relays:
-    /// `name=<name>,url=postgres://…[,schema=eventbus][,tenant=<id>][,types=a.*|b.>]`, several
+    /// `name=<name>,url=postgres://…[,schema=eventbus][,tenant=<id>][,types=a.*|b.>][,keep=1d]`, several
     /// separated by `;` (see docs/outbox.md).
     #[arg(long, env = "OUTBOX_SOURCES", default_value = "", value_parser = parse_outbox_sources,
           hide_default_value = true, global = true)]

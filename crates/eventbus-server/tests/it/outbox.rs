@@ -57,7 +57,7 @@ impl App {
             String::from_utf8_lossy(&out.stderr)
         );
         let printed = String::from_utf8_lossy(&out.stdout);
-        assert!(printed.contains("created (version 1"), "{printed}");
+        assert!(printed.contains("created (version 2, 2 migration(s) applied)"), "{printed}");
         Some(App {
             app_name: format!("relay_{}", schema.0),
             schema,
@@ -417,6 +417,46 @@ async fn a_refused_row_is_set_aside_and_retried_after_the_fix() {
         "two refusals counted"
     );
     assert!(metrics.contains("eventbus_outbox_relayed_total{source=\"app\"} 3"));
+}
+
+// With `keep=`, relayed rows stay in the outbox marked `relayed_at`, are not relayed again,
+// and are deleted once older than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_rows_stay_marked_until_they_are_old() {
+    let Some(app) = App::create("keep") else {
+        return;
+    };
+    let source = app.source(",keep=2s");
+    let server = TestServer::start(&[("OUTBOX_SOURCES", source.as_str())]).await;
+    let ids = app
+        .insert(&[
+            ("order.placed", json!({"n": 1}), Some("p1")),
+            ("order.placed", json!({"n": 2}), Some("p1")),
+        ])
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while server.all_events().await.len() < 2 {
+        assert!(Instant::now() < deadline, "the rows were not relayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut conn = app.connect().await;
+    let marked: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}.outbox WHERE relayed_at IS NOT NULL",
+        app.schema.0
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(marked, 2, "relayed rows are kept, marked");
+    // Kept rows are swept after about two seconds; they were never relayed twice.
+    let deadline = Instant::now() + WAIT;
+    while app.backlog().await > 0 {
+        assert!(Instant::now() < deadline, "kept rows were not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = server.all_events().await;
+    let logged: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(logged, ids.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 async fn wait_dead_letters(server: &TestServer, n: usize) -> Vec<Value> {

@@ -7,6 +7,8 @@
 //!   `metadata`; `seq` (the relay's order) and `occurred_at` (the event's timestamp: the clock
 //!   when the row was inserted) come from their defaults.
 //! - `outbox_dead_letters`: rows the bus refused, with the reason, until they are retried.
+//! - `relayed_at` (migration 2): set on relayed rows when the source keeps them for a time
+//!   (`keep=`), with a partial index on the rows still waiting.
 //! - a statement trigger that calls `pg_notify('eventbus_outbox', '')` after each insert: the
 //!   notification is delivered when the inserting transaction commits (never for one that rolls
 //!   back), carries nothing, and wakes the relay, which then reads the table. Chosen over logical
@@ -22,10 +24,11 @@ pub const CHANNEL: &str = "eventbus_outbox";
 /// The migrations, in order; each runs once per schema.
 fn migrations(schema: &str) -> Vec<(i32, String)> {
     let s = quote(schema);
-    vec![(
-        1,
-        format!(
-            r#"CREATE TABLE IF NOT EXISTS {s}.outbox (
+    vec![
+        (
+            1,
+            format!(
+                r#"CREATE TABLE IF NOT EXISTS {s}.outbox (
     seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     id          uuid NOT NULL UNIQUE,
     type        text NOT NULL,
@@ -59,8 +62,17 @@ DROP TRIGGER IF EXISTS outbox_notify ON {s}.outbox;
 CREATE TRIGGER outbox_notify AFTER INSERT ON {s}.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.outbox_notify();
 "#
+            ),
         ),
-    )]
+        (
+            2,
+            format!(
+                r#"ALTER TABLE {s}.outbox ADD COLUMN IF NOT EXISTS relayed_at timestamptz;
+CREATE INDEX IF NOT EXISTS outbox_waiting ON {s}.outbox (seq) WHERE relayed_at IS NULL;
+"#
+            ),
+        ),
+    ]
 }
 
 /// `name` as a quoted identifier (names are checked by [`super::source::is_identifier`]).

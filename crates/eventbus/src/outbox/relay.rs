@@ -7,7 +7,8 @@
 //!   connection close, and a standby takes over.
 //! - **Batches.** One read (`ORDER BY seq LIMIT 500`), one append of the accepted rows (one
 //!   commit of the store), one transaction on the application's database that moves refused rows
-//!   to the dead letters and deletes the batch.
+//!   to the dead letters and deletes the batch (or, with `keep=`, marks it relayed; kept rows
+//!   are deleted once older than that, at most a minute later).
 //! - **Nothing skipped, nothing twice.** The relay reads whatever rows are in the table, not a
 //!   page after a remembered position, so a transaction that inserted early and committed late is
 //!   read when it commits. Rows are deleted only after the store acknowledged the append; a relay
@@ -40,6 +41,8 @@ use crate::metric;
 pub const BATCH: i64 = 500;
 /// The backstop poll, and how often a standby tries to take over.
 const TICK: Duration = Duration::from_secs(1);
+/// The longest time between two deletions of kept rows.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -181,6 +184,7 @@ async fn session(
     tracing::info!(source = %source.name, schema = %source.schema, "relaying the outbox");
     let ctx = context(source);
     let mut measured = Instant::now() - TICK;
+    let mut swept = Instant::now();
     loop {
         // Drain: full batches mean more rows are waiting.
         while relay_batch(&mut conn, bus, source, state, &ctx).await? == BATCH as usize {}
@@ -189,6 +193,14 @@ async fn session(
                 .await
                 .map_err(|e| fail("measuring the backlog", &e))?;
             measured = Instant::now();
+        }
+        if let Some(keep) = source.keep
+            && swept.elapsed() >= keep.clamp(TICK, SWEEP_EVERY)
+        {
+            sweep(&mut conn, &quote(&source.schema), keep)
+                .await
+                .map_err(|e| fail("deleting kept rows", &e))?;
+            swept = Instant::now();
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -234,7 +246,7 @@ async fn relay_batch(
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT seq, id::text, type, payload::text, project_id, tenant_id, user_id, \
                 metadata::text, (extract(epoch FROM occurred_at) * 1000000)::bigint \
-         FROM {s}.outbox ORDER BY seq LIMIT {BATCH}"
+         FROM {s}.outbox WHERE relayed_at IS NULL ORDER BY seq LIMIT {BATCH}"
     )))
     .fetch_all(&mut *conn)
     .await
@@ -273,7 +285,7 @@ async fn relay_batch(
             }
         }
     }
-    settle(conn, &s, &seqs, &refused)
+    settle(conn, &s, &seqs, &refused, source.keep.is_some())
         .await
         .map_err(|e| format!("deleting relayed rows: {e}"))?;
     let name = || source.name.clone();
@@ -313,13 +325,14 @@ fn to_event(row: &sqlx::postgres::PgRow) -> Result<NewEvent, String> {
     })
 }
 
-/// In one transaction: copies the `refused` rows to the dead letters with their reasons, and
-/// deletes every row of `seqs`.
+/// In one transaction: moves the `refused` rows to the dead letters with their reasons, and
+/// deletes the other rows of `seqs` (or, when the source keeps them, marks them relayed).
 async fn settle(
     conn: &mut PgConnection,
     s: &str,
     seqs: &[i64],
     refused: &[(i64, String)],
+    keep: bool,
 ) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
     if !refused.is_empty() {
@@ -337,13 +350,41 @@ async fn settle(
         .execute(&mut *tx)
         .await?;
     }
-    sqlx::query(AssertSqlSafe(format!(
-        "DELETE FROM {s}.outbox WHERE seq = ANY($1)"
-    )))
-    .bind(seqs)
-    .execute(&mut *tx)
-    .await?;
+    if keep {
+        let dead: Vec<i64> = refused.iter().map(|(seq, _)| *seq).collect();
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {s}.outbox WHERE seq = ANY($1)"
+        )))
+        .bind(&dead)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {s}.outbox SET relayed_at = clock_timestamp() WHERE seq = ANY($1)"
+        )))
+        .bind(seqs)
+        .execute(&mut *tx)
+        .await?;
+    } else {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {s}.outbox WHERE seq = ANY($1)"
+        )))
+        .bind(seqs)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await
+}
+
+/// Deletes rows relayed more than `keep` ago, a bounded batch at a time.
+async fn sweep(conn: &mut PgConnection, s: &str, keep: Duration) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {s}.outbox WHERE seq IN (SELECT seq FROM {s}.outbox \
+            WHERE relayed_at < clock_timestamp() - make_interval(secs => $1) LIMIT 10000)"
+    )))
+    .bind(keep.as_secs_f64())
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected())
 }
 
 /// Reads the backlog, the oldest row's age and the dead letters into `state` and the gauges.
@@ -354,9 +395,9 @@ async fn measure(
 ) -> Result<(), sqlx::Error> {
     let s = quote(&source.schema);
     let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT (SELECT count(*) FROM {s}.outbox), \
+        "SELECT (SELECT count(*) FROM {s}.outbox WHERE relayed_at IS NULL), \
                 (SELECT (extract(epoch FROM clock_timestamp() - min(occurred_at)) * 1000)::bigint \
-                   FROM {s}.outbox), \
+                   FROM {s}.outbox WHERE relayed_at IS NULL), \
                 (SELECT count(*) FROM {s}.outbox_dead_letters)"
     )))
     .fetch_one(&mut *conn)

@@ -26,6 +26,8 @@ pub struct OutboxSource {
     pub tenant: Option<String>,
     /// The types the source may publish (default: all).
     pub types: Vec<Pattern>,
+    /// How long relayed rows stay in the outbox (marked `relayed_at`); `None`: deleted at once.
+    pub keep: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for OutboxSource {
@@ -69,7 +71,8 @@ pub fn parse_sources(value: &str) -> Result<Vec<OutboxSource>, SourceError> {
 }
 
 fn parse_one(part: &str) -> Result<OutboxSource, SourceError> {
-    let (mut name, mut url, mut schema, mut tenant, mut types) = (None, None, None, None, None);
+    let (mut name, mut url, mut schema, mut tenant, mut types, mut keep) =
+        (None, None, None, None, None, None);
     // Fields are split at a comma followed by `word=`, so a URL may hold other commas (a host
     // list such as `h1:5432,h2:5432`).
     for field in split_fields(part) {
@@ -82,9 +85,10 @@ fn parse_one(part: &str) -> Result<OutboxSource, SourceError> {
             "schema" => &mut schema,
             "tenant" => &mut tenant,
             "types" => &mut types,
+            "keep" => &mut keep,
             other => {
                 return Err(SourceError(format!(
-                    "unknown key `{other}`; a source is name=…,url=…[,schema=…][,tenant=…][,types=…]"
+                    "unknown key `{other}`; a source is name=…,url=…[,schema=…][,tenant=…][,types=…][,keep=…]"
                 )));
             }
         };
@@ -120,7 +124,15 @@ fn parse_one(part: &str) -> Result<OutboxSource, SourceError> {
             })
             .collect::<Result<_, _>>()?,
     };
+    let keep = match keep.filter(|k| !k.is_empty()) {
+        None => None,
+        Some(k) => Some(
+            crate::transport::webhook::parse_duration(&k)
+                .map_err(|e| SourceError(format!("source `{name}`: keep: {e}")))?,
+        ),
+    };
     Ok(OutboxSource {
+        keep,
         display_url: hide_password(&url),
         name,
         connect,
@@ -172,7 +184,7 @@ mod tests {
     fn reads_several_sources() {
         let sources = parse_sources(
             "name=situs,url=postgres://app:secret@127.0.0.1:5432/app?sslmode=disable,tenant=t_1; \
-             name=billing,url=postgres://127.0.0.1/billing,schema=bus_outbox,types=invoice.*|user.>",
+             name=billing,url=postgres://127.0.0.1/billing,schema=bus_outbox,types=invoice.*|user.>,keep=2d",
         )
         .unwrap();
         assert_eq!(sources.len(), 2);
@@ -186,6 +198,11 @@ mod tests {
         );
         assert_eq!(sources[1].schema, "bus_outbox");
         assert_eq!(sources[1].types.len(), 2);
+        assert_eq!(sources[0].keep, None);
+        assert_eq!(
+            sources[1].keep,
+            Some(std::time::Duration::from_secs(2 * 86_400))
+        );
         assert!(parse_sources("").unwrap().is_empty());
         assert_eq!(
             hide_password("postgres://app:s3cr@t@db:5432/app?sslmode=require"),
@@ -219,6 +236,7 @@ mod tests {
                 "used twice",
             ),
             ("name=a,url=postgres://x/y,types=Project", "types"),
+            ("name=a,url=postgres://x/y,keep=soon", "keep"),
         ] {
             let e = parse_sources(value).expect_err(value);
             assert!(e.to_string().contains(says), "{value}: {e}");
