@@ -53,6 +53,9 @@ pub enum ApiError {
     /// The store cannot be reached; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The store has no space left; nothing was stored.
+    #[error("{0}")]
+    StoreFull(String),
     /// Too much is queued; retry shortly.
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
@@ -230,6 +233,11 @@ impl ApiError {
                 "store-unavailable",
                 "The event store is unavailable",
             ),
+            ApiError::StoreFull(_) => kind(
+                S::INSUFFICIENT_STORAGE,
+                "store-full",
+                "The event store has no space left",
+            ),
             ApiError::Overloaded => kind(
                 S::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -342,6 +350,7 @@ impl ApiError {
                 Some(1)
             }
             ApiError::TooManyStreams(_) => Some(5),
+            ApiError::StoreFull(_) => Some(30),
             _ => None,
         }
     }
@@ -433,6 +442,11 @@ const UNAVAILABLE_DETAIL: &str = "The event store did not complete the operation
      reached or did not answer in time); the cause has been logged. Retry shortly: publishing \
      again with the same event ids is safe.";
 
+/// The detail of `507 store-full`.
+const STORE_FULL_DETAIL: &str = "The event store has no space left on its disk, so nothing was \
+     stored; the server keeps running and serves what is stored. Retry once an operator has \
+     freed space: publishing again with the same event ids is safe.";
+
 impl ApiError {
     /// The status and the problem+json body of this error (logged here, once).
     pub(crate) fn to_problem(&self) -> (StatusCode, Vec<u8>) {
@@ -445,6 +459,7 @@ impl ApiError {
                 }
                 // The driver's text names hosts, tables and settings: it goes to the log only.
                 ApiError::Unavailable(_) => UNAVAILABLE_DETAIL.to_owned(),
+                ApiError::StoreFull(_) => STORE_FULL_DETAIL.to_owned(),
                 other => other.to_string(),
             }
         } else {
@@ -496,6 +511,7 @@ impl From<StoreError> for ApiError {
             e @ (StoreError::Unavailable(_) | StoreError::Closed) => {
                 ApiError::Unavailable(e.to_string())
             }
+            e @ StoreError::Full(_) => ApiError::StoreFull(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         }
     }

@@ -7,7 +7,7 @@
 //!   `event_types`, `security`, `stream` except the tests named below.
 //! - **The binary** ([`common::TestServer`]): the real `eventbus` executable on port 0. For the
 //!   promises about the process, and for what is process-global: signals, restarts and
-//!   `kill -9` (`durability`, `cluster`, the restart test of `event_types`, the shutdown test of
+//!   `kill -9` (`durability`, `disk_full`, `cluster`, the restart test of `event_types`, the shutdown test of
 //!   `stream`, `webhooks`' crash tests), the process's memory (`stream`'s lagging client), its
 //!   log lines (`logs`, `security`'s audit test: the tracing subscriber is per process), `/metrics`
 //!   (`metrics`: the Prometheus recorder is per process), the command line (`cli`, `deploy`,
@@ -31,6 +31,7 @@ mod cluster;
 mod common;
 mod consumers;
 mod deploy;
+mod disk_full;
 mod durability;
 mod errors;
 mod event_types;

@@ -57,7 +57,10 @@ impl App {
             String::from_utf8_lossy(&out.stderr)
         );
         let printed = String::from_utf8_lossy(&out.stdout);
-        assert!(printed.contains("created (version 2, 2 migration(s) applied)"), "{printed}");
+        assert!(
+            printed.contains("created (version 2, 2 migration(s) applied)"),
+            "{printed}"
+        );
         Some(App {
             app_name: format!("relay_{}", schema.0),
             schema,

@@ -94,6 +94,10 @@ pub enum StoreError {
     /// The backend cannot be reached or refused the write; nothing was stored.
     #[error("the event store is unavailable: {0}")]
     Unavailable(String),
+    /// The store's disk (or database) has no space left; nothing was stored; retrying helps once
+    /// space is freed.
+    #[error("the event store has no space left: {0}")]
+    Full(String),
     /// Too many appends are waiting; nothing was stored; try again shortly.
     #[error("the event store is overloaded; retry shortly")]
     Overloaded,

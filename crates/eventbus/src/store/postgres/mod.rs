@@ -461,6 +461,10 @@ pub(super) fn store_error(e: sqlx::Error) -> StoreError {
         | sqlx::Error::ColumnNotFound(_)
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
         | sqlx::Error::TypeNotFound { .. } => StoreError::Internal(format!("PostgreSQL: {e}")),
+        // disk_full
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("53100") => {
+            StoreError::Full(format!("PostgreSQL: {db}"))
+        }
         e => unavailable(e),
     }
 }

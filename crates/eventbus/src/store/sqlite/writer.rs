@@ -79,8 +79,13 @@ impl Writer {
             Err((e, replies)) => {
                 tracing::error!(error = %e, "event store commit failed; the group was rolled back");
                 let _ = self.conn.execute_batch("ROLLBACK");
+                let full = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
                 for reply in replies {
-                    let _ = reply.send(Err(unavailable(&e)));
+                    let _ = reply.send(Err(if full {
+                        StoreError::Full(e.to_string())
+                    } else {
+                        unavailable(&e)
+                    }));
                 }
             }
         }
