@@ -1409,3 +1409,68 @@ async fn every_webhook_route_refuses_another_tenants_endpoint_as_missing() {
         "a delivery was retried: {page}"
     );
 }
+
+// A secret rotation cut by `kill -9` at six points, each while a rotation request is in flight:
+// a rotation that was answered is durable (the next delivery is signed with its secret), one
+// that was not is either applied or not, never half (every delivery verifies with a secret the
+// owner knows), and every published event is still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotation_cut_by_kill_9_is_whole_or_absent() {
+    let receiver = WebhookReceiver::start().await;
+    let mut server = server(&[]).await;
+    let secret = |i: u8| format!("whsec_{}", STANDARD.encode([i + 1; 32]));
+    let ep = create(
+        &server,
+        json!({"url": receiver.url("/"), "secret": secret(0)}),
+    )
+    .await;
+    let id = ep["id"].as_str().unwrap().to_owned();
+    let mut known = vec![secret(0)];
+    let mut published = 0;
+    for round in 1..=6u8 {
+        let client = server.client().clone();
+        let url = server.url(&format!("/v1/webhooks/{id}/rotate-secret"));
+        let body = json!({"secret": secret(round)});
+        let rotation = tokio::spawn(async move { client.post(url).json(&body).send().await });
+        tokio::time::sleep(Duration::from_millis(u64::from(round % 3))).await;
+        server.kill();
+        let answered = matches!(rotation.await.unwrap(), Ok(r) if r.status() == StatusCode::OK);
+        known.push(secret(round));
+        server.restart().await;
+        server
+            .publish_ok(&json!({"type": "project.created", "payload": {"round": round}}))
+            .await;
+        published += 1;
+        let got = receiver
+            .wait_until("the round's delivery", WAIT, |all| {
+                all.iter().any(|r| {
+                    r.body
+                        .windows(9)
+                        .any(|w| w == format!("\"round\":{round}").as_bytes())
+                })
+            })
+            .await;
+        let delivery = got
+            .iter()
+            .rev()
+            .find(|r| {
+                r.body
+                    .windows(9)
+                    .any(|w| w == format!("\"round\":{round}").as_bytes())
+            })
+            .unwrap();
+        assert!(
+            known.iter().any(|s| verifies(s, delivery)),
+            "round {round}: a delivery signed with no secret the owner knows"
+        );
+        if answered {
+            assert!(
+                verifies(&secret(round), delivery),
+                "round {round}: an answered rotation was lost"
+            );
+        }
+    }
+    let ids: std::collections::HashSet<String> =
+        receiver.requests().iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), published, "every published event was delivered");
+}
