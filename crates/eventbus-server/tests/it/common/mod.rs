@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod in_process;
+pub mod own_pg;
 pub mod pg;
 pub mod receiver;
 /// A fresh bucket on the test S3 server (shared with the library's tests).
