@@ -35,6 +35,13 @@ async function publishWork(count: number, type = 'work.item', payload: (i: numbe
   return ids;
 }
 
+/** What Terminus answers on `/health`. */
+interface HealthBody {
+  status: string;
+  info?: Record<string, { status: string; consumers?: Record<string, { status: string }> }>;
+  error?: Record<string, { status: string }>;
+}
+
 const doneIds = (...apps: App[]) => apps.flatMap((a) => steps(a, 'done').map((s) => s.id));
 
 describe('two replicas of a NestJS application', () => {
@@ -57,6 +64,8 @@ describe('two replicas of a NestJS application', () => {
     for (const id of ids) {
       expect(starts.get(id)?.sort(), id).toEqual(failing.includes(id) ? [1, 2] : [1]);
     }
+    // A handler's ack follows its `done` line: wait for the last acks to reach the bus.
+    await waitFor(async () => (await admin.getConsumer('shared'))?.ackPending === 0, 'the last acks');
     const info = await admin.getConsumer('shared');
     expect([info?.pending, info?.ackPending, info?.deadLettered]).toEqual([0, 0, 0]);
   });
@@ -86,11 +95,16 @@ describe('two replicas of a NestJS application', () => {
     const a = await worker({ CONSUMER: 'health', TYPES: 'health.*' });
     const health = async () => {
       const res = await fetch(`${a.url}/health`);
-      return { status: res.status, body: (await res.json()) as Record<string, Record<string, Record<string, unknown>>> };
+      return { status: res.status, body: (await res.json()) as HealthBody };
     };
-    const up = await health();
-    expect(up.status).toBe(200);
+    // Up once the worker's consume loop has created its consumer on the bus.
+    const up = await waitFor(async () => {
+      const h = await health();
+      return h.status === 200 ? h : undefined;
+    }, '/health to be up');
+    if (!up) throw new Error('unreachable: waitFor resolves with a value');
     expect(up.body.info?.eventBus?.status).toBe('up');
+    expect(up.body.info?.eventBus?.consumers?.health?.status).toBe('up');
 
     await killBus(bus);
     const down = await health();
