@@ -95,7 +95,7 @@ pub(super) async fn list_outboxes(
     get,
     path = "/v1/outboxes/{name}",
     tag = "outboxes",
-    params(("name" = String, Path, description = "The source's name")),
+    params(("name" = String, Path, description = "The source's name", pattern = r"^[a-z_][a-z0-9_]{0,62}$")),
     responses(
         (status = 200, description = "The source and its state", body = OutboxInfo),
         (status = 404, description = "No such source"),
@@ -127,9 +127,9 @@ struct DeadLetterPage {
     path = "/v1/outboxes/{name}/dead-letters",
     tag = "outboxes",
     params(
-        ("name" = String, Path, description = "The source's name"),
-        ("after" = Option<i64>, Query, description = "Dead letters with a greater seq"),
-        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+        ("name" = String, Path, description = "The source's name", pattern = r"^[a-z_][a-z0-9_]{0,62}$"),
+        ("after" = Option<i64>, Query, description = "Dead letters with a greater seq", minimum = 0),
+        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100", minimum = 1, maximum = 1000),
     ),
     responses(
         (status = 200, description = "Rows the bus refused, with their reasons", body = DeadLetterPage),
@@ -183,8 +183,8 @@ pub(super) async fn list_dead_letters(
     path = "/v1/outboxes/{name}/dead-letters/{seq}/retry",
     tag = "outboxes",
     params(
-        ("name" = String, Path, description = "The source's name"),
-        ("seq" = i64, Path, description = "The dead letter's seq"),
+        ("name" = String, Path, description = "The source's name", pattern = r"^[a-z_][a-z0-9_]{0,62}$"),
+        ("seq" = i64, Path, description = "The dead letter's seq", minimum = 1),
     ),
     responses(
         (status = 202, description = "Back in the outbox"),

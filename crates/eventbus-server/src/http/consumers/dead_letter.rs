@@ -57,7 +57,7 @@ struct DeadLetterBody {
     path = "/v1/consumers/{name}/dead-letters",
     tag = "consumers",
     params(
-        ("name" = String, Path, description = "The consumer"),
+        ("name" = String, Path, description = "The consumer", pattern = r"^[a-z0-9][a-z0-9_.-]{0,63}$"),
         ("after" = Option<u64>, Query, description = "The `nextAfter` of the previous page"),
         ("limit" = Option<usize>, Query, description = "1 to 1,000; default 100"),
     ),
@@ -115,7 +115,7 @@ pub(super) async fn list_dead_letters(
     path = "/v1/consumers/{name}/dead-letters/{ackId}/retry",
     tag = "consumers",
     params(
-        ("name" = String, Path, description = "The consumer"),
+        ("name" = String, Path, description = "The consumer", pattern = r"^[a-z0-9][a-z0-9_.-]{0,63}$"),
         ("ackId" = String, Path, description = "The dead letter's `ackId`"),
     ),
     responses(

@@ -95,7 +95,7 @@ async fn fetchable_group(svc: &GroupService, caller: &Caller, name: &str) -> Res
     post,
     path = "/v1/consumers/{name}/fetch",
     tag = "consumers",
-    params(("name" = String, Path, description = "The consumer")),
+    params(("name" = String, Path, description = "The consumer", pattern = r"^[a-z0-9][a-z0-9_.-]{0,63}$")),
     request_body(content = FetchBody, description = "`{\"max\":100,\"waitMs\":5000}`; may be empty"),
     responses(
         (status = 200, description = "The messages handed out (possibly none)", body = FetchedBody),
@@ -254,7 +254,7 @@ fn ack_answer(
     post,
     path = "/v1/consumers/{name}/ack",
     tag = "consumers",
-    params(("name" = String, Path, description = "The consumer")),
+    params(("name" = String, Path, description = "The consumer", pattern = r"^[a-z0-9][a-z0-9_.-]{0,63}$")),
     request_body(content = AckBody),
     responses(
         (status = 200, description = "At least one ack id was acked; the outcome of each", body = AckResultsBody),
@@ -290,7 +290,7 @@ pub(super) async fn ack_messages(
     post,
     path = "/v1/consumers/{name}/nack",
     tag = "consumers",
-    params(("name" = String, Path, description = "The consumer")),
+    params(("name" = String, Path, description = "The consumer", pattern = r"^[a-z0-9][a-z0-9_.-]{0,63}$")),
     request_body(content = NackBody),
     responses(
         (status = 200, description = "At least one ack id was nacked; the outcome of each", body = AckResultsBody),

@@ -243,7 +243,7 @@ async fn with_state(svc: &GroupService, g: &Group) -> Result<ConsumerBody, ApiEr
     put,
     path = "/v1/consumers/{name}",
     tag = "consumers",
-    params(("name" = String, Path, description = "`[a-z0-9][a-z0-9_.-]{0,63}`")),
+    params(("name" = String, Path, description = "`[a-z0-9][a-z0-9_.-]{0,63}`", pattern = r"^[a-z0-9][a-z0-9_.-]{0,63}$")),
     request_body(content = PutBody, description = "`types` is required"),
     responses(
         (status = 201, description = "Created", body = ConsumerBody),
@@ -329,7 +329,7 @@ pub(super) async fn list_consumers(
     get,
     path = "/v1/consumers/{name}",
     tag = "consumers",
-    params(("name" = String, Path, description = "The consumer")),
+    params(("name" = String, Path, description = "The consumer", pattern = r"^[a-z0-9][a-z0-9_.-]{0,63}$")),
     responses(
         (status = 200, description = "Settings and state", body = ConsumerBody),
         (status = 400, description = "Not a consumer name"),
@@ -353,7 +353,7 @@ pub(super) async fn get_consumer(
     delete,
     path = "/v1/consumers/{name}",
     tag = "consumers",
-    params(("name" = String, Path, description = "The consumer")),
+    params(("name" = String, Path, description = "The consumer", pattern = r"^[a-z0-9][a-z0-9_.-]{0,63}$")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Not a consumer name"),
