@@ -28,12 +28,13 @@ impl Latencies {
         self.0.len()
     }
 
-    /// p50, p99 and max.
+    /// p50, p90, p99 and max.
     pub fn summary(mut self) -> Summary {
         self.0.sort_unstable();
         let at = |q: f64| Duration::from_micros(u64::from(percentile(&self.0, q)));
         Summary {
             p50: at(0.50),
+            p90: at(0.90),
             p99: at(0.99),
             max: at(1.0),
         }
@@ -54,6 +55,8 @@ fn percentile(sorted: &[u32], q: f64) -> u32 {
 pub struct Summary {
     /// Median.
     pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
     /// 99th percentile.
     pub p99: Duration,
     /// Slowest sample.
@@ -92,6 +95,7 @@ mod tests {
     fn nearest_rank_percentiles() {
         let sorted: Vec<u32> = (1..=100).collect();
         assert_eq!(percentile(&sorted, 0.50), 50);
+        assert_eq!(percentile(&sorted, 0.90), 90);
         assert_eq!(percentile(&sorted, 0.99), 99);
         assert_eq!(percentile(&sorted, 1.0), 100);
         assert_eq!(percentile(&[7], 0.5), 7);
@@ -106,6 +110,7 @@ mod tests {
         }
         let s = l.summary();
         assert_eq!(s.p50, Duration::from_micros(3));
+        assert_eq!(s.p90, Duration::from_micros(5));
         assert_eq!(s.max, Duration::from_micros(5));
     }
 }
