@@ -39,6 +39,87 @@ pub(crate) enum Command {
     /// one call) while E events are published in batches, then drain a backlog of E events;
     /// events/s acked end to end and publish→ack latency, beside the SSE fan-out in the same run.
     Consumer(ConsumerArgs),
+    /// Transactional outbox: rows inserted into `<schema>.outbox` of a PostgreSQL database and
+    /// relayed by the server (`OUTBOX_SOURCES`) into its log, watched on an SSE stream. The
+    /// writers alone first (the baseline), then a backlog drained, then N rows relayed while W
+    /// writers insert them, then rows at R per second, one per transaction, open loop:
+    /// commit→SSE latency per row.
+    Outbox(OutboxArgs),
+}
+
+/// The store of a spawned server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StoreKind {
+    /// A fresh SQLite file under --data-dir.
+    Sqlite,
+    /// A new schema of the --database-url database, dropped after.
+    Postgres,
+}
+
+impl StoreKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+        }
+    }
+}
+
+/// The application database of the outbox mode when --database-url is not given.
+pub(crate) fn default_database_url() -> String {
+    std::env::var("EVENTBUS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OutboxArgs {
+    /// Start this `eventbus` binary on a free loopback port with an empty store.
+    #[arg(long)]
+    pub(crate) spawn: PathBuf,
+    /// The application's PostgreSQL database: the outbox goes into a new schema of it, dropped
+    /// after [default: EVENTBUS_TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test].
+    #[arg(long)]
+    pub(crate) database_url: Option<String>,
+    /// The server's store: a fresh SQLite file, or a new schema of the --database-url database.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    pub(crate) store: StoreKind,
+    /// Rows of the throughput phases (writers alone, backlog, relayed while written).
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
+    pub(crate) rows: u64,
+    /// Writer connections of the throughput phases (and of the latency phase's pool).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub(crate) writers: u64,
+    /// Rows per transaction in the throughput phases (one multi-row INSERT each).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) batch: u64,
+    /// Rows per second of the latency phase, one row per transaction on a fixed schedule.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub(crate) rate: u64,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    pub(crate) duration: f64,
+    /// Time limit of each phase, in seconds, after which it stops and the run fails.
+    #[arg(long, default_value_t = 120.0, value_parser = seconds)]
+    pub(crate) limit: f64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) payload_bytes: usize,
+    /// Skip the backlog phase.
+    #[arg(long)]
+    pub(crate) no_backlog: bool,
+    /// Where the server's temporary data directory goes.
+    #[arg(long, default_value = ".")]
+    pub(crate) data_dir: PathBuf,
+}
+
+/// A number of seconds: positive, at most a day.
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err("must be more than 0 and at most 86400".to_owned())
+    }
 }
 
 #[derive(Debug, Args)]

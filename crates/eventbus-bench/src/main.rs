@@ -17,12 +17,16 @@
 //! - `sse`: the SSE fan-out load (connections over projects, publish→receive latency, memory).
 //! - `consumer`: the consumer group load (N fetchers sharing a consumer, acks/s, publish→ack).
 //! - `archive`: reading old events with `includeArchived=true` before and after archiving them.
+//! - `outbox`: rows inserted into an application's outbox table, relayed by the server into its
+//!   log and watched on an SSE stream (rows/s relayed beside the writers alone, commit→SSE
+//!   latency).
 
 mod archive;
 mod args;
 mod consumer;
 mod cpu;
 mod http1;
+mod outbox;
 mod plugin;
 mod publish;
 mod raw;
@@ -48,6 +52,7 @@ fn main() -> Result<()> {
         Command::Plugin(args) => plugin_bench(args),
         Command::Archive(args) => archive_bench(args),
         Command::Consumer(args) => consumer_bench(args),
+        Command::Outbox(args) => outbox_bench(args),
         Command::Publish(args) => publish(args),
         Command::Raw(args) => {
             print_conditions(&args.common.data_dir)?;
@@ -694,5 +699,146 @@ fn consumer_bench(args: ConsumerArgs) -> Result<()> {
             bail!("{shape}: {} acks for {} events", r.acked, r.expected);
         }
     }
+    Ok(())
+}
+
+fn outbox_bench(args: OutboxArgs) -> Result<()> {
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(default_database_url);
+    let store = args.store.name();
+    println!(
+        "eventbus-bench outbox: store {store}, {} rows by {} writers x {} rows/txn, then {} rows/s \
+         one row/txn for {} s, payload {} B, outbox in {}",
+        args.rows,
+        args.writers,
+        args.batch,
+        args.rate,
+        args.duration,
+        args.payload_bytes,
+        eventbus::outbox::source::hide_password(&database_url)
+    );
+    print_conditions(&args.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let app = runtime.block_on(raw_pg::Schema::create(
+        &database_url,
+        "eventbus_bench_outbox",
+    ))?;
+    let store_schema = match args.store {
+        StoreKind::Sqlite => None,
+        StoreKind::Postgres => Some(runtime.block_on(raw_pg::Schema::create(
+            &database_url,
+            "eventbus_bench_outbox_store",
+        ))?),
+    };
+    let load = outbox::OutboxLoad {
+        database_url: database_url.clone(),
+        schema: app.name().to_owned(),
+        store_url: store_schema.as_ref().map(raw_pg::Schema::store_url),
+        rows: args.rows,
+        writers: args.writers as usize,
+        batch: args.batch as usize,
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration),
+        limit: Duration::from_secs_f64(args.limit),
+        payload_bytes: args.payload_bytes,
+        no_backlog: args.no_backlog,
+    };
+    let outcome = outbox::run(&runtime, &load, &args.spawn, &args.data_dir);
+    for schema in std::iter::once(app).chain(store_schema) {
+        runtime.block_on(schema.drop_now())?;
+    }
+    let r = outcome?;
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+    println!();
+    println!(
+        "{:<46} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "run", "rows", "seconds", "rows/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    let rows = std::iter::once(&r.alone)
+        .chain(&r.backlog)
+        .chain([&r.live, &r.live_writers]);
+    for p in rows {
+        let (p50, p90, p99, max) = p.latency.map_or_else(
+            || ("-".into(), "-".into(), "-".into(), "-".into()),
+            |l| (ms(l.p50), ms(l.p90), ms(l.p99), ms(l.max)),
+        );
+        println!(
+            "{:<46} {:>7} {:>8.2} {:>9.0} {:>8} {:>8} {:>8} {:>8}",
+            format!("{store} {}", p.label),
+            p.rows,
+            p.elapsed.as_secs_f64(),
+            p.rate(),
+            p50,
+            p90,
+            p99,
+            max
+        );
+    }
+    let l = &r.latency;
+    println!(
+        "{:<46} {:>7} {:>8.2} {:>9.0} {:>8} {:>8} {:>8} {:>8}",
+        format!("{store} open loop {} rows/s, commit->SSE", l.rate),
+        l.arrived,
+        l.elapsed.as_secs_f64(),
+        l.arrived as f64 / l.elapsed.as_secs_f64().max(1e-9),
+        ms(l.commit_to_sse.p50),
+        ms(l.commit_to_sse.p90),
+        ms(l.commit_to_sse.p99),
+        ms(l.commit_to_sse.max)
+    );
+    for (what, s) in [
+        ("  scheduled->SSE", &l.schedule_to_sse),
+        ("  BEGIN..COMMIT", &l.transaction),
+    ] {
+        println!(
+            "{:<46} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}",
+            what,
+            l.sent,
+            "",
+            "",
+            ms(s.p50),
+            ms(s.p90),
+            ms(s.p99),
+            ms(s.max)
+        );
+    }
+    println!(
+        "(writers' latency: per transaction, BEGIN to COMMIT returned; relayed: per row, its \
+         commit to its arrival on the SSE stream)"
+    );
+    println!(
+        "relayed while written / writers alone: {:.2}; writers meanwhile / writers alone: {:.2}",
+        r.live.rate() / r.alone.rate().max(1e-9),
+        r.live_writers.rate() / r.alone.rate().max(1e-9)
+    );
+    if let Some(b) = &r.backlog {
+        println!(
+            "backlog drained / writers alone: {:.2}",
+            b.rate() / r.alone.rate().max(1e-9)
+        );
+    }
+    println!("live phase: {}", r.live_usage);
+    println!(
+        "open loop: rows sent at most {} ms behind schedule, at most {} in flight; {}",
+        ms(l.behind),
+        l.max_in_flight,
+        r.latency_usage
+    );
+    let relayed = r.live.rate();
+    println!(
+        "target: >= 10,000 rows/s relayed: {relayed:.0} {}",
+        if relayed >= 10_000.0 { "met" } else { "missed" }
+    );
+    let p99 = l.commit_to_sse.p99.as_secs_f64() * 1e3;
+    println!(
+        "target: commit->SSE p99 < 20 ms at 1,000 rows/s: {p99:.2} ms at {} rows/s {}",
+        l.rate,
+        if p99 < 20.0 { "met" } else { "missed" }
+    );
     Ok(())
 }

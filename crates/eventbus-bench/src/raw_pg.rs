@@ -68,6 +68,11 @@ impl Schema {
         })
     }
 
+    /// The schema's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The database URL with this schema as the search path (for `EVENT_STORE_URL`).
     pub fn store_url(&self) -> String {
         let sep = if self.url.contains('?') { '&' } else { '?' };
