@@ -86,9 +86,13 @@ pub(crate) struct OutboxArgs {
     /// Rows of the throughput phases (writers alone, backlog, relayed while written).
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
     pub(crate) rows: u64,
-    /// Writer connections of the throughput phases (and of the latency phase's pool).
+    /// Writer connections of the throughput phases.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub(crate) writers: u64,
+    /// Connections of the latency phase's pool (rows wait for one when all are busy; that wait
+    /// shows in the scheduled->SSE latency).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub(crate) pool: u64,
     /// Rows per transaction in the throughput phases (one multi-row INSERT each).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub(crate) batch: u64,

@@ -710,12 +710,13 @@ fn outbox_bench(args: OutboxArgs) -> Result<()> {
     let store = args.store.name();
     println!(
         "eventbus-bench outbox: store {store}, {} rows by {} writers x {} rows/txn, then {} rows/s \
-         one row/txn for {} s, payload {} B, outbox in {}",
+         one row/txn for {} s over {} connections, payload {} B, outbox in {}",
         args.rows,
         args.writers,
         args.batch,
         args.rate,
         args.duration,
+        args.pool,
         args.payload_bytes,
         eventbus::outbox::source::hide_password(&database_url)
     );
@@ -741,6 +742,7 @@ fn outbox_bench(args: OutboxArgs) -> Result<()> {
         store_url: store_schema.as_ref().map(raw_pg::Schema::store_url),
         rows: args.rows,
         writers: args.writers as usize,
+        pool: args.pool as usize,
         batch: args.batch as usize,
         rate: args.rate,
         duration: Duration::from_secs_f64(args.duration),
@@ -822,6 +824,21 @@ fn outbox_bench(args: OutboxArgs) -> Result<()> {
             b.rate() / r.alone.rate().max(1e-9)
         );
     }
+    let store_line = |what: &str, c: &outbox::StoreCommits, phase: Duration| {
+        println!(
+            "{what}: {} store commits, {:.1} events each, {:.2} ms each, {:.0} % of the phase",
+            c.count,
+            c.events / (c.count.max(1) as f64),
+            c.seconds * 1e3 / (c.count.max(1) as f64),
+            c.seconds * 100.0 / phase.as_secs_f64().max(1e-9)
+        );
+    };
+    for p in r.backlog.iter().chain([&r.live]) {
+        if let Some(c) = &p.commits {
+            store_line(&p.label, c, p.elapsed);
+        }
+    }
+    store_line("open loop", &l.commits, l.elapsed);
     println!("live phase: {}", r.live_usage);
     println!(
         "open loop: rows sent at most {} ms behind schedule, at most {} in flight; {}",

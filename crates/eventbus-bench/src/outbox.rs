@@ -21,7 +21,7 @@
 //!    commit of its transaction), and the writers' own rate meanwhile.
 //! 4. **latency**: one row per transaction at R rows/s on a fixed schedule for D seconds (open
 //!    loop: row `i` is due at `start + i / R` whatever earlier rows took; each is sent in a task
-//!    of its own over a pool of W connections), commit→SSE latency per row, the commit instant
+//!    of its own over a pool of `--pool` connections), commit→SSE latency per row, the commit instant
 //!    taken right after `COMMIT` returned. Rows late on their schedule (a stalled database, an
 //!    exhausted pool) show in the scheduled→SSE latency printed beside it, so no coordinated
 //!    omission hides them.
@@ -86,8 +86,10 @@ pub struct OutboxLoad {
     pub store_url: Option<String>,
     /// Rows of each throughput phase.
     pub rows: u64,
-    /// Writer connections (and the latency phase's pool).
+    /// Writer connections of the throughput phases.
     pub writers: usize,
+    /// Connections of the latency phase's pool.
+    pub pool: usize,
     /// Rows per transaction of the throughput phases.
     pub batch: usize,
     /// Rows per second of the latency phase.
@@ -113,6 +115,61 @@ pub struct Phase {
     pub elapsed: Duration,
     /// Per transaction (writers) or commit→SSE per row (relayed), when measured.
     pub latency: Option<Summary>,
+    /// The store's group commits during the phase (relayed phases).
+    pub commits: Option<StoreCommits>,
+}
+
+/// The store's group commits over a span, from the server's `/metrics`
+/// (`eventbus_store_append_duration_seconds`, `eventbus_store_append_batch_size`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StoreCommits {
+    /// Group commits.
+    pub count: u64,
+    /// Time spent in them, in seconds.
+    pub seconds: f64,
+    /// Events they stored.
+    pub events: f64,
+}
+
+impl StoreCommits {
+    /// Reads the totals so far.
+    async fn read(client: &reqwest::Client, url: &str) -> Result<StoreCommits> {
+        let text = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .context("reading /metrics")?
+            .text()
+            .await?;
+        Ok(StoreCommits::parse(&text))
+    }
+
+    /// The totals in a Prometheus text page.
+    fn parse(text: &str) -> StoreCommits {
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        StoreCommits {
+            count: value("eventbus_store_append_duration_seconds_count") as u64,
+            seconds: value("eventbus_store_append_duration_seconds_sum"),
+            events: value("eventbus_store_append_batch_size_sum"),
+        }
+    }
+
+    /// What happened between `self` and `later`.
+    fn until(&self, later: &StoreCommits) -> StoreCommits {
+        StoreCommits {
+            count: later.count.saturating_sub(self.count),
+            seconds: later.seconds - self.seconds,
+            events: later.events - self.events,
+        }
+    }
 }
 
 impl Phase {
@@ -143,6 +200,8 @@ pub struct LatencyPhase {
     pub behind: Duration,
     /// The most rows in flight at once.
     pub max_in_flight: usize,
+    /// The store's group commits during the phase.
+    pub commits: StoreCommits,
 }
 
 /// Everything one run measured.
@@ -270,6 +329,7 @@ async fn with_server(
         None
     } else {
         let stream = Stream::open(&client, url, backlog_tag, base).await?;
+        let store_before = StoreCommits::read(&client, url).await?;
         hold.release().await?;
         let took = wait_state(
             &client,
@@ -279,6 +339,7 @@ async fn with_server(
         )
         .await?;
         stream.wait_for(load.rows, Instant::now() + limit).await;
+        let store_after = StoreCommits::read(&client, url).await?;
         let arrivals = stream.finish().await?;
         let first = first_arrivals(load.rows, &arrivals)?;
         let last = first.iter().copied().max().unwrap_or(0);
@@ -287,6 +348,7 @@ async fn with_server(
             rows: load.rows,
             elapsed: Duration::from_micros(last.saturating_sub(micros(base, took))),
             latency: None,
+            commits: Some(store_before.until(&store_after)),
         })
     };
     wait_empty(&writers.connect, &load.schema, Instant::now() + limit).await?;
@@ -294,6 +356,7 @@ async fn with_server(
     // 3. Written while relayed.
     let live_tag = new_tag();
     let stream = Stream::open(&client, url, live_tag, base).await?;
+    let store_before = StoreCommits::read(&client, url).await?;
     let cpu_before = cpu::Snapshot::take(Some(server.pid()));
     let cpu_started = Instant::now();
     let written = writers
@@ -304,6 +367,7 @@ async fn with_server(
         &cpu::Snapshot::take(Some(server.pid())),
         cpu_started.elapsed(),
     );
+    let store_after = StoreCommits::read(&client, url).await?;
     let arrivals = stream.finish().await?;
     let first = first_arrivals(load.rows, &arrivals)?;
     let commits: Vec<u64> = (0..load.rows)
@@ -319,6 +383,7 @@ async fn with_server(
         rows: load.rows,
         elapsed: Duration::from_micros(last.saturating_sub(first_commit)),
         latency: Some(latencies(&first, &commits).summary()),
+        commits: Some(store_before.until(&store_after)),
     };
     let live_writers = written.phase(format!(
         "writers meanwhile: {} x {} rows/txn",
@@ -328,13 +393,14 @@ async fn with_server(
 
     // 4. Open loop, one row per transaction.
     let pool = PgPoolOptions::new()
-        .max_connections(load.writers as u32)
-        .min_connections(load.writers as u32)
+        .max_connections(load.pool as u32)
+        .min_connections(load.pool as u32)
         .connect_with(writers.connect.clone())
         .await
         .context("connecting the latency phase's pool")?;
     let latency_tag = new_tag();
     let stream = Stream::open(&client, url, latency_tag, base).await?;
+    let store_before = StoreCommits::read(&client, url).await?;
     let cpu_before = cpu::Snapshot::take(Some(server.pid()));
     let cpu_started = Instant::now();
     let sent = open_loop(
@@ -355,6 +421,7 @@ async fn with_server(
         &cpu::Snapshot::take(Some(server.pid())),
         cpu_started.elapsed(),
     );
+    let store_after = StoreCommits::read(&client, url).await?;
     pool.close().await;
     let arrivals = stream.finish().await?;
     let first = first_arrivals(sent.due.len() as u64, &arrivals)?;
@@ -369,6 +436,7 @@ async fn with_server(
         transaction: sent.transactions.summary(),
         behind: sent.behind,
         max_in_flight: sent.max_in_flight,
+        commits: store_before.until(&store_after),
     };
     Ok(OutboxResult {
         alone: alone.phase(format!(
@@ -441,6 +509,7 @@ impl Written {
             rows: self.rows,
             elapsed: self.finished.duration_since(self.started),
             latency: Some(self.transactions.clone().summary()),
+            commits: None,
         }
     }
 }
@@ -935,6 +1004,29 @@ mod tests {
             );
             assert!(scanner.buf.is_empty());
         }
+    }
+
+    #[test]
+    fn store_commits_from_metrics() {
+        let page = "# TYPE eventbus_store_append_duration_seconds histogram\n\
+            eventbus_store_append_duration_seconds_bucket{le=\"0.001\"} 3\n\
+            eventbus_store_append_duration_seconds_sum 0.25\n\
+            eventbus_store_append_duration_seconds_count 4\n\
+            eventbus_store_append_duration_seconds_count_other 99\n\
+            eventbus_store_append_batch_size_sum{store=\"a\"} 1500\n\
+            eventbus_store_append_batch_size_count 4\n";
+        let c = StoreCommits::parse(page);
+        assert_eq!(
+            c,
+            StoreCommits {
+                count: 4,
+                seconds: 0.25,
+                events: 1500.0
+            }
+        );
+        let d = StoreCommits::default().until(&c);
+        assert_eq!(d.count, 4);
+        assert_eq!(StoreCommits::parse(""), StoreCommits::default());
     }
 
     #[test]
