@@ -839,12 +839,23 @@ fn outbox_bench(args: OutboxArgs) -> Result<()> {
         }
     }
     store_line("open loop", &l.commits, l.elapsed);
-    println!("live phase: {}", r.live_usage);
+    // PostgreSQL, the application's database, is among the others.
+    let others = |u: &cpu::Usage| {
+        u.others()
+            .map_or("n/a".to_owned(), |c| format!("{c:.2} cores"))
+    };
     println!(
-        "open loop: rows sent at most {} ms behind schedule, at most {} in flight; {}",
+        "live phase: {}; others (PostgreSQL included) {}",
+        r.live_usage,
+        others(&r.live_usage)
+    );
+    println!(
+        "open loop: rows sent at most {} ms behind schedule, at most {} in flight; {}; others \
+         (PostgreSQL included) {}",
         ms(l.behind),
         l.max_in_flight,
-        r.latency_usage
+        r.latency_usage,
+        others(&r.latency_usage)
     );
     let relayed = r.live.rate();
     println!(
