@@ -758,7 +758,7 @@ fn outbox_bench(args: OutboxArgs) -> Result<()> {
     let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
     println!();
     println!(
-        "{:<46} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "{:<52} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}",
         "run", "rows", "seconds", "rows/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
     let rows = std::iter::once(&r.alone)
@@ -770,7 +770,7 @@ fn outbox_bench(args: OutboxArgs) -> Result<()> {
             |l| (ms(l.p50), ms(l.p90), ms(l.p99), ms(l.max)),
         );
         println!(
-            "{:<46} {:>7} {:>8.2} {:>9.0} {:>8} {:>8} {:>8} {:>8}",
+            "{:<52} {:>7} {:>8.2} {:>9.0} {:>8} {:>8} {:>8} {:>8}",
             format!("{store} {}", p.label),
             p.rows,
             p.elapsed.as_secs_f64(),
@@ -783,7 +783,7 @@ fn outbox_bench(args: OutboxArgs) -> Result<()> {
     }
     let l = &r.latency;
     println!(
-        "{:<46} {:>7} {:>8.2} {:>9.0} {:>8} {:>8} {:>8} {:>8}",
+        "{:<52} {:>7} {:>8.2} {:>9.0} {:>8} {:>8} {:>8} {:>8}",
         format!("{store} open loop {} rows/s, commit->SSE", l.rate),
         l.arrived,
         l.elapsed.as_secs_f64(),
@@ -798,7 +798,7 @@ fn outbox_bench(args: OutboxArgs) -> Result<()> {
         ("  BEGIN..COMMIT", &l.transaction),
     ] {
         println!(
-            "{:<46} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}",
+            "{:<52} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}",
             what,
             l.sent,
             "",
