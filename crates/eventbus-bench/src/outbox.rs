@@ -26,7 +26,8 @@
 //!    exhausted pool) show in the scheduled→SSE latency printed beside it, so no coordinated
 //!    omission hides them.
 //!
-//! Every phase stops after its rows or its time limit, and fails if a row never arrived.
+//! Every phase stops after its rows or its time limit, and fails if a row never arrived or arrived
+//! twice.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -681,8 +682,8 @@ fn collect(sent: &mut Sent, done: Result<Result<RowDone>, tokio::task::JoinError
     Ok(())
 }
 
-/// For each of rows `0..n`, the micros of its first arrival; fails if one never arrived or the
-/// stream lagged. Arrivals of a row number out of range are ignored.
+/// For each of rows `0..n`, the micros of its arrival; fails if one never arrived, one arrived
+/// twice, or the stream lagged.
 fn first_arrivals(n: u64, arrivals: &Arrivals) -> Result<Vec<u64>> {
     if arrivals.lagged {
         bail!("the SSE stream lagged and was closed by the server");
@@ -691,6 +692,10 @@ fn first_arrivals(n: u64, arrivals: &Arrivals) -> Result<Vec<u64>> {
     let missing = first.iter().filter(|&&a| a == NONE).count();
     if missing > 0 {
         bail!("{missing} of {n} rows never arrived on the stream");
+    }
+    let extra = arrivals.rows.len() - first.len();
+    if extra > 0 {
+        bail!("{extra} events of the {n} rows arrived more than once");
     }
     Ok(first)
 }
@@ -1047,5 +1052,15 @@ mod tests {
         };
         assert!(first_arrivals(2, &arrivals).is_err());
         assert!(first_arrivals(1, &arrivals).is_ok());
+        let twice = Arrivals {
+            rows: vec![(0, 1), (0, 2)],
+            lagged: false,
+        };
+        assert!(first_arrivals(1, &twice).is_err());
+        let lagged = Arrivals {
+            rows: vec![(0, 1)],
+            lagged: true,
+        };
+        assert!(first_arrivals(1, &lagged).is_err());
     }
 }
