@@ -19,6 +19,16 @@ pub mod cli;
 pub mod config;
 pub mod http;
 
+/// Entry points for the fuzz targets in `fuzz/`: the parts of the HTTP layer they exercise
+/// that are not public otherwise. Not an API: they change whenever the targets need it.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::http::body::decode;
+    pub use crate::http::params::{event_query, include_archived};
+    pub use crate::http::server::{ReadLimits, serve_connection};
+    pub use crate::http::stream::{stream_request, token_deadline};
+}
+
 use std::sync::Arc;
 
 use eventbus::bus::BuildError;

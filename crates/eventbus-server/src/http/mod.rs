@@ -18,7 +18,7 @@
 //! `/metrics` too unless `HEALTH_METRICS_PUBLIC=false`.
 
 pub mod auth;
-mod body;
+pub(crate) mod body;
 mod consumers;
 mod event_types;
 mod events;
@@ -28,12 +28,12 @@ mod keys;
 pub mod metrics;
 mod openapi;
 mod outboxes;
-mod params;
+pub(crate) mod params;
 mod plugins;
 pub mod problem;
 pub mod server;
 mod state;
-mod stream;
+pub(crate) mod stream;
 mod tokens;
 mod webhooks;
 

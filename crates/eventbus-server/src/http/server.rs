@@ -20,7 +20,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+
+use super::head_error::ProblemIo;
 
 /// Limits on reading requests.
 #[derive(Debug, Clone, Copy)]
@@ -40,12 +43,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
+    let builder = builder(limits);
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -61,9 +59,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let io = TokioIo::new(super::head_error::ProblemIo::new(stream));
-        let conn = graceful.watch(builder.serve_connection(io, service));
+        let conn = graceful.watch(connection(&builder, stream, router.clone()));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -73,4 +69,41 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The HTTP/1.1 settings of every connection: the head timeout, the buffer cap, keep-alive.
+fn builder(limits: ReadLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+}
+
+/// `router` served on one connection's byte stream, its bare head errors made problems.
+fn connection<I>(
+    builder: &http1::Builder,
+    io: I,
+    router: Router,
+) -> http1::Connection<TokioIo<ProblemIo<I>>, TowerToHyperService<Router>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    builder.serve_connection(
+        TokioIo::new(ProblemIo::new(io)),
+        TowerToHyperService::new(router),
+    )
+}
+
+/// Serves `router` on one connection, `io`, exactly as [`serve`] serves each accepted
+/// connection, until the connection ends. The entry point of the `http_request` fuzz target
+/// (`fuzz/`), which feeds it arbitrary bytes over an in-memory pipe.
+#[doc(hidden)]
+pub async fn serve_connection<I>(io: I, router: Router, limits: ReadLimits) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    connection(&builder(limits), io, router).await
 }

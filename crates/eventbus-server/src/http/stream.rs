@@ -67,41 +67,7 @@ pub(super) async fn get_stream(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    reject_unknown(
-        &params,
-        &[
-            "types",
-            "projectId",
-            "tenantId",
-            "userId",
-            "lastEventId",
-            "token",
-        ],
-    )?;
-    let mut filter = EventFilter::default();
-    if let Some(t) = params.get("types") {
-        filter.types =
-            Pattern::parse_list(t).map_err(|e| ApiError::parameter("types", e.to_string()))?;
-    }
-    for (name, slot) in [
-        ("projectId", &mut filter.project_id),
-        ("tenantId", &mut filter.tenant_id),
-        ("userId", &mut filter.user_id),
-    ] {
-        if let Some(v) = params.get(name) {
-            if v.is_empty() {
-                return Err(ApiError::parameter(name, "must not be empty"));
-            }
-            *slot = Some(v.clone());
-        }
-    }
-    let resume = match headers.get("last-event-id") {
-        Some(v) => Some(parse_cursor("Last-Event-ID", v.to_str().unwrap_or("?"))?),
-        None => params
-            .get("lastEventId")
-            .map(|v| parse_cursor("lastEventId", v))
-            .transpose()?,
-    };
+    let (filter, resume) = stream_request(&params, &headers)?;
     let filter = caller
         .principal
         .narrow(Permission::Subscribe, &filter)
@@ -234,10 +200,54 @@ async fn archived_notice(state: &AppState, cursor: u64) -> Option<Bytes> {
 }
 
 /// The instant a token expiring at `exp` (seconds since the epoch) runs out.
-fn token_deadline(exp: i64) -> tokio::time::Instant {
+pub fn token_deadline(exp: i64) -> tokio::time::Instant {
     let now = eventbus::core::time::Timestamp::now().as_micros();
     let left = (exp * 1_000_000 - now).max(0) as u64;
     tokio::time::Instant::now() + std::time::Duration::from_micros(left)
+}
+
+/// The filter and the resume cursor a stream request asks for: its query parameters (unknown
+/// ones refused) and its `Last-Event-ID` header, which wins over `lastEventId`.
+pub fn stream_request(
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(EventFilter, Option<u64>), ApiError> {
+    reject_unknown(
+        params,
+        &[
+            "types",
+            "projectId",
+            "tenantId",
+            "userId",
+            "lastEventId",
+            "token",
+        ],
+    )?;
+    let mut filter = EventFilter::default();
+    if let Some(t) = params.get("types") {
+        filter.types =
+            Pattern::parse_list(t).map_err(|e| ApiError::parameter("types", e.to_string()))?;
+    }
+    for (name, slot) in [
+        ("projectId", &mut filter.project_id),
+        ("tenantId", &mut filter.tenant_id),
+        ("userId", &mut filter.user_id),
+    ] {
+        if let Some(v) = params.get(name) {
+            if v.is_empty() {
+                return Err(ApiError::parameter(name, "must not be empty"));
+            }
+            *slot = Some(v.clone());
+        }
+    }
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(parse_cursor("Last-Event-ID", v.to_str().unwrap_or("?"))?),
+        None => params
+            .get("lastEventId")
+            .map(|v| parse_cursor("lastEventId", v))
+            .transpose()?,
+    };
+    Ok((filter, resume))
 }
 
 fn parse_cursor(name: &str, value: &str) -> Result<u64, ApiError> {
