@@ -199,12 +199,21 @@ async fn archived_notice(state: &AppState, cursor: u64) -> Option<Bytes> {
     ))
 }
 
-/// The instant a token expiring at `exp` (seconds since the epoch) runs out.
+/// The instant a token expiring at `exp` (seconds since the epoch) runs out. Any `exp` is
+/// taken, as backends mint tokens too: one past what microseconds since the epoch can hold
+/// (year 294,000 and later; or a time in milliseconds or microseconds by mistake) runs out in
+/// about 292,000 years, not at once.
 pub fn token_deadline(exp: i64) -> tokio::time::Instant {
     let now = eventbus::core::time::Timestamp::now().as_micros();
-    let left = (exp * 1_000_000 - now).max(0) as u64;
-    tokio::time::Instant::now() + std::time::Duration::from_micros(left)
+    let left = exp.saturating_mul(1_000_000).saturating_sub(now).max(0) as u64;
+    let start = tokio::time::Instant::now();
+    start
+        .checked_add(std::time::Duration::from_micros(left))
+        .unwrap_or(start + FAR_FUTURE)
 }
+
+/// A deadline that never comes in practice (about 30 years).
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 86_400);
 
 /// The filter and the resume cursor a stream request asks for: its query parameters (unknown
 /// ones refused) and its `Last-Event-ID` header, which wins over `lastEventId`.
@@ -254,4 +263,32 @@ fn parse_cursor(name: &str, value: &str) -> Result<u64, ApiError> {
     value.trim().parse::<u64>().map_err(|_| {
         ApiError::parameter(name, format!("`{value}` is not an event id; pass the `id:` of the last message received (a non-negative integer)"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A token whose `exp` was past the range of microseconds (`exp * 1_000_000` overflowed)
+    /// panicked the handler in debug builds and ended its stream at once in release builds.
+    #[test]
+    fn a_token_expiring_past_the_range_of_microseconds_overflowed_its_stream_deadline() {
+        let year = Duration::from_secs(365 * 86_400);
+        let start = tokio::time::Instant::now();
+        let now = eventbus::core::time::Timestamp::now().as_micros() / 1_000_000;
+        // Microseconds by mistake, the largest exp, the first exp that overflowed.
+        for exp in [now * 1_000_000, i64::MAX, i64::MAX / 1_000_000 + 1] {
+            assert!(token_deadline(exp) > start + 20 * year, "exp {exp}");
+        }
+        let in_a_minute = token_deadline(now + 60);
+        assert!(in_a_minute > start + Duration::from_secs(50) && in_a_minute < start + 2 * year);
+        for exp in [now - 1, 0, i64::MIN] {
+            assert!(
+                token_deadline(exp) <= tokio::time::Instant::now(),
+                "exp {exp}"
+            );
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::common::sse::SseClient;
 use crate::common::{ADMIN_KEY, InProcessServer, TestServer};
 use crate::errors::{Names, check};
 use crate::security::{Api, WAIT, raw_exchange};
@@ -133,4 +134,41 @@ async fn sigterm_hung_while_a_client_stalled_mid_request() {
         server.get_event(acked["id"].as_str().unwrap()).await.body,
         acked
     );
+}
+
+/// A stream token whose `exp` was past the range of microseconds (here an `exp` in microseconds
+/// by mistake, as a backend may mint) overflowed the stream's deadline: the handler panicked in
+/// debug builds (the connection dropped unanswered) and the stream ended at once with
+/// `token_expired` in release builds.
+#[tokio::test]
+async fn a_token_expiring_past_the_range_of_microseconds_broke_its_stream() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use hmac::{Hmac, KeyInit, Mac};
+    const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
+    let server = InProcessServer::start(&[("EVENT_BUS_TOKEN_SECRET", SECRET)]).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = B64.encode(
+        json!({"aud": "eventbus", "sub": "situs-backend", "exp": exp, "types": ["project.>"]})
+            .to_string(),
+    );
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{header}.{claims}").as_bytes());
+    let token = format!(
+        "{header}.{claims}.{}",
+        B64.encode(mac.finalize().into_bytes())
+    );
+    let anonymous = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut stream =
+        SseClient::connect_with(&anonymous, &server, &format!("token={token}"), None).await;
+    let published = server.publish_ok(&json!({"type": "project.created"})).await;
+    let e = stream
+        .next_event(WAIT)
+        .await
+        .expect("the stream goes on: an event, not token_expired or the end");
+    assert_eq!(e.data["id"], published["id"]);
 }
