@@ -172,3 +172,41 @@ async fn a_token_expiring_past_the_range_of_microseconds_broke_its_stream() {
         .expect("the stream goes on: an event, not token_expired or the end");
     assert_eq!(e.data["id"], published["id"]);
 }
+
+/// Where a key's pattern and the one asked for met in a pattern longer than any type (`a….>` of
+/// the key and `*.b…` of a consumer, 321 bytes together), the meeting was kept as if a type
+/// matched it: the store wrote the consumer, could not read its pattern back, and the request
+/// answered 503 (store unavailable). The key may subscribe to none of the types asked for: 403.
+#[tokio::test]
+async fn an_intersection_longer_than_any_type_made_creating_a_consumer_a_503() {
+    use crate::common::{ApiClient, Reply, client_with_key};
+
+    let server = InProcessServer::start(&[]).await;
+    let admin = server.client();
+    let send = |client: &reqwest::Client, method: reqwest::Method, path: &str, body: Value| {
+        let request = client.request(method, server.url(path)).json(&body);
+        async move { Reply::read(request.send().await.unwrap()).await }
+    };
+    let made = send(
+        admin,
+        reqwest::Method::POST,
+        "/v1/keys",
+        json!({"name": "long", "permissions": ["subscribe"], "types": [format!("{}.>", "a".repeat(120))]}),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let key = made.body["key"].as_str().unwrap();
+    let long = ApiClient::new(server.url(""), client_with_key(key).build().unwrap());
+    let asked = json!({"types": [format!("*.{}", "b".repeat(200))]});
+    let reply = send(
+        long.client(),
+        reqwest::Method::PUT,
+        "/v1/consumers/long",
+        asked,
+    )
+    .await;
+    reply.assert_problem(StatusCode::FORBIDDEN);
+    let list = server.get("/v1/consumers", &[]).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert_eq!(list.body["consumers"], json!([]), "{}", list.body);
+}

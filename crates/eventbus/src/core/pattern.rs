@@ -197,6 +197,11 @@ impl Pattern {
             })
             .collect::<Vec<_>>()
             .join(".");
+        // The shortest type it matches is as long as its text (a wildcard matches one byte or
+        // more): past the longest type, no type matches both (`a….>` ∩ `*.b…`).
+        if raw.len() > super::event::MAX_TYPE_LEN {
+            return None;
+        }
         Some(Pattern { raw, segments })
     }
 }
@@ -305,6 +310,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Two patterns whose meeting was longer than any type (a 258-byte `prmv.xct.…` from
+    /// `prmv.>` and a 255-byte `*.xct.…`, as the pattern fuzz target found) gave a pattern that
+    /// matches no type and does not parse back, where no type matches both.
+    #[test]
+    fn an_intersection_longer_than_any_type_was_a_pattern_that_did_not_parse_back() {
+        let long = |c: &str, n: usize| vec![c; n].join(".");
+        let a = p(&format!("{}.>", long("a", 100)));
+        let b = p(&format!("*.{}", long("b", 100)));
+        assert!(a.as_str().len() <= 255 && b.as_str().len() <= 255);
+        assert_eq!(a.intersect(&b), None);
+        assert_eq!(b.intersect(&a), None);
+        // At the limit, the meeting is kept: a type of exactly 255 bytes matches it.
+        let a = p(&format!("{}.>", "a".repeat(127)));
+        let b = p(&format!("*.{}", "b".repeat(127)));
+        let i = a.intersect(&b).expect("a 255-byte type matches both");
+        assert_eq!(i.as_str().len(), 255);
+        assert_eq!(p(i.as_str()), i);
+        assert!(a.matches(i.as_str()) && b.matches(i.as_str()));
     }
 
     #[test]
