@@ -11,8 +11,8 @@
 //!
 //! Never panics, and within 5 seconds the exchange is over: the server read what it wanted,
 //! answered, and closed the connection. What it wrote, if anything, starts with an HTTP/1.x
-//! response, and an error response (4xx, 5xx) is a problem+json, hyper's own answers to
-//! unparsable heads included.
+//! response, and when that response's head is whole, an error (4xx, 5xx) is a problem+json,
+//! hyper's own answers to unparsable heads included.
 #![no_main]
 
 use std::sync::{Arc, LazyLock};
@@ -108,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
         tokio::time::timeout(DEADLINE, exchange)
             .await
             .unwrap_or_else(|_| {
-                panic!("the connection neither answered and closed within {DEADLINE:?}")
+                panic!("the server did not answer and close the connection within {DEADLINE:?}")
             })
     });
     check(&answer);
@@ -124,10 +124,14 @@ fn check(answer: &[u8]) {
         "the server wrote something else than a response: {:?}",
         String::from_utf8_lossy(&answer[..answer.len().min(200)])
     );
-    let head_end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head ends with an empty line");
+    let Some(head_end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        // hyper ends a connection whose request turns out malformed after its answer was queued
+        // (a bad chunk or trailer in the body) without writing the rest of that answer: a client
+        // that has not read it yet gets it cut short, then the end of the connection (as in
+        // `corpus/http_request/cut-short-by-a-bad-trailer`, with a 128-byte pipe). The
+        // connection ended, as it may on bad input.
+        return;
+    };
     let head = String::from_utf8_lossy(&answer[..head_end]).to_ascii_lowercase();
     let status: u16 = head
         .get(9..12)
