@@ -71,13 +71,21 @@ pub async fn serve(
     Ok(())
 }
 
-/// The HTTP/1.1 settings of every connection: the head timeout, the buffer cap, keep-alive.
+/// The HTTP/1.1 settings of every connection: the head timeout, the buffer cap, keep-alive, and
+/// one write buffer in order.
+///
+/// Writes are flattened (`writev(false)`), never queued: with queued writes, hyper (1.x) puts the
+/// answer to a malformed pipelined request before the body of the answer ahead of it when that
+/// body is still waiting for the client to read, splicing one response into the other (and a
+/// debug build panics on the assertion that forbids it). Flattened, every byte goes out in the
+/// order it was written.
 fn builder(limits: ReadLimits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
+        .writev(false)
         .keep_alive(true);
     builder
 }
@@ -106,4 +114,56 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     connection(&builder(limits), io, router).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A request answered while the client was not reading, then a malformed one on the same
+    /// connection: hyper wrote the error answer in the middle of the first answer's body (and
+    /// panicked in debug builds). The first answer must arrive whole, then the error.
+    #[tokio::test]
+    async fn an_error_answer_was_spliced_into_the_unread_body_of_the_answer_before_it() {
+        let body = "x".repeat(92);
+        let router = Router::new().fallback({
+            let body = body.clone();
+            move || async move { (StatusCode::NOT_FOUND, body) }
+        });
+        let limits = ReadLimits {
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+        };
+        // A pipe of 128 bytes: the first answer cannot be written at once.
+        let (client, end) = tokio::io::duplex(128);
+        let served = tokio::spawn(serve_connection(end, router, limits));
+        let (mut rx, mut tx) = tokio::io::split(client);
+        let send = async {
+            tx.write_all(
+                b"GET /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\n\
+                  GET /b HTTP/1.1\r\nhost: \0x\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            tx.shutdown().await.unwrap();
+        };
+        let mut answer = Vec::new();
+        let (_, read) = tokio::join!(send, rx.read_to_end(&mut answer));
+        read.unwrap();
+        assert!(served.await.is_ok(), "the connection task panicked");
+        let answer = String::from_utf8(answer).unwrap();
+        let (first, error) = answer
+            .split_once("\r\n\r\n")
+            .and_then(|(head, rest)| Some((head, rest.strip_prefix(body.as_str())?)))
+            .unwrap_or_else(|| panic!("the first answer is not whole: {answer:?}"));
+        assert!(first.starts_with("HTTP/1.1 404 "), "{answer:?}");
+        assert!(
+            error.starts_with("HTTP/1.1 400 "),
+            "the error follows the first answer: {answer:?}"
+        );
+    }
 }
