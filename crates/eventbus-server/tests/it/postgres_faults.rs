@@ -31,43 +31,9 @@ async fn terminated_sessions_under_load_lose_nothing_and_the_bus_reconnects() {
         database_url()
     );
     let server = TestServer::start(&[("EVENT_STORE_URL", &url)]).await;
-    let base = Arc::new(server.url(""));
+    let base = server.url("");
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for t in 0..8 {
-        let (base, stop) = (base.clone(), stop.clone());
-        let client = common::admin_client()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        tasks.push(tokio::spawn(async move {
-            let (mut acked, mut unavailable) = (Vec::new(), 0u32);
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let id = format!("term-{t}-{i}");
-                let body = json!({"id": id, "type": "project.updated", "payload": {"i": i}});
-                let resp = client
-                    .post(format!("{base}/v1/events"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("the bus answers (no connection is cut on the client side)");
-                let status = resp.status();
-                let stored: serde_json::Value = resp.json().await.unwrap();
-                match status {
-                    StatusCode::CREATED => acked.push((id, seq(&stored))),
-                    StatusCode::SERVICE_UNAVAILABLE => {
-                        assert_eq!(stored["type"], "/problems/store-unavailable", "{stored}");
-                        unavailable += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    other => panic!("unexpected {other}: {stored}"),
-                }
-            }
-            (acked, unavailable)
-        }));
-    }
+    let tasks = publishers(&base, "term", 8, &stop);
     // Terminate every session of the bus twice, each time once publishes are flowing again.
     let started = Instant::now();
     let mut terminated = 0;
@@ -152,41 +118,7 @@ async fn a_postgres_restart_under_load_loses_nothing_and_the_bus_recovers() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let base = server.url("");
-    let mut tasks = Vec::new();
-    for t in 0..4 {
-        let (stop, base) = (stop.clone(), base.clone());
-        let client = common::admin_client()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        tasks.push(tokio::spawn(async move {
-            let (mut acked, mut unavailable) = (Vec::new(), 0u32);
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let id = format!("restart-{t}-{i}");
-                let body = json!({"id": id, "type": "project.updated", "payload": {"i": i}});
-                let resp = client
-                    .post(format!("{base}/v1/events"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("the bus answers within 30 s");
-                let status = resp.status();
-                let stored: serde_json::Value = resp.json().await.unwrap();
-                match status {
-                    StatusCode::CREATED => acked.push((id, seq(&stored))),
-                    StatusCode::SERVICE_UNAVAILABLE => {
-                        assert_eq!(stored["type"], "/problems/store-unavailable", "{stored}");
-                        unavailable += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    other => panic!("unexpected {other}: {stored}"),
-                }
-            }
-            (acked, unavailable)
-        }));
-    }
+    let tasks = publishers(&base, "restart", 4, &stop);
     let flowing = async |n: usize, what: &str| {
         let before = server.count().await;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -242,4 +174,54 @@ async fn a_postgres_restart_under_load_loses_nothing_and_the_bus_recovers() {
         })
         .await;
     assert!(delivered.len() >= acked.len());
+}
+
+/// What one publisher got: the events answered 201 (id, seq), and how many 503s.
+type Published = (Vec<(String, u64)>, u32);
+
+/// `count` publishers posting `project.updated` events with ids `<prefix>-<t>-<i>` until
+/// `stop`: each returns the events answered 201 (id, seq) and how many were answered `503
+/// store-unavailable`; any other answer, or none within 30 s, fails the test.
+fn publishers(
+    base: &str,
+    prefix: &'static str,
+    count: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Published>> {
+    (0..count)
+        .map(|t| {
+            let (stop, base) = (stop.clone(), base.to_owned());
+            let client = common::admin_client()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            tokio::spawn(async move {
+                let (mut acked, mut unavailable) = (Vec::new(), 0u32);
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let id = format!("{prefix}-{t}-{i}");
+                    let body = json!({"id": id, "type": "project.updated", "payload": {"i": i}});
+                    let resp = client
+                        .post(format!("{base}/v1/events"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("the bus answers within 30 s");
+                    let status = resp.status();
+                    let stored: serde_json::Value = resp.json().await.unwrap();
+                    match status {
+                        StatusCode::CREATED => acked.push((id, seq(&stored))),
+                        StatusCode::SERVICE_UNAVAILABLE => {
+                            assert_eq!(stored["type"], "/problems/store-unavailable", "{stored}");
+                            unavailable += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        other => panic!("unexpected {other}: {stored}"),
+                    }
+                }
+                (acked, unavailable)
+            })
+        })
+        .collect()
 }
