@@ -14,9 +14,12 @@ use std::collections::HashMap;
 
 use super::auth::Caller;
 use super::body::json;
-use super::params::{DEFAULT_PAGE, reject_unknown};
+use super::params::{paging, reject_unknown};
 use super::problem::ApiError;
 use super::state::AppState;
+
+/// The most dead letters on one page.
+const MAX_PAGE: usize = 1000;
 
 /// The routes below in the API description.
 #[derive(utoipa::OpenApi)]
@@ -146,25 +149,9 @@ pub(super) async fn list_dead_letters(
 ) -> Result<Response, ApiError> {
     let outboxes = outboxes(&state, &caller)?;
     reject_unknown(&params, &["after", "limit"])?;
-    let number = |key: &str, default: i64, min: i64, max: i64| -> Result<i64, ApiError> {
-        match params.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| {
-                    ApiError::InvalidParameter(eventbus::core::event::FieldError::new(
-                        key,
-                        format!("must be an integer from {min} to {max}"),
-                    ))
-                }),
-        }
-    };
-    let after = number("after", 0, 0, i64::MAX)?;
-    let limit = number("limit", DEFAULT_PAGE as i64, 1, 1000)?;
+    let (after, limit) = paging(&params, MAX_PAGE)?;
     let dead_letters = outboxes.dead_letters(&name, after, limit).await?;
-    let next_after = (dead_letters.len() as i64 == limit)
+    let next_after = (dead_letters.len() == limit)
         .then(|| dead_letters.last().map(|d| d.seq))
         .flatten();
     Ok(json(
@@ -200,10 +187,10 @@ pub(super) async fn retry_dead_letter(
 ) -> Result<Response, ApiError> {
     let outboxes = outboxes(&state, &caller)?;
     let seq: i64 = seq.parse().map_err(|_| {
-        ApiError::InvalidParameter(eventbus::core::event::FieldError::new(
+        ApiError::parameter(
             "seq",
             "must be the integer seq of a dead letter (see …/dead-letters)",
-        ))
+        )
     })?;
     outboxes.retry(&name, seq).await?;
     Ok(json(

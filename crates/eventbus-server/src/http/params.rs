@@ -113,6 +113,30 @@ pub fn include_archived(params: &HashMap<String, String>) -> Result<bool, ApiErr
     }
 }
 
+/// The paging parameters of a listing: `after` (the `nextAfter` of the previous page, 0 by
+/// default) and `limit` (1 to `max`, [`DEFAULT_PAGE`] by default).
+pub fn paging(params: &HashMap<String, String>, max: usize) -> Result<(u64, usize), ApiError> {
+    let after = match params.get("after") {
+        None => 0,
+        Some(a) => a.parse().map_err(|_| {
+            ApiError::parameter("after", "pass the `nextAfter` of the previous page")
+        })?,
+    };
+    let limit = match params.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                return Err(ApiError::parameter(
+                    "limit",
+                    format!("`{l}` is out of range; use 1 to {max}"),
+                ));
+            }
+        },
+    };
+    Ok((after, limit))
+}
+
 /// Refuses parameters not in `known`.
 pub fn reject_unknown(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
     match params.keys().find(|k| !known.contains(&k.as_str())) {

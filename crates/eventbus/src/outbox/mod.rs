@@ -199,8 +199,8 @@ impl Outboxes {
     pub async fn dead_letters(
         &self,
         name: &str,
-        after: i64,
-        limit: i64,
+        after: u64,
+        limit: usize,
     ) -> Result<Vec<OutboxDeadLetter>, OutboxError> {
         let entry = self.entry(name)?;
         let s = quote(&entry.source.schema);
@@ -210,8 +210,8 @@ impl Outboxes {
                     (extract(epoch FROM failed_at) * 1000000)::bigint \
              FROM {s}.outbox_dead_letters WHERE seq > $1 ORDER BY seq LIMIT $2"
         )))
-        .bind(after)
-        .bind(limit)
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&entry.pool)
         .await
         .map_err(|e| OutboxError::Unavailable(name.to_owned(), e.to_string()))?;

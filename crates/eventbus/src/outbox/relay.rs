@@ -350,23 +350,23 @@ async fn settle(
         .execute(&mut *tx)
         .await?;
     }
+    // Refused rows are gone from the outbox either way; relayed ones too, unless kept.
+    let dead: Vec<i64>;
+    let deleted = if keep {
+        dead = refused.iter().map(|(seq, _)| *seq).collect();
+        &dead[..]
+    } else {
+        seqs
+    };
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {s}.outbox WHERE seq = ANY($1)"
+    )))
+    .bind(deleted)
+    .execute(&mut *tx)
+    .await?;
     if keep {
-        let dead: Vec<i64> = refused.iter().map(|(seq, _)| *seq).collect();
-        sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {s}.outbox WHERE seq = ANY($1)"
-        )))
-        .bind(&dead)
-        .execute(&mut *tx)
-        .await?;
         sqlx::query(AssertSqlSafe(format!(
             "UPDATE {s}.outbox SET relayed_at = clock_timestamp() WHERE seq = ANY($1)"
-        )))
-        .bind(seqs)
-        .execute(&mut *tx)
-        .await?;
-    } else {
-        sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {s}.outbox WHERE seq = ANY($1)"
         )))
         .bind(seqs)
         .execute(&mut *tx)

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::access::{WebhooksProblems, service, visible_endpoint};
 use crate::http::auth::Caller;
 use crate::http::body::json;
-use crate::http::params::{DEFAULT_PAGE, reject_unknown};
+use crate::http::params::{paging, reject_unknown};
 use crate::http::problem::{ApiError, StoreProblems};
 use crate::http::state::AppState;
 
@@ -109,7 +109,7 @@ async fn log_listing(
     caller.require_any(&[Permission::Read, Permission::Admin])?;
     visible_endpoint(state, caller, id).await?;
     reject_unknown(params, known)?;
-    paging(params)
+    paging(params, MAX_LOG_PAGE)
 }
 
 /// One page of a log listing, its rows under `name`.
@@ -121,28 +121,6 @@ fn log_page<T: Serialize>(name: &'static str, page: Page<T>) -> Response {
             next_after: page.next_after,
         },
     )
-}
-
-fn paging(params: &HashMap<String, String>) -> Result<(u64, usize), ApiError> {
-    let after = match params.get("after") {
-        None => 0,
-        Some(a) => a.parse().map_err(|_| {
-            ApiError::parameter("after", "pass the `nextAfter` of the previous page")
-        })?,
-    };
-    let limit = match params.get("limit") {
-        None => DEFAULT_PAGE,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LOG_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::parameter(
-                    "limit",
-                    format!("`{l}` is out of range; use 1 to {MAX_LOG_PAGE}"),
-                ));
-            }
-        },
-    };
-    Ok((after, limit))
 }
 
 /// One page of deliveries.
