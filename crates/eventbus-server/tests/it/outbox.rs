@@ -25,6 +25,7 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
 use crate::common::TestServer;
+use crate::common::own_pg::OwnPostgres;
 use crate::common::pg::{Schema, database_url, terminate_sessions};
 
 /// Bound of every wait.
@@ -32,23 +33,29 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// The application's side: an outbox schema made with `eventbus outbox init`.
 struct App {
-    schema: Schema,
+    /// The application's database.
+    url: String,
+    /// The outbox's schema in it.
+    schema: String,
+    /// Drops the schema at the end, on the shared test database.
+    _dropped: Option<Schema>,
     /// Sessions of the relay carry this `application_name`, so a test can terminate them.
     app_name: String,
 }
 
 impl App {
+    /// An outbox in a fresh schema of the shared test database.
     fn create(test: &str) -> Option<App> {
         let schema = Schema::create("outbox", test)?;
+        let mut app = App::init(&database_url(), &schema.0);
+        app._dropped = Some(schema);
+        Some(app)
+    }
+
+    /// An outbox in `schema` of the database at `url`, made with `eventbus outbox init`.
+    fn init(url: &str, schema: &str) -> App {
         let out = Command::new(env!("CARGO_BIN_EXE_eventbus"))
-            .args([
-                "outbox",
-                "init",
-                "--url",
-                &database_url(),
-                "--schema",
-                &schema.0,
-            ])
+            .args(["outbox", "init", "--url", url, "--schema", schema])
             .output()
             .expect("running eventbus outbox init");
         assert!(
@@ -61,29 +68,25 @@ impl App {
             printed.contains("created (version 2, 2 migration(s) applied)"),
             "{printed}"
         );
-        Some(App {
-            app_name: format!("relay_{}", schema.0),
-            schema,
-        })
+        App {
+            url: url.to_owned(),
+            schema: schema.to_owned(),
+            _dropped: None,
+            app_name: format!("relay_{schema}"),
+        }
     }
 
     /// `OUTBOX_SOURCES` for this outbox.
     fn source(&self, extra: &str) -> String {
-        let sep = if database_url().contains('?') {
-            '&'
-        } else {
-            '?'
-        };
+        let sep = if self.url.contains('?') { '&' } else { '?' };
         format!(
             "name=app,url={}{sep}application_name={},schema={}{extra}",
-            database_url(),
-            self.app_name,
-            self.schema.0
+            self.url, self.app_name, self.schema
         )
     }
 
     async fn connect(&self) -> PgConnection {
-        PgConnection::connect(&database_url())
+        PgConnection::connect(&self.url)
             .await
             .expect("connecting to the application database")
     }
@@ -92,7 +95,7 @@ impl App {
         let mut conn = self.connect().await;
         sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {}.outbox",
-            self.schema.0
+            self.schema
         )))
         .fetch_one(&mut conn)
         .await
@@ -105,7 +108,7 @@ impl App {
         let mut tx = conn.begin().await.unwrap();
         let mut ids = Vec::new();
         for (ty, payload, project) in rows {
-            ids.push(insert_row(&mut tx, &self.schema.0, ty, payload, *project).await);
+            ids.push(insert_row(&mut tx, &self.schema, ty, payload, *project).await);
         }
         tx.commit().await.unwrap();
         ids
@@ -169,7 +172,7 @@ async fn write(app: Arc<App>, total: usize, progress: Arc<AtomicUsize>) -> Writt
                     ids.push(
                         insert_row(
                             &mut tx,
-                            &app.schema.0,
+                            &app.schema,
                             "order.placed",
                             &payload,
                             Some(&project),
@@ -349,6 +352,35 @@ async fn the_relay_recovers_when_its_database_drops_it() {
     );
 }
 
+// The application's database itself (a PostgreSQL server of the test's own) restarted between
+// two rounds of the 8 writers, which takes the relay's connections and its lock with it: the
+// relay comes back by itself, and every committed row of both rounds is in the log once, in
+// each writer's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_recovers_when_its_database_restarts() {
+    let Some(pg) = OwnPostgres::start_plain() else {
+        return;
+    };
+    let pg = Arc::new(pg);
+    let app = Arc::new(App::init(&pg.plain_url("app"), "eventbus"));
+    let source = app.source("");
+    let server = TestServer::start(&[("OUTBOX_SOURCES", source.as_str())]).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let before = write(app.clone(), 4_000, progress.clone()).await;
+    let restarting = pg.clone();
+    tokio::task::spawn_blocking(move || restarting.restart())
+        .await
+        .unwrap();
+    let after = write(app.clone(), 2_000, progress.clone()).await;
+    let mut written = before;
+    for (w, ids) in after.committed.into_iter().enumerate() {
+        written.committed[w].extend(ids);
+    }
+    written.rolled_back.extend(after.rolled_back);
+    let events = drained(&server, &app, 6_000).await;
+    check_log(&events, &written);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_row_is_set_aside_and_retried_after_the_fix() {
     let Some(app) = App::create("dead_letters") else {
@@ -445,7 +477,7 @@ async fn kept_rows_stay_marked_until_they_are_old() {
     let mut conn = app.connect().await;
     let marked: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM {}.outbox WHERE relayed_at IS NOT NULL",
-        app.schema.0
+        app.schema
     )))
     .fetch_one(&mut conn)
     .await
