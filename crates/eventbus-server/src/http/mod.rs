@@ -8,7 +8,8 @@
 //! each resource module describes); `state` (what every handler can reach), `auth` (who is
 //! calling), `problem` (the error table), `body` (JSON bodies), `params` (query strings),
 //! `server` (the HTTP/1 connection loop with its header limits and read timeouts), `head_error`
-//! (problem bodies for request heads hyper cannot parse).
+//! (problem bodies for request heads hyper cannot parse), `stream_conn` (connections that open
+//! with a stream request, served without hyper's buffers).
 //!
 //! Imports go one way: resource modules use `state`, `auth`, `problem`, `body` and `params`,
 //! never each other, `openapi` or this module; `openapi` and this module use the resources.
@@ -34,6 +35,7 @@ pub mod problem;
 pub mod server;
 mod state;
 pub(crate) mod stream;
+mod stream_conn;
 mod tokens;
 mod webhooks;
 

@@ -11,19 +11,26 @@
 //!   problem+json body, not hyper's bare status (`head_error`).
 //! - **Shutdown:** when `shutdown` fires, the listener closes, idle connections close at once,
 //!   and connections with a request in flight finish it (the caller bounds the wait).
+//! - **Streams:** a connection that opens with `GET /v1/stream` is served without hyper's
+//!   buffers (`stream_conn`); every other one, and a stream connection after an error answer,
+//!   by hyper.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use super::head_error::ProblemIo;
+use super::stream_conn::{self, Rewind, Served, Sniffed};
 
 /// Limits on reading requests.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +50,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    // Connections still reading their first request head stop at once on shutdown.
+    let stopping = CancellationToken::new();
     let builder = builder(limits);
     tokio::pin!(shutdown);
     loop {
@@ -59,7 +68,14 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = graceful.watch(connection(&builder, stream, router.clone()));
+        let conn = accepted(
+            stream,
+            router.clone(),
+            builder.clone(),
+            limits,
+            stopping.clone(),
+            Some(graceful.watcher()),
+        );
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -67,8 +83,45 @@ pub async fn serve(
         });
     }
     drop(listener);
+    stopping.cancel();
+    // Waits for every connection task, stream connections included (the caller ends the
+    // streams when `shutdown` fires).
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Serves one accepted connection: as a stream connection when it opens with a stream request
+/// (`stream_conn`), with hyper otherwise or once that request was answered with an error.
+/// `watcher` (held until the connection ends) makes the graceful shutdown wait for it.
+async fn accepted<I>(
+    mut io: I,
+    router: Router,
+    builder: http1::Builder,
+    limits: ReadLimits,
+    stopping: CancellationToken,
+    watcher: Option<Watcher>,
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let prefix = match stream_conn::sniff(&mut io, limits.header_timeout, &stopping).await {
+        Sniffed::Closed => return Ok(()),
+        Sniffed::Other(prefix) => prefix,
+        Sniffed::Stream(request) => {
+            match stream_conn::serve_stream(&mut io, *request, router.clone()).await {
+                Served::Closed => return Ok(()),
+                Served::KeepAlive => Bytes::new(),
+            }
+        }
+    };
+    // Boxed: hyper's connection is large, and the task of a stream connection, which never
+    // gets here, stays small without it.
+    let conn = connection(&builder, Rewind::new(prefix, io), router);
+    let served: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>> = match watcher {
+        Some(watcher) => Box::pin(watcher.watch(conn)),
+        None => Box::pin(conn),
+    };
+    served.await
 }
 
 /// The HTTP/1.1 settings of every connection: the head timeout, the buffer cap, keep-alive, and
@@ -90,7 +143,7 @@ fn builder(limits: ReadLimits) -> http1::Builder {
     builder
 }
 
-/// `router` served on one connection's byte stream, its bare head errors made problems.
+/// `router` served by hyper on one connection's byte stream, its bare head errors made problems.
 fn connection<I>(
     builder: &http1::Builder,
     io: I,
@@ -113,7 +166,15 @@ pub async fn serve_connection<I>(io: I, router: Router, limits: ReadLimits) -> h
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    connection(&builder(limits), io, router).await
+    accepted(
+        io,
+        router,
+        builder(limits),
+        limits,
+        CancellationToken::new(),
+        None,
+    )
+    .await
 }
 
 #[cfg(test)]
