@@ -13,15 +13,16 @@
 //! stops filling it and the replay simply reads further from the store. If it overflows while
 //! live (the client does not keep up), the connection sends a final `lagged` event naming the
 //! last `seq` it delivered and closes: the client resumes from the store with `Last-Event-ID`.
-//! Memory per connection is bounded by its queue, whatever the client does.
+//! Memory per connection is bounded by its queue, whatever the client does; an idle
+//! connection's queue holds no memory at all (it is allocated on its first frame).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,11 +76,46 @@ pub struct SseStats {
     pub lagged: AtomicU64,
 }
 
+/// A connection's place in the hub: its filter and its queue, shared by the dispatcher (which
+/// pushes) and the connection (which pops).
 struct Slot {
-    queue: mpsc::Sender<(u64, Bytes)>,
+    /// Frames not yet taken by the connection, with their `seq`; at most `capacity`.
+    queue: Mutex<VecDeque<(u64, Bytes)>>,
+    capacity: usize,
     filter: EventFilter,
+    /// The queue overflowed: the dispatcher skips the connection until it is cleared.
     lagged: AtomicBool,
+    /// Woken when a frame is queued or the connection lagged.
     wake: Notify,
+}
+
+/// A queue emptied after holding more than this many frames gives its memory back.
+const KEEP_QUEUE: usize = 64;
+
+impl Slot {
+    /// Queues a frame; `false` when the queue is full.
+    fn push(&self, seq: u64, frame: Bytes) -> bool {
+        let mut queue = self.queue.lock().expect("sse queue lock");
+        if queue.len() >= self.capacity {
+            return false;
+        }
+        queue.push_back((seq, frame));
+        true
+    }
+
+    /// The oldest queued frame.
+    fn pop(&self) -> Option<(u64, Bytes)> {
+        let mut queue = self.queue.lock().expect("sse queue lock");
+        let item = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > KEEP_QUEUE {
+            *queue = VecDeque::new();
+        }
+        item
+    }
+
+    fn len(&self) -> usize {
+        self.queue.lock().expect("sse queue lock").len()
+    }
 }
 
 #[derive(Default)]
@@ -146,10 +182,7 @@ impl SseHub {
     /// Frames waiting in connection queues.
     pub fn buffered(&self) -> usize {
         let reg = self.registry.lock().expect("sse registry lock");
-        reg.slots
-            .values()
-            .map(|s| s.queue.max_capacity() - s.queue.capacity())
-            .sum()
+        reg.slots.values().map(|s| s.len()).sum()
     }
 
     /// The counters.
@@ -177,14 +210,14 @@ impl SseHub {
             ));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (queue, rx) = mpsc::channel(self.options.queue.max(1));
         let filter = EventFilter {
             from: None,
             to: None,
             ..filter
         };
         let slot = Arc::new(Slot {
-            queue,
+            queue: Mutex::new(VecDeque::new()),
+            capacity: self.options.queue.max(1),
             filter: filter.clone(),
             lagged: AtomicBool::new(false),
             wake: Notify::new(),
@@ -210,7 +243,6 @@ impl SseHub {
             hub: Arc::downgrade(self),
             store: self.store.clone(),
             slot,
-            queue: rx,
             cursor: resume.unwrap_or(cursor),
             replaying: resume.is_some(),
             pending: std::collections::VecDeque::new(),
@@ -254,16 +286,12 @@ impl SseHub {
                     continue;
                 }
                 let bytes = frame.get_or_insert_with(|| event_frame(event)).clone();
-                match slot.queue.try_send((event.seq, bytes)) {
-                    Ok(()) => {
-                        self.stats.frames.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        slot.lagged.store(true, Ordering::Release);
-                        slot.wake.notify_one();
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                if slot.push(event.seq, bytes) {
+                    self.stats.frames.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    slot.lagged.store(true, Ordering::Release);
                 }
+                slot.wake.notify_one();
             }
         }
     }
@@ -309,7 +337,6 @@ pub struct Connection {
     hub: Weak<SseHub>,
     store: Arc<dyn EventStore>,
     slot: Arc<Slot>,
-    queue: mpsc::Receiver<(u64, Bytes)>,
     cursor: u64,
     replaying: bool,
     pending: std::collections::VecDeque<Bytes>,
@@ -352,43 +379,46 @@ impl Connection {
                 self.replay_step().await;
                 continue;
             }
+            if self.cancel.is_cancelled() {
+                self.state = State::Done;
+                return None;
+            }
+            // Lagged: deliver what was queued before the overflow, then say so and end.
+            if self.slot.lagged.load(Ordering::Acquire) {
+                while let Some((seq, frame)) = self.slot.pop() {
+                    if seq > self.cursor {
+                        self.cursor = seq;
+                        self.pending.push_back(frame);
+                    }
+                }
+                if let Some(hub) = self.hub.upgrade() {
+                    hub.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                }
+                self.pending.push_back(control_frame(
+                    "lagged",
+                    &serde_json::json!({
+                        "lastEventId": self.cursor.to_string(),
+                        "message": "the stream fell behind and was closed; reconnect with Last-Event-ID to resume",
+                    }),
+                ));
+                self.state = State::Done;
+                continue;
+            }
+            if let Some((seq, frame)) = self.slot.pop() {
+                if seq > self.cursor {
+                    self.cursor = seq;
+                    return Some(frame);
+                }
+                continue;
+            }
+            // A frame queued after the `pop` above leaves a permit: `notified` returns at once.
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => {
                     self.state = State::Done;
                     return None;
                 }
-                item = self.queue.recv() => match item {
-                    Some((seq, frame)) => {
-                        if seq > self.cursor {
-                            self.cursor = seq;
-                            return Some(frame);
-                        }
-                    }
-                    None => self.state = State::Done,
-                },
-                _ = self.slot.wake.notified() => {
-                    // Lagged: deliver what was queued before the overflow, then say so and end.
-                    if self.slot.lagged.load(Ordering::Acquire) {
-                        while let Ok((seq, frame)) = self.queue.try_recv() {
-                            if seq > self.cursor {
-                                self.cursor = seq;
-                                self.pending.push_back(frame);
-                            }
-                        }
-                        if let Some(hub) = self.hub.upgrade() {
-                            hub.stats.lagged.fetch_add(1, Ordering::Relaxed);
-                        }
-                        self.pending.push_back(control_frame(
-                            "lagged",
-                            &serde_json::json!({
-                                "lastEventId": self.cursor.to_string(),
-                                "message": "the stream fell behind and was closed; reconnect with Last-Event-ID to resume",
-                            }),
-                        ));
-                        self.state = State::Done;
-                    }
-                }
+                _ = self.slot.wake.notified() => {}
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
             }
         }
