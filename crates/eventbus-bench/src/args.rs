@@ -24,6 +24,10 @@ pub(crate) enum Command {
     /// published at R per second; publish→receive latency, deliveries/s, server memory per
     /// idle stream, beside a one-stream baseline measured in the same run.
     Sse(SseArgs),
+    /// The SSE hub alone, in this process (no sockets, so no open-file limit): C hub streams
+    /// over P projects plus one receiving everything, events published at R per second through
+    /// the bus; publish→read latency and the hub's memory per idle stream.
+    SseHub(SseHubArgs),
     /// Webhooks: E endpoints on a local receiver answering 200 at once, N events published in
     /// batches (or one per request at a fixed rate, open loop, with --rate), on one server or
     /// several sharing a PostgreSQL store (--nodes); deliveries/s and publish→delivery latency.
@@ -238,16 +242,40 @@ pub(crate) struct WebhookArgs {
     pub(crate) data_dir: PathBuf,
 }
 
+/// The in-process SSE hub load (`sse-hub`).
+#[derive(Debug, Args)]
+pub(crate) struct SseHubArgs {
+    /// Streams filtered by project (one more receives everything).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) connections: u64,
+    /// Projects the streams and events are spread over.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) projects: u64,
+    /// Events published per second.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub(crate) rate: u64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) duration: f64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) payload_bytes: usize,
+    /// Where the temporary database goes.
+    #[arg(long, default_value = ".")]
+    pub(crate) data_dir: PathBuf,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct SseArgs {
     /// Start this `eventbus` binary on a free loopback port with an empty database.
     #[arg(long)]
     pub(crate) spawn: PathBuf,
-    /// Streams filtered by project (one more receives everything).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    /// Streams filtered by project (one more receives everything); above 20,000 they are
+    /// opened from several loopback source addresses (127.0.0.1, 127.0.0.2, …).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=200_000))]
     pub(crate) connections: u64,
     /// Projects the streams and events are spread over.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=200_000))]
     pub(crate) projects: u64,
     /// Events published per second.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]

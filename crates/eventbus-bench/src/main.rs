@@ -15,6 +15,7 @@
 //! - `report`: the printed table and the targets.
 //! - `webhook`: the webhook load (a local receiver, E endpoints, deliveries/s and latency).
 //! - `sse`: the SSE fan-out load (connections over projects, publish→receive latency, memory).
+//! - `sse_hub`: the SSE hub alone in this process, for stream counts past the open-file limit.
 //! - `consumer`: the consumer group load (N fetchers sharing a consumer, acks/s, publish→ack).
 //! - `archive`: reading old events with `includeArchived=true` before and after archiving them.
 //! - `outbox`: rows inserted into an application's outbox table, relayed by the server into its
@@ -34,6 +35,7 @@ mod raw_pg;
 mod report;
 mod server;
 mod sse;
+mod sse_hub;
 mod stats;
 mod webhook;
 mod workload;
@@ -48,6 +50,7 @@ use crate::args::*;
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Sse(args) => sse_bench(args),
+        Command::SseHub(args) => sse_hub_bench(args),
         Command::Webhook(args) => webhook_bench(args),
         Command::Plugin(args) => plugin_bench(args),
         Command::Archive(args) => archive_bench(args),
@@ -253,8 +256,9 @@ fn sse_server(
     data_dir: &std::path::Path,
     connections: u64,
 ) -> Result<server::SpawnedServer> {
-    let limit = sse::raise_fd_limit()?;
+    // Each stream is a descriptor in this process and one in the server.
     let needed = connections + 1000;
+    let limit = sse::raise_fd_limit(needed)?;
     if limit < needed {
         bail!("the open-file limit is {limit}; {connections} streams need about {needed}");
     }
@@ -321,17 +325,23 @@ fn sse_bench(args: SseArgs) -> Result<()> {
         rss as f64 / 1024.0
     );
     let p99_ms = fanout.latency.p99.as_secs_f64() * 1e3;
+    // The targets: p99 < 50 ms at 1,000 streams, < 100 ms at 100,000.
+    let p99_target = if args.connections >= 100_000 {
+        100.0
+    } else {
+        50.0
+    };
     println!(
-        "target: p99 < 50 ms at {} ev/s to {} streams: {:.2} ms {}",
+        "target: p99 < {p99_target} ms at {} ev/s to {} streams: {:.2} ms {}",
         args.rate,
         args.connections,
         p99_ms,
-        if p99_ms < 50.0 { "met" } else { "missed" }
+        if p99_ms < p99_target { "met" } else { "missed" }
     );
     println!(
-        "target: < 16 KiB server memory per idle stream: {:.1} KiB {}",
+        "target: < 8 KiB server memory per idle stream: {:.1} KiB {}",
         per_conn / 1024.0,
-        if per_conn < 16.0 * 1024.0 {
+        if per_conn < 8.0 * 1024.0 {
             "met"
         } else {
             "missed"
@@ -345,6 +355,47 @@ fn sse_bench(args: SseArgs) -> Result<()> {
         );
     }
     server.stop()
+}
+
+fn sse_hub_bench(args: SseHubArgs) -> Result<()> {
+    let load = sse_hub::HubLoad {
+        connections: args.connections as usize,
+        projects: args.projects as usize,
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration),
+        payload_bytes: args.payload_bytes,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(sse_hub::run(&load, &args.data_dir))?;
+    let per_stream =
+        (result.rss_after.saturating_sub(result.rss_before)) as f64 / load.connections as f64;
+    println!(
+        "idle hub streams: {} — RSS {:.1} MiB before, {:.1} MiB after: {:.2} KiB per stream",
+        load.connections,
+        result.rss_before as f64 / 1024.0,
+        result.rss_after as f64 / 1024.0,
+        per_stream
+    );
+    let r = &result.fanout;
+    println!();
+    println!(
+        "{:<58} {:>9} {:>11} {:>11} {:>13} {:>8} {:>8} {:>8}",
+        "run", "published", "deliveries", "expected", "deliveries/s", "p50 ms", "p99 ms", "max ms"
+    );
+    println!(
+        "{:<58} {:>9} {:>11} {:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2}",
+        r.label,
+        r.published,
+        r.deliveries,
+        r.expected,
+        r.rate(),
+        r.latency.p50.as_secs_f64() * 1e3,
+        r.latency.p99.as_secs_f64() * 1e3,
+        r.latency.max.as_secs_f64() * 1e3
+    );
+    Ok(())
 }
 
 fn webhook_bench(args: WebhookArgs) -> Result<()> {

@@ -56,15 +56,40 @@ impl SseResult {
     }
 }
 
-/// Raises this process's open-file limit to its hard limit; returns the new soft limit.
-pub fn raise_fd_limit() -> Result<u64> {
+/// Raises this process's open-file limit to at least `needed` (the hard limit too when it is
+/// lower and the process may raise it, as root may) and at least to the hard limit; returns the
+/// new soft limit. The server this tool spawns inherits it.
+pub fn raise_fd_limit(needed: u64) -> Result<u64> {
     let (_, hard) = rlimit::Resource::NOFILE
         .get()
         .context("reading RLIMIT_NOFILE")?;
+    if hard < needed && rlimit::Resource::NOFILE.set(needed, needed).is_ok() {
+        return Ok(needed);
+    }
     rlimit::Resource::NOFILE
         .set(hard, hard)
         .context("raising RLIMIT_NOFILE")?;
     Ok(hard)
+}
+
+/// Streams opened from one loopback source address: below the 28,232 ephemeral ports of
+/// Linux's default range, which one source address can use towards one server port.
+pub const STREAMS_PER_SOURCE: usize = 20_000;
+
+/// HTTP clients for `n` streams: one per [`STREAMS_PER_SOURCE`] streams, each bound to its own
+/// source address (127.0.0.1, 127.0.0.2, …), so that ports do not run out.
+fn stream_clients(n: usize) -> Result<Vec<reqwest::Client>> {
+    let sources = n.div_ceil(STREAMS_PER_SOURCE).max(1);
+    (0..sources)
+        .map(|k| {
+            let mut builder = crate::server::client_builder().pool_max_idle_per_host(usize::MAX);
+            if sources > 1 {
+                let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + k as u8);
+                builder = builder.local_address(std::net::IpAddr::V4(source));
+            }
+            builder.build().context("building the HTTP client")
+        })
+        .collect()
 }
 
 /// The server's resident memory in KiB.
@@ -88,7 +113,7 @@ struct Shared {
 /// Opens `n` streams (`query(i)` gives each one's query string); resolves once every one of them
 /// has received its opening `retry:` line, i.e. is registered on the server.
 async fn open_streams(
-    client: &reqwest::Client,
+    clients: &[reqwest::Client],
     url: &str,
     n: usize,
     query: impl Fn(usize) -> String,
@@ -96,7 +121,7 @@ async fn open_streams(
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let resp = client
+        let resp = clients[i % clients.len()]
             .get(format!("{url}/v1/stream?{}", query(i)))
             .send()
             .await
@@ -107,7 +132,7 @@ async fn open_streams(
         let shared = shared.clone();
         tasks.push(tokio::spawn(read_stream(resp, shared)));
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(120 + n as u64 / 1000);
     while shared.connected.load(Ordering::Acquire) < n as u64 {
         if Instant::now() > deadline {
             bail!(
@@ -185,7 +210,14 @@ async fn run_phase(
         connected: AtomicU64::new(0),
         stop: tokio::sync::watch::channel(false).0,
     });
-    let readers = open_streams(&client, &load.url, streams, query, &shared).await?;
+    let readers = open_streams(
+        &stream_clients(streams)?,
+        &load.url,
+        streams,
+        query,
+        &shared,
+    )
+    .await?;
 
     let padding = "x".repeat(load.payload_bytes.saturating_sub(60));
     let total = (load.rate as f64 * load.duration.as_secs_f64()) as u64;
@@ -289,9 +321,7 @@ pub async fn run(load: &SseLoad) -> Result<(SseResult, SseResult)> {
 
 /// Server memory per idle connection: RSS after opening `n` idle streams minus before, over `n`.
 pub async fn idle_memory(url: &str, pid: u32, n: usize) -> Result<(u64, u64, f64)> {
-    let client = crate::server::client_builder()
-        .pool_max_idle_per_host(usize::MAX)
-        .build()?;
+    let clients = stream_clients(n)?;
     let shared = Arc::new(Shared {
         latencies: Mutex::new(Latencies::default()),
         deliveries: AtomicU64::new(0),
@@ -301,7 +331,7 @@ pub async fn idle_memory(url: &str, pid: u32, n: usize) -> Result<(u64, u64, f64
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid)?;
     let readers = open_streams(
-        &client,
+        &clients,
         url,
         n,
         |i| format!("types=project.>&projectId=p{}", i % 100),
