@@ -83,6 +83,8 @@ pub const PROCESS_RSS: &str = "eventbus_process_resident_memory_bytes";
 pub const PROCESS_CPU: &str = "eventbus_process_cpu_seconds_total";
 /// Open file descriptors of the process.
 pub const PROCESS_FDS: &str = "eventbus_process_open_fds";
+/// Tasks alive on the process's async runtime (streams, connections, workers).
+pub const RUNTIME_TASKS: &str = "eventbus_runtime_tasks";
 
 /// The kind of a metric, as Prometheus declares it (`# TYPE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,6 +330,12 @@ pub const CATALOGUE: &[(&str, Kind, &str, Option<&[&[(&str, &str)]]>)] = &[
         PROCESS_FDS,
         Kind::Gauge,
         "Open file descriptors of the process.",
+        Some(&[&[]]),
+    ),
+    (
+        RUNTIME_TASKS,
+        Kind::Gauge,
+        "Tasks alive on the process's async runtime: one or more per open connection, stream and worker; flat under steady load.",
         Some(&[&[]]),
     ),
 ];

@@ -1,9 +1,9 @@
 //! `GET /metrics`: Prometheus text format.
 //!
 //! Counters and histograms are recorded where things happen (see `eventbus::metric`); gauges of
-//! state (queue depths, open streams, webhook totals, consumer groups, process resources) are read here, at
-//! scrape time, so they cost nothing between scrapes. [`MetricsApi`] is its part of the API
-//! description.
+//! state (queue depths, open streams, webhook totals, consumer groups, process resources, the
+//! runtime's alive tasks) are read here, at scrape time, so they cost nothing between scrapes.
+//! [`MetricsApi`] is its part of the API description.
 
 use std::sync::OnceLock;
 
@@ -111,6 +111,11 @@ pub(super) async fn get_metrics(
         }
     }
     process_metrics();
+    metrics::gauge!(m::RUNTIME_TASKS).set(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks() as f64,
+    );
     handle.run_upkeep();
     let mut response = (StatusCode::OK, handle.render()).into_response();
     response.headers_mut().insert(

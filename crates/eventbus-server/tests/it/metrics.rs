@@ -134,6 +134,7 @@ async fn counters_match_a_known_workload() {
     assert!(sample(&text, "eventbus_store_append_batch_size_count").is_some_and(|n| n >= 1.0));
     assert!(sample(&text, "eventbus_process_resident_memory_bytes").is_some_and(|b| b > 1e6));
     assert!(sample(&text, "eventbus_process_open_fds").is_some_and(|n| n > 3.0));
+    assert!(sample(&text, "eventbus_runtime_tasks").is_some_and(|n| n >= 1.0));
     assert_eq!(
         sample(&text, r#"eventbus_queue_depth{queue="store_writer"}"#),
         Some(0.0)
@@ -160,6 +161,17 @@ async fn metrics_pass_promtool_and_exist_from_start_up() {
         "eventbus_publish_duration_seconds_count",
     ] {
         assert_eq!(sample(&fresh, series), Some(0.0), "{series} in\n{fresh}");
+    }
+    // Gauges of the process are read at each scrape, the first one included.
+    for series in [
+        "eventbus_process_resident_memory_bytes",
+        "eventbus_process_open_fds",
+        "eventbus_runtime_tasks",
+    ] {
+        assert!(
+            sample(&fresh, series).is_some_and(|v| v > 0.0),
+            "{series} in\n{fresh}"
+        );
     }
     server
         .publish_ok(&json!({"type": "project.created", "payload": {}}))
