@@ -113,6 +113,11 @@ impl SpawnedServer {
         self.child.id()
     }
 
+    /// How the server ended, if it has (without waiting).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The directory holding the server's database.
     pub fn data_dir(&self) -> &Path {
         self.dir.path()

@@ -91,37 +91,56 @@ struct Received {
     last: Mutex<Option<Instant>>,
 }
 
+/// One request a receiver read: its path, `webhook-id` header and body.
+pub struct Request {
+    /// The request's path (which endpoint).
+    pub path: String,
+    /// The `webhook-id` header (empty when absent).
+    pub id: String,
+    /// The body, read by its `Content-Length`.
+    pub body: Vec<u8>,
+}
+
+/// Reads the next request of a receiver connection; `None` when the client closed it.
+pub async fn read_request<R>(read: &mut R) -> std::io::Result<Option<Request>>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    let mut line = String::new();
+    let (mut path, mut length, mut id) = (String::new(), 0usize, String::new());
+    if read.read_line(&mut line).await? == 0 {
+        return Ok(None);
+    }
+    if let Some(p) = line.split_whitespace().nth(1) {
+        path = p.to_owned();
+    }
+    loop {
+        line.clear();
+        if read.read_line(&mut line).await? == 0 {
+            return Ok(None);
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = l.split_once(':') {
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                "webhook-id" => id = value.trim().to_owned(),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    read.read_exact(&mut body).await?;
+    Ok(Some(Request { path, id, body }))
+}
+
 /// Serves one receiver connection: reads requests, records them, answers `200`.
 async fn serve(stream: tokio::net::TcpStream, received: Arc<Received>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
-    let mut line = String::new();
-    loop {
-        let (mut path, mut length, mut id) = (String::new(), 0usize, String::new());
-        line.clear();
-        if read.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        if let Some(p) = line.split_whitespace().nth(1) {
-            path = p.to_owned();
-        }
-        loop {
-            line.clear();
-            read.read_line(&mut line).await?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = l.split_once(':') {
-                match name.to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.trim().parse().unwrap_or(0),
-                    "webhook-id" => id = value.trim().to_owned(),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        read.read_exact(&mut body).await?;
+    while let Some(Request { path, id, body }) = read_request(&mut read).await? {
         let now = now_micros();
         write
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
@@ -147,6 +166,7 @@ async fn serve(stream: tokio::net::TcpStream, received: Arc<Received>) -> std::i
         received.deliveries.fetch_add(1, Ordering::Relaxed);
         *received.last.lock().expect("last lock") = Some(Instant::now());
     }
+    Ok(())
 }
 
 /// Runs `load`: starts the receiver, creates the endpoints, publishes, waits for every delivery.
