@@ -49,6 +49,11 @@ pub(crate) enum Command {
     /// writers insert them, then rows at R per second, one per transaction, open loop:
     /// commit→SSE latency per row.
     Outbox(OutboxArgs),
+    /// Soak: publishes, queries, SSE streams connecting and dropping, webhooks to a receiver
+    /// that is sometimes slow, failing or hanging, and a plugin, all at once for --duration
+    /// seconds; the server's RSS, open descriptors, tasks and queue depths sampled each second,
+    /// printed as a table and judged flat (or not) after the warm-up.
+    Soak(SoakArgs),
 }
 
 /// The store of a spawned server.
@@ -378,4 +383,44 @@ pub(crate) struct RawArgs {
     pub(crate) batch: Vec<usize>,
     #[command(flatten)]
     pub(crate) common: Common,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SoakArgs {
+    /// Start this `eventbus` binary on a free loopback port with an empty database.
+    #[arg(long)]
+    pub(crate) spawn: PathBuf,
+    /// Run the spawned server on this PostgreSQL database (a new schema, dropped after) instead
+    /// of SQLite.
+    #[arg(long)]
+    pub(crate) store_url: Option<String>,
+    /// Seconds of load; the first quarter (at least 20 s) is the warm-up.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub(crate) duration: u64,
+    /// Events published per second (open loop; one request in 50 is a batch of 10).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) rate: u64,
+    /// Queries per second (`GET /v1/events` with type and project filters).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub(crate) queries: u64,
+    /// SSE streams, each open 1–10 s, then dropped and reopened with `Last-Event-ID`.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub(crate) streams: u64,
+    /// Seconds per row of the printed table [default: 60 for runs of 10 minutes or more, else
+    /// 10].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) every: Option<u64>,
+    /// Write every second's sample to this CSV file.
+    #[arg(long)]
+    pub(crate) csv: Option<PathBuf>,
+    /// Exit non-zero when a resource or queue grew, the server exited, or more than 1 % of
+    /// requests failed.
+    #[arg(long)]
+    pub(crate) check: bool,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) payload_bytes: usize,
+    /// Where the server's temporary database goes.
+    #[arg(long, default_value = ".")]
+    pub(crate) data_dir: PathBuf,
 }

@@ -21,6 +21,9 @@
 //! - `outbox`: rows inserted into an application's outbox table, relayed by the server into its
 //!   log and watched on an SSE stream (rows/s relayed beside the writers alone, commit→SSE
 //!   latency).
+//! - `soak`: every load at once for a long time (publishes, queries, reconnecting streams,
+//!   webhooks to a slow, failing and hanging receiver, a plugin), the server's RSS, descriptors,
+//!   tasks and queue depths sampled each second and judged flat after the warm-up.
 
 mod archive;
 mod args;
@@ -34,6 +37,7 @@ mod raw;
 mod raw_pg;
 mod report;
 mod server;
+mod soak;
 mod sse;
 mod sse_hub;
 mod stats;
@@ -56,6 +60,7 @@ fn main() -> Result<()> {
         Command::Archive(args) => archive_bench(args),
         Command::Consumer(args) => consumer_bench(args),
         Command::Outbox(args) => outbox_bench(args),
+        Command::Soak(args) => soak_bench(args),
         Command::Publish(args) => publish(args),
         Command::Raw(args) => {
             print_conditions(&args.common.data_dir)?;
@@ -920,4 +925,184 @@ fn outbox_bench(args: OutboxArgs) -> Result<()> {
         if p99 < 20.0 { "met" } else { "missed" }
     );
     Ok(())
+}
+
+fn soak_bench(args: SoakArgs) -> Result<()> {
+    let store = if args.store_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let every = args
+        .every
+        .unwrap_or(if args.duration >= 600 { 60 } else { 10 });
+    println!(
+        "eventbus-bench soak: {store}, {} s, {} events/s (1 request in {} a batch of {}), {} queries/s, \
+         {} streams (each 1-10 s, then resumed), {} webhook endpoints (receiver: 200, slow, 500, hang), \
+         1 JS plugin, payload {} B",
+        args.duration,
+        args.rate,
+        soak::BATCH_EVERY,
+        soak::BATCH,
+        args.queries,
+        args.streams,
+        soak::ENDPOINTS,
+        args.payload_bytes
+    );
+    print_conditions(&args.data_dir)?;
+    let limit = sse::raise_fd_limit()?;
+    let needed = 2 * args.streams + 1000;
+    if limit < needed {
+        bail!(
+            "the open-file limit is {limit}; {} streams need about {needed}",
+            args.streams
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let pg_schema = match &args.store_url {
+        Some(url) => Some(runtime.block_on(raw_pg::Schema::create(url, "eventbus_bench_soak"))?),
+        None => None,
+    };
+    let plugins = tempfile::Builder::new()
+        .prefix("eventbus-bench-plugins-")
+        .tempdir_in(&args.data_dir)?;
+    plugin::write_plugin(plugins.path(), plugin::Phase::Consumer)?;
+    let mut env = soak::server_env(args.streams as usize);
+    env.push(("PLUGINS_DIR", plugins.path().display().to_string()));
+    if let Some(schema) = &pg_schema {
+        env.push(("EVENT_STORE_URL", schema.store_url()));
+    }
+    let mut server = server::SpawnedServer::start_with(&args.spawn, &args.data_dir, "full", &env)?;
+    println!(
+        "server: {} (pid {}), data in {}",
+        server.url(),
+        server.pid(),
+        server.data_dir().display()
+    );
+    let load = soak::SoakLoad {
+        url: server.url().to_owned(),
+        rate: args.rate,
+        queries: args.queries,
+        streams: args.streams as usize,
+        duration: Duration::from_secs(args.duration),
+        every,
+        payload_bytes: args.payload_bytes,
+        csv: args.csv.clone(),
+    };
+    let outcome = runtime.block_on(soak::run(&load, &mut server));
+    let stopped = server.stop();
+    if let Some(schema) = pg_schema {
+        runtime.block_on(schema.drop_now())?;
+    }
+    let r = outcome?;
+    if let Some(path) = &args.csv {
+        println!("samples: {}", path.display());
+    }
+    let total = |c: &str| {
+        r.totals
+            .iter()
+            .find(|(n, _)| *n == c)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    println!(
+        "load: {:.0} events published ({:.0} skipped: client behind), {:.0} queries, {:.0} stream \
+         connects, {:.0} SSE messages; receiver: {:.0} ok, {:.0} slow, {:.0} 500, {:.0} hung; \
+         server: {:.0} attempts succeeded, {:.0} failed, {:.0} dead letters; plugin: {:.0} events handled",
+        total("events"),
+        total("publish_skipped"),
+        total("queries"),
+        total("stream_connects"),
+        total("sse_events"),
+        total("hook_ok"),
+        total("hook_slow"),
+        total("hook_500"),
+        total("hook_hang"),
+        total("attempts_ok"),
+        total("attempts_failed"),
+        total("dead_letters"),
+        total("plugin_handled")
+    );
+    let mut failed = Vec::new();
+    // An interrupted run is judged on what it ran.
+    let ran = r
+        .samples
+        .last()
+        .map_or(0.0, |s| s.get("t_s"))
+        .min(args.duration as f64);
+    let warmup = soak::warmup(Duration::from_secs_f64(ran));
+    let verdicts = soak::judge(&r.samples, warmup);
+    if verdicts.is_empty() {
+        failed.push("too few samples after the warm-up to judge".to_owned());
+    } else {
+        println!(
+            "flatness: median of the first third after the {} s warm-up -> median of the last third",
+            warmup.as_secs()
+        );
+    }
+    for v in &verdicts {
+        println!("  {v}");
+        if !v.passed {
+            failed.push(format!("{} grew", v.what));
+        }
+    }
+    let errors = [
+        ("publishes", total("publish_errors"), total("events")),
+        ("queries", total("query_errors"), total("queries")),
+        (
+            "stream opens",
+            total("stream_errors"),
+            total("stream_connects"),
+        ),
+    ];
+    for (what, bad, good) in errors {
+        let share = bad / (bad + good).max(1.0);
+        let passed = share <= 0.01;
+        println!(
+            "  {what:<16} {bad:.0} failed of {:.0} ({:.2} %, limit 1 %) {}",
+            bad + good,
+            share * 100.0,
+            if passed { "ok" } else { "FAILED" }
+        );
+        if !passed {
+            failed.push(format!("{what} failed"));
+        }
+    }
+    if let Some(e) = &r.first_error {
+        println!("  first failed request: {e}");
+    }
+    if r.failed_scrapes > 0 {
+        println!(
+            "  {} of {} scrapes of /metrics failed",
+            r.failed_scrapes,
+            r.samples.len()
+        );
+    }
+    if let Some(why) = &r.interrupted {
+        println!("  interrupted: {why}");
+        failed.push(format!("interrupted ({why})"));
+    }
+    if let Some(exit) = &r.server_exit {
+        println!("  {exit}");
+        failed.push(exit.clone());
+    }
+    if let Err(e) = stopped {
+        failed.push(format!("stopping the server: {e}"));
+    }
+    match (failed.is_empty(), args.check) {
+        (true, _) => {
+            println!("soak: flat");
+            Ok(())
+        }
+        (false, true) => bail!("soak failed: {}", failed.join("; ")),
+        (false, false) => {
+            println!(
+                "soak: NOT flat: {} (--check makes this fail)",
+                failed.join("; ")
+            );
+            Ok(())
+        }
+    }
 }
