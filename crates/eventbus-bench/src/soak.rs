@@ -178,7 +178,7 @@ pub struct Rule {
 
 /// What must stay flat. RSS, descriptors and tasks: +10 % and a small slack (a leak of one
 /// descriptor or task per stream, or of a few KiB per event, passes it within minutes); queues:
-/// twice their depth and a slack, as they swing with the receiver's mix and the streams.
+/// +50 % and a slack, as they swing with the receiver's mix and the streams.
 pub const RULES: &[Rule] = &[
     Rule {
         column: "rss_mib",
@@ -197,27 +197,27 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         column: "q_store_writer",
-        ratio: 2.0,
+        ratio: 1.5,
         slack: 200.0,
     },
     Rule {
         column: "q_subscribers",
-        ratio: 2.0,
+        ratio: 1.5,
         slack: 200.0,
     },
     Rule {
         column: "q_sse",
-        ratio: 2.0,
+        ratio: 1.5,
         slack: 1000.0,
     },
     Rule {
         column: "q_webhooks",
-        ratio: 2.0,
-        slack: 500.0,
+        ratio: 1.5,
+        slack: 250.0,
     },
     Rule {
         column: "q_plugin",
-        ratio: 2.0,
+        ratio: 1.5,
         slack: 500.0,
     },
 ];
@@ -712,7 +712,7 @@ async fn publish(
     let payload = crate::workload::payload(load.payload_bytes);
     let url = format!("{}/v1/events", load.url);
     let body = |i: u64| {
-        let kind = if i % 10 == 0 { "deployed" } else { "updated" };
+        let kind = if i.is_multiple_of(10) { "deployed" } else { "updated" };
         format!(
             r#"{{"type":"project.{kind}","projectId":"p_{}","payload":{payload}}}"#,
             i % PROJECTS
