@@ -712,7 +712,11 @@ async fn publish(
     let payload = crate::workload::payload(load.payload_bytes);
     let url = format!("{}/v1/events", load.url);
     let body = |i: u64| {
-        let kind = if i.is_multiple_of(10) { "deployed" } else { "updated" };
+        let kind = if i.is_multiple_of(10) {
+            "deployed"
+        } else {
+            "updated"
+        };
         format!(
             r#"{{"type":"project.{kind}","projectId":"p_{}","payload":{payload}}}"#,
             i % PROJECTS
