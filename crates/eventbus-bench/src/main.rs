@@ -950,8 +950,8 @@ fn soak_bench(args: SoakArgs) -> Result<()> {
         args.payload_bytes
     );
     print_conditions(&args.data_dir)?;
-    let limit = sse::raise_fd_limit()?;
     let needed = 2 * args.streams + 1000;
+    let limit = sse::raise_fd_limit(needed)?;
     if limit < needed {
         bail!(
             "the open-file limit is {limit}; {} streams need about {needed}",
