@@ -128,6 +128,9 @@ pub async fn build_bus_for_maintenance(config: &Config) -> Result<Bus, ServerErr
 }
 
 async fn build(config: &Config, with_plugins: bool) -> Result<Bus, ServerError> {
+    // Before anything takes a metric handle (a plugin loaded now keeps its call counter): a
+    // handle taken with no recorder installed counts nowhere.
+    http::metrics::install();
     let target = open_target(&config.event_archive_url).map_err(StoreError::from)?;
     let stores = eventbus::store::open(&config.event_store_url, config.store_options()).await?;
     let archive = Arc::new(Archive::new(stores.archive, target));

@@ -210,3 +210,56 @@ async fn an_intersection_longer_than_any_type_made_creating_a_consumer_a_503() {
     assert_eq!(list.status, StatusCode::OK, "{}", list.body);
     assert_eq!(list.body["consumers"], json!([]), "{}", list.body);
 }
+
+/// A plugin loaded from `PLUGINS_DIR` at start-up took its `ok` call counter before the metrics
+/// recorder was installed, so `eventbus_plugin_calls_total{outcome="ok"}` never appeared while
+/// the plugin handled events.
+#[tokio::test]
+async fn a_plugin_loaded_at_start_up_counted_its_calls_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("counted");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("plugin.json"),
+        json!({"name": "counted", "version": "1.0.0", "subscribe": ["project.*"]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("index.js"),
+        "export function onEvent(event, ctx) {}",
+    )
+    .unwrap();
+    let server = TestServer::start(&[("PLUGINS_DIR", dir.path().to_str().unwrap())]).await;
+    let batch: Vec<Value> = (0..3)
+        .map(|i| json!({"type": "project.updated", "payload": {"i": i}}))
+        .collect();
+    assert_eq!(
+        server.publish(&json!(batch)).await.status,
+        StatusCode::CREATED
+    );
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let p = server.get("/v1/plugins/counted", &[]).await;
+        if p.body["counters"]["handled"].as_u64() == Some(3) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "not handled: {}",
+            p.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let text = crate::metrics::scrape(&server).await;
+    let calls: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("eventbus_plugin_calls_total{") && l.contains("plugin=\"counted\"")
+        })
+        .collect();
+    let ok = calls
+        .iter()
+        .find(|l| l.contains("outcome=\"ok\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(ok, Some(3.0), "{calls:?}");
+}
