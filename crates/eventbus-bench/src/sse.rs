@@ -188,6 +188,31 @@ async fn read_stream(mut resp: reqwest::Response, shared: Arc<Shared>) {
     shared.latencies.lock().await.merge(samples);
 }
 
+/// Waits (at most a minute) until the server's `eventbus_sse_connections` gauge reads 0.
+async fn wait_for_no_streams(client: &reqwest::Client, url: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .context("reading /metrics")?
+            .text()
+            .await?;
+        let open = text
+            .lines()
+            .find_map(|l| l.strip_prefix("eventbus_sse_connections "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if open == Some(0.0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the server still holds {open:?} streams a minute after they were dropped");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -343,6 +368,9 @@ pub async fn idle_memory(url: &str, pid: u32, n: usize) -> Result<(u64, u64, f64
     for r in &readers {
         r.abort();
     }
+    // The next phase starts once the server has closed these streams, so that their teardown
+    // is not measured as its latency.
+    wait_for_no_streams(&clients[0], url).await?;
     Ok((
         before,
         after,
