@@ -307,23 +307,7 @@ fn sse_bench(args: SseArgs) -> Result<()> {
     let (baseline, fanout) = runtime.block_on(sse::run(&load))?;
     let rss = sse::rss_kib(server.pid())?;
     println!();
-    println!(
-        "{:<58} {:>9} {:>11} {:>11} {:>13} {:>8} {:>8} {:>8}",
-        "run", "published", "deliveries", "expected", "deliveries/s", "p50 ms", "p99 ms", "max ms"
-    );
-    for r in [&baseline, &fanout] {
-        println!(
-            "{:<58} {:>9} {:>11} {:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2}",
-            r.label,
-            r.published,
-            r.deliveries,
-            r.expected,
-            r.rate(),
-            r.latency.p50.as_secs_f64() * 1e3,
-            r.latency.p99.as_secs_f64() * 1e3,
-            r.latency.max.as_secs_f64() * 1e3
-        );
-    }
+    sse::print_results(&[&baseline, &fanout]);
     let ratio = fanout.latency.p99.as_secs_f64() / baseline.latency.p99.as_secs_f64().max(1e-9);
     println!(
         "fan-out p99 / baseline p99: {ratio:.2}; server RSS after the load: {:.1} MiB",
@@ -383,23 +367,8 @@ fn sse_hub_bench(args: SseHubArgs) -> Result<()> {
         result.rss_after as f64 / 1024.0,
         per_stream
     );
-    let r = &result.fanout;
     println!();
-    println!(
-        "{:<58} {:>9} {:>11} {:>11} {:>13} {:>8} {:>8} {:>8}",
-        "run", "published", "deliveries", "expected", "deliveries/s", "p50 ms", "p99 ms", "max ms"
-    );
-    println!(
-        "{:<58} {:>9} {:>11} {:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2}",
-        r.label,
-        r.published,
-        r.deliveries,
-        r.expected,
-        r.rate(),
-        r.latency.p50.as_secs_f64() * 1e3,
-        r.latency.p99.as_secs_f64() * 1e3,
-        r.latency.max.as_secs_f64() * 1e3
-    );
+    sse::print_results(&[&result.fanout]);
     Ok(())
 }
 

@@ -135,13 +135,7 @@ pub struct StoreCommits {
 impl StoreCommits {
     /// Reads the totals so far.
     async fn read(client: &reqwest::Client, url: &str) -> Result<StoreCommits> {
-        let text = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .context("reading /metrics")?
-            .text()
-            .await?;
+        let text = crate::server::metrics_text(client, url).await?;
         Ok(StoreCommits::parse(&text))
     }
 

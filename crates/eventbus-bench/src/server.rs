@@ -2,6 +2,7 @@
 //! SQLite database in a new temporary directory, so every run starts from an empty store.
 //! The server prints `eventbus listening on http://ADDR` on stdout; that line gives the URL.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -34,6 +35,30 @@ pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .no_proxy()
         .default_headers(headers)
+}
+
+/// The text of `GET {url}/metrics` (within 5 s).
+pub async fn metrics_text(client: &reqwest::Client, url: &str) -> Result<String> {
+    Ok(client
+        .get(format!("{url}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .context("reading /metrics")?
+        .error_for_status()?
+        .text()
+        .await?)
+}
+
+/// Series → value of a Prometheus text exposition (comments skipped).
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// A server process this run started; stopped (SIGTERM, then SIGKILL) when dropped.

@@ -559,15 +559,9 @@ fn sample(
 
 /// `GET /metrics`, as series → value (the series as written, labels included).
 async fn scrape(client: &reqwest::Client, url: &str) -> Result<HashMap<String, f64>> {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(parse_metrics(&text))
+    Ok(crate::server::parse_metrics(
+        &crate::server::metrics_text(client, url).await?,
+    ))
 }
 
 /// The key under which the plugin's `counters.handled` joins the scraped series.
@@ -586,17 +580,6 @@ async fn plugin_handled(client: &reqwest::Client, url: &str) -> Result<f64> {
     body["counters"]["handled"]
         .as_f64()
         .context("no counters.handled")
-}
-
-/// Series → value of a Prometheus text exposition (comments skipped).
-pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 fn header() -> String {
@@ -1047,7 +1030,7 @@ mod tests {
 
     #[test]
     fn parses_the_metrics_text() {
-        let m = parse_metrics(
+        let m = crate::server::parse_metrics(
             "# HELP x y\n# TYPE x gauge\neventbus_queue_depth{queue=\"sse\"} 12\neventbus_runtime_tasks 345\n",
         );
         assert_eq!(m[r#"eventbus_queue_depth{queue="sse"}"#], 12.0);

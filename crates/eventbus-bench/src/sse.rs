@@ -164,19 +164,9 @@ async fn read_stream(mut resp: reqwest::Response, shared: Arc<Shared>) {
                 opened = true;
                 shared.connected.fetch_add(1, Ordering::AcqRel);
             }
-            if let Some(at) = find(block, b"\"sentAt\":") {
-                let digits: Vec<u8> = block[at + 9..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .copied()
-                    .collect();
-                if let Some(sent) = std::str::from_utf8(&digits)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                {
-                    samples.record(Duration::from_micros(now.saturating_sub(sent)));
-                    shared.deliveries.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(sent) = sent_at(block) {
+                samples.record(Duration::from_micros(now.saturating_sub(sent)));
+                shared.deliveries.fetch_add(1, Ordering::Relaxed);
             }
             buf.drain(..end + 2);
         }
@@ -192,17 +182,9 @@ async fn read_stream(mut resp: reqwest::Response, shared: Arc<Shared>) {
 async fn wait_for_no_streams(client: &reqwest::Client, url: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .context("reading /metrics")?
-            .text()
-            .await?;
-        let open = text
-            .lines()
-            .find_map(|l| l.strip_prefix("eventbus_sse_connections "))
-            .and_then(|v| v.trim().parse::<f64>().ok());
+        let open = crate::server::parse_metrics(&crate::server::metrics_text(client, url).await?)
+            .get("eventbus_sse_connections")
+            .copied();
         if open == Some(0.0) {
             return Ok(());
         }
@@ -210,6 +192,38 @@ async fn wait_for_no_streams(client: &reqwest::Client, url: &str) -> Result<()> 
             bail!("the server still holds {open:?} streams a minute after they were dropped");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `sentAt` stamp (µs) of an SSE message carrying a benchmark event.
+pub fn sent_at(message: &[u8]) -> Option<u64> {
+    let at = find(message, b"\"sentAt\":")?;
+    let digits: Vec<u8> = message[at + 9..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// The table of SSE runs: deliveries, rate and publish→receive latency.
+pub fn print_results(runs: &[&SseResult]) {
+    println!(
+        "{:<58} {:>9} {:>11} {:>11} {:>13} {:>8} {:>8} {:>8}",
+        "run", "published", "deliveries", "expected", "deliveries/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for r in runs {
+        println!(
+            "{:<58} {:>9} {:>11} {:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2}",
+            r.label,
+            r.published,
+            r.deliveries,
+            r.expected,
+            r.rate(),
+            r.latency.p50.as_secs_f64() * 1e3,
+            r.latency.p99.as_secs_f64() * 1e3,
+            r.latency.max.as_secs_f64() * 1e3
+        );
     }
 }
 

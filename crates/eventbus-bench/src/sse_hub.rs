@@ -21,7 +21,7 @@ use eventbus::transport::sse::SseOptions;
 use eventbus::{BusOptions, EventBus, NewEvent, Pattern};
 use tokio::sync::Mutex;
 
-use crate::sse::{SseResult, rss_kib};
+use crate::sse::{SseResult, rss_kib, sent_at};
 use crate::stats::Latencies;
 use crate::workload::now_micros;
 
@@ -180,15 +180,4 @@ pub async fn run(load: &HubLoad, data_dir: &std::path::Path) -> Result<HubResult
             latency,
         },
     })
-}
-
-/// The `sentAt` stamp of a frame carrying a benchmark event.
-fn sent_at(frame: &[u8]) -> Option<u64> {
-    let at = frame.windows(9).position(|w| w == b"\"sentAt\":")?;
-    let digits: Vec<u8> = frame[at + 9..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .copied()
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
 }
