@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use reqwest::header::CONTENT_TYPE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -334,22 +334,8 @@ pub async fn run(load: &SoakLoad, server: &mut SpawnedServer) -> Result<SoakResu
         .connect_timeout(Duration::from_secs(5))
         .build()?;
     for e in 0..ENDPOINTS {
-        let r = client
-            .post(format!("{}/v1/webhooks", load.url))
-            .json(&serde_json::json!({
-                "url": format!("http://127.0.0.1:{receiver}/hook/{e}"),
-                "eventTypes": ["project.deployed"],
-            }))
-            .send()
-            .await
-            .with_context(|| format!("creating endpoint {e}"))?;
-        if r.status() != 201 {
-            bail!(
-                "creating endpoint {e} answered {}: {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
-        }
+        crate::webhook::create_endpoint(&client, &load.url, receiver, e, "project.deployed")
+            .await?;
     }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(publish(

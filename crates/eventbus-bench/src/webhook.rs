@@ -190,19 +190,7 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
     };
     let client = crate::server::client_builder().build()?;
     for e in 0..load.endpoints {
-        let r = client
-            .post(format!("{first}/v1/webhooks"))
-            .json(&serde_json::json!({"url": format!("http://127.0.0.1:{port}/hook/{e}"), "eventTypes": ["project.>"]}))
-            .send()
-            .await
-            .with_context(|| format!("creating endpoint {e}"))?;
-        if r.status() != 201 {
-            bail!(
-                "creating endpoint {e} answered {}: {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
-        }
+        create_endpoint(&client, first, port, e, "project.>").await?;
     }
     let padding = "x".repeat(load.payload_bytes.saturating_sub(60));
     let events_urls: Vec<String> = load.urls.iter().map(|u| format!("{u}/v1/events")).collect();
@@ -300,4 +288,32 @@ async fn publish_open_loop(
         done.context("a publish task failed")??;
     }
     Ok(schedule)
+}
+
+/// Creates endpoint `e` for events of `types` on `server`, posting to the receiver on `port`
+/// at `/hook/<e>`.
+pub async fn create_endpoint(
+    client: &reqwest::Client,
+    server: &str,
+    port: u16,
+    e: usize,
+    types: &str,
+) -> Result<()> {
+    let r = client
+        .post(format!("{server}/v1/webhooks"))
+        .json(&serde_json::json!({
+            "url": format!("http://127.0.0.1:{port}/hook/{e}"),
+            "eventTypes": [types],
+        }))
+        .send()
+        .await
+        .with_context(|| format!("creating endpoint {e}"))?;
+    if r.status() != 201 {
+        bail!(
+            "creating endpoint {e} answered {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
