@@ -16,7 +16,6 @@
 //!   by hyper.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use axum::Router;
@@ -114,14 +113,11 @@ where
             }
         }
     };
-    // Boxed: hyper's connection is large, and the task of a stream connection, which never
-    // gets here, stays small without it.
     let conn = connection(&builder, Rewind::new(prefix, io), router);
-    let served: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>> = match watcher {
-        Some(watcher) => Box::pin(watcher.watch(conn)),
-        None => Box::pin(conn),
-    };
-    served.await
+    match watcher {
+        Some(watcher) => watcher.watch(conn).await,
+        None => conn.await,
+    }
 }
 
 /// The HTTP/1.1 settings of every connection: the head timeout, the buffer cap, keep-alive, and

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Version, header};
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
 use hyper::service::Service as _;
 use hyper_util::service::TowerToHyperService;
@@ -60,19 +60,17 @@ pub async fn sniff<I>(io: &mut I, timeout: Duration, stop: &CancellationToken) -
 where
     I: AsyncRead + Unpin,
 {
-    let mut buf = vec![0u8; SNIFF_BYTES];
+    let mut buf = BytesMut::with_capacity(SNIFF_BYTES);
     let read = tokio::select! {
-        read = tokio::time::timeout(timeout, io.read(&mut buf)) => read,
+        read = tokio::time::timeout(timeout, io.read_buf(&mut buf)) => read,
         () = stop.cancelled() => return Sniffed::Closed,
     };
-    let n = match read {
-        Ok(Ok(n)) if n > 0 => n,
-        _ => return Sniffed::Closed,
-    };
-    buf.truncate(n);
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return Sniffed::Closed;
+    }
     match stream_request(&buf) {
         Some(request) => Sniffed::Stream(Box::new(request)),
-        None => Sniffed::Other(Bytes::from(buf)),
+        None => Sniffed::Other(buf.freeze()),
     }
 }
 
