@@ -195,6 +195,24 @@ async fn wait_for_no_streams(client: &reqwest::Client, url: &str) -> Result<()> 
     }
 }
 
+/// How many of `connections` streams spread over `projects` (stream `i` on project
+/// `i mod projects`) are on project `p`.
+pub fn streams_of_project(connections: usize, projects: usize, p: usize) -> u64 {
+    (connections / projects + usize::from(p < connections % projects)) as u64
+}
+
+/// Waits until `delivered` reaches `expected` (at most 30 s after the last publish); returns
+/// the time the wait ended.
+pub async fn drained(delivered: &AtomicU64, expected: u64) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Instant::now();
+    while delivered.load(Ordering::Acquire) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        last = Instant::now();
+    }
+    last
+}
+
 /// The `sentAt` stamp (µs) of an SSE message carrying a benchmark event.
 pub fn sent_at(message: &[u8]) -> Option<u64> {
     let at = find(message, b"\"sentAt\":")?;
@@ -300,14 +318,9 @@ async fn run_phase(
     while let Some(done) = inflight.join_next().await {
         done.context("publisher task")?.context("publishing")?;
     }
-    // Wait for the deliveries to drain (bounded).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = Instant::now();
-    while shared.deliveries.load(Ordering::Acquire) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        last = Instant::now();
-    }
-    let elapsed = last.duration_since(started);
+    let elapsed = drained(&shared.deliveries, expected)
+        .await
+        .duration_since(started);
     // Every reader hands in its samples (aborting them would drop those not merged yet).
     shared.stop.send_replace(true);
     for r in readers {
@@ -334,10 +347,6 @@ pub async fn run(load: &SseLoad) -> Result<(SseResult, SseResult)> {
         |_| 1,
     )
     .await?;
-    let per_project = |p: usize| {
-        let c = load.connections;
-        (c / load.projects + usize::from(p < c % load.projects)) as u64
-    };
     let fanout = run_phase(
         format!(
             "sse fan-out: {} conns / {} projects + 1, {} ev/s",
@@ -352,7 +361,7 @@ pub async fn run(load: &SseLoad) -> Result<(SseResult, SseResult)> {
                 format!("types=project.>&projectId=p{}", i % load.projects)
             }
         },
-        |p| per_project(p) + 1,
+        |p| streams_of_project(load.connections, load.projects, p) + 1,
     )
     .await?;
     Ok((baseline, fanout))

@@ -21,7 +21,7 @@ use eventbus::transport::sse::SseOptions;
 use eventbus::{BusOptions, EventBus, NewEvent, Pattern};
 use tokio::sync::Mutex;
 
-use crate::sse::{SseResult, rss_kib, sent_at};
+use crate::sse::{SseResult, drained, rss_kib, sent_at, streams_of_project};
 use crate::stats::Latencies;
 use crate::workload::now_micros;
 
@@ -116,10 +116,6 @@ pub async fn run(load: &HubLoad, data_dir: &std::path::Path) -> Result<HubResult
 
     let padding = "x".repeat(load.payload_bytes.saturating_sub(60));
     let total = (load.rate as f64 * load.duration.as_secs_f64()) as u64;
-    let per_project = |p: usize| {
-        let c = load.connections;
-        (c / load.projects + usize::from(p < c % load.projects)) as u64
-    };
     let tick = Duration::from_millis(10);
     let per_tick = (load.rate as f64 * tick.as_secs_f64()).max(1.0) as u64;
     let mut interval = tokio::time::interval(tick);
@@ -132,7 +128,7 @@ pub async fn run(load: &HubLoad, data_dir: &std::path::Path) -> Result<HubResult
         interval.tick().await;
         for _ in 0..per_tick.min(total - published) {
             let project = published as usize % load.projects;
-            expected += per_project(project) + 1;
+            expected += streams_of_project(load.connections, load.projects, project) + 1;
             let event = NewEvent::new(
                 "project.updated",
                 serde_json::json!({"sentAt": now_micros(), "pad": padding}),
@@ -149,12 +145,7 @@ pub async fn run(load: &HubLoad, data_dir: &std::path::Path) -> Result<HubResult
     while let Some(done) = inflight.join_next().await {
         done.context("publisher task")?.context("publishing")?;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = Instant::now();
-    while delivered.load(Ordering::Acquire) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        last = Instant::now();
-    }
+    let last = drained(&delivered, expected).await;
     stop.send_replace(true);
     for r in readers {
         let _ = r.await;
