@@ -263,3 +263,101 @@ async fn a_plugin_loaded_at_start_up_counted_its_calls_nowhere() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
     assert_eq!(ok, Some(3.0), "{calls:?}");
 }
+
+/// Two `eventbus` processes' settings on `schema` for the webhook lease tests.
+fn webhook_node_env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("EVENT_STORE_URL", url.to_owned()),
+        ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
+        ("WEBHOOK_POLL_INTERVAL", "50ms".into()),
+        ("WEBHOOK_ENDPOINT_CONCURRENCY", "2".into()),
+        ("WEBHOOK_TIMEOUT", "60000".into()),
+    ]
+}
+
+/// Creates an endpoint for every event to `url` on `server`.
+async fn catch_all_endpoint(server: &TestServer, url: &str) {
+    let created = server
+        .client()
+        .post(server.url("/v1/webhooks"))
+        .json(&json!({"url": url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+}
+
+/// On PostgreSQL, a node stopped by SIGTERM left the deliveries it had claimed and not sent
+/// leased for twice the attempt timeout plus a minute: no other node could send them meanwhile.
+/// The leases of what it did not send are now released when it stops.
+#[tokio::test]
+async fn a_stopped_node_left_its_unsent_webhook_claims_leased_for_minutes() {
+    let Some(schema) = crate::common::pg::Schema::create("reg", "unsent_leases") else {
+        return;
+    };
+    let env = webhook_node_env(&schema.store_url());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut node = TestServer::start(&env).await;
+    let receiver = crate::common::receiver::WebhookReceiver::start().await;
+    receiver.hold(std::time::Duration::from_secs(1));
+    catch_all_endpoint(&node, &receiver.url("/hook")).await;
+    let batch: Vec<Value> = (0..10)
+        .map(|i| json!({"type": "project.updated", "payload": {"i": i}}))
+        .collect();
+    assert_eq!(
+        node.publish(&json!(batch)).await.status,
+        StatusCode::CREATED
+    );
+    // Two attempts run (the endpoint's concurrency); two more are claimed, waiting for a slot.
+    receiver.wait_for(2, WAIT).await;
+    node.terminate();
+    assert!(node.wait_exit().await.success());
+    let leased = crate::common::psql_rows(
+        &crate::common::pg::database_url(),
+        &format!(
+            "SELECT count(*) FROM {}.webhook_deliveries WHERE status = 'pending' \
+             AND lease_until > (extract(epoch from clock_timestamp()) * 1000000)::bigint",
+            schema.0
+        ),
+    );
+    assert_eq!(
+        leased,
+        ["0"],
+        "deliveries still leased by the stopped node; its log:\n{}",
+        node.log_text()
+    );
+}
+
+/// On PostgreSQL, the deliveries of a node that died (`kill -9`) were leased for twice the
+/// attempt timeout plus a minute (three minutes with a 60 s timeout) before another node could
+/// send them. Leases now last 15 s and are renewed while held.
+#[tokio::test]
+async fn a_killed_node_held_its_webhook_deliveries_for_minutes() {
+    let Some(schema) = crate::common::pg::Schema::create("reg", "killed_leases") else {
+        return;
+    };
+    let env = webhook_node_env(&schema.store_url());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut first = TestServer::start(&env).await;
+    let receiver = crate::common::receiver::WebhookReceiver::start().await;
+    // The first node's attempt is under way, unanswered, when it dies.
+    receiver.hold(std::time::Duration::from_secs(3600));
+    catch_all_endpoint(&first, &receiver.url("/hook")).await;
+    first
+        .publish_ok(&json!({"type": "project.updated", "payload": {}}))
+        .await;
+    let sent = receiver.wait_for(1, WAIT).await;
+    first.kill();
+    receiver.hold(std::time::Duration::ZERO);
+    let _second = TestServer::start(&env).await;
+    // The lease (15 s) runs out, and the second node sends the delivery again, same id. The
+    // bound leaves room for a slow machine; the old lease (180 s here) could not meet it.
+    let again = receiver
+        .wait_until(
+            "the delivery again",
+            std::time::Duration::from_secs(45),
+            |r| r.len() >= 2,
+        )
+        .await;
+    assert_eq!(again[1].id, sent[0].id, "the same webhook-id");
+}

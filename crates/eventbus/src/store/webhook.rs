@@ -502,6 +502,15 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// file), none on a shared database (leases expire). Returns how many were released.
     async fn recover(&self) -> Result<u64, StoreError>;
 
+    /// Moves the leases `held` (delivery id, the end this process gave the lease) to end at
+    /// `until` (`0` releases them), each only while it is still that lease of a pending
+    /// delivery; returns the ids moved.
+    async fn renew_leases(
+        &self,
+        held: &[(u64, Timestamp)],
+        until: Timestamp,
+    ) -> Result<Vec<u64>, StoreError>;
+
     /// Leases and returns due deliveries of enabled endpoints (see the module docs).
     async fn claim_due(&self, claim: Claim) -> Result<Vec<Delivery>, StoreError>;
 

@@ -416,6 +416,30 @@ impl WebhookStore for PgStore {
         Ok(0)
     }
 
+    async fn renew_leases(
+        &self,
+        held: &[(u64, Timestamp)],
+        until: Timestamp,
+    ) -> Result<Vec<u64>, StoreError> {
+        let ids: Vec<i64> = held.iter().map(|(id, _)| *id as i64).collect();
+        let ends: Vec<i64> = held.iter().map(|(_, end)| end.as_micros()).collect();
+        self.write(async {
+            let moved: Vec<i64> = sqlx::query_scalar(
+                "UPDATE webhook_deliveries d SET lease_until = $3 \
+                 FROM UNNEST($1::bigint[], $2::bigint[]) AS h(id, lease_until) \
+                 WHERE d.id = h.id AND d.lease_until = h.lease_until AND d.status = 'pending' \
+                 RETURNING d.id",
+            )
+            .bind(&ids)
+            .bind(&ends)
+            .bind(until.as_micros())
+            .fetch_all(&self.db)
+            .await?;
+            Ok(moved.into_iter().map(|id| id as u64).collect())
+        })
+        .await
+    }
+
     async fn claim_due(&self, c: Claim) -> Result<Vec<Delivery>, StoreError> {
         self.write(async {
             // Without an ordered endpoint to look at, one statement does; an ordered endpoint's
@@ -595,6 +619,14 @@ mod tests {
             return;
         };
         contract::claims_take_the_oldest_due_within_each_endpoints_room(&s).await;
+    }
+
+    #[tokio::test]
+    async fn leases_move_only_while_still_the_callers() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        contract::leases_move_only_while_still_the_callers(&s).await;
     }
 
     #[tokio::test]

@@ -427,6 +427,33 @@ impl WebhookStore for SqliteStore {
         .await
     }
 
+    async fn renew_leases(
+        &self,
+        held: &[(u64, Timestamp)],
+        until: Timestamp,
+    ) -> Result<Vec<u64>, StoreError> {
+        let held = held.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let mut moved = Vec::new();
+            {
+                let mut renew = tx.prepare_cached(
+                    "UPDATE webhook_deliveries SET lease_until = ?3 \
+                     WHERE id = ?1 AND lease_until = ?2 AND status = 'pending'",
+                )?;
+                for (id, end) in &held {
+                    if renew.execute(params![*id as i64, end.as_micros(), until.as_micros()])? == 1
+                    {
+                        moved.push(*id);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(moved)
+        })
+        .await
+    }
+
     async fn claim_due(&self, claim: Claim) -> Result<Vec<Delivery>, StoreError> {
         // Most claims of an idle worker find nothing: ask a read connection first, so they
         // never queue behind (or show up in the depth of) the single writer. The check is a
@@ -625,6 +652,12 @@ mod tests {
     async fn claims_take_the_oldest_due_within_each_endpoints_room() {
         let (_dir, s) = store();
         contract::claims_take_the_oldest_due_within_each_endpoints_room(&s).await;
+    }
+
+    #[tokio::test]
+    async fn leases_move_only_while_still_the_callers() {
+        let (_dir, s) = store();
+        contract::leases_move_only_while_still_the_callers(&s).await;
     }
 
     #[tokio::test]

@@ -148,6 +148,49 @@ pub(crate) async fn claims_are_leased_and_ordered_endpoints_yield_their_head_onl
     );
 }
 
+/// A renewal moves a lease only while it is still the one the caller took (same end) of a
+/// pending delivery; moving it to 0 releases it, so the next claim takes it at once.
+pub(crate) async fn leases_move_only_while_still_the_callers(s: &dyn WebhookStore) {
+    s.create_endpoint(endpoint("p", false)).await.unwrap();
+    s.enqueue(
+        vec![delivery("p", 1), delivery("p", 2), delivery("p", 3)],
+        Timestamp::from_micros(0),
+    )
+    .await
+    .unwrap();
+    let claimed = s.claim_due(claim(100, 1_000)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let (a, b, c) = (claimed[0].id, claimed[1].id, claimed[2].id);
+    let taken = Timestamp::from_micros(1_100);
+    // `b`'s lease is not the caller's any more (another end), and `c` was recorded meanwhile.
+    s.complete(vec![outcome(&claimed[2], true, None)], HEALTH)
+        .await
+        .unwrap();
+    let mut moved = s
+        .renew_leases(
+            &[(a, taken), (b, Timestamp::from_micros(999)), (c, taken)],
+            Timestamp::from_micros(9_000),
+        )
+        .await
+        .unwrap();
+    moved.sort_unstable();
+    assert_eq!(moved, [a]);
+    // `a` is leased until 9,000 now, `b` still until 1,100.
+    let at_2000 = s.claim_due(claim(2_000, 1_000)).await.unwrap();
+    assert_eq!(at_2000.iter().map(|d| d.id).collect::<Vec<_>>(), [b]);
+    // Released: claimable at once, long before its lease would have ended.
+    let released = s
+        .renew_leases(
+            &[(a, Timestamp::from_micros(9_000))],
+            Timestamp::from_micros(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(released, [a]);
+    let at_2001 = s.claim_due(claim(2_001, 1_000)).await.unwrap();
+    assert_eq!(at_2001.iter().map(|d| d.id).collect::<Vec<_>>(), [a]);
+}
+
 /// A claim returns each endpoint's due deliveries oldest due first (then by `seq`), and no
 /// more of an endpoint than the room the caller's held deliveries leave.
 pub(crate) async fn claims_take_the_oldest_due_within_each_endpoints_room(s: &dyn WebhookStore) {

@@ -42,6 +42,7 @@ pub mod client;
 mod error;
 mod fanout;
 mod input;
+mod leases;
 mod options;
 mod request;
 mod service;

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use super::cache::{BodyCache, EndpointCache};
 use super::client::{ClientError, NetworkPolicy, WebhookClient, check_resolved_host};
 use super::error::{invalid, no_delivery, no_endpoint};
+use super::leases::{self, Leases};
 use super::shared::{Shared, WebhookStats};
 use super::signing::{SigningKey, generate_secret};
 use super::{
@@ -33,6 +34,8 @@ pub struct WebhookService {
     shared: Arc<Shared>,
     cancel: CancellationToken,
     abort: CancellationToken,
+    /// Stops the lease renewals, once the attempts have ended.
+    stop_renewals: CancellationToken,
     tasks: TaskTracker,
 }
 
@@ -67,6 +70,7 @@ impl WebhookService {
             endpoints: EndpointCache::default(),
             bodies: BodyCache::default(),
             stats: WebhookStats::default(),
+            leases: Leases::default(),
             wake: Notify::new(),
             status,
             shaper,
@@ -75,8 +79,13 @@ impl WebhookService {
             shared: shared.clone(),
             cancel: CancellationToken::new(),
             abort: CancellationToken::new(),
+            stop_renewals: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
+        tokio::spawn(leases::run_renewals(
+            shared.clone(),
+            service.stop_renewals.clone(),
+        ));
         service
             .tasks
             .spawn(fanout::run(shared.clone(), service.cancel.clone()));
@@ -90,7 +99,8 @@ impl WebhookService {
     }
 
     /// Stops fan-out and claiming, lets attempts in flight finish and be recorded for up to
-    /// the drain timeout, then abandons the rest (their leases are released at the next start).
+    /// the drain timeout, then abandons the rest; then releases the leases of every delivery
+    /// claimed and not recorded, so another process sends them at once.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
         self.tasks.close();
@@ -104,6 +114,8 @@ impl WebhookService {
             self.abort.cancel();
             self.tasks.wait().await;
         }
+        self.stop_renewals.cancel();
+        leases::release_all(&self.shared).await;
     }
 
     /// The counters.

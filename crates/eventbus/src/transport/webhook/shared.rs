@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::cache::{BodyCache, EndpointCache};
 use super::client::WebhookClient;
+use super::leases::Leases;
 use super::{PayloadShaper, StatusSink, WebhookOptions};
 use crate::store::EventStore;
 use crate::store::webhook::WebhookStore;
@@ -40,6 +41,8 @@ pub(super) struct Shared {
     pub(super) endpoints: EndpointCache,
     pub(super) bodies: BodyCache,
     pub(super) stats: WebhookStats,
+    /// The leases this process holds (renewed until the attempt ends).
+    pub(super) leases: Leases,
     /// Wakes the worker: deliveries were queued, or a lane has room.
     pub(super) wake: Notify,
     /// Where status events are published.

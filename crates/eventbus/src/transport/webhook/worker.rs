@@ -20,8 +20,9 @@
 //!   the endpoint's failure streak. Endpoints disabled by it are announced with an
 //!   `integration.status_changed` event, published through the [`StatusSink`].
 //!
-//! On shutdown the loop stops claiming; attempts not yet sent are dropped (their leases are
-//! released at the next start), attempts in flight finish and are recorded until the drain
+//! Leases are short and renewed while held ([`leases`]). On shutdown the loop stops claiming;
+//! attempts not yet sent are dropped and their leases released, for another process (or the
+//! next start) to send them at once; attempts in flight finish and are recorded until the drain
 //! deadline.
 //!
 //! [`WebhookStore::complete`]: crate::store::webhook::WebhookStore::complete
@@ -37,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::leases;
 use super::request::{self, BodyError};
 use super::shared::Shared;
 use crate::core::event::NewEvent;
@@ -139,11 +141,6 @@ pub(super) async fn run(
     });
     let (records, inbox) = mpsc::channel(options.max_in_flight.max(1) * 2);
     tasks.spawn(recorder(shared.clone(), inbox, abort.clone()));
-    // Longest an attempt may keep its lease: the wait for a slot of its lane (the running
-    // attempts end within the timeout) plus the attempt; the margin covers a rate limit's
-    // spacing of the lane's waiting attempts (16 s at the default concurrency and 1/s).
-    let lease = options.timeout * 2 + Duration::from_secs(60);
-
     while !cancel.is_cancelled() {
         let room = options
             .max_in_flight
@@ -156,7 +153,8 @@ pub(super) async fn run(
             let now = Timestamp::now();
             let claim = Claim {
                 now,
-                lease_until: now.plus_micros(lease.as_micros() as i64),
+                // Renewed while held (see `leases`), however long the wait and the attempt.
+                lease_until: leases::lease_end(now),
                 limit: room,
                 // The running attempts and as many waiting for a slot.
                 per_endpoint: lanes.concurrency * 2,
@@ -171,6 +169,9 @@ pub(super) async fn run(
                     }
                     saturated = claim.held.keys().any(|id| claim.room(id) == 0)
                         || got.iter().any(|(id, &n)| n >= claim.room(id));
+                    for d in &batch {
+                        shared.leases.hold(d.id, claim.lease_until);
+                    }
                     for d in batch {
                         start(&shared, &tasks, &lanes, &records, &cancel, &abort, d).await;
                     }
@@ -222,7 +223,10 @@ async fn start(
     };
     // Deleted meanwhile (its deliveries went with it), or the store is unreachable: the lease
     // runs out and the delivery is claimed again later.
-    let Some(endpoint) = endpoint else { return };
+    let Some(endpoint) = endpoint else {
+        shared.leases.forget(d.id);
+        return;
+    };
     let lane = lanes.get(&d.endpoint_id);
     lane.in_flight.fetch_add(1, Ordering::AcqRel);
     lanes.total.fetch_add(1, Ordering::AcqRel);
@@ -238,9 +242,16 @@ async fn start(
             r = attempt(&shared, &lane, &endpoint, &d, &cancel) => r,
             _ = abort.cancelled() => None,
         };
-        if let Some(record) = record {
-            let ordered = endpoint.ordered;
-            let _ = records.send(Recorded { record, ordered }).await;
+        match record {
+            Some(record) => {
+                shared.leases.forget(d.id);
+                let ordered = endpoint.ordered;
+                let _ = records.send(Recorded { record, ordered }).await;
+            }
+            // Not sent because of shutdown: held, to be released when the worker has stopped.
+            None if cancel.is_cancelled() => {}
+            // The event could not be read: the lease runs out and the delivery is claimed again.
+            None => shared.leases.forget(d.id),
         }
         lane.in_flight.fetch_sub(1, Ordering::AcqRel);
         lanes.total.fetch_sub(1, Ordering::AcqRel);
