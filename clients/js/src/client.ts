@@ -1,8 +1,9 @@
 /**
  * `EventBusClient`: publishes, queries, subscribes and consumes over the bus's HTTP API.
  *
- * Publishing retries `429`, `503` and network failures with exponential backoff and jitter,
- * honouring `Retry-After`. That is safe because the client gives every event a UUIDv7 `id`
+ * Publishing retries `429`, `503`, a load balancer's `502` and `504` (the node behind it died or
+ * did not answer in time) and network failures with exponential backoff and jitter, honouring
+ * `Retry-After`. That is safe because the client gives every event a UUIDv7 `id`
  * before the first attempt: the bus stores an id once and answers a repeat with the stored event.
  */
 import { backoffDelay, parseRetryAfter, sleep, type BackoffOptions } from './backoff.js';
@@ -31,6 +32,11 @@ import type {
   StreamFilter,
 } from './types.js';
 import { uuidv7 } from './uuid.js';
+
+/** Answers worth another attempt: busy (`429`, `503`), or a gateway's `502`/`504` for a node
+ * that died or did not answer; the request may have been carried out, which a retry with the
+ * same event ids makes harmless. */
+const RETRIED_STATUSES = new Set([429, 502, 503, 504]);
 
 /** Options of {@link EventBusClient}. */
 export interface EventBusClientOptions {
@@ -131,7 +137,7 @@ export class EventBusClient {
     throw await problemFromResponse(response, parseRetryAfter(response.headers.get('retry-after')));
   }
 
-  /** Sends a request, retrying 429/503/network failures; returns the successful response. */
+  /** Sends a request, retrying 429/502/503/504/network failures; returns the successful response. */
   private async request(path: string, init: RequestInit = {}): Promise<Response> {
     const maxRetries = this.options.maxRetries ?? 5;
     for (let attempt = 0; ; attempt++) {
@@ -147,7 +153,7 @@ export class EventBusClient {
       }
       if (response.ok) return response;
       const retryAfter = parseRetryAfter(response.headers.get('retry-after'));
-      if ((response.status === 429 || response.status === 503) && attempt < maxRetries) {
+      if (RETRIED_STATUSES.has(response.status) && attempt < maxRetries) {
         await response.body?.cancel().catch(() => undefined);
         await sleep(Math.max(retryAfter ?? 0, backoffDelay(attempt, this.options.retryBackoff)));
         continue;

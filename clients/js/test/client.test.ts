@@ -92,6 +92,21 @@ describe('EventBusClient publishing', () => {
     expect(found[0]!.id).toBe(stored.id);
   });
 
+  it('retries a 502 and a 504 from a load balancer whose node died after storing, storing the event once', async () => {
+    const client = new EventBusClient({ url: proxy.url, apiKey: ADMIN_KEY, retryBackoff: fast });
+    const marker = `gateway-${Date.now()}`;
+    proxy.faults.push({ status: 502, forwardThenFail: true }, { status: 504 });
+    const before = proxy.requests.length;
+    const stored = await client.publish({ type: 'project.updated', payload: { marker } });
+    expect(proxy.requests.length - before).toBe(3);
+    const found: BusEvent[] = [];
+    for await (const e of client.queryEvents({ type: 'project.updated', limit: 1000 })) {
+      if ((e.payload as { marker?: string }).marker === marker) found.push(e);
+    }
+    expect(found).toHaveLength(1);
+    expect(found[0]!.id).toBe(stored.id);
+  });
+
   it('gives up after maxRetries with the last problem', async () => {
     const client = new EventBusClient({ url: proxy.url, apiKey: ADMIN_KEY, retryBackoff: fast, maxRetries: 2 });
     proxy.faults.push({ status: 503 }, { status: 503 }, { status: 503 });
