@@ -195,3 +195,50 @@ fn env_example_lists_every_setting_and_nothing_else() {
         .collect();
     assert_eq!(listed, known, ".env.example and `eventbus --help` disagree");
 }
+
+/// `compose.cluster.yaml` runs the HAProxy configuration the cluster test runs
+/// (`tests/cluster`), with every address that configuration reads set, each node address naming
+/// a node service of the file, and the settings every node must share set once for all nodes.
+#[test]
+fn the_cluster_compose_file_gives_haproxy_every_node() {
+    let read = |p: &str| std::fs::read_to_string(repo().join(p)).unwrap();
+    let (config, compose) = (read("deploy/haproxy.cfg"), read("compose.cluster.yaml"));
+    let vars: Vec<&str> = config
+        .match_indices("\"${")
+        .map(|(i, _)| {
+            let rest = &config[i + 3..];
+            &rest[..rest.find('}').expect("a closing brace")]
+        })
+        .collect();
+    assert!(vars.contains(&"EVENTBUS_LB_BIND"), "{vars:?}");
+    let nodes = vars
+        .iter()
+        .filter(|v| v.starts_with("EVENTBUS_NODE"))
+        .count();
+    assert_eq!(nodes, 3, "{vars:?}");
+    for var in &vars {
+        let line = compose
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{var}:")))
+            .unwrap_or_else(|| panic!("compose.cluster.yaml does not set {var}"));
+        if var.starts_with("EVENTBUS_NODE") {
+            let host = line.split(':').nth(1).unwrap().trim();
+            assert!(
+                compose.contains(&format!("\n  {host}: *node\n")),
+                "{var} names {host}, which is not a node service"
+            );
+        }
+    }
+    assert!(compose.contains("./deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg"));
+    for shared in [
+        "EVENT_STORE_URL",
+        "EVENT_BUS_ADMIN_KEY",
+        "EVENT_BUS_TOKEN_SECRET",
+    ] {
+        assert_eq!(
+            compose.matches(&format!("\n    {shared}: ")).count(),
+            1,
+            "{shared} is set once, in the node template"
+        );
+    }
+}

@@ -1,9 +1,11 @@
 //! `WebhookReceiver`: a real HTTP server on `127.0.0.1:0` (or another loopback address) that
 //! records every request it gets and answers as told: 200, fail the next N requests (with a
 //! status and an optional `Retry-After`), fail the first attempt of each `webhook-id`, redirect,
-//! hold each answer for a while, or hang. It also counts the requests in flight at once.
+//! hold each answer for a while, or hang. It also counts the requests in flight at once, in all
+//! and per path and `webhook-id` (one delivery: an event's `webhook-id` is the same for every
+//! endpoint).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Received {
     /// When it arrived.
     pub at: Instant,
+    /// The request's path.
+    pub path: String,
     /// `webhook-id`.
     pub id: String,
     /// `webhook-timestamp`.
@@ -87,22 +91,36 @@ struct Shared {
     /// Requests being answered now, and the most at once so far.
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// The same per path and `webhook-id`: two at once means two senders hold one delivery.
+    in_flight_by_id: Mutex<HashMap<String, usize>>,
+    max_in_flight_per_id: AtomicUsize,
 }
 
 /// Counts one request in flight until dropped (also when the client gives up first).
-struct InFlight(Arc<Shared>);
+struct InFlight(Arc<Shared>, String);
 
 impl InFlight {
-    fn enter(shared: &Arc<Shared>) -> InFlight {
+    fn enter(shared: &Arc<Shared>, id: &str) -> InFlight {
         let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        InFlight(shared.clone())
+        let mut by_id = shared.in_flight_by_id.lock().unwrap();
+        let n = by_id.entry(id.to_owned()).or_default();
+        *n += 1;
+        shared.max_in_flight_per_id.fetch_max(*n, Ordering::SeqCst);
+        InFlight(shared.clone(), id.to_owned())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let mut by_id = self.0.in_flight_by_id.lock().unwrap();
+        if let Some(n) = by_id.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                by_id.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -195,6 +213,12 @@ impl WebhookReceiver {
         self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// The most requests of one path and `webhook-id` (one delivery, when each endpoint has its
+    /// own path) that were being answered at the same time so far.
+    pub fn max_in_flight_per_id(&self) -> usize {
+        self.shared.max_in_flight_per_id.load(Ordering::SeqCst)
+    }
+
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<Received> {
         self.shared.requests.lock().unwrap().clone()
@@ -250,7 +274,12 @@ impl Drop for WebhookReceiver {
     }
 }
 
-async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let h = |name: &str| {
         headers
             .get(name)
@@ -258,8 +287,8 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             .unwrap_or_default()
             .to_owned()
     };
-    let _in_flight = InFlight::enter(&shared);
     let id = h("webhook-id");
+    let _in_flight = InFlight::enter(&shared, &format!("{} {id}", uri.path()));
     let (status, retry_after, hang, redirect, hold) = {
         let mut b = shared.behaviour.lock().unwrap();
         let first = b.seen.insert(id.clone());
@@ -280,6 +309,7 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     };
     let received = Received {
         at: Instant::now(),
+        path: uri.path().to_owned(),
         id,
         timestamp: h("webhook-timestamp"),
         signature: h("webhook-signature"),

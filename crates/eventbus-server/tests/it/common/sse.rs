@@ -57,19 +57,46 @@ impl SseClient {
         query: &str,
         last: Option<u64>,
     ) -> SseClient {
-        let mut req = client.get(server.url(&format!("/v1/stream?{query}")));
+        Self::try_connect(client, &server.url("/v1/stream"), query, last)
+            .await
+            .unwrap_or_else(|e| panic!("stream {query}: {e}"))
+    }
+
+    /// Opens `<url>?<query>` (a `/v1/stream` URL), with `Last-Event-ID` when `last` is given;
+    /// an error names what went wrong (no connection, or another answer than a stream).
+    pub async fn try_connect(
+        client: &reqwest::Client,
+        url: &str,
+        query: &str,
+        last: Option<u64>,
+    ) -> Result<SseClient, String> {
+        let mut req = client.get(format!("{url}?{query}"));
         if let Some(last) = last {
             req = req.header("last-event-id", last.to_string());
         }
-        let response = req.send().await.expect("connecting the stream");
-        assert_eq!(response.status(), 200, "stream {query}");
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        SseClient {
+        let response = req.send().await.map_err(|e| e.to_string())?;
+        if response.status() != 200 {
+            return Err(format!("answered {}", response.status()));
+        }
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if content_type != "text/event-stream" {
+            return Err(format!("answered {content_type:?}"));
+        }
+        Ok(SseClient {
             response,
             buffer: String::new(),
             messages: VecDeque::new(),
             ended: false,
-        }
+        })
+    }
+
+    /// Whether the stream ended (the server closed it, or the connection broke).
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     /// The next message, `None` when the stream ended or nothing came within `wait`.
