@@ -242,3 +242,22 @@ fn the_cluster_compose_file_gives_haproxy_every_node() {
         );
     }
 }
+
+/// Through `deploy/haproxy.cfg`, SSE messages arrived 100 ms and more late (p50 118 ms against
+/// 4 ms direct, `eventbus-bench cluster`): HAProxy held the streams' small writes for fuller
+/// packets. The configuration must keep `option http-no-delay` for every proxy (in `defaults`).
+#[test]
+fn sse_through_haproxy_waited_for_fuller_packets() {
+    let config = std::fs::read_to_string(repo().join("deploy/haproxy.cfg")).unwrap();
+    let defaults: Vec<&str> = config
+        .lines()
+        .skip_while(|l| !l.starts_with("defaults"))
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .map(str::trim)
+        .collect();
+    assert!(
+        defaults.contains(&"option http-no-delay"),
+        "the defaults section lacks `option http-no-delay`: {defaults:?}"
+    );
+}
