@@ -54,6 +54,52 @@ pub(crate) enum Command {
     /// seconds; the server's RSS, open descriptors, tasks and queue depths sampled each second,
     /// printed as a table and judged flat (or not) after the warm-up.
     Soak(SoakArgs),
+    /// Scale-out: 1, 2, … --nodes servers on one PostgreSQL schema behind HAProxy (the
+    /// repository's deploy/haproxy.cfg): single-event publishes at --concurrency, then SSE
+    /// fan-out at --rate, both through HAProxy, and publish→SSE latency across two nodes.
+    Cluster(ClusterArgs),
+}
+
+/// The scale-out load (`cluster`).
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    /// The `eventbus` binary, started once per node.
+    #[arg(long)]
+    pub(crate) spawn: PathBuf,
+    /// The HAProxy binary.
+    #[arg(long, default_value = "/usr/sbin/haproxy")]
+    pub(crate) haproxy: PathBuf,
+    /// HAProxy's configuration (addresses from EVENTBUS_LB_BIND and EVENTBUS_NODE1..3).
+    #[arg(long, default_value = "deploy/haproxy.cfg")]
+    pub(crate) haproxy_config: PathBuf,
+    /// The PostgreSQL database: a new schema per node count, dropped after [default:
+    /// EVENTBUS_TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test].
+    #[arg(long)]
+    pub(crate) database_url: Option<String>,
+    /// Up to this many nodes (1, 2, … each measured in turn; HAProxy's configuration names 3).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3))]
+    pub(crate) nodes: u64,
+    /// Concurrent single-event publishers of the publish phase.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub(crate) concurrency: u64,
+    /// Streams of the SSE phase, spread over --projects (one more receives everything).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) connections: u64,
+    /// Projects of the SSE phase.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) projects: u64,
+    /// Events published per second in the SSE phase.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub(crate) rate: u64,
+    /// Seconds of each phase.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    pub(crate) duration: f64,
+    /// JSON payload size in bytes.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) payload_bytes: usize,
+    /// Where the servers' temporary data directories go.
+    #[arg(long, default_value = ".")]
+    pub(crate) data_dir: PathBuf,
 }
 
 /// The store of a spawned server.

@@ -27,6 +27,7 @@
 
 mod archive;
 mod args;
+mod cluster;
 mod consumer;
 mod cpu;
 mod http1;
@@ -61,6 +62,7 @@ fn main() -> Result<()> {
         Command::Consumer(args) => consumer_bench(args),
         Command::Outbox(args) => outbox_bench(args),
         Command::Soak(args) => soak_bench(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Publish(args) => publish(args),
         Command::Raw(args) => {
             print_conditions(&args.common.data_dir)?;
@@ -286,6 +288,7 @@ fn sse_bench(args: SseArgs) -> Result<()> {
         .build()?;
     let load = sse::SseLoad {
         url: server.url().to_owned(),
+        publish_url: None,
         connections: args.connections as usize,
         projects: args.projects as usize,
         rate: args.rate,
@@ -651,6 +654,7 @@ fn consumer_bench(args: ConsumerArgs) -> Result<()> {
             let server = sse_server(&args.spawn, &args.data_dir, connections)?;
             let (_, fanout) = runtime.block_on(sse::run(&sse::SseLoad {
                 url: server.url().to_owned(),
+                publish_url: None,
                 connections: connections as usize,
                 projects: 100,
                 rate: 1000,

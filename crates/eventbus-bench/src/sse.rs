@@ -18,8 +18,11 @@ use crate::workload::now_micros;
 /// One SSE load.
 #[derive(Debug, Clone)]
 pub struct SseLoad {
-    /// Server base URL.
+    /// Server base URL (streams, and publishes unless `publish_url` is set).
     pub url: String,
+    /// Another server's base URL to publish to (the streams' server reads the events from the
+    /// shared store: a cross-node latency).
+    pub publish_url: Option<String>,
     /// Connections filtered by project.
     pub connections: usize,
     /// Projects the connections and events are spread over.
@@ -297,7 +300,10 @@ async fn run_phase(
                 "payload": {"sentAt": now_micros(), "pad": padding},
             });
             let client = client.clone();
-            let url = format!("{}/v1/events", load.url);
+            let url = format!(
+                "{}/v1/events",
+                load.publish_url.as_deref().unwrap_or(&load.url)
+            );
             inflight.spawn(async move {
                 client
                     .post(url)
