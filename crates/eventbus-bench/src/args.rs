@@ -79,6 +79,9 @@ pub(crate) struct ClusterArgs {
     /// Up to this many nodes (1, 2, … each measured in turn; HAProxy's configuration names 3).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3))]
     pub(crate) nodes: u64,
+    /// From this many nodes (the first row is the baseline of the ratios).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3))]
+    pub(crate) min_nodes: u64,
     /// Concurrent single-event publishers of the publish phase.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub(crate) concurrency: u64,
