@@ -203,7 +203,7 @@ fn env_example_lists_every_setting_and_nothing_else() {
 fn the_cluster_compose_file_gives_haproxy_every_node() {
     let read = |p: &str| std::fs::read_to_string(repo().join(p)).unwrap();
     let (config, compose) = (read("deploy/haproxy.cfg"), read("compose.cluster.yaml"));
-    let vars: Vec<&str> = config
+    let vars: std::collections::BTreeSet<&str> = config
         .match_indices("\"${")
         .map(|(i, _)| {
             let rest = &config[i + 3..];
