@@ -39,7 +39,7 @@ use crate::core::time::Timestamp;
 use crate::metric;
 use crate::store::group::GroupStore;
 use crate::store::webhook::WebhookStore;
-use crate::store::{Appended, EventPage, EventQuery, EventStore, StoreError};
+use crate::store::{Appended, EventPage, EventQuery, EventStore, ExpectedSeq, StoreError};
 use crate::transport::consumer::{Consumer, ConsumerOptions};
 use crate::transport::group::GroupService;
 use crate::transport::internal::{Subscribers, Subscription};
@@ -428,6 +428,27 @@ impl EventBus {
         event: NewEvent,
         ctx: &PublishContext,
     ) -> Result<Appended, PublishError> {
+        self.publish_one(event, ctx, None).await
+    }
+
+    /// Publishes one event on behalf of `ctx`, stored only if the last stored event of its
+    /// project has `seq` `expected_last_seq` (`0`: none); see
+    /// [`EventBus::publish_batch_expecting`].
+    pub async fn publish_expecting(
+        &self,
+        event: NewEvent,
+        ctx: &PublishContext,
+        expected_last_seq: u64,
+    ) -> Result<Appended, PublishError> {
+        self.publish_one(event, ctx, Some(expected_last_seq)).await
+    }
+
+    async fn publish_one(
+        &self,
+        event: NewEvent,
+        ctx: &PublishContext,
+        expected_last_seq: Option<u64>,
+    ) -> Result<Appended, PublishError> {
         let started = Instant::now();
         let label = self.type_label(&event.event_type);
         let result = async {
@@ -435,7 +456,12 @@ impl EventBus {
                 .into_event(Timestamp::now())
                 .map_err(PublishError::Invalid)?;
             self.run_chain(&mut event, ctx).await?;
-            let mut stored = self.inner.store.append(vec![event]).await?;
+            let expected = expectation(&event, expected_last_seq, "projectId")?;
+            let mut stored = self
+                .inner
+                .store
+                .append_expecting(vec![event], expected)
+                .await?;
             Ok(stored.pop().expect("one event in, one out"))
         }
         .await;
@@ -470,12 +496,39 @@ impl EventBus {
         events: Vec<NewEvent>,
         ctx: &PublishContext,
     ) -> Result<Vec<Appended>, PublishError> {
+        self.publish_batch_measured(events, ctx, None).await
+    }
+
+    /// Publishes a batch atomically on behalf of `ctx`, stored only if the last stored event of
+    /// the first event's project has `seq` `expected_last_seq` (`0`: the project has none yet);
+    /// otherwise [`StoreError::WrongExpectedSeq`] with the actual one, and nothing is stored.
+    /// Checked and written atomically, also against other processes on one PostgreSQL. The first
+    /// event needs a `projectId`. A batch that was stored before as a whole (same ids, same
+    /// content: a retry) is answered as stored, whatever the expectation.
+    pub async fn publish_batch_expecting(
+        &self,
+        events: Vec<NewEvent>,
+        ctx: &PublishContext,
+        expected_last_seq: u64,
+    ) -> Result<Vec<Appended>, PublishError> {
+        self.publish_batch_measured(events, ctx, Some(expected_last_seq))
+            .await
+    }
+
+    async fn publish_batch_measured(
+        &self,
+        events: Vec<NewEvent>,
+        ctx: &PublishContext,
+        expected_last_seq: Option<u64>,
+    ) -> Result<Vec<Appended>, PublishError> {
         let started = Instant::now();
         let labels: Vec<&'static str> = events
             .iter()
             .map(|e| self.type_label(&e.event_type))
             .collect();
-        let result = self.publish_batch_inner(events, ctx).await;
+        let result = self
+            .publish_batch_inner(events, ctx, expected_last_seq)
+            .await;
         metrics::histogram!(metric::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
         match &result {
             Ok(stored) => {
@@ -496,6 +549,7 @@ impl EventBus {
         &self,
         events: Vec<NewEvent>,
         ctx: &PublishContext,
+        expected_last_seq: Option<u64>,
     ) -> Result<Vec<Appended>, PublishError> {
         let max = self.inner.options.max_batch;
         if events.is_empty() || events.len() > max {
@@ -520,7 +574,8 @@ impl EventBus {
             })?;
             ready.push(event);
         }
-        Ok(self.inner.store.append(ready).await?)
+        let expected = expectation(&ready[0], expected_last_seq, "0/projectId")?;
+        Ok(self.inner.store.append_expecting(ready, expected).await?)
     }
 
     /// Publishes `events` on behalf of `ctx` as a relay does: each event passes the chain on its
@@ -740,13 +795,36 @@ impl EventBus {
     }
 }
 
+/// The store's condition for an expected last seq, on the project of `event` (which must have
+/// one; `field` names it in the error).
+fn expectation(
+    event: &Event,
+    expected_last_seq: Option<u64>,
+    field: &str,
+) -> Result<Option<ExpectedSeq>, PublishError> {
+    let Some(last_seq) = expected_last_seq else {
+        return Ok(None);
+    };
+    match &event.project_id {
+        Some(project_id) => Ok(Some(ExpectedSeq {
+            project_id: project_id.clone(),
+            last_seq,
+        })),
+        None => Err(PublishError::Invalid(FieldError::new(
+            field,
+            "an expected last seq applies to the project of the (first) event: set its projectId",
+        ))),
+    }
+}
+
 /// The metric outcome of a failed publish: refused (4xx) or failed (5xx).
 fn outcome(e: &PublishError) -> &'static str {
     match e {
         PublishError::Invalid(_)
         | PublishError::Rejected(_)
         | PublishError::BatchSize { .. }
-        | PublishError::Store(StoreError::Conflict { .. }) => "rejected",
+        | PublishError::Store(StoreError::Conflict { .. })
+        | PublishError::Store(StoreError::WrongExpectedSeq { .. }) => "rejected",
         _ => "failed",
     }
 }

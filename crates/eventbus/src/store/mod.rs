@@ -7,6 +7,10 @@
 //!   never skips an event that commits later with a smaller `seq` (invariant 2);
 //! - an `id` already stored with the same content is a no-op returning the stored event; with other
 //!   content it is a [`StoreError::Conflict`];
+//! - an append may carry an [`ExpectedSeq`]: it is stored only if the last stored event of that
+//!   project has that `seq` (checked and written atomically with respect to every other append,
+//!   of this process and of others), else it is a [`StoreError::WrongExpectedSeq`] that fails
+//!   that append alone, not the others committed in its group;
 //! - every committed batch is pushed, in `seq` order, into the store's [`CommitLog`]; commits
 //!   made by other processes (PostgreSQL) only [`CommitLog::advance`] its head.
 //!
@@ -79,6 +83,16 @@ pub struct Appended {
     pub created: bool,
 }
 
+/// The condition of an optimistic append: the last stored event of `project_id` has `seq`
+/// `last_seq` (`0`: the project has no stored event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedSeq {
+    /// The project whose last event is checked.
+    pub project_id: String,
+    /// The `seq` its last stored event must have; `0` when it must have none.
+    pub last_seq: u64,
+}
+
 /// Store failures.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -90,6 +104,18 @@ pub enum StoreError {
         index: usize,
         /// The id.
         id: String,
+    },
+    /// The append carried an [`ExpectedSeq`] that does not hold (the batch is not stored).
+    #[error(
+        "the last stored event of project `{project_id}` has seq {actual}, not the expected {expected}"
+    )]
+    WrongExpectedSeq {
+        /// The project.
+        project_id: String,
+        /// The `seq` the append expected.
+        expected: u64,
+        /// The `seq` of the project's last stored event (`0`: none).
+        actual: u64,
     },
     /// The backend cannot be reached or refused the write; nothing was stored.
     #[error("the event store is unavailable: {0}")]
@@ -197,7 +223,22 @@ pub trait EventStore: ConsumerStore + key::KeyStore + Send + Sync + 'static {
     fn log(&self) -> &Arc<CommitLog>;
 
     /// Appends a batch atomically; returns once it is durable.
-    async fn append(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError>;
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError> {
+        self.append_expecting(events, None).await
+    }
+
+    /// Appends a batch atomically when `expected` holds (or is `None`); returns once it is
+    /// durable. A batch whose events are all stored already with the same content is answered
+    /// as stored, whatever `expected` says (a retry of an append that succeeded).
+    async fn append_expecting(
+        &self,
+        events: Vec<Event>,
+        expected: Option<ExpectedSeq>,
+    ) -> Result<Vec<Appended>, StoreError>;
+
+    /// The `seq` of the last stored event of `project_id`, `0` when it has none (an indexed
+    /// lookup).
+    async fn last_seq_of_project(&self, project_id: &str) -> Result<u64, StoreError>;
 
     /// The event with this id.
     async fn get(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError>;

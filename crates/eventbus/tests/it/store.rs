@@ -12,7 +12,7 @@ use std::sync::Arc;
 use eventbus::core::catalogue::EventTypeDef;
 use eventbus::core::filter::EventFilter;
 use eventbus::core::time::Timestamp;
-use eventbus::store::{EventQuery, MAX_PAGE};
+use eventbus::store::{EventQuery, ExpectedSeq, MAX_PAGE};
 use eventbus::{Event, EventStore, Pattern, StoreError};
 
 use crate::common::TestDb;
@@ -46,6 +46,9 @@ contract!(
     same_id_same_content_returns_the_stored_event,
     conflict_stores_nothing_of_the_batch,
     conflict_in_a_group_spares_the_other_batches,
+    an_expected_seq_is_checked_with_the_append,
+    a_wrong_expected_seq_in_a_group_spares_the_other_batches,
+    eight_writers_racing_with_one_expected_seq_one_wins_each_round,
     every_filter_selects_what_the_reference_filter_selects,
     pages_cover_the_result_exactly_once,
     read_after_and_tail_follow_the_log,
@@ -238,6 +241,226 @@ async fn conflict_in_a_group_spares_the_other_batches(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(all.events.len(), 1 + 40 * 2);
+    store.close().await;
+}
+
+/// An event of project `project` with this id.
+fn in_project(project: &str, id: &str) -> Event {
+    let mut e = event::with_id("project.updated", id, r#"{"n":1}"#);
+    e.project_id = Some(project.to_owned());
+    e
+}
+
+fn expect(project: &str, last_seq: u64) -> Option<ExpectedSeq> {
+    Some(ExpectedSeq {
+        project_id: project.to_owned(),
+        last_seq,
+    })
+}
+
+async fn an_expected_seq_is_checked_with_the_append(db: TestDb) {
+    let store = db.open().await;
+    assert_eq!(store.last_seq_of_project("p1").await.unwrap(), 0);
+    // 0: the project has no events yet.
+    let a = store
+        .append_expecting(vec![in_project("p1", "a")], expect("p1", 0))
+        .await
+        .unwrap();
+    let sa = a[0].event.seq;
+    // Events of other projects, or of none, move the global seq but not p1's.
+    store
+        .append(vec![event::of("user.created"), in_project("p2", "x")])
+        .await
+        .unwrap();
+    assert_eq!(store.last_seq_of_project("p1").await.unwrap(), sa);
+
+    match store
+        .append_expecting(vec![in_project("p1", "b")], expect("p1", 0))
+        .await
+    {
+        Err(StoreError::WrongExpectedSeq {
+            project_id,
+            expected: 0,
+            actual,
+        }) => assert_eq!((project_id.as_str(), actual), ("p1", sa)),
+        other => panic!("a wrong expectation: {other:?}"),
+    }
+    assert!(store.get("b").await.unwrap().is_none(), "nothing stored");
+    // The global head is no expectation of p1's.
+    let head = store.log().head();
+    assert!(
+        store
+            .append_expecting(vec![in_project("p1", "b")], expect("p1", head))
+            .await
+            .is_err()
+    );
+
+    let bc = store
+        .append_expecting(
+            vec![in_project("p1", "b"), in_project("p1", "c")],
+            expect("p1", sa),
+        )
+        .await
+        .unwrap();
+    let sc = bc[1].event.seq;
+    assert_eq!(store.last_seq_of_project("p1").await.unwrap(), sc);
+    // A retry of the stored batch is answered as stored, though its expectation no longer holds.
+    let again = store
+        .append_expecting(
+            vec![in_project("p1", "b"), in_project("p1", "c")],
+            expect("p1", sa),
+        )
+        .await
+        .unwrap();
+    assert!(again.iter().all(|a| !a.created));
+    assert_eq!(again[1].event.seq, sc);
+    // A batch that adds anything new is checked, and stores nothing when it fails.
+    assert!(matches!(
+        store
+            .append_expecting(
+                vec![in_project("p1", "b"), in_project("p1", "d")],
+                expect("p1", sa)
+            )
+            .await,
+        Err(StoreError::WrongExpectedSeq { actual, .. }) if actual == sc
+    ));
+    assert!(store.get("d").await.unwrap().is_none());
+    // The expectation is about one project; the batch may hold others.
+    let mixed = store
+        .append_expecting(
+            vec![in_project("p1", "e"), in_project("p2", "f")],
+            expect("p1", sc),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.last_seq_of_project("p1").await.unwrap(),
+        mixed[0].event.seq
+    );
+    assert_eq!(
+        store.last_seq_of_project("p2").await.unwrap(),
+        mixed[1].event.seq
+    );
+    store.close().await;
+}
+
+async fn a_wrong_expected_seq_in_a_group_spares_the_other_batches(db: TestDb) {
+    let store = db.open().await;
+    store
+        .append(vec![in_project("busy", "first")])
+        .await
+        .unwrap();
+    // Many publishers at once, so that they share group commits; every third expects a seq the
+    // project does not have, the others expect nothing or write another project.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let batch = vec![
+                in_project("busy", &format!("e-{i}-a")),
+                in_project("other", &format!("e-{i}-b")),
+            ];
+            let expected = (i % 3 == 0).then(|| ExpectedSeq {
+                project_id: "busy".into(),
+                last_seq: 1_000_000,
+            });
+            (i, store.append_expecting(batch, expected).await)
+        }));
+    }
+    for task in tasks {
+        let (i, result) = task.await.unwrap();
+        let stored_a = store.get(&format!("e-{i}-a")).await.unwrap().is_some();
+        let stored_b = store.get(&format!("e-{i}-b")).await.unwrap().is_some();
+        if i % 3 == 0 {
+            assert!(
+                matches!(
+                    result,
+                    Err(StoreError::WrongExpectedSeq {
+                        expected: 1_000_000,
+                        ..
+                    })
+                ),
+                "{i}: {result:?}"
+            );
+            assert!(
+                !stored_a && !stored_b,
+                "{i}: nothing of its batch is stored"
+            );
+        } else {
+            assert!(result.unwrap().iter().all(|a| a.created), "{i}");
+            assert!(stored_a && stored_b, "{i}");
+        }
+    }
+    let all = store
+        .read_after(0, &EventFilter::default(), 1000)
+        .await
+        .unwrap();
+    assert_eq!(all.events.len(), 1 + 40 * 2);
+    store.close().await;
+}
+
+/// Rounds of `writers` appends racing with the same expectation on one project, spread over
+/// `stores` (several stores on one PostgreSQL schema are several committers, as in several
+/// processes): exactly one wins each round, every other gets the winner's seq as the actual.
+pub(crate) async fn race_rounds(stores: &[Arc<dyn EventStore>], writers: usize, rounds: usize) {
+    let mut last = stores[0].last_seq_of_project("race").await.unwrap();
+    assert_eq!(last, 0);
+    for round in 0..rounds {
+        let start = Arc::new(tokio::sync::Barrier::new(writers));
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let store = stores[w % stores.len()].clone();
+                let start = start.clone();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store
+                        .append_expecting(
+                            vec![in_project("race", &format!("r{round}-w{w}"))],
+                            expect("race", last),
+                        )
+                        .await
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        let mut lost = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(a) => won.push(a[0].event.seq),
+                Err(StoreError::WrongExpectedSeq {
+                    expected, actual, ..
+                }) => {
+                    assert_eq!(expected, last);
+                    lost.push(actual);
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: one winner, got {won:?}");
+        assert!(won[0] > last);
+        assert_eq!(lost, vec![won[0]; writers - 1], "round {round}");
+        last = won[0];
+        for store in stores {
+            assert_eq!(store.last_seq_of_project("race").await.unwrap(), last);
+        }
+    }
+    let stored = stores[0]
+        .query(&EventQuery {
+            filter: EventFilter {
+                project_id: Some("race".into()),
+                ..Default::default()
+            },
+            after: 0,
+            limit: MAX_PAGE,
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.events.len(), rounds, "one event stored per round");
+}
+
+async fn eight_writers_racing_with_one_expected_seq_one_wins_each_round(db: TestDb) {
+    let store = db.open().await;
+    race_rounds(std::slice::from_ref(&store), 8, 25).await;
     store.close().await;
 }
 
@@ -745,6 +968,20 @@ mod postgres_only {
     // Invariant 2: 4 writers in 2 store instances (as 2 processes would be) publish 50,000
     // events while readers tail from each instance; every reader sees exactly the stored set, in
     // seq order, without duplicates.
+    // Two committers on one schema (as two processes): the expectation is checked and written
+    // under the append lock, so 8 racing writers split over both still have one winner a round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn eight_writers_racing_with_one_expected_seq_over_two_committers_one_wins_each_round() {
+        let Some(schema) = PgSchema::create().await else {
+            return;
+        };
+        let stores: Vec<Arc<dyn EventStore>> = vec![open(&schema).await, open(&schema).await];
+        super::race_rounds(&stores, 8, 25).await;
+        for store in stores {
+            store.close().await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn no_gaps_for_tailing_readers_with_writers_in_two_processes() {
         const TOTAL: usize = 50_000;
@@ -1324,6 +1561,20 @@ mod postgres_only {
                 println!("{name}:\n{plan}\n");
             }
         }
+        // The project's last seq (`Expected-Last-Seq`, `lastSeq`): one step down its index.
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN {}",
+            eventbus::store::postgres::LAST_SEQ_OF_PROJECT
+        )))
+        .bind("p17")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("events_project_seq") && !plan.contains("Seq Scan"),
+            "last seq of a project:\n{plan}"
+        );
         store.close().await;
     }
 }

@@ -8,8 +8,12 @@
 //!    on this schema are serialised, the lock is held until `COMMIT`;
 //! 2. under the lock, in one statement (one snapshot that sees every earlier holder's commit):
 //!    `prev = max(seq)` and the stored rows of every id in the group;
+//!    With them, the last `seq` of each project an append of the group expects
+//!    ([`ExpectedSeq`]), one step down the `(project_id, seq)` index each;
 //! 3. in memory: duplicates (same id, same content) resolve to the stored event, a conflict
 //!    drops its publisher's whole batch (others go on), new events get `prev + 1, prev + 2, …`;
+//!    an expectation is checked against the project's last `seq` including the batches before
+//!    it in the group, and a wrong one drops its batch alone, like a conflict;
 //! 4. one multi-row `INSERT … SELECT FROM UNNEST(…)` of the new rows, with `pg_notify` of the new
 //!    head in the same statement (delivered at commit);
 //! 5. `COMMIT`, then `CommitLog::push(prev, new)`, then every publisher is answered.
@@ -18,7 +22,9 @@
 //! first goes as one statement, `SELECT eventbus_append(…)` (migration 0008), which does steps 1,
 //! 2 and 4 in a function and commits by itself: one round trip instead of four. When one of its
 //! ids is already stored it writes nothing and answers `-1`, and the group takes the
-//! transaction above, where duplicates and conflicts are settled.
+//! transaction above, where duplicates and conflicts are settled. A group holding an expectation
+//! takes the transaction at once. Since every append of every process holds the lock from its
+//! read of the heads to its commit, check and insert are atomic across processes.
 //!
 //! Invariant 2 (no gaps for tailing readers): a holder of the lock becomes visible (its commit
 //! is in every later snapshot) before it releases the lock, and the next holder reads `max(seq)`
@@ -48,7 +54,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{is_connection_error, row_to_event, unavailable};
 use crate::core::event::Event;
 use crate::core::log::CommitLog;
-use crate::store::{Appended, StoreError};
+use crate::store::{Appended, ExpectedSeq, StoreError};
 
 /// Most events committed in one group transaction.
 pub const MAX_GROUP_ROWS: usize = 4096;
@@ -56,11 +62,16 @@ pub const MAX_GROUP_ROWS: usize = 4096;
 /// First key of the append advisory lock (`EBAP`); the second is the schema's hash.
 pub(super) const APPEND_LOCK: i32 = 0x4542_4150;
 
+/// The `seq` of a project's last stored event (no row: none), by the `(project_id, seq)` index.
+pub const LAST_SEQ_OF_PROJECT: &str =
+    "SELECT seq FROM events WHERE project_id = $1 ORDER BY seq DESC LIMIT 1";
+
 pub(super) type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
 
 /// One publisher's batch, waiting for the committer.
 pub(super) struct AppendJob {
     pub events: Vec<Event>,
+    pub expected: Option<ExpectedSeq>,
     pub reply: Reply,
 }
 
@@ -122,20 +133,23 @@ impl Committer {
     async fn commit_group(&mut self, group: Vec<AppendJob>) {
         let mut replies = Vec::with_capacity(group.len());
         let mut batches = Vec::with_capacity(group.len());
+        let mut expected = Vec::with_capacity(group.len());
         for job in group {
             replies.push(job.reply);
             batches.push(job.events);
+            expected.push(job.expected);
         }
         let timeout = self.timeout;
         let started = std::time::Instant::now();
         let events: usize = batches.iter().map(Vec::len).sum();
-        let outcome = match tokio::time::timeout(timeout, self.write_with_retry(batches)).await {
-            Ok(Ok(written)) => Ok(written),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "PostgreSQL did not complete the commit within {timeout:?}"
-            ))),
-        };
+        let outcome =
+            match tokio::time::timeout(timeout, self.write_with_retry(batches, expected)).await {
+                Ok(Ok(written)) => Ok(written),
+                Ok(Err(e)) => Err(unavailable(e)),
+                Err(_) => Err(StoreError::Unavailable(format!(
+                    "PostgreSQL did not complete the commit within {timeout:?}"
+                ))),
+            };
         let written = match outcome {
             Ok(w) => w,
             Err(e) => {
@@ -171,10 +185,14 @@ impl Committer {
         }
     }
 
-    async fn write_with_retry(&mut self, batches: Vec<Vec<Event>>) -> Result<Written, sqlx::Error> {
-        // A group of distinct ids, none stored yet (the common case), is written by one
-        // statement; any other group in the transaction of steps 1 to 5.
-        let fast = distinct_ids(&batches);
+    async fn write_with_retry(
+        &mut self,
+        batches: Vec<Vec<Event>>,
+        expected: Vec<Option<ExpectedSeq>>,
+    ) -> Result<Written, sqlx::Error> {
+        // A group of distinct ids, none stored yet, without expectations (the common case), is
+        // written by one statement; any other group in the transaction of steps 1 to 5.
+        let fast = distinct_ids(&batches) && expected.iter().all(Option::is_none);
         let reused = self.conn.is_some();
         let conn = connection(&mut self.conn, &self.connect, &self.settings).await?;
         let first = first_step(conn, fast, &batches, &self.sql).await;
@@ -192,12 +210,18 @@ impl Committer {
         };
         let conn = self.conn.as_mut().expect("connected");
         match first {
-            Some(prev) => Ok(plan(prev, batches, &HashMap::new())),
+            Some(prev) => Ok(plan(
+                prev,
+                batches,
+                &HashMap::new(),
+                &expected,
+                HashMap::new(),
+            )),
             None => {
                 if fast {
                     begin(conn, &self.sql.begin_sql).await?;
                 }
-                write_group(conn, batches, &self.sql.channel).await
+                write_group(conn, batches, &expected, &self.sql.channel).await
             }
         }
     }
@@ -268,6 +292,7 @@ async fn begin(conn: &mut PgConnection, begin_sql: &str) -> Result<(), sqlx::Err
 async fn write_group(
     conn: &mut PgConnection,
     batches: Vec<Vec<Event>>,
+    expected: &[Option<ExpectedSeq>],
     channel: &str,
 ) -> Result<Written, sqlx::Error> {
     let ids: Vec<&str> = batches.iter().flatten().map(|e| e.id.as_str()).collect();
@@ -291,7 +316,18 @@ async fn write_group(
         }
     }
 
-    let plan = plan(prev, batches, &stored);
+    let mut heads: HashMap<String, u64> = HashMap::new();
+    for e in expected.iter().flatten() {
+        if !heads.contains_key(&e.project_id) {
+            let seq: Option<i64> = sqlx::query_scalar(LAST_SEQ_OF_PROJECT)
+                .bind(&e.project_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            heads.insert(e.project_id.clone(), seq.unwrap_or(0) as u64);
+        }
+    }
+
+    let plan = plan(prev, batches, &stored, expected, heads);
     if !plan.rows.is_empty() {
         insert(conn, &plan.rows, channel).await?;
     }
@@ -299,12 +335,19 @@ async fn write_group(
     Ok(plan)
 }
 
-/// Step 3: decides, batch by batch, what is new, what is a duplicate and which batches conflict.
-fn plan(prev: u64, batches: Vec<Vec<Event>>, stored: &HashMap<String, Arc<Event>>) -> Written {
+/// Step 3: decides, batch by batch, what is new, what is a duplicate and which batches conflict
+/// or expect a wrong seq. `heads` holds the last stored `seq` of every expected project.
+fn plan(
+    prev: u64,
+    batches: Vec<Vec<Event>>,
+    stored: &HashMap<String, Arc<Event>>,
+    expected: &[Option<ExpectedSeq>],
+    mut heads: HashMap<String, u64>,
+) -> Written {
     let mut rows: Vec<Event> = Vec::new();
     let mut pending: HashMap<String, usize> = HashMap::new();
     let mut results = Vec::with_capacity(batches.len());
-    for batch in batches {
+    for (b, batch) in batches.into_iter().enumerate() {
         let mark = rows.len();
         let mut slots = Vec::with_capacity(batch.len());
         let mut conflict = None;
@@ -337,6 +380,28 @@ fn plan(prev: u64, batches: Vec<Vec<Event>>, stored: &HashMap<String, Arc<Event>
                 id: event.id,
             });
             break;
+        }
+        if conflict.is_none()
+            && rows.len() > mark
+            && let Some(Some(e)) = expected.get(b)
+        {
+            let actual = heads.get(&e.project_id).copied().unwrap_or(0);
+            if actual != e.last_seq {
+                conflict = Some(StoreError::WrongExpectedSeq {
+                    project_id: e.project_id.clone(),
+                    expected: e.last_seq,
+                    actual,
+                });
+            }
+        }
+        if conflict.is_none() {
+            for row in &rows[mark..] {
+                if let Some(project) = &row.project_id
+                    && let Some(head) = heads.get_mut(project)
+                {
+                    *head = row.seq;
+                }
+            }
         }
         match conflict {
             Some(e) => {

@@ -49,13 +49,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::commit::{APPEND_LOCK, AppendJob, Committer};
-pub use self::commit::{INSERT_ROWS, MAX_GROUP_ROWS};
+pub use self::commit::{INSERT_ROWS, LAST_SEQ_OF_PROJECT, MAX_GROUP_ROWS};
 pub use self::db::Db;
 pub use self::link::LinkInfo;
 pub use self::migrate::MigrateError;
 use self::query::{bind_all, row_to_event, select_after_sql};
 use super::{
-    Appended, EventPage, EventQuery, EventStore, StoreError, TailRead, prefix_upper_bound,
+    Appended, EventPage, EventQuery, EventStore, ExpectedSeq, StoreError, TailRead,
+    prefix_upper_bound,
 };
 use crate::core::catalogue::EventTypeDef;
 use crate::core::event::Event;
@@ -479,18 +480,37 @@ impl EventStore for PgStore {
         &self.log
     }
 
-    async fn append(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError> {
+    async fn append_expecting(
+        &self,
+        events: Vec<Event>,
+        expected: Option<ExpectedSeq>,
+    ) -> Result<Vec<Appended>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
         self.sender()?
-            .try_send(AppendJob { events, reply })
+            .try_send(AppendJob {
+                events,
+                expected,
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn last_seq_of_project(&self, project_id: &str) -> Result<u64, StoreError> {
+        self.read(|pool| async move {
+            let seq: Option<i64> = sqlx::query_scalar(commit::LAST_SEQ_OF_PROJECT)
+                .bind(project_id)
+                .fetch_optional(&pool)
+                .await?;
+            Ok(seq.unwrap_or(0) as u64)
+        })
+        .await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {

@@ -40,7 +40,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub use self::migrate::MigrateError;
 use self::writer::Writer;
 use super::{
-    Appended, EventPage, EventQuery, EventStore, StoreError, TailRead, prefix_upper_bound,
+    Appended, EventPage, EventQuery, EventStore, ExpectedSeq, StoreError, TailRead,
+    prefix_upper_bound,
 };
 use crate::core::catalogue::EventTypeDef;
 use crate::core::event::Event;
@@ -91,6 +92,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Job {
     Append {
         events: Vec<Event>,
+        expected: Option<ExpectedSeq>,
         reply: Reply<Vec<Appended>>,
     },
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -357,6 +359,19 @@ fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     }
 }
 
+/// The `seq` of the project's last stored event, `0` when none: one step down the
+/// `(project_id, seq)` index.
+fn last_seq_of_project(conn: &Connection, project_id: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached(LAST_SEQ_OF_PROJECT_SQL)?
+        .query_row([project_id], |r| r.get::<_, i64>(0))
+        .optional()
+        .map(|seq| seq.unwrap_or(0) as u64)
+}
+
+/// See [`last_seq_of_project`].
+const LAST_SEQ_OF_PROJECT_SQL: &str =
+    "SELECT seq FROM events WHERE project_id = ?1 ORDER BY seq DESC LIMIT 1";
+
 fn select_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Event>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1"))?
         .query_row([id], row_to_event)
@@ -460,18 +475,32 @@ impl EventStore for SqliteStore {
         &self.log
     }
 
-    async fn append(&self, events: Vec<Event>) -> Result<Vec<Appended>, StoreError> {
+    async fn append_expecting(
+        &self,
+        events: Vec<Event>,
+        expected: Option<ExpectedSeq>,
+    ) -> Result<Vec<Appended>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
         self.sender()?
-            .try_send(Job::Append { events, reply })
+            .try_send(Job::Append {
+                events,
+                expected,
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn last_seq_of_project(&self, project_id: &str) -> Result<u64, StoreError> {
+        let project_id = project_id.to_owned();
+        self.read(move |c| last_seq_of_project(c, &project_id))
+            .await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {

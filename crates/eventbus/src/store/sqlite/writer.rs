@@ -14,6 +14,7 @@ pub(super) struct Writer {
 
 struct AppendJob {
     events: Vec<Event>,
+    expected: Option<ExpectedSeq>,
     reply: Reply<Vec<Appended>>,
 }
 
@@ -31,9 +32,17 @@ impl Writer {
             // Take what is waiting, up to a group's worth of rows; an Exec ends the group.
             while let Some(job) = next.take() {
                 match job {
-                    Job::Append { events, reply } => {
+                    Job::Append {
+                        events,
+                        expected,
+                        reply,
+                    } => {
                         rows += events.len();
-                        group.push(AppendJob { events, reply });
+                        group.push(AppendJob {
+                            events,
+                            expected,
+                            reply,
+                        });
                         if rows < MAX_GROUP_ROWS {
                             next = jobs.try_recv().ok();
                         }
@@ -108,13 +117,13 @@ impl Writer {
         let mut pending = Vec::with_capacity(group.len());
         for job in group {
             replies.push(job.reply);
-            pending.push(job.events);
+            pending.push((job.events, job.expected));
         }
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             return Err((e, replies));
         }
-        for events in pending {
-            match self.write_batch(events) {
+        for (events, expected) in pending {
+            match self.write_batch(events, expected.as_ref()) {
                 Ok(r) => results.push(r),
                 Err(e) => return Err((e, replies)),
             }
@@ -125,12 +134,19 @@ impl Writer {
         Ok((results, replies))
     }
 
-    /// One publisher's batch, atomically: a conflict undoes the whole batch and only it.
+    /// One publisher's batch, atomically: a conflict or a wrong expected seq undoes the whole
+    /// batch and only it. The expectation is read in the group's transaction, so it sees the
+    /// batches before it in the group; a batch that stores nothing new (a retry) skips it.
     fn write_batch(
         &mut self,
         events: Vec<Event>,
+        expected: Option<&ExpectedSeq>,
     ) -> rusqlite::Result<Result<Vec<Appended>, StoreError>> {
-        let savepoint = events.len() > 1;
+        let actual = match expected {
+            Some(e) => Some(last_seq_of_project(&self.conn, &e.project_id)?),
+            None => None,
+        };
+        let savepoint = events.len() > 1 || expected.is_some();
         if savepoint {
             self.conn.execute_batch("SAVEPOINT batch")?;
         }
@@ -156,6 +172,18 @@ impl Writer {
                     }));
                 }
             }
+        }
+        if let (Some(e), Some(actual)) = (expected, actual)
+            && actual != e.last_seq
+            && out.iter().any(|a| a.created)
+        {
+            self.conn
+                .execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+            return Ok(Err(StoreError::WrongExpectedSeq {
+                project_id: e.project_id.clone(),
+                expected: e.last_seq,
+                actual,
+            }));
         }
         if savepoint {
             self.conn.execute_batch("RELEASE batch")?;
