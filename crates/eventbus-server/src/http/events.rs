@@ -27,6 +27,10 @@ use super::state::AppState;
 #[openapi(paths(create_events, list_events, get_event, list_project_events))]
 pub(super) struct EventsApi;
 
+/// The request header of an optimistic publish: store only if the project's last event has
+/// this seq.
+pub const EXPECTED_LAST_SEQ: &str = "expected-last-seq";
+
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -42,13 +46,16 @@ pub fn router() -> Router<AppState> {
     path = "/v1/events",
     tag = "events",
     request_body(content = PublishBody, description = "One event (object) or an atomic batch (array)"),
-    params(("traceparent" = Option<String>, Header, description = "W3C trace context, copied into `metadata.traceparent`")),
+    params(
+        ("traceparent" = Option<String>, Header, description = "W3C trace context, copied into `metadata.traceparent`"),
+        ("Expected-Last-Seq" = Option<u64>, Header, description = "Optimistic concurrency: store only if the last stored event of the event's `projectId` (a batch: its first event's) has this `seq`; `0`: the project has no events. Otherwise `409` `/problems/wrong-expected-seq` with the actual `lastSeq`. The (first) event must have a `projectId`"),
+    ),
     responses(
         (status = 201, description = "Stored; the event or the batch with `seq`", body = Published),
         (status = 200, description = "Already stored with the same content", body = Event),
         (status = 400, description = "Malformed JSON or an invalid field"),
         (status = 403, description = "Refused by a policy"),
-        (status = 409, description = "The id is stored with other content"),
+        (status = 409, description = "The id is stored with other content (`/problems/id-conflict`), or `Expected-Last-Seq` does not hold (`/problems/wrong-expected-seq`, with the project's actual `lastSeq`)"),
         (status = 413, description = "Body, payload or batch too large"),
         (status = 415, description = "The body is not JSON"),
         (status = 422, description = "Unknown type or schema violation"),
@@ -63,6 +70,7 @@ pub(super) async fn create_events(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Publish)?;
     caller.check_rate(&state)?;
+    let expected = expected_last_seq(&headers)?;
     let bytes = read_json(&headers, body, &state.config).await?;
     let ctx = PublishContext {
         principal: Some(caller.principal.clone()),
@@ -71,13 +79,19 @@ pub(super) async fn create_events(
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => {
             let events: Vec<NewEvent> = decode(&bytes)?;
-            let stored = state.bus.publish_batch_with(events, &ctx).await?;
+            let stored = match expected {
+                Some(n) => state.bus.publish_batch_expecting(events, &ctx, n).await?,
+                None => state.bus.publish_batch_with(events, &ctx).await?,
+            };
             let events: Vec<&Event> = stored.iter().map(|a| &*a.event).collect();
             Ok(json(StatusCode::CREATED, &events))
         }
         Some(b'{') => {
             let event: NewEvent = decode(&bytes)?;
-            let Appended { event, created } = state.bus.publish_with(event, &ctx).await?;
+            let Appended { event, created } = match expected {
+                Some(n) => state.bus.publish_expecting(event, &ctx, n).await?,
+                None => state.bus.publish_with(event, &ctx).await?,
+            };
             let status = if created {
                 StatusCode::CREATED
             } else {
@@ -181,7 +195,7 @@ pub(super) async fn list_events(
         EventListParams,
     ),
     responses(
-        (status = 200, description = "One page", body = PageBody),
+        (status = 200, description = "One page, with the project's `lastSeq`", body = ProjectPageBody),
         (status = 400, description = "An invalid or unknown parameter"),
         StoreProblems,
     )
@@ -193,7 +207,18 @@ pub(super) async fn list_project_events(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let query = event_query(&params, Some(&project_id))?;
-    Ok(page(query_page(&state, &caller, &params, query).await?))
+    let events = query_page(&state, &caller, &params, query).await?;
+    // Read after the page: a publish between the two shows as a `lastSeq` past the page.
+    let last_seq = state.bus.store().last_seq_of_project(&project_id).await?;
+    let page_events: Vec<&Event> = events.events.iter().map(Arc::as_ref).collect();
+    Ok(json(
+        StatusCode::OK,
+        &ProjectPageBody {
+            events: page_events,
+            next_after: events.next_after,
+            last_seq,
+        },
+    ))
 }
 
 /// `GET /v1/events/{id}`.
@@ -236,6 +261,21 @@ struct PageBody<'a> {
     next_after: Option<u64>,
 }
 
+/// One page of a project's events, with the project's last seq.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ProjectEventPage)]
+#[serde(rename_all = "camelCase")]
+struct ProjectPageBody<'a> {
+    /// The events, by `seq`.
+    #[schema(value_type = Vec<Event>)]
+    events: Vec<&'a Event>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    next_after: Option<u64>,
+    /// The `seq` of the project's last stored event, whatever the filters (`0`: none): the
+    /// value for `Expected-Last-Seq`.
+    last_seq: u64,
+}
+
 fn page(page: EventPage) -> Response {
     let events: Vec<&Event> = page.events.iter().map(Arc::as_ref).collect();
     json(
@@ -245,6 +285,27 @@ fn page(page: EventPage) -> Response {
             next_after: page.next_after,
         },
     )
+}
+
+/// The `Expected-Last-Seq` header: a decimal seq, `0` for "no events yet".
+fn expected_last_seq(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(EXPECTED_LAST_SEQ) else {
+        return Ok(None);
+    };
+    let parsed = value
+        .to_str()
+        .ok()
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n <= i64::MAX as u64);
+    match parsed {
+        Some(n) => Ok(Some(n)),
+        None => Err(ApiError::parameter(
+            "Expected-Last-Seq",
+            "must be the seq of the project's last event as a decimal number (0: the project \
+             has no events yet)",
+        )),
+    }
 }
 
 /// The W3C `traceparent` header, when it has the right shape.

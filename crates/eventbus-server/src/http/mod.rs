@@ -97,6 +97,7 @@ fn cors(origins: &str) -> CorsLayer {
             header::CONTENT_TYPE,
             HeaderName::from_static("last-event-id"),
             HeaderName::from_static("traceparent"),
+            HeaderName::from_static(events::EXPECTED_LAST_SEQ),
         ])
         .max_age(std::time::Duration::from_secs(3600))
 }

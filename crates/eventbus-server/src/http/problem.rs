@@ -50,6 +50,20 @@ pub enum ApiError {
     /// The id is taken by an event with other content.
     #[error(transparent)]
     Conflict(StoreError),
+    /// `Expected-Last-Seq` does not hold: the project's last stored event has another seq.
+    #[error(
+        "the last stored event of project `{project_id}` has seq {actual}, not {expected} as \
+         Expected-Last-Seq says; nothing was stored. Read the project's events after seq \
+         {expected}, then publish again with Expected-Last-Seq: {actual}"
+    )]
+    WrongExpectedSeq {
+        /// The project.
+        project_id: String,
+        /// What the request expected.
+        expected: u64,
+        /// The seq of the project's last stored event (`0`: none).
+        actual: u64,
+    },
     /// The store cannot be reached; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -228,6 +242,11 @@ impl ApiError {
                 "id-conflict",
                 "The id is already used by another event",
             ),
+            ApiError::WrongExpectedSeq { .. } => kind(
+                S::CONFLICT,
+                "wrong-expected-seq",
+                "The project's last event is not the expected one",
+            ),
             ApiError::Unavailable(_) => kind(
                 S::SERVICE_UNAVAILABLE,
                 "store-unavailable",
@@ -397,6 +416,10 @@ struct Body<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Option<Vec<FieldError2>>)]
     errors: Vec<FieldError2>,
+    /// `/problems/wrong-expected-seq` only: the seq of the project's last stored event (`0`:
+    /// none), to read from and publish again with.
+    #[serde(rename = "lastSeq", skip_serializing_if = "Option::is_none")]
+    last_seq: Option<u64>,
 }
 
 /// One field or parameter at fault.
@@ -479,6 +502,10 @@ impl ApiError {
                     message: f.message,
                 })
                 .collect(),
+            last_seq: match self {
+                ApiError::WrongExpectedSeq { actual, .. } => Some(*actual),
+                _ => None,
+            },
         };
         (kind.status, serde_json::to_vec(&body).unwrap_or_default())
     }
@@ -507,6 +534,15 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             e @ StoreError::Conflict { .. } => ApiError::Conflict(e),
+            StoreError::WrongExpectedSeq {
+                project_id,
+                expected,
+                actual,
+            } => ApiError::WrongExpectedSeq {
+                project_id,
+                expected,
+                actual,
+            },
             StoreError::Overloaded => ApiError::Overloaded,
             e @ (StoreError::Unavailable(_) | StoreError::Closed) => {
                 ApiError::Unavailable(e.to_string())

@@ -23,12 +23,15 @@
 //! middleware, lifecycle, reload), `deploy` (the container image's environment), `cli` (the
 //! maintenance commands beside a running server), `regression` (one test per fixed bug, named
 //! after it), `consumers` (consumer groups over HTTP on both backends), `payloads` (what a payload
-//! may hold, on both backends), `outbox` (the transactional outbox relay, with the binary).
+//! may hold, on both backends), `outbox` (the transactional outbox relay, with the binary),
+//! `concurrency` (`Expected-Last-Seq`: in process, and racing writers on the binary over SQLite
+//! and two processes on PostgreSQL).
 
 mod archive;
 mod cli;
 mod cluster;
 mod common;
+mod concurrency;
 mod consumers;
 mod deploy;
 mod disk_full;

@@ -158,6 +158,8 @@ async fn project_route_lists_the_projects_events() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(ids(&reply.body["events"]), ["e1", "e2", "e6"]);
     assert_eq!(reply.body["nextAfter"], Value::Null);
+    // The project's last seq, for `Expected-Last-Seq`.
+    assert_eq!(reply.body["lastSeq"], reply.body["events"][2]["seq"]);
 
     let typed = server
         .get("/v1/projects/p1/events", &[("type", "project.*")])
@@ -168,7 +170,10 @@ async fn project_route_lists_the_projects_events() {
     assert_eq!(ids(&Value::Array(paged)), ["e1", "e2", "e6"]);
 
     let none = server.get("/v1/projects/p9/events", &[]).await;
-    assert_eq!(none.body, json!({"events": [], "nextAfter": null}));
+    assert_eq!(
+        none.body,
+        json!({"events": [], "nextAfter": null, "lastSeq": 0})
+    );
 }
 
 /// 10,000 events, paged with two page sizes: every stored seq exactly once, in order.
