@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::auth::Caller;
 use super::body::{decode, json, read_json};
+use super::cloudevent::{self, CloudEventDoc, PublishMode};
 use super::params::{PathParam, event_query};
 use super::problem::{ApiError, StoreProblems};
 use super::state::AppState;
@@ -30,6 +31,11 @@ pub(super) struct EventsApi;
 /// The request header of an optimistic publish: store only if the project's last event has
 /// this seq.
 pub const EXPECTED_LAST_SEQ: &str = "expected-last-seq";
+
+/// Response header of a CloudEvents batch page: the `after` of the next page.
+pub const NEXT_AFTER: &str = "next-after";
+/// Response header of a CloudEvents batch page of a project: the project's last seq.
+pub const LAST_SEQ: &str = "last-seq";
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -45,14 +51,34 @@ pub fn router() -> Router<AppState> {
     post,
     path = "/v1/events",
     tag = "events",
-    request_body(content = PublishBody, description = "One event (object) or an atomic batch (array)"),
+    request_body(
+        description = "One event (object) or an atomic batch (array); or CloudEvents 1.0: one structured event, a batch (stored atomically), or binary mode (attributes in `ce-*` headers, the body is the JSON data, `Content-Type` its `datacontenttype`)",
+        content(
+            (PublishBody = "application/json"),
+            (CloudEventDoc = "application/cloudevents+json"),
+            (Vec<CloudEventDoc> = "application/cloudevents-batch+json"),
+        ),
+    ),
     params(
+        ("ce-specversion" = Option<String>, Header, description = "CloudEvents binary mode: `1.0` (its presence selects binary mode)"),
+        ("ce-id" = Option<String>, Header, description = "CloudEvents binary mode: the event `id`"),
+        ("ce-source" = Option<String>, Header, description = "CloudEvents binary mode: kept as `metadata.source`"),
+        ("ce-type" = Option<String>, Header, description = "CloudEvents binary mode: the event `type`"),
+        ("ce-time" = Option<String>, Header, description = "CloudEvents binary mode: the event `timestamp`"),
+        ("ce-subject" = Option<String>, Header, description = "CloudEvents binary mode: kept as `metadata.subject`; any other `ce-<name>` header is an extension attribute (`ce-projectid`, `ce-tenantid`, `ce-userid`, `ce-traceparent`, … see docs/api.md)"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context, copied into `metadata.traceparent`"),
         ("Expected-Last-Seq" = Option<u64>, Header, description = "Optimistic concurrency: store only if the last stored event of the event's `projectId` (a batch: its first event's) has this `seq`; `0`: the project has no events. Otherwise `409` `/problems/wrong-expected-seq` with the actual `lastSeq`. The (first) event must have a `projectId`"),
     ),
     responses(
-        (status = 201, description = "Stored; the event or the batch with `seq`", body = Published),
-        (status = 200, description = "Already stored with the same content", body = Event),
+        (status = 201, description = "Stored; the event or the batch with `seq` (as CloudEvents when the publish was CloudEvents: one structured event, or a batch for a batch)", content(
+            (Published = "application/json"),
+            (CloudEventDoc = "application/cloudevents+json"),
+            (Vec<CloudEventDoc> = "application/cloudevents-batch+json"),
+        )),
+        (status = 200, description = "Already stored with the same content", content(
+            (Event = "application/json"),
+            (CloudEventDoc = "application/cloudevents+json"),
+        )),
         (status = 400, description = "Malformed JSON or an invalid field"),
         (status = 403, description = "Refused by a policy"),
         (status = 409, description = "The id is stored with other content (`/problems/id-conflict`), or `Expected-Last-Seq` does not hold (`/problems/wrong-expected-seq`, with the project's actual `lastSeq`)"),
@@ -76,33 +102,75 @@ pub(super) async fn create_events(
         principal: Some(caller.principal.clone()),
         traceparent: traceparent(&headers),
     };
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => {
-            let events: Vec<NewEvent> = decode(&bytes)?;
-            let stored = match expected {
-                Some(n) => state.bus.publish_batch_expecting(events, &ctx, n).await?,
-                None => state.bus.publish_batch_with(events, &ctx).await?,
-            };
-            let events: Vec<&Event> = stored.iter().map(|a| &*a.event).collect();
-            Ok(json(StatusCode::CREATED, &events))
-        }
-        Some(b'{') => {
-            let event: NewEvent = decode(&bytes)?;
-            let Appended { event, created } = match expected {
-                Some(n) => state.bus.publish_expecting(event, &ctx, n).await?,
-                None => state.bus.publish_with(event, &ctx).await?,
-            };
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok(json(status, &*event))
-        }
-        _ => Err(ApiError::MalformedJson(
-            "the body must be a JSON object (one event) or an array (a batch)".into(),
-        )),
+    let mode = cloudevent::publish_mode(&headers);
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let one = match (mode, first) {
+        (PublishMode::Structured, _) => Some(cloudevent::decode_structured(&bytes)?),
+        (PublishMode::Binary, _) => Some(cloudevent::decode_binary(&headers, &bytes)?),
+        (PublishMode::Plain, Some(b'{')) => Some(decode(&bytes)?),
+        _ => None,
+    };
+    if let Some(event) = one {
+        let Appended { event, created } = match expected {
+            Some(n) => state.bus.publish_expecting(event, &ctx, n).await?,
+            None => state.bus.publish_with(event, &ctx).await?,
+        };
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Ok(published(mode, status, &[&*event]));
     }
+    let events: Vec<NewEvent> = match (mode, first) {
+        (PublishMode::Batch, _) => cloudevent::decode_batch(&bytes)?,
+        (_, Some(b'[')) => decode(&bytes)?,
+        _ => {
+            return Err(ApiError::MalformedJson(
+                "the body must be a JSON object (one event) or an array (a batch)".into(),
+            ));
+        }
+    };
+    let stored = match expected {
+        Some(n) => state.bus.publish_batch_expecting(events, &ctx, n).await?,
+        None => state.bus.publish_batch_with(events, &ctx).await?,
+    };
+    let events: Vec<&Event> = stored.iter().map(|a| &*a.event).collect();
+    Ok(published(mode, StatusCode::CREATED, &events))
+}
+
+/// The answer to a publish: our JSON, or CloudEvents when the publish was CloudEvents (a single
+/// event as one structured event, a batch as a batch).
+fn published(mode: PublishMode, status: StatusCode, events: &[&Event]) -> Response {
+    match (mode, events) {
+        (PublishMode::Plain, [one]) => json(status, one),
+        (PublishMode::Plain, _) => json(status, events),
+        (PublishMode::Batch, _) => cloudevents_batch(status, events),
+        (_, [one, ..]) => cloudevents_one(status, one),
+        (_, []) => json(status, events),
+    }
+}
+
+/// One event as `application/cloudevents+json`.
+fn cloudevents_one(status: StatusCode, event: &Event) -> Response {
+    with_type(
+        json(status, &cloudevent::encode(event)),
+        cloudevent::STRUCTURED,
+    )
+}
+
+/// Events as `application/cloudevents-batch+json`.
+fn cloudevents_batch(status: StatusCode, events: &[&Event]) -> Response {
+    let batch: Vec<serde_json::Value> = events.iter().map(|e| cloudevent::encode(e)).collect();
+    with_type(json(status, &batch), cloudevent::BATCH)
+}
+
+fn with_type(mut response: Response, media_type: &'static str) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(media_type),
+    );
+    response
 }
 
 /// `POST /v1/events` body: one event or an atomic batch.
@@ -171,7 +239,10 @@ struct EventListParams {
         EventListParams,
     ),
     responses(
-        (status = 200, description = "One page", body = PageBody),
+        (status = 200, description = "One page; with `Accept: application/cloudevents-batch+json` the page's events as a CloudEvents batch, the next page's cursor in the `Next-After` header", content(
+            (PageBody = "application/json"),
+            (Vec<CloudEventDoc> = "application/cloudevents-batch+json"),
+        ), headers(("Next-After" = u64, description = "CloudEvents batch answers: `after` of the next page; absent on the last page"))),
         (status = 400, description = "An invalid or unknown parameter"),
         StoreProblems,
     )
@@ -179,10 +250,30 @@ struct EventListParams {
 pub(super) async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let query = event_query(&params, None)?;
-    Ok(page(query_page(&state, &caller, &params, query).await?))
+    let events = query_page(&state, &caller, &params, query).await?;
+    if cloudevent::accepts(&headers, cloudevent::BATCH) {
+        return Ok(cloudevents_page(&events, None));
+    }
+    Ok(page(events))
+}
+
+/// A page as `application/cloudevents-batch+json`: the events; the cursor of the next page in
+/// the `Next-After` header (absent on the last page), the project's last seq in `Last-Seq`.
+fn cloudevents_page(page: &EventPage, last_seq: Option<u64>) -> Response {
+    let events: Vec<&Event> = page.events.iter().map(Arc::as_ref).collect();
+    let mut response = cloudevents_batch(StatusCode::OK, &events);
+    let headers = response.headers_mut();
+    if let Some(next) = page.next_after {
+        headers.insert(NEXT_AFTER, next.into());
+    }
+    if let Some(last) = last_seq {
+        headers.insert(LAST_SEQ, last.into());
+    }
+    response
 }
 
 /// `GET /v1/projects/{projectId}/events`: the project's events, same paging.
@@ -195,7 +286,13 @@ pub(super) async fn list_events(
         EventListParams,
     ),
     responses(
-        (status = 200, description = "One page, with the project's `lastSeq`", body = ProjectPageBody),
+        (status = 200, description = "One page, with the project's `lastSeq`; with `Accept: application/cloudevents-batch+json` the page's events as a CloudEvents batch, the next page's cursor in `Next-After` and the project's last seq in `Last-Seq`", content(
+            (ProjectPageBody = "application/json"),
+            (Vec<CloudEventDoc> = "application/cloudevents-batch+json"),
+        ), headers(
+            ("Next-After" = u64, description = "CloudEvents batch answers: `after` of the next page; absent on the last page"),
+            ("Last-Seq" = u64, description = "CloudEvents batch answers: the project's last seq"),
+        )),
         (status = 400, description = "An invalid or unknown parameter"),
         StoreProblems,
     )
@@ -203,6 +300,7 @@ pub(super) async fn list_events(
 pub(super) async fn list_project_events(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     PathParam(project_id): PathParam<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -210,6 +308,9 @@ pub(super) async fn list_project_events(
     let events = query_page(&state, &caller, &params, query).await?;
     // Read after the page: a publish between the two shows as a `lastSeq` past the page.
     let last_seq = state.bus.store().last_seq_of_project(&project_id).await?;
+    if cloudevent::accepts(&headers, cloudevent::BATCH) {
+        return Ok(cloudevents_page(&events, Some(last_seq)));
+    }
     let page_events: Vec<&Event> = events.events.iter().map(Arc::as_ref).collect();
     Ok(json(
         StatusCode::OK,
@@ -228,7 +329,10 @@ pub(super) async fn list_project_events(
     tag = "events",
     params(("id" = String, Path, description = "The event id")),
     responses(
-        (status = 200, description = "The event", body = Event),
+        (status = 200, description = "The event; a structured CloudEvent with `Accept: application/cloudevents+json`", content(
+            (Event = "application/json"),
+            (CloudEventDoc = "application/cloudevents+json"),
+        )),
         (status = 400, description = "An invalid parameter"),
         (status = 404, description = "No event has this id"),
         StoreProblems,
@@ -237,12 +341,16 @@ pub(super) async fn list_project_events(
 pub(super) async fn get_event(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Read)?;
     // An event outside the caller's scope is answered exactly like a missing one.
     match state.bus.get(&id).await? {
         Some(event) if caller.principal.sees(Permission::Read, &event) => {
+            if cloudevent::accepts(&headers, cloudevent::STRUCTURED) {
+                return Ok(cloudevents_one(StatusCode::OK, &event));
+            }
             Ok(json(StatusCode::OK, &*event))
         }
         _ => Err(ApiError::NotFound(format!("no event has id `{id}`"))),

@@ -6,12 +6,14 @@
 //! dead letters), `consumers` (consumer groups: fetch, ack, nack, dead letters), `outboxes` (the
 //! outbox relays and their dead letters), `metrics`; `openapi` (the OpenAPI document, assembled from the `XxxApi` part
 //! each resource module describes); `state` (what every handler can reach), `auth` (who is
-//! calling), `problem` (the error table), `body` (JSON bodies), `params` (query strings),
+//! calling), `problem` (the error table), `body` (JSON bodies), `cloudevent` (the CloudEvents
+//! codec of publishes, answers and streams), `params` (query strings),
 //! `server` (the HTTP/1 connection loop with its header limits and read timeouts), `head_error`
 //! (problem bodies for request heads hyper cannot parse), `stream_conn` (connections that open
 //! with a stream request, served without hyper's buffers).
 //!
-//! Imports go one way: resource modules use `state`, `auth`, `problem`, `body` and `params`,
+//! Imports go one way: resource modules use `state`, `auth`, `problem`, `body`, `cloudevent` and
+//! `params`,
 //! never each other, `openapi` or this module; `openapi` and this module use the resources.
 //!
 //! Every `/v1` route takes a [`auth::Caller`] (401 without a valid key) and checks its
@@ -20,6 +22,7 @@
 
 pub mod auth;
 pub(crate) mod body;
+pub(crate) mod cloudevent;
 mod consumers;
 mod event_types;
 mod events;

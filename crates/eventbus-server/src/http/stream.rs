@@ -26,6 +26,7 @@ use eventbus::security::limit::ConnectionGuard;
 use eventbus::transport::sse::{ConnectError, Connection, control_frame};
 
 use super::auth::Caller;
+use super::cloudevent;
 use super::params::reject_unknown;
 use super::problem::ApiError;
 use super::state::AppState;
@@ -52,6 +53,7 @@ pub fn router() -> Router<AppState> {
         ("userId" = Option<String>, Query, description = "Exact match"),
         ("lastEventId" = Option<u64>, Query, description = "Resume after this `seq` (the header wins)"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this `seq`"),
+        ("format" = Option<String>, Query, description = "`json` (default): `data` is the event; `cloudevents`: `data` is the event as a structured CloudEvent (JSON event format, `application/cloudevents+json`)"),
         ("token" = Option<String>, Query, description = "A browser token from `POST /v1/tokens`, for clients that cannot send `Authorization`; the stream ends with a `token_expired` event when it expires"),
     ),
     responses(
@@ -68,6 +70,16 @@ pub(super) async fn get_stream(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (filter, resume) = stream_request(&params, &headers)?;
+    let cloudevents = match params.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("cloudevents") => true,
+        Some(_) => {
+            return Err(ApiError::parameter(
+                "format",
+                "must be `json` (the default) or `cloudevents`",
+            ));
+        }
+    };
     let filter = caller
         .principal
         .narrow(Permission::Subscribe, &filter)
@@ -110,6 +122,7 @@ pub(super) async fn get_stream(
         _guard: guard,
         preface,
         done: false,
+        cloudevents,
     };
     let stream = futures_util::stream::unfold(open, |mut open| async move {
         open.next()
@@ -137,11 +150,22 @@ struct Open {
     /// A control event sent before anything else (events after the cursor were archived).
     preface: Option<Bytes>,
     done: bool,
+    /// `format=cloudevents`: event frames carry structured CloudEvents.
+    cloudevents: bool,
 }
 
 impl Open {
     /// The next chunk; when the token expires, a final `token_expired` event, then the end.
     async fn next(&mut self) -> Option<Bytes> {
+        let chunk = self.next_frame().await?;
+        Some(if self.cloudevents {
+            cloudevent::sse_frame(chunk)
+        } else {
+            chunk
+        })
+    }
+
+    async fn next_frame(&mut self) -> Option<Bytes> {
         if let Some(preface) = self.preface.take() {
             return Some(preface);
         }
@@ -230,6 +254,7 @@ pub fn stream_request(
             "userId",
             "lastEventId",
             "token",
+            "format",
         ],
     )?;
     let mut filter = EventFilter::default();

@@ -24,11 +24,13 @@
 //! maintenance commands beside a running server), `regression` (one test per fixed bug, named
 //! after it), `consumers` (consumer groups over HTTP on both backends), `payloads` (what a payload
 //! may hold, on both backends), `outbox` (the transactional outbox relay, with the binary),
-//! `concurrency` (`Expected-Last-Seq`: in process, and racing writers on the binary over SQLite
+//! `cloudevents` (content negotiation; the SDK suite is `tests/cloudevents`), `concurrency`
+//! (`Expected-Last-Seq`: in process, and racing writers on the binary over SQLite
 //! and two processes on PostgreSQL).
 
 mod archive;
 mod cli;
+mod cloudevents;
 mod cluster;
 mod common;
 mod concurrency;
