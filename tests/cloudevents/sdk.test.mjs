@@ -1,17 +1,21 @@
 // The bus's CloudEvents 1.0 binding, checked with the CloudEvents JavaScript SDK (`cloudevents`
 // on npm), not with a parser of our own: events the SDK builds in structured, binary and batch
 // mode are accepted, and what the bus emits (the publish answer, `GET /v1/events/{id}`, the query
-// API, an SSE message with `format=cloudevents`) parses back with the SDK into equal events.
+// API, an SSE message with `format=cloudevents`, a webhook request in structured and in binary
+// mode) parses back with the SDK into equal events. Webhook signatures are checked with the
+// Standard Webhooks library (`standardwebhooks` on npm).
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { after, before, test } from 'node:test';
 import { CloudEvent, HTTP } from 'cloudevents';
+import { Webhook } from 'standardwebhooks';
 import { ADMIN_KEY, startBus, stopBus } from './harness.mjs';
 
 const auth = { authorization: `Bearer ${ADMIN_KEY}` };
 let bus;
 
 before(async () => {
-  bus = await startBus();
+  bus = await startBus({ WEBHOOK_ALLOWED_NETWORKS: '127.0.0.0/8' });
 });
 after(async () => {
   if (bus) await stopBus(bus);
@@ -195,4 +199,88 @@ test('Expected-Last-Seq applies to CloudEvents publishes', async () => {
   const problem = await stale.json();
   assert.equal(problem.type, '/problems/wrong-expected-seq');
   assert.equal(problem.lastSeq, seq);
+});
+
+/** A local webhook receiver: resolves each request as { headers, body } in arrival order. */
+function receiver() {
+  const requests = [];
+  const waiters = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      res.writeHead(200).end();
+      const r = { url: req.url, headers: req.headers, body };
+      const w = waiters.shift();
+      if (w) w(r);
+      else requests.push(r);
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () =>
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}`,
+        next: () => (requests.length ? Promise.resolve(requests.shift()) : new Promise((r) => waiters.push(r))),
+        close: () => server.close(),
+      }),
+    );
+  });
+}
+
+test('webhooks in CloudEvents structured and binary mode parse back, signed per Standard Webhooks', async () => {
+  const rx = await receiver();
+  try {
+    const endpoints = {};
+    for (const format of ['cloudevents', 'cloudevents-binary']) {
+      const r = await fetch(`${bus.url}/v1/webhooks`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ url: `${rx.url}/${format}`, projectId: 'p-wh', format }),
+      });
+      assert.equal(r.status, 201, await r.clone().text());
+      const ep = await r.json();
+      assert.equal(ep.format, format);
+      endpoints[format] = ep;
+    }
+    const sent = sample(13, { projectid: 'p-wh' });
+    const published = await post(HTTP.structured(sent));
+    assert.equal(published.status, 201);
+    const seq = HTTP.toEvent(await message(published)).seq;
+
+    const got = {};
+    for (let i = 0; i < 2; i++) {
+      const req = await Promise.race([
+        rx.next(),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('no webhook request within 20 s')), 20_000)),
+      ]);
+      got[req.url.slice(1)] = req;
+    }
+    for (const [format, req] of Object.entries(got)) {
+      const ep = endpoints[format];
+      // Signed over the exact body, with the event id as webhook-id.
+      new Webhook(ep.secret).verify(req.body, req.headers);
+      assert.equal(req.headers['webhook-id'], sent.id);
+      const event = HTTP.toEvent({ headers: req.headers, body: req.body });
+      if (format === 'cloudevents') {
+        assert.match(req.headers['content-type'], /^application\/cloudevents\+json/);
+        assertSame(event, stored(sent, seq));
+      } else {
+        assert.equal(req.headers['ce-id'], sent.id);
+        assert.equal(req.headers['content-type'], 'application/json');
+        // In binary mode every attribute travels as a header string (the seq too).
+        assertSame(event, sent.cloneWith({ seq: String(seq) }));
+      }
+    }
+    // A format that does not exist is refused, naming the field.
+    const bad = await fetch(`${bus.url}/v1/webhooks`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ url: `${rx.url}/x`, format: 'xml' }),
+    });
+    assert.equal(bad.status, 400);
+    assert.equal((await bad.json()).errors[0].field, 'format');
+  } finally {
+    rx.close();
+  }
 });

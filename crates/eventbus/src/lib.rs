@@ -8,7 +8,8 @@
 //! - [`core`]: the pure core: [`core::event`] (the wire format and its validation),
 //!   [`core::pattern`] (type patterns), [`core::filter`], [`core::catalogue`] (event types and
 //!   schemas), [`core::middleware`] (the chain and its built-in steps), [`core::router`] (the
-//!   pattern index), [`core::log`] (the in-memory commit log), [`core::time`].
+//!   pattern index), [`core::log`] (the in-memory commit log), [`core::time`],
+//!   [`core::cloudevent`] (an event as a CloudEvent, for the edges that send events out).
 //! - [`store`]: the [`EventStore`] contract and its backends ([`store::sqlite`],
 //!   [`store::postgres`]); [`store::open`] opens the backend a URL names and returns its
 //!   [`store::Stores`]: the event log and the contracts of its side tables, the archive

@@ -5,7 +5,8 @@
 //! In: [`publish_mode`] tells a structured (`application/cloudevents+json`), batch
 //! (`application/cloudevents-batch+json`) or binary (`ce-*` headers, the body is the data)
 //! publish from a plain one; [`decode_structured`], [`decode_batch`] and [`decode_binary`] make
-//! [`NewEvent`]s of them. Out: [`encode`] makes the structured JSON of a stored [`Event`].
+//! [`NewEvent`]s of them. Out: [`encode`] (from `eventbus::core::cloudevent`, which webhooks
+//! share) makes the structured JSON of a stored [`Event`]; [`sse_frame`] rewrites SSE messages.
 //!
 //! The mapping (docs/api.md "CloudEvents"): `id`↔`id`, `type`↔`type`, `time`↔`timestamp`,
 //! `data`↔`payload`, `projectid`/`tenantid`/`userid`↔`projectId`/`tenantId`/`userId`, `source`,
@@ -24,12 +25,7 @@ use serde_json::{Map, Value};
 
 use super::problem::ApiError;
 
-/// The media type of one structured event.
-pub const STRUCTURED: &str = "application/cloudevents+json";
-/// The media type of a batch of structured events.
-pub const BATCH: &str = "application/cloudevents-batch+json";
-/// The `source` of an event that has no `metadata.source`.
-pub const DEFAULT_SOURCE: &str = "urn:situs:eventbus";
+pub use eventbus::core::cloudevent::{BATCH, STRUCTURED, encode, is_attribute_name};
 /// The prefix of binary-mode attribute headers.
 const HEADER_PREFIX: &str = "ce-";
 
@@ -300,14 +296,6 @@ fn from_attributes(
     Ok(event)
 }
 
-/// CloudEvents attribute names: 1 to 20 lowercase letters and digits.
-fn is_attribute_name(name: &str) -> bool {
-    (1..=20).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
 fn is_json(media_type: &str) -> bool {
     let essence = media_type
         .split(';')
@@ -339,56 +327,6 @@ fn percent_decode(value: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Metadata keys that have an attribute of their own (or none) in [`encode`].
-const MAPPED_METADATA: &[&str] = &["source", "correlationId", "causationId"];
-
-/// The structured CloudEvent of a stored event.
-pub fn encode(event: &Event) -> Value {
-    let mut ce = Map::new();
-    ce.insert("specversion".into(), "1.0".into());
-    ce.insert("id".into(), event.id.clone().into());
-    ce.insert(
-        "source".into(),
-        event
-            .metadata
-            .get("source")
-            .map_or(DEFAULT_SOURCE, String::as_str)
-            .into(),
-    );
-    ce.insert("type".into(), event.event_type.clone().into());
-    ce.insert("time".into(), event.timestamp.to_string().into());
-    let data: Value = serde_json::from_str(event.payload.get()).unwrap_or(Value::Null);
-    if !data.is_null() {
-        ce.insert("datacontenttype".into(), "application/json".into());
-        ce.insert("data".into(), data);
-    }
-    for (name, value) in [
-        ("projectid", &event.project_id),
-        ("tenantid", &event.tenant_id),
-        ("userid", &event.user_id),
-    ] {
-        if let Some(v) = value {
-            ce.insert(name.into(), v.clone().into());
-        }
-    }
-    for (key, value) in &event.metadata {
-        let name = match key.as_str() {
-            "correlationId" => "correlationid".to_owned(),
-            "causationId" => "causationid".to_owned(),
-            k if MAPPED_METADATA.contains(&k) => continue,
-            // Keys that are no attribute name, or would overwrite a context attribute, are left
-            // out (docs/api.md).
-            k if !is_attribute_name(k) || ce.contains_key(k) || RESERVED.contains(&k) => continue,
-            k => k.to_owned(),
-        };
-        ce.insert(name, value.clone().into());
-    }
-    if event.seq > 0 {
-        ce.insert("seq".into(), event.seq.into());
-    }
-    Value::Object(ce)
-}
-
 /// An SSE chunk with the event in `data` rewritten as a structured CloudEvent
 /// (`GET /v1/stream?format=cloudevents`); any other chunk (control events, heartbeats,
 /// `retry:`) as it is. The hub builds one frame per event for every stream; a CloudEvents
@@ -410,22 +348,6 @@ pub fn sse_frame(chunk: bytes::Bytes) -> bytes::Bytes {
     out.extend_from_slice(b"\n\n");
     out.into()
 }
-
-/// Context attribute names an extension may not take.
-const RESERVED: &[&str] = &[
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "time",
-    "datacontenttype",
-    "data",
-    "data_base64",
-    "projectid",
-    "tenantid",
-    "userid",
-    "seq",
-];
 
 #[cfg(test)]
 mod tests {

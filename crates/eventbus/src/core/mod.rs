@@ -3,6 +3,7 @@
 //! on it, never the other way round.
 
 pub mod catalogue;
+pub mod cloudevent;
 pub mod event;
 pub mod filter;
 pub mod log;

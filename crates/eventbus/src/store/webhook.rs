@@ -37,6 +37,45 @@ use crate::core::time::Timestamp;
 /// Most rows one page of deliveries or attempts holds.
 pub const MAX_LOG_PAGE: usize = 1000;
 
+/// What a webhook request carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub enum WebhookFormat {
+    /// The event's JSON (`application/json`).
+    #[default]
+    #[serde(rename = "json")]
+    Json,
+    /// A structured CloudEvent (`application/cloudevents+json`).
+    #[serde(rename = "cloudevents")]
+    CloudEvents,
+    /// A CloudEvent in binary mode: `ce-*` headers, the payload's JSON as the body.
+    #[serde(rename = "cloudevents-binary")]
+    CloudEventsBinary,
+}
+
+impl WebhookFormat {
+    /// Every format, by name.
+    pub const ALL: [WebhookFormat; 3] = [
+        WebhookFormat::Json,
+        WebhookFormat::CloudEvents,
+        WebhookFormat::CloudEventsBinary,
+    ];
+
+    /// The name stored and shown: `json`, `cloudevents` or `cloudevents-binary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Json => "json",
+            WebhookFormat::CloudEvents => "cloudevents",
+            WebhookFormat::CloudEventsBinary => "cloudevents-binary",
+        }
+    }
+
+    /// The format of this name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+}
+
 /// A webhook endpoint: where events go, which ones, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -60,6 +99,8 @@ pub struct Endpoint {
     /// Strict per-endpoint ordering: the next event waits until the previous one succeeded or
     /// was dead-lettered.
     pub ordered: bool,
+    /// What each request carries.
+    pub format: WebhookFormat,
     /// Disabled endpoints receive nothing and queue nothing.
     pub disabled: bool,
     /// Why it is disabled: `manual` or `failing`.
@@ -136,6 +177,8 @@ pub struct EndpointPatch {
     pub rate_limit: Option<Option<u32>>,
     /// New ordering mode.
     pub ordered: Option<bool>,
+    /// New request format.
+    pub format: Option<WebhookFormat>,
     /// Disable (`true`, reason `manual`) or enable (`false`, which also clears the failure streak).
     pub disabled: Option<bool>,
     /// Rotate the secret: the new secret, and how long the current one stays valid.
@@ -176,6 +219,9 @@ impl EndpointPatch {
         }
         if let Some(v) = self.ordered {
             ep.ordered = v;
+        }
+        if let Some(v) = self.format {
+            ep.format = v;
         }
         match self.disabled {
             Some(true) if !ep.disabled => {

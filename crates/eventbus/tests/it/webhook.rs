@@ -53,6 +53,7 @@ fn endpoint(id: &str, ordered: bool) -> Endpoint {
         headers: BTreeMap::new(),
         rate_limit: None,
         ordered,
+        format: Default::default(),
         disabled: false,
         disabled_reason: None,
         secret: "whsec_x".into(),

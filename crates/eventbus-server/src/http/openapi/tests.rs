@@ -130,6 +130,7 @@ fn endpoint() -> Endpoint {
         headers: BTreeMap::from([("x-a".into(), "b".into())]),
         rate_limit: Some(5),
         ordered: true,
+        format: Default::default(),
         disabled: true,
         disabled_reason: Some("manual".into()),
         secret: "whsec_x".into(),

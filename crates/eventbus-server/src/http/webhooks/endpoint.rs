@@ -111,6 +111,10 @@ struct EndpointBody {
     rate_limit: Option<u32>,
     /// Strict per-endpoint ordering.
     ordered: bool,
+    /// What each request carries: `json` (the event), `cloudevents` (a structured CloudEvent)
+    /// or `cloudevents-binary` (CloudEvents binary mode); signed per Standard Webhooks in each.
+    #[schema(pattern = "^(json|cloudevents|cloudevents-binary)$")]
+    format: String,
     /// Disabled endpoints receive nothing.
     disabled: bool,
     /// `manual` or `failing`.

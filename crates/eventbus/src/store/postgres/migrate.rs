@@ -52,6 +52,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_consumer_groups",
         include_str!("../../../migrations/postgres/0010_consumer_groups.sql"),
     ),
+    (
+        "0011_webhook_format",
+        include_str!("../../../migrations/postgres/0011_webhook_format.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

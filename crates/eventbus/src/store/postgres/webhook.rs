@@ -37,12 +37,14 @@ use crate::core::time::Timestamp;
 use crate::store::StoreError;
 use crate::store::webhook::{
     Attempt, AttemptQuery, AttemptRecord, Claim, Delivery, DeliveryQuery, DeliveryStatus, Endpoint,
-    EndpointPatch, FanOut, FanOutResult, HealthPolicy, NewDelivery, Page, WebhookStore,
+    EndpointPatch, FanOut, FanOutResult, HealthPolicy, NewDelivery, Page, WebhookFormat,
+    WebhookStore,
 };
 
 const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, project_id, tenant_id, headers, \
      rate_limit, ordered, disabled, disabled_reason, secret, previous_secret, \
-     previous_secret_expires_at, since_seq, created_at, updated_at, failing_since, failure_count";
+     previous_secret_expires_at, since_seq, created_at, updated_at, failing_since, failure_count, \
+     format";
 
 const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_seq, event_id, event_type, status, attempts, \
      cycle_attempts, next_attempt_at, created_at, updated_at, last_status_code, last_error";
@@ -59,7 +61,7 @@ fn decode_error(index: usize, e: impl std::error::Error + Send + Sync + 'static)
     }
 }
 
-/// Reads the endpoint in the columns `o..o + 19` (in [`ENDPOINT_COLUMNS`] order).
+/// Reads the endpoint in the columns `o..o + 20` (in [`ENDPOINT_COLUMNS`] order).
 fn row_to_endpoint(r: &PgRow, o: usize) -> Result<Endpoint, sqlx::Error> {
     let types: String = r.try_get(o + 3)?;
     let types: Vec<String> = serde_json::from_str(&types).map_err(|e| decode_error(o + 3, e))?;
@@ -95,6 +97,15 @@ fn row_to_endpoint(r: &PgRow, o: usize) -> Result<Endpoint, sqlx::Error> {
         updated_at: Timestamp::from_micros(r.try_get(o + 16)?),
         failing_since: micros(17)?,
         failure_count: r.try_get::<i64, _>(o + 18)? as u32,
+        format: {
+            let name: String = r.try_get(o + 19)?;
+            WebhookFormat::parse(&name).ok_or_else(|| {
+                decode_error(
+                    o + 19,
+                    std::io::Error::other(format!("unknown webhook format `{name}`")),
+                )
+            })?
+        },
     })
 }
 
@@ -180,14 +191,14 @@ async fn write_endpoint(tx: &mut Tx, ep: &Endpoint, insert: bool) -> Result<(), 
     let sql = if insert {
         format!(
             "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         )
     } else {
         "UPDATE webhook_endpoints SET url = $2, description = $3, event_types = $4, \
          project_id = $5, tenant_id = $6, headers = $7, rate_limit = $8, ordered = $9, \
          disabled = $10, disabled_reason = $11, secret = $12, previous_secret = $13, \
          previous_secret_expires_at = $14, since_seq = $15, created_at = $16, updated_at = $17, \
-         failing_since = $18, failure_count = $19 WHERE id = $1"
+         failing_since = $18, failure_count = $19, format = $20 WHERE id = $1"
             .to_owned()
     };
     sqlx::query(AssertSqlSafe(sql))
@@ -210,6 +221,7 @@ async fn write_endpoint(tx: &mut Tx, ep: &Endpoint, insert: bool) -> Result<(), 
         .bind(ep.updated_at.as_micros())
         .bind(ep.failing_since.map(Timestamp::as_micros))
         .bind(i64::from(ep.failure_count))
+        .bind(ep.format.as_str())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -603,6 +615,15 @@ mod tests {
     use crate::store::EventStore;
     use crate::store::postgres::testing::store;
     use crate::store::webhook::contract;
+
+    #[tokio::test]
+    async fn the_request_format_is_kept() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        contract::the_request_format_is_kept(&s).await;
+        s.close().await;
+    }
 
     #[tokio::test]
     async fn fan_out_applies_once_and_refuses_stale_steps() {

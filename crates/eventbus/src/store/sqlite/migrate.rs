@@ -43,6 +43,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_consumer_groups",
         include_str!("../../../migrations/sqlite/0009_consumer_groups.sql"),
     ),
+    (
+        "0010_webhook_format",
+        include_str!("../../../migrations/sqlite/0010_webhook_format.sql"),
+    ),
 ];
 
 /// The schema version this binary migrates to (`PRAGMA user_version`).

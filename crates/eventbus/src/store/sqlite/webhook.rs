@@ -17,12 +17,14 @@ use crate::core::time::Timestamp;
 use crate::store::StoreError;
 use crate::store::webhook::{
     Attempt, AttemptQuery, AttemptRecord, Claim, Delivery, DeliveryQuery, DeliveryStatus, Endpoint,
-    EndpointPatch, FanOut, FanOutResult, HealthPolicy, NewDelivery, Page, WebhookStore,
+    EndpointPatch, FanOut, FanOutResult, HealthPolicy, NewDelivery, Page, WebhookFormat,
+    WebhookStore,
 };
 
 const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, project_id, tenant_id, headers, \
      rate_limit, ordered, disabled, disabled_reason, secret, previous_secret, \
-     previous_secret_expires_at, since_seq, created_at, updated_at, failing_since, failure_count";
+     previous_secret_expires_at, since_seq, created_at, updated_at, failing_since, failure_count, \
+     format";
 
 const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_seq, event_id, event_type, status, attempts, \
      cycle_attempts, next_attempt_at, created_at, updated_at, last_status_code, last_error";
@@ -62,6 +64,15 @@ fn row_to_endpoint(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
         updated_at: Timestamp::from_micros(r.get(16)?),
         failing_since: r.get::<_, Option<i64>>(17)?.map(Timestamp::from_micros),
         failure_count: r.get(18)?,
+        format: {
+            let name: String = r.get(19)?;
+            WebhookFormat::parse(&name).ok_or_else(|| {
+                conversion(
+                    19,
+                    std::io::Error::other(format!("unknown webhook format `{name}`")),
+                )
+            })?
+        },
     })
 }
 
@@ -140,13 +151,14 @@ fn write_endpoint(c: &Connection, ep: &Endpoint, insert: bool) -> rusqlite::Resu
     let sql = if insert {
         format!(
             "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
         )
     } else {
         "UPDATE webhook_endpoints SET url = ?2, description = ?3, event_types = ?4, project_id = ?5, \
          tenant_id = ?6, headers = ?7, rate_limit = ?8, ordered = ?9, disabled = ?10, \
          disabled_reason = ?11, secret = ?12, previous_secret = ?13, previous_secret_expires_at = ?14, \
-         since_seq = ?15, created_at = ?16, updated_at = ?17, failing_since = ?18, failure_count = ?19 \
+         since_seq = ?15, created_at = ?16, updated_at = ?17, failing_since = ?18, failure_count = ?19, \
+         format = ?20 \
          WHERE id = ?1"
             .to_owned()
     };
@@ -170,6 +182,7 @@ fn write_endpoint(c: &Connection, ep: &Endpoint, insert: bool) -> rusqlite::Resu
         ep.updated_at.as_micros(),
         ep.failing_since.map(Timestamp::as_micros),
         ep.failure_count,
+        ep.format.as_str(),
     ])?;
     Ok(())
 }
@@ -640,6 +653,13 @@ mod tests {
     use crate::store::EventStore;
     use crate::store::sqlite::testing::store;
     use crate::store::webhook::contract;
+
+    #[tokio::test]
+    async fn the_request_format_is_kept() {
+        let (_dir, s) = store();
+        contract::the_request_format_is_kept(&s).await;
+        s.close().await;
+    }
 
     #[tokio::test]
     async fn fan_out_applies_once_and_refuses_stale_steps() {

@@ -17,6 +17,7 @@ fn endpoint(id: &str, ordered: bool) -> Endpoint {
         headers: BTreeMap::new(),
         rate_limit: None,
         ordered,
+        format: Default::default(),
         disabled: false,
         disabled_reason: None,
         secret: "whsec_x".into(),
@@ -68,6 +69,26 @@ const HEALTH: HealthPolicy = HealthPolicy {
     window_micros: 0,
     failures: 1_000,
 };
+
+/// An endpoint's request format is kept, and changed by a patch.
+pub(crate) async fn the_request_format_is_kept(s: &dyn WebhookStore) {
+    let mut ep = endpoint("f", false);
+    ep.format = WebhookFormat::CloudEvents;
+    s.create_endpoint(ep).await.unwrap();
+    let got = s.get_endpoint("f").await.unwrap().unwrap();
+    assert_eq!(got.format, WebhookFormat::CloudEvents);
+    let patch = EndpointPatch {
+        format: Some(WebhookFormat::CloudEventsBinary),
+        ..Default::default()
+    };
+    s.update_endpoint("f", patch, Timestamp::from_micros(2_000))
+        .await
+        .unwrap();
+    let got = s.get_endpoint("f").await.unwrap().unwrap();
+    assert_eq!(got.format, WebhookFormat::CloudEventsBinary);
+    let other = s.create_endpoint(endpoint("g", false)).await.unwrap();
+    assert_eq!(other.format, WebhookFormat::Json, "the default");
+}
 
 /// Fan-out steps apply once and are refused when stale.
 pub(crate) async fn fan_out_applies_once_and_refuses_stale_steps(s: &dyn WebhookStore) {

@@ -12,7 +12,7 @@ use super::error::invalid;
 use crate::core::event::Event;
 use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
-use crate::store::webhook::EndpointPatch;
+use crate::store::webhook::{EndpointPatch, WebhookFormat};
 
 /// Most patterns, headers and description bytes an endpoint may have.
 const MAX_PATTERNS: usize = 64;
@@ -60,6 +60,11 @@ pub struct EndpointInput {
     /// Strict ordering.
     #[serde(default)]
     pub ordered: Option<bool>,
+    /// What each request carries: `json` (the event, the default), `cloudevents` (a
+    /// structured CloudEvent) or `cloudevents-binary` (CloudEvents binary mode).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^(json|cloudevents|cloudevents-binary)$"))]
+    pub format: Option<String>,
     /// Disabled.
     #[serde(default)]
     pub disabled: Option<bool>,
@@ -144,6 +149,16 @@ impl EndpointInput {
                 "requests per second must be at least 1 (null for no limit)",
             ));
         }
+        let format = match input.format.as_deref() {
+            None => None,
+            Some(name) => Some(WebhookFormat::parse(name).ok_or_else(|| {
+                invalid(
+                    "format",
+                    "`json` (the event), `cloudevents` (a structured CloudEvent) or \
+                     `cloudevents-binary` (CloudEvents binary mode)",
+                )
+            })?),
+        };
         Ok(EndpointPatch {
             url: input.url,
             description: input.description,
@@ -153,6 +168,7 @@ impl EndpointInput {
             headers: input.headers,
             rate_limit: input.rate_limit,
             ordered: input.ordered,
+            format,
             disabled: input.disabled,
             rotate: None,
         })

@@ -3,7 +3,10 @@
 //!
 //! An attempt's body is the event's JSON (built once per event: [`BodyCache`]), or the body a
 //! [`PayloadShaper`] returns for the event and the endpoint when one applies to the event's
-//! type. Its headers are the endpoint's own, then `content-type` and the Standard Webhooks
+//! type. An endpoint whose [`WebhookFormat`] is a CloudEvents one gets the event as a structured
+//! CloudEvent (`application/cloudevents+json`) or in binary mode (`ce-*` headers, the payload's
+//! JSON as the body) instead of the event's JSON; a shaped body is sent as it is
+//! (`application/json`). Its headers are the endpoint's own, then `content-type` and the Standard Webhooks
 //! headers: `webhook-id` (the event id), `webhook-timestamp` (now) and `webhook-signature` (one
 //! signature per valid secret of the endpoint: [`signature_header`]).
 //!
@@ -18,10 +21,11 @@ use super::shaper::ShapeError;
 use super::shared::Shared;
 use super::signing::{SigningKey, signature_header};
 use super::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use crate::core::cloudevent;
 use crate::core::event::Event;
 use crate::core::time::Timestamp;
 use crate::store::StoreError;
-use crate::store::webhook::{Delivery, Endpoint};
+use crate::store::webhook::{Delivery, Endpoint, WebhookFormat};
 
 /// One request: the body and its signed headers.
 pub(super) struct Request {
@@ -43,31 +47,78 @@ pub(super) async fn for_delivery(
     d: &Delivery,
     ep: &Endpoint,
 ) -> Result<Option<Request>, BodyError> {
-    let Some(body) = attempt_body(shared, d, ep).await? else {
+    let Some((body, shaped)) = attempt_body(shared, d, ep).await? else {
         return Ok(None);
     };
-    Ok(Some(Request {
-        headers: headers(ep, &d.event_id, &body),
-        body,
-    }))
+    if shaped {
+        return Ok(Some(Request {
+            headers: headers(ep, &d.event_id, &body, Some("application/json"), Vec::new()),
+            body,
+        }));
+    }
+    Ok(Some(formatted(ep, &d.event_id, body)))
 }
 
-/// The request of a test send of `event` to `ep`: the event's JSON, never shaped.
+/// The request of a test send of `event` to `ep`: the event in the endpoint's format, never
+/// shaped.
 pub(super) fn for_test(ep: &Endpoint, event: &Event) -> Request {
-    let body = Bytes::from(event.to_json());
-    Request {
-        headers: headers(ep, &event.id, &body),
-        body,
+    formatted(ep, &event.id, Bytes::from(event.to_json()))
+}
+
+/// The request carrying the event whose JSON is `json`, in the endpoint's format.
+fn formatted(ep: &Endpoint, event_id: &str, json: Bytes) -> Request {
+    let event = match ep.format {
+        WebhookFormat::Json => None,
+        _ => serde_json::from_slice::<Event>(&json).ok(),
+    };
+    let Some(event) = event else {
+        return Request {
+            headers: headers(ep, event_id, &json, Some("application/json"), Vec::new()),
+            body: json,
+        };
+    };
+    match ep.format {
+        WebhookFormat::CloudEventsBinary => {
+            let data = event.payload.get();
+            let (body, content_type) = if data == "null" {
+                (Bytes::new(), None)
+            } else {
+                (
+                    Bytes::copy_from_slice(data.as_bytes()),
+                    Some("application/json"),
+                )
+            };
+            let ce = cloudevent::binary_headers(&event);
+            Request {
+                headers: headers(ep, event_id, &body, content_type, ce),
+                body,
+            }
+        }
+        _ => {
+            let body = Bytes::from(
+                serde_json::to_vec(&cloudevent::encode(&event)).expect("a Value serialises"),
+            );
+            Request {
+                headers: headers(
+                    ep,
+                    event_id,
+                    &body,
+                    Some(cloudevent::STRUCTURED),
+                    Vec::new(),
+                ),
+                body,
+            }
+        }
     }
 }
 
-/// The body of one attempt: shaped when a shaper applies to the event's type, else the
-/// event's JSON. `None`: the event is no longer stored.
+/// The body of one attempt: shaped (`true`) when a shaper applies to the event's type, else
+/// the event's JSON. `None`: the event is no longer stored.
 async fn attempt_body(
     shared: &Shared,
     d: &Delivery,
     ep: &Endpoint,
-) -> Result<Option<Bytes>, BodyError> {
+) -> Result<Option<(Bytes, bool)>, BodyError> {
     if let Some(shaper) = shared.shaper.as_ref().filter(|s| s.shapes(&d.event_type)) {
         let Some(event) = shared
             .events
@@ -78,7 +129,7 @@ async fn attempt_body(
             return Ok(None);
         };
         match shaper.shape(&event, ep).await {
-            Ok(Some(body)) => return Ok(Some(body)),
+            Ok(Some(body)) => return Ok(Some((body, true))),
             Ok(None) => {}
             Err(e) => return Err(BodyError::Shaper(e)),
         }
@@ -87,11 +138,20 @@ async fn attempt_body(
         .bodies
         .body(&*shared.events, d.event_seq, &d.event_id)
         .await
+        .map(|body| body.map(|b| (b, false)))
         .map_err(BodyError::Store)
 }
 
-/// The request headers of one attempt of `event_id` to `ep`, signed over `body`.
-fn headers(ep: &Endpoint, event_id: &str, body: &[u8]) -> HeaderMap {
+/// The request headers of one attempt of `event_id` to `ep`, signed over `body`: the
+/// endpoint's own, `content-type` (none for an empty body), the CloudEvents binary-mode
+/// attributes `ce`, and the Standard Webhooks headers.
+fn headers(
+    ep: &Endpoint,
+    event_id: &str,
+    body: &[u8],
+    content_type: Option<&'static str>,
+    ce: Vec<(String, String)>,
+) -> HeaderMap {
     let now = Timestamp::now();
     let ts = now.as_micros().div_euclid(1_000_000);
     let keys: Vec<SigningKey> = ep
@@ -105,7 +165,22 @@ fn headers(ep: &Endpoint, event_id: &str, body: &[u8]) -> HeaderMap {
             headers.insert(n, v);
         }
     }
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    match content_type {
+        Some(ct) => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+        }
+        None => {
+            headers.remove(CONTENT_TYPE);
+        }
+    }
+    for (name, value) in ce {
+        if let (Ok(n), Ok(v)) = (
+            http::header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(event_id) {
         headers.insert(HEADER_ID, v);
     }

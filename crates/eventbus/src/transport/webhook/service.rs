@@ -163,6 +163,7 @@ impl WebhookService {
             headers: BTreeMap::new(),
             rate_limit: None,
             ordered: false,
+            format: Default::default(),
             disabled: false,
             disabled_reason: None,
             secret,
