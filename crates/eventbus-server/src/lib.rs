@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: the one validated [`Config`] (env, `.env`, CLI flags).
+//! - [`telemetry`]: OpenTelemetry export over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`cli`]: one module per command (`serve`, `migrate`, `keys`, `archive`, `health`,
 //!   `version`); `main.rs` only parses, sets up logging and dispatches.
 //! - [`http`]: the routes of DESIGN.md §3, one module per resource (its handlers, its routes and
@@ -18,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod telemetry;
 
 /// Entry points for the fuzz targets in `fuzz/`: the parts of the HTTP layer they exercise
 /// that are not public otherwise. Not an API: they change whenever the targets need it.

@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::core::catalogue::{DefinitionError, EventTypeDef, TypeEntry, TypeRegistry};
 use crate::core::event::{Event, FieldError, NewEvent};
@@ -461,6 +462,7 @@ impl EventBus {
                 .inner
                 .store
                 .append_expecting(vec![event], expected)
+                .instrument(tracing::info_span!("store.append", events = 1))
                 .await?;
             Ok(stored.pop().expect("one event in, one out"))
         }
@@ -575,7 +577,13 @@ impl EventBus {
             ready.push(event);
         }
         let expected = expectation(&ready[0], expected_last_seq, "0/projectId")?;
-        Ok(self.inner.store.append_expecting(ready, expected).await?)
+        let span = tracing::info_span!("store.append", events = ready.len());
+        Ok(self
+            .inner
+            .store
+            .append_expecting(ready, expected)
+            .instrument(span)
+            .await?)
     }
 
     /// Publishes `events` on behalf of `ctx` as a relay does: each event passes the chain on its

@@ -28,6 +28,8 @@
 //! - [`security`]: API keys, browser tokens and abuse limits; what a caller may do is decided
 //!   by [`core::principal`].
 //! - [`metric`]: metric names and recording helpers.
+//! - [`telemetry`]: W3C trace context: continuing a `traceparent` into the bus's spans and
+//!   sending it onwards (OpenTelemetry, exported by the binary when configured).
 //! - [`testing`]: how the project's test suites report a test skipped for a missing service.
 
 pub mod bus;
@@ -38,6 +40,7 @@ pub mod outbox;
 pub mod plugin;
 pub mod security;
 pub mod store;
+pub mod telemetry;
 pub mod testing;
 pub mod transport;
 

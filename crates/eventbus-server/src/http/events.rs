@@ -15,6 +15,7 @@ use eventbus::core::principal::Permission;
 use eventbus::store::{Appended, EventPage};
 use eventbus::{Event, NewEvent};
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::auth::Caller;
 use super::body::{decode, json, read_json};
@@ -98,22 +99,40 @@ pub(super) async fn create_events(
     caller.check_rate(&state)?;
     let expected = expected_last_seq(&headers)?;
     let bytes = read_json(&headers, body, &state.config).await?;
+    // The publish continues the caller's trace; events without trace context of their own get
+    // this span's (when OpenTelemetry is on), so their deliveries join the same trace.
+    let incoming = traceparent(&headers);
+    let span = tracing::info_span!("publish", otel.kind = "server", http.route = "/v1/events");
+    eventbus::telemetry::continue_trace(&span, incoming.as_deref());
     let ctx = PublishContext {
         principal: Some(caller.principal.clone()),
-        traceparent: traceparent(&headers),
+        traceparent: incoming.or_else(|| eventbus::telemetry::traceparent_of(&span)),
     };
-    let mode = cloudevent::publish_mode(&headers);
+    publish(&state, &headers, &bytes, &ctx, expected)
+        .instrument(span)
+        .await
+}
+
+/// The publish of a read body: decoded by its mode, published, answered in its format.
+async fn publish(
+    state: &AppState,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    ctx: &PublishContext,
+    expected: Option<u64>,
+) -> Result<Response, ApiError> {
+    let mode = cloudevent::publish_mode(headers);
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     let one = match (mode, first) {
-        (PublishMode::Structured, _) => Some(cloudevent::decode_structured(&bytes)?),
-        (PublishMode::Binary, _) => Some(cloudevent::decode_binary(&headers, &bytes)?),
-        (PublishMode::Plain, Some(b'{')) => Some(decode(&bytes)?),
+        (PublishMode::Structured, _) => Some(cloudevent::decode_structured(bytes)?),
+        (PublishMode::Binary, _) => Some(cloudevent::decode_binary(headers, bytes)?),
+        (PublishMode::Plain, Some(b'{')) => Some(decode(bytes)?),
         _ => None,
     };
     if let Some(event) = one {
         let Appended { event, created } = match expected {
-            Some(n) => state.bus.publish_expecting(event, &ctx, n).await?,
-            None => state.bus.publish_with(event, &ctx).await?,
+            Some(n) => state.bus.publish_expecting(event, ctx, n).await?,
+            None => state.bus.publish_with(event, ctx).await?,
         };
         let status = if created {
             StatusCode::CREATED
@@ -123,8 +142,8 @@ pub(super) async fn create_events(
         return Ok(published(mode, status, &[&*event]));
     }
     let events: Vec<NewEvent> = match (mode, first) {
-        (PublishMode::Batch, _) => cloudevent::decode_batch(&bytes)?,
-        (_, Some(b'[')) => decode(&bytes)?,
+        (PublishMode::Batch, _) => cloudevent::decode_batch(bytes)?,
+        (_, Some(b'[')) => decode(bytes)?,
         _ => {
             return Err(ApiError::MalformedJson(
                 "the body must be a JSON object (one event) or an array (a batch)".into(),
@@ -132,8 +151,8 @@ pub(super) async fn create_events(
         }
     };
     let stored = match expected {
-        Some(n) => state.bus.publish_batch_expecting(events, &ctx, n).await?,
-        None => state.bus.publish_batch_with(events, &ctx).await?,
+        Some(n) => state.bus.publish_batch_expecting(events, ctx, n).await?,
+        None => state.bus.publish_batch_with(events, ctx).await?,
     };
     let events: Vec<&Event> = stored.iter().map(|a| &*a.event).collect();
     Ok(published(mode, StatusCode::CREATED, &events))

@@ -56,5 +56,6 @@ mod readiness;
 mod regression;
 mod security;
 mod stream;
+mod telemetry;
 mod webhooks;
 mod webhooks_pg;

@@ -157,7 +157,12 @@ impl GroupService {
             let now = Timestamp::now();
             match self.store.fetch(name, max, now).await? {
                 None => return Ok(None),
-                Some(messages) if !messages.is_empty() => return Ok(Some(messages)),
+                Some(messages) if !messages.is_empty() => {
+                    for m in &messages {
+                        delivered_span(name, m);
+                    }
+                    return Ok(Some(messages));
+                }
                 Some(_) => {}
             }
             let started = Instant::now();
@@ -268,6 +273,19 @@ impl GroupService {
         *labelled = seen;
         Ok(totals)
     }
+}
+
+/// The span of one message handed out by consumer group `name`, in the trace of its event.
+fn delivered_span(name: &str, m: &GroupMessage) {
+    let span = tracing::info_span!(
+        "consumer.deliver",
+        consumer = %name,
+        event.id = %m.event.id,
+        event.seq = m.event.seq,
+        delivery = m.delivery_count,
+    );
+    crate::telemetry::continue_trace(&span, m.event.traceparent());
+    drop(span.entered());
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ use crate::store::webhook::{Delivery, Endpoint, WebhookFormat};
 pub(super) struct Request {
     pub(super) headers: HeaderMap,
     pub(super) body: Bytes,
+    /// The event's `metadata.traceparent`, which the attempt's span continues.
+    pub(super) traceparent: Option<String>,
 }
 
 /// Why an attempt has no request.
@@ -51,9 +53,11 @@ pub(super) async fn for_delivery(
         return Ok(None);
     };
     if shaped {
+        let traceparent = stored_traceparent(&body);
         return Ok(Some(Request {
             headers: headers(ep, &d.event_id, &body, Some("application/json"), Vec::new()),
             body,
+            traceparent,
         }));
     }
     Ok(Some(formatted(ep, &d.event_id, body)))
@@ -67,6 +71,7 @@ pub(super) fn for_test(ep: &Endpoint, event: &Event) -> Request {
 
 /// The request carrying the event whose JSON is `json`, in the endpoint's format.
 fn formatted(ep: &Endpoint, event_id: &str, json: Bytes) -> Request {
+    let traceparent = stored_traceparent(&json);
     let event = match ep.format {
         WebhookFormat::Json => None,
         _ => serde_json::from_slice::<Event>(&json).ok(),
@@ -75,6 +80,7 @@ fn formatted(ep: &Endpoint, event_id: &str, json: Bytes) -> Request {
         return Request {
             headers: headers(ep, event_id, &json, Some("application/json"), Vec::new()),
             body: json,
+            traceparent,
         };
     };
     match ep.format {
@@ -92,6 +98,7 @@ fn formatted(ep: &Endpoint, event_id: &str, json: Bytes) -> Request {
             Request {
                 headers: headers(ep, event_id, &body, content_type, ce),
                 body,
+                traceparent,
             }
         }
         _ => {
@@ -107,8 +114,24 @@ fn formatted(ep: &Endpoint, event_id: &str, json: Bytes) -> Request {
                     Vec::new(),
                 ),
                 body,
+                traceparent,
             }
         }
+    }
+}
+
+/// The `metadata.traceparent` of the event whose JSON is `json` (a shaped body: whatever it
+/// carries there).
+fn stored_traceparent(json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Traced {
+        #[serde(default)]
+        metadata: std::collections::BTreeMap<String, serde_json::Value>,
+    }
+    let traced: Traced = serde_json::from_slice(json).ok()?;
+    match traced.metadata.get("traceparent")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        _ => None,
     }
 }
 

@@ -37,6 +37,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::leases;
 use super::request::{self, BodyError};
@@ -319,9 +320,26 @@ async fn attempt(
         }
     };
     let body_copy = request.body.clone();
+    // The attempt continues the event's trace and sends its own span onwards; without
+    // OpenTelemetry the event's traceparent goes on as it is.
+    let span = tracing::info_span!(
+        "webhook.attempt",
+        endpoint.id = %ep.id,
+        event.id = %d.event_id,
+        event.seq = d.event_seq,
+        attempt = d.attempts + 1,
+    );
+    crate::telemetry::continue_trace(&span, request.traceparent.as_deref());
+    let mut headers = request.headers;
+    if let Some(tp) = crate::telemetry::traceparent_of(&span).or(request.traceparent)
+        && let Ok(v) = http::HeaderValue::from_str(&tp)
+    {
+        headers.insert("traceparent", v);
+    }
     let r = shared
         .client
-        .post(&ep.url, request.headers, request.body)
+        .post(&ep.url, headers, request.body)
+        .instrument(span)
         .await;
     let success = r.success();
     let stats = &shared.stats;
