@@ -1,7 +1,8 @@
 //! OpenTelemetry: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, a publish carrying a `traceparent`
 //! is one trace from `POST /v1/events` (span `publish`) through the store append
 //! (`store.append`) to each webhook attempt (`webhook.attempt`), exported over OTLP to a local
-//! receiver, and the webhook request carries the attempt's `traceparent` in that trace.
+//! receiver, and the webhook request carries the attempt's `traceparent` in that trace; a
+//! consumer group handing the event out (`consumer.deliver`) is in it too.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,6 +95,14 @@ async fn one_trace_runs_from_the_publish_to_the_webhook_receiver() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    let consumer = server
+        .client()
+        .put(server.url("/v1/consumers/traced"))
+        .json(&json!({"types": ["project.*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consumer.status(), 201);
 
     let published = server
         .client()
@@ -127,6 +136,20 @@ async fn one_trace_runs_from_the_publish_to_the_webhook_receiver() {
         json!(parts[2]),
         "the receiver's traceparent names the exported attempt span"
     );
+
+    let fetched: Value = server
+        .client()
+        .post(server.url("/v1/consumers/traced/fetch"))
+        .json(&json!({"max": 1, "waitMs": 5000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched["messages"][0]["event"]["id"], json!("traced-1"));
+    let delivered = otlp.wait_for("consumer.deliver", TRACE).await;
+    assert_eq!(delivered[0]["parentSpanId"], json!(CLIENT_SPAN));
 }
 
 #[tokio::test]
