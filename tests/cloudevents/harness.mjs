@@ -1,29 +1,11 @@
-// The real `eventbus` binary for the CloudEvents SDK tests (as tests/browser/harness.mjs starts
-// it, without the browser parts).
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+// The real `eventbus` binary for the CloudEvents SDK tests (found and built by ../eventbus-bin.mjs,
+// started as tests/browser/harness.mjs starts it, without the browser parts).
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-const root = path.resolve(import.meta.dirname, '../..');
-const EXE = process.platform === 'win32' ? 'eventbus.exe' : 'eventbus';
-const targetDir = path.resolve(root, process.env.CARGO_TARGET_DIR || 'target');
-
-/**
- * The binary: `EVENTBUS_BIN`, else `<target>/release/eventbus` when it exists, else
- * `<target>/debug/eventbus` (built with `cargo build -p eventbus-server` when missing).
- */
-export const BIN = process.env.EVENTBUS_BIN
-  ? path.resolve(process.env.EVENTBUS_BIN)
-  : [path.join(targetDir, 'release', EXE), path.join(targetDir, 'debug', EXE)].find(existsSync) ??
-    path.join(targetDir, 'debug', EXE);
-
-function ensureBin() {
-  if (existsSync(BIN)) return;
-  if (process.env.EVENTBUS_BIN) throw new Error(`EVENTBUS_BIN is ${BIN}, which does not exist`);
-  const build = spawnSync('cargo', ['build', '-p', 'eventbus-server'], { cwd: root, stdio: 'inherit', env: process.env });
-  if (build.status !== 0 || !existsSync(BIN)) throw new Error(`\`cargo build -p eventbus-server\` did not produce ${BIN}`);
-}
+import { BIN, ensureBin } from '../eventbus-bin.mjs';
 
 /** The bootstrap admin key of the test bus. */
 export const ADMIN_KEY = 'cloudevents-test-admin-key-0123456789';

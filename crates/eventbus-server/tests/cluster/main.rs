@@ -155,15 +155,9 @@ async fn three_nodes_behind_haproxy_lose_nothing_when_one_is_killed_and_another_
     let mut endpoint_paths = Vec::new();
     for e in 0..ENDPOINTS {
         let path = format!("/e{e}");
-        let created = api
-            .client()
-            .post(format!("{lb}/v1/webhooks"))
-            .json(&json!({"url": receiver.url(&path), "eventTypes": ["cl.*"],
-                          "ordered": e < ORDERED}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+        api.create_webhook(&json!({"url": receiver.url(&path), "eventTypes": ["cl.*"],
+                                   "ordered": e < ORDERED}))
+            .await;
         endpoint_paths.push(path);
     }
     let consumer = api

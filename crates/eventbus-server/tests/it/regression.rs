@@ -275,18 +275,6 @@ fn webhook_node_env(url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Creates an endpoint for every event to `url` on `server`.
-async fn catch_all_endpoint(server: &TestServer, url: &str) {
-    let created = server
-        .client()
-        .post(server.url("/v1/webhooks"))
-        .json(&json!({"url": url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-}
-
 /// On PostgreSQL, a node stopped by SIGTERM left the deliveries it had claimed and not sent
 /// leased for twice the attempt timeout plus a minute: no other node could send them meanwhile.
 /// The leases of what it did not send are now released when it stops.
@@ -300,7 +288,8 @@ async fn a_stopped_node_left_its_unsent_webhook_claims_leased_for_minutes() {
     let mut node = TestServer::start(&env).await;
     let receiver = crate::common::receiver::WebhookReceiver::start().await;
     receiver.hold(std::time::Duration::from_secs(1));
-    catch_all_endpoint(&node, &receiver.url("/hook")).await;
+    node.create_webhook(&json!({"url": receiver.url("/hook")}))
+        .await;
     let batch: Vec<Value> = (0..10)
         .map(|i| json!({"type": "project.updated", "payload": {"i": i}}))
         .collect();
@@ -342,7 +331,9 @@ async fn a_killed_node_held_its_webhook_deliveries_for_minutes() {
     let receiver = crate::common::receiver::WebhookReceiver::start().await;
     // The first node's attempt is under way, unanswered, when it dies.
     receiver.hold(std::time::Duration::from_secs(3600));
-    catch_all_endpoint(&first, &receiver.url("/hook")).await;
+    first
+        .create_webhook(&json!({"url": receiver.url("/hook")}))
+        .await;
     first
         .publish_ok(&json!({"type": "project.updated", "payload": {}}))
         .await;

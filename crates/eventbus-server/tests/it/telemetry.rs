@@ -87,14 +87,9 @@ async fn one_trace_runs_from_the_publish_to_the_webhook_receiver() {
         ("WEBHOOK_POLL_INTERVAL", "50ms"),
     ])
     .await;
-    let created = server
-        .client()
-        .post(server.url("/v1/webhooks"))
-        .json(&json!({"url": hooks.url("/hook")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    server
+        .create_webhook(&json!({"url": hooks.url("/hook")}))
+        .await;
     let consumer = server
         .client()
         .put(server.url("/v1/consumers/traced"))
@@ -160,14 +155,9 @@ async fn without_an_endpoint_the_stored_traceparent_goes_on_as_it_is() {
         ("WEBHOOK_POLL_INTERVAL", "50ms"),
     ])
     .await;
-    let created = server
-        .client()
-        .post(server.url("/v1/webhooks"))
-        .json(&json!({"url": hooks.url("/hook")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    server
+        .create_webhook(&json!({"url": hooks.url("/hook")}))
+        .await;
     let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
     let published = server
         .client()

@@ -148,6 +148,21 @@ impl ApiClient {
         panic!("paging did not end");
     }
 
+    /// `POST /v1/webhooks` with `body`; fails the test unless it is a 201. Returns the endpoint.
+    pub async fn create_webhook(&self, body: &Value) -> Value {
+        let reply = Reply::read(
+            self.client
+                .post(self.url("/v1/webhooks"))
+                .json(body)
+                .send()
+                .await
+                .expect("POST /v1/webhooks"),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body
+    }
+
     /// Every stored event, in `seq` order.
     pub async fn all_events(&self) -> Vec<Value> {
         self.collect("/v1/events", &[], 1000).await
