@@ -1,55 +1,20 @@
 // Shared pieces of the browser tests: the real `eventbus` binary, a page server, Chromium.
-import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { chromium } from 'playwright-core';
 
-import { BIN, ensureBin } from '../eventbus-bin.mjs';
+import { killBus, startBus as start } from '../bus.mjs';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 /** The bootstrap admin key every test bus starts with (`EVENT_BUS_ADMIN_KEY`). */
 export const ADMIN_KEY = 'browser-test-admin-key-0123456789';
 
-/** Starts the bus on `port` (0: any) over `dir`; resolves once it listens. */
-export function startBus({ dir = mkdtempSync(path.join(tmpdir(), 'eventbus-')), port = 0, env = {} } = {}) {
-  return new Promise((resolve, reject) => {
-    ensureBin();
-    const proc = spawn(BIN, ['serve'], {
-      cwd: dir,
-      env: {
-        PATH: process.env.PATH,
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        EVENT_STORE_URL: `sqlite://${path.join(dir, 'eventbus.db')}`,
-        RUST_LOG: 'warn',
-        EVENT_BUS_ADMIN_KEY: ADMIN_KEY,
-        ...env,
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`the bus did not start: ${out}`)), 30_000);
-    proc.stdout.on('data', (chunk) => {
-      out += chunk;
-      const m = out.match(/eventbus listening on (http:\/\/[\d.:]+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ proc, url: m[1], dir, port: Number(new URL(m[1]).port) });
-      }
-    });
-    proc.on('exit', (code) => reject(new Error(`the bus exited with ${code}: ${out}`)));
-  });
+/** Starts the bus on `port` (0: any) over `dir`, with this suite's admin key; resolves once it
+ * listens. */
+export function startBus({ dir, port = 0, env = {} } = {}) {
+  return start({ adminKey: ADMIN_KEY, dir, port, env });
 }
 
-/** Kills the bus with SIGKILL and waits for it to be gone. */
-export function killBus(bus) {
-  return new Promise((resolve) => {
-    bus.proc.once('exit', resolve);
-    bus.proc.kill('SIGKILL');
-  });
-}
+export { killBus };
 
 /** Publishes one event with `key` (default: the admin key); returns the stored event. */
 export async function publish(busUrl, event, key = ADMIN_KEY) {

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use common::receiver::{Received, WebhookReceiver};
@@ -80,32 +80,6 @@ async fn start_node(port: u16, store_url: &str, plugins: &Path) -> TestServer {
         ("SSE_HEARTBEAT_INTERVAL", "5000"),
     ])
     .await
-}
-
-/// Pages through `GET /v1/events?type=<types>` on `api`: every matching event, by `seq`.
-async fn events_of(api: &ApiClient, types: &str) -> Vec<Value> {
-    let (mut after, mut out) = (0u64, Vec::new());
-    loop {
-        let page = api
-            .get(
-                "/v1/events",
-                &[
-                    ("type", types),
-                    ("after", &after.to_string()),
-                    ("limit", "1000"),
-                ],
-            )
-            .await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        let events = page.body["events"].as_array().unwrap().clone();
-        if let Some(last) = events.last() {
-            after = common::seq(last);
-        }
-        out.extend(events);
-        if page.body["nextAfter"].is_null() {
-            return out;
-        }
-    }
 }
 
 /// Waits (up to `limit`) until `done()`; whether it became true.
@@ -264,7 +238,7 @@ async fn three_nodes_behind_haproxy_lose_nothing_when_one_is_killed_and_another_
 
     // 1. Every acknowledged publish is stored exactly once, in one seq order, the same on
     //    every node.
-    let stored = events_of(&api, "cl.*").await;
+    let stored = api.collect("/v1/events", &[("type", "cl.*")], 1000).await;
     let stored_seq: HashMap<String, u64> = common::seqs_by_id(&stored);
     assert_eq!(stored_seq.len(), stored.len(), "an id stored twice");
     assert!(
@@ -300,7 +274,8 @@ async fn three_nodes_behind_haproxy_lose_nothing_when_one_is_killed_and_another_
         "an event nobody sent"
     );
     for node in &nodes {
-        let seen: Vec<u64> = events_of(node, "cl.*")
+        let seen: Vec<u64> = node
+            .collect("/v1/events", &[("type", "cl.*")], 1000)
             .await
             .iter()
             .map(common::seq)
@@ -334,7 +309,8 @@ async fn three_nodes_behind_haproxy_lose_nothing_when_one_is_killed_and_another_
     let plugin_done = {
         let deadline = Instant::now() + DRAIN;
         loop {
-            witnessed = events_of(&api, "audit.seen")
+            witnessed = api
+                .collect("/v1/events", &[("type", "audit.seen")], 1000)
                 .await
                 .iter()
                 .map(|e| e["payload"]["id"].as_str().unwrap().to_owned())
