@@ -227,6 +227,7 @@ export class EventBusClient {
       if (to) params.set('to', to);
       if (after !== undefined) params.set('after', String(after));
       if (filters.limit !== undefined) params.set('limit', String(filters.limit));
+      if (filters.includeArchived) params.set('includeArchived', 'true');
       const qs = params.toString();
       const response = await this.request(`/v1/events${qs ? `?${qs}` : ''}`, { headers: this.headers() });
       const page = (await response.json()) as EventPage;

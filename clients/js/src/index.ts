@@ -42,6 +42,7 @@ export {
   EventBusError,
   NetworkError,
   ProblemError,
+  problemFromResponse,
   TokenExpiredError,
   type Problem,
   type ProblemFieldError,

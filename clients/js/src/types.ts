@@ -62,6 +62,8 @@ export interface QueryFilters {
   after?: number;
   /** Page size, 1 to 1000 (default 100). */
   limit?: number;
+  /** Also archived events (slower; same filters and paging). */
+  includeArchived?: boolean;
 }
 
 /** One page of a query. */

@@ -146,6 +146,16 @@ describe('EventBusClient.query', () => {
     expect(pages.at(-1)!.nextAfter).toBeNull();
   });
 
+  it('asks for the archive too with includeArchived (a parameter the bus would refuse if misnamed)', async () => {
+    const client = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
+    const hot = [];
+    for await (const e of client.queryEvents({ projectId: 'q-proj' })) hot.push(e.seq);
+    const all = [];
+    for await (const e of client.queryEvents({ projectId: 'q-proj', includeArchived: true, limit: 7 })) all.push(e.seq);
+    expect(hot.length).toBe(25);
+    expect(all).toEqual(hot);
+  });
+
   it('rejects a bad parameter with a ProblemError', async () => {
     const client = new EventBusClient({ url: bus.url, apiKey: ADMIN_KEY });
     const iterate = async () => {
