@@ -4,7 +4,7 @@
 //! (liveness and readiness), `keys` (API keys), `tokens` (browser stream tokens), `stream` (SSE),
 //! `webhooks` (endpoints, and the delivery and attempt log), `plugins` (status, reload, install,
 //! dead letters), `consumers` (consumer groups: fetch, ack, nack, dead letters), `outboxes` (the
-//! outbox relays and their dead letters), `metrics`; `openapi` (the OpenAPI document, assembled from the `XxxApi` part
+//! outbox relays and their dead letters), `metrics`, `console` (the embedded web console); `openapi` (the OpenAPI document, assembled from the `XxxApi` part
 //! each resource module describes); `state` (what every handler can reach), `auth` (who is
 //! calling), `problem` (the error table), `body` (JSON bodies), `cloudevent` (the CloudEvents
 //! codec of publishes, answers and streams), `params` (query strings),
@@ -23,6 +23,7 @@
 pub mod auth;
 pub(crate) mod body;
 pub(crate) mod cloudevent;
+mod console;
 mod consumers;
 mod event_types;
 mod events;
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::router())
         .merge(outboxes::router())
         .merge(consumers::router())
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `body::read_json` with the configured limit.

@@ -34,6 +34,7 @@ mod cloudevents;
 mod cluster;
 mod common;
 mod concurrency;
+mod console;
 mod consumers;
 mod deploy;
 mod disk_full;

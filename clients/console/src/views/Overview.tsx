@@ -1,0 +1,134 @@
+/**
+ * Overview: the last hour of the bus from `GET /v1/stats` (samples the server rolls up every few
+ * seconds; the page never scrapes /metrics), and `/health/ready`'s entries.
+ */
+import { readiness, useResource, type Api } from '../api';
+import { LineChart } from '../ui/Chart';
+import { ErrorBox, Loading } from '../ui/states';
+
+interface Sample {
+  at: string;
+  events: number;
+  eventsPerSecond: number;
+  webhookSucceeded: number;
+  webhookFailed: number;
+  webhookSuccessRate: number | null;
+  webhookLatencyMs: { mean: number; max: number } | null;
+  sseConnections: number;
+  queueDepths: { storeWriter: number; subscribers: number; sse: number; webhooks: number | null };
+}
+
+interface Stats {
+  intervalSeconds: number;
+  samples: Sample[];
+  current?: Sample;
+}
+
+export function Overview({ api }: { api: Api }) {
+  const stats = useResource((signal) => api.get<Stats>('/v1/stats', {}, signal), api.key, 5_000);
+  const health = useResource((signal) => readiness(api, signal), api.key, 5_000);
+  return (
+    <section className="view">
+      <header className="view-head">
+        <h1>Overview</h1>
+        <span className="muted small">last hour, refreshed every 5 s</span>
+      </header>
+      <Health health={health} />
+      {stats.error && !stats.data ? (
+        <ErrorBox error={stats.error} onRetry={stats.reload} />
+      ) : !stats.data ? (
+        <Loading />
+      ) : (
+        <Charts stats={stats.data} />
+      )}
+    </section>
+  );
+}
+
+function Charts({ stats }: { stats: Stats }) {
+  const s = stats.samples;
+  const times = s.map((x) => x.at);
+  const total = s.reduce((n, x) => n + x.events, 0);
+  const attempts = s.reduce((n, x) => n + x.webhookSucceeded + x.webhookFailed, 0);
+  const ok = s.reduce((n, x) => n + x.webhookSucceeded, 0);
+  return (
+    <>
+      <dl className="tiles" aria-label="last hour">
+        <div>
+          <dt>events (last hour)</dt>
+          <dd data-testid="events-last-hour">{total.toLocaleString()}</dd>
+        </div>
+        <div>
+          <dt>events/s now</dt>
+          <dd>{(stats.current ?? s[s.length - 1])?.eventsPerSecond.toFixed(1) ?? '–'}</dd>
+        </div>
+        <div>
+          <dt>webhook success</dt>
+          <dd>{attempts === 0 ? '–' : `${((ok / attempts) * 100).toFixed(1)} %`}</dd>
+        </div>
+        <div>
+          <dt>SSE connections</dt>
+          <dd>{(stats.current ?? s[s.length - 1])?.sseConnections ?? '–'}</dd>
+        </div>
+      </dl>
+      <div className="charts">
+        <LineChart title="Events per second" times={times} series={[{ name: 'events/s', color: '#2563eb', values: s.map((x) => x.eventsPerSecond) }]} />
+        <LineChart
+          title="Webhook success rate"
+          unit="%"
+          max={1}
+          times={times}
+          series={[{ name: 'success', color: '#16a34a', values: s.map((x) => x.webhookSuccessRate) }]}
+        />
+        <LineChart
+          title="Webhook latency"
+          unit="ms"
+          times={times}
+          series={[
+            { name: 'mean', color: '#9333ea', values: s.map((x) => x.webhookLatencyMs?.mean ?? null) },
+            { name: 'max', color: '#f59e0b', values: s.map((x) => x.webhookLatencyMs?.max ?? null) },
+          ]}
+        />
+        <LineChart title="SSE connections" times={times} series={[{ name: 'open', color: '#0891b2', values: s.map((x) => x.sseConnections) }]} />
+        <LineChart
+          title="Queue depths"
+          times={times}
+          series={[
+            { name: 'store writer', color: '#2563eb', values: s.map((x) => x.queueDepths.storeWriter) },
+            { name: 'subscribers', color: '#16a34a', values: s.map((x) => x.queueDepths.subscribers) },
+            { name: 'SSE', color: '#0891b2', values: s.map((x) => x.queueDepths.sse) },
+            { name: 'webhooks', color: '#dc2626', values: s.map((x) => x.queueDepths.webhooks) },
+          ]}
+        />
+      </div>
+    </>
+  );
+}
+
+function Health({ health }: { health: ReturnType<typeof useResource<Awaited<ReturnType<typeof readiness>>>> }) {
+  if (health.error && !health.data) return <ErrorBox error={health.error} onRetry={health.reload} />;
+  if (!health.data) return <Loading what="Checking readiness" />;
+  const { ok, body } = health.data;
+  const entries = Object.entries(body.details ?? { ...body.info, ...body.error });
+  return (
+    <div className="health" aria-label="readiness">
+      <span className={`badge ${ok ? 'succeeded' : 'failed'}`} data-testid="ready">
+        {ok ? 'ready' : 'not ready'}
+      </span>
+      {entries.map(([name, entry]) => (
+        <span key={name} className={`health-entry ${entry.status === 'up' || entry.status === 'ok' ? 'up' : 'down'}`} title={JSON.stringify(entry)}>
+          <b>{name}</b> {String(entry.status)}
+          {Object.entries(entry)
+            .filter(([k]) => k !== 'status')
+            .slice(0, 3)
+            .map(([k, v]) => (
+              <span key={k} className="muted small">
+                {' '}
+                {k}: {typeof v === 'object' ? JSON.stringify(v) : String(v)}
+              </span>
+            ))}
+        </span>
+      ))}
+    </div>
+  );
+}
