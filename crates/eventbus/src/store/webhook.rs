@@ -497,6 +497,105 @@ pub struct AttemptQuery {
     pub limit: usize,
 }
 
+/// What an endpoint's attempts since a time come to, and where its deliveries stand: the answer
+/// of [`WebhookStore::endpoint_stats`], built by [`EndpointStats::new`] from what a backend reads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStats {
+    /// Start of the window: the attempts counted started at or after it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub since: Timestamp,
+    /// Attempts in the window.
+    pub attempts: u64,
+    /// Of them, answered 2xx.
+    pub succeeded: u64,
+    /// Of them, not answered 2xx (another status, a timeout, a refused connection).
+    pub failed: u64,
+    /// `succeeded / attempts`, from 0 to 1; `null` without attempts.
+    pub success_rate: Option<f64>,
+    /// Mean duration of the attempts; `null` without attempts.
+    pub mean_duration_ms: Option<f64>,
+    /// Longest duration of an attempt; `null` without attempts.
+    pub max_duration_ms: Option<u64>,
+    /// Start of the newest attempt in the window; `null` without attempts.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_attempt_at: Option<Timestamp>,
+    /// The newest failed attempt in the window; `null` when none failed.
+    pub last_failure: Option<LastFailure>,
+    /// The endpoint's deliveries by status, of all time (not only the window).
+    pub deliveries: DeliveryCounts,
+}
+
+impl EndpointStats {
+    /// The figures of `totals` (the attempts since `since`), `last_failure` and `deliveries`,
+    /// with the rate and the mean worked out (`null` without attempts).
+    pub fn new(
+        since: Timestamp,
+        totals: AttemptTotals,
+        last_failure: Option<LastFailure>,
+        deliveries: DeliveryCounts,
+    ) -> Self {
+        let any = totals.attempts > 0;
+        let per_attempt = |n: u64| any.then(|| n as f64 / totals.attempts as f64);
+        EndpointStats {
+            since,
+            attempts: totals.attempts,
+            succeeded: totals.succeeded,
+            failed: totals.attempts.saturating_sub(totals.succeeded),
+            success_rate: per_attempt(totals.succeeded),
+            mean_duration_ms: per_attempt(totals.duration_ms),
+            max_duration_ms: totals.max_duration_ms.filter(|_| any),
+            last_attempt_at: totals.last_attempt_at.filter(|_| any),
+            last_failure,
+            deliveries,
+        }
+    }
+}
+
+/// The sums over an endpoint's attempts in a window, as a backend reads them in one statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptTotals {
+    /// How many.
+    pub attempts: u64,
+    /// How many answered 2xx.
+    pub succeeded: u64,
+    /// Their durations added up (ms).
+    pub duration_ms: u64,
+    /// The longest one (ms).
+    pub max_duration_ms: Option<u64>,
+    /// Start of the newest one.
+    pub last_attempt_at: Option<Timestamp>,
+}
+
+/// The newest failed attempt of an endpoint in a window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LastFailure {
+    /// When the attempt started.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: Timestamp,
+    /// The answer's status code; `null` when no answer came.
+    pub status_code: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Its delivery (`GET /v1/deliveries/{id}`).
+    pub delivery_id: u64,
+}
+
+/// An endpoint's deliveries by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryCounts {
+    /// Waiting for an attempt, or in flight.
+    pub pending: u64,
+    /// Delivered.
+    pub succeeded: u64,
+    /// Dead letters.
+    pub failed: u64,
+}
+
 /// A keyset page.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -580,6 +679,14 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// Attempts of an endpoint, by id.
     async fn list_attempts(&self, query: AttemptQuery) -> Result<Page<Attempt>, StoreError>;
+
+    /// The attempts of endpoint `endpoint_id` that started at or after `since`, and its
+    /// deliveries by status, read in one snapshot. An endpoint without any counts zero.
+    async fn endpoint_stats(
+        &self,
+        endpoint_id: &str,
+        since: Timestamp,
+    ) -> Result<EndpointStats, StoreError>;
 
     /// Pending deliveries (the queue depth).
     async fn pending_count(&self) -> Result<u64, StoreError>;

@@ -56,6 +56,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_webhook_format",
         include_str!("../../../migrations/postgres/0011_webhook_format.sql"),
     ),
+    (
+        "0012_webhook_stats",
+        include_str!("../../../migrations/postgres/0012_webhook_stats.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

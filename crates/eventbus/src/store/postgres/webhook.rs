@@ -36,9 +36,9 @@ use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::store::StoreError;
 use crate::store::webhook::{
-    Attempt, AttemptQuery, AttemptRecord, Claim, Delivery, DeliveryQuery, DeliveryStatus, Endpoint,
-    EndpointPatch, FanOut, FanOutResult, HealthPolicy, NewDelivery, Page, WebhookFormat,
-    WebhookStore,
+    Attempt, AttemptQuery, AttemptRecord, AttemptTotals, Claim, Delivery, DeliveryCounts,
+    DeliveryQuery, DeliveryStatus, Endpoint, EndpointPatch, EndpointStats, FanOut, FanOutResult,
+    HealthPolicy, LastFailure, NewDelivery, Page, WebhookFormat, WebhookStore,
 };
 
 const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, project_id, tenant_id, headers, \
@@ -258,6 +258,7 @@ async fn insert_deliveries(
 
 mod claim;
 mod record;
+mod stats;
 
 use self::claim::{ENABLED_ENDPOINTS, claim, claim_order, claim_unordered};
 use self::record::complete;
@@ -584,6 +585,15 @@ impl WebhookStore for PgStore {
         Ok(Page { items, next_after })
     }
 
+    async fn endpoint_stats(
+        &self,
+        endpoint_id: &str,
+        since: Timestamp,
+    ) -> Result<EndpointStats, StoreError> {
+        self.read(|pool| async move { stats::endpoint_stats(&pool, endpoint_id, since).await })
+            .await
+    }
+
     async fn pending_count(&self) -> Result<u64, StoreError> {
         self.read(|pool| async move {
             let n: i64 = sqlx::query_scalar(
@@ -678,6 +688,15 @@ mod tests {
             return;
         };
         contract::the_last_failure_dead_letters_and_failing_endpoints_are_disabled(&s).await;
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn endpoint_stats_count_the_window_and_every_delivery() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        contract::endpoint_stats_count_the_window_and_every_delivery(&s).await;
         s.close().await;
     }
 }

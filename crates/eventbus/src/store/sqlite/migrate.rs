@@ -47,6 +47,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_webhook_format",
         include_str!("../../../migrations/sqlite/0010_webhook_format.sql"),
     ),
+    (
+        "0011_webhook_stats",
+        include_str!("../../../migrations/sqlite/0011_webhook_stats.sql"),
+    ),
 ];
 
 /// The schema version this binary migrates to (`PRAGMA user_version`).

@@ -16,9 +16,9 @@ use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::store::StoreError;
 use crate::store::webhook::{
-    Attempt, AttemptQuery, AttemptRecord, Claim, Delivery, DeliveryQuery, DeliveryStatus, Endpoint,
-    EndpointPatch, FanOut, FanOutResult, HealthPolicy, NewDelivery, Page, WebhookFormat,
-    WebhookStore,
+    Attempt, AttemptQuery, AttemptRecord, AttemptTotals, Claim, Delivery, DeliveryCounts,
+    DeliveryQuery, DeliveryStatus, Endpoint, EndpointPatch, EndpointStats, FanOut, FanOutResult,
+    HealthPolicy, LastFailure, NewDelivery, Page, WebhookFormat, WebhookStore,
 };
 
 const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, project_id, tenant_id, headers, \
@@ -317,6 +317,52 @@ fn complete_one(
         disabled.push(r.endpoint_id.clone());
     }
     Ok(())
+}
+
+/// An endpoint's figures in one statement (one snapshot): the sums over its attempts since `?2`
+/// and its newest failure among them, both ranges of `webhook_attempts_started`, and its
+/// deliveries counted on three indexes (all, pending, failed; the rest succeeded), none of which
+/// reads a delivery row.
+const ENDPOINT_STATS: &str = "\
+    WITH a AS (SELECT count(*) AS n, coalesce(sum(success), 0) AS ok, \
+                      coalesce(sum(duration_ms), 0) AS total, max(duration_ms) AS longest, \
+                      max(started_at) AS newest \
+               FROM webhook_attempts WHERE endpoint_id = ?1 AND started_at >= ?2), \
+         f AS (SELECT started_at, status_code, error, delivery_id FROM webhook_attempts \
+               WHERE endpoint_id = ?1 AND started_at >= ?2 AND success = 0 \
+               ORDER BY started_at DESC, id DESC LIMIT 1) \
+    SELECT a.n, a.ok, a.total, a.longest, a.newest, \
+           f.started_at, f.status_code, f.error, f.delivery_id, \
+           (SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = ?1), \
+           (SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = ?1 AND status = 'pending'), \
+           (SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = ?1 AND status = 'failed') \
+    FROM a LEFT JOIN f ON 1";
+
+fn row_to_stats(since: Timestamp, r: &Row<'_>) -> rusqlite::Result<EndpointStats> {
+    let count = |i: usize| r.get::<_, i64>(i).map(|n| n as u64);
+    let totals = AttemptTotals {
+        attempts: count(0)?,
+        succeeded: count(1)?,
+        duration_ms: count(2)?,
+        max_duration_ms: r.get::<_, Option<i64>>(3)?.map(|d| d as u64),
+        last_attempt_at: r.get::<_, Option<i64>>(4)?.map(Timestamp::from_micros),
+    };
+    let last_failure = match r.get::<_, Option<i64>>(5)? {
+        Some(at) => Some(LastFailure {
+            at: Timestamp::from_micros(at),
+            status_code: r.get(6)?,
+            error: r.get(7)?,
+            delivery_id: count(8)?,
+        }),
+        None => None,
+    };
+    let (all, pending, failed) = (count(9)?, count(10)?, count(11)?);
+    let deliveries = DeliveryCounts {
+        pending,
+        succeeded: all.saturating_sub(pending + failed),
+        failed,
+    };
+    Ok(EndpointStats::new(since, totals, last_failure, deliveries))
 }
 
 #[async_trait]
@@ -622,6 +668,21 @@ impl WebhookStore for SqliteStore {
         .await
     }
 
+    async fn endpoint_stats(
+        &self,
+        endpoint_id: &str,
+        since: Timestamp,
+    ) -> Result<EndpointStats, StoreError> {
+        let endpoint_id = endpoint_id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(ENDPOINT_STATS)?
+                .query_row(params![endpoint_id, since.as_micros()], |r| {
+                    row_to_stats(since, r)
+                })
+        })
+        .await
+    }
+
     async fn pending_count(&self) -> Result<u64, StoreError> {
         self.read(|c| {
             c.query_row(
@@ -701,6 +762,13 @@ mod tests {
     async fn the_last_failure_dead_letters_and_failing_endpoints_are_disabled() {
         let (_dir, s) = store();
         contract::the_last_failure_dead_letters_and_failing_endpoints_are_disabled(&s).await;
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn endpoint_stats_count_the_window_and_every_delivery() {
+        let (_dir, s) = store();
+        contract::endpoint_stats_count_the_window_and_every_delivery(&s).await;
         s.close().await;
     }
 }

@@ -300,3 +300,108 @@ pub(crate) async fn the_last_failure_dead_letters_and_failing_endpoints_are_disa
         .unwrap();
     assert_eq!(attempts.items.len(), 2);
 }
+
+/// An endpoint's figures: its attempts that started at or after `since` (sums, the newest
+/// failure) and its deliveries by status of all time; another endpoint's rows never count.
+pub(crate) async fn endpoint_stats_count_the_window_and_every_delivery(s: &dyn WebhookStore) {
+    let at = Timestamp::from_micros;
+    s.create_endpoint(endpoint("a", false)).await.unwrap();
+    s.create_endpoint(endpoint("b", false)).await.unwrap();
+    let none = s.endpoint_stats("a", at(0)).await.unwrap();
+    assert_eq!(
+        none,
+        EndpointStats {
+            since: at(0),
+            attempts: 0,
+            succeeded: 0,
+            failed: 0,
+            success_rate: None,
+            mean_duration_ms: None,
+            max_duration_ms: None,
+            last_attempt_at: None,
+            last_failure: None,
+            deliveries: DeliveryCounts::default(),
+        }
+    );
+
+    let rows = (1..=4)
+        .map(|seq| delivery("a", seq))
+        .chain([delivery("b", 1)]);
+    s.enqueue(rows.collect(), at(0)).await.unwrap();
+    let claimed = s.claim_due(claim(100, 1_000_000)).await.unwrap();
+    let of = |ep: &str, seq: u64| {
+        claimed
+            .iter()
+            .find(|d| d.endpoint_id == ep && d.event_seq == seq)
+            .unwrap()
+    };
+    // a1 succeeds, a2 fails with a 500 and waits for a retry, a3 times out and is dead-lettered,
+    // a4 is still in flight; b1's failure is another endpoint's.
+    let record =
+        |d: &Delivery, start: i64, ms: u64, success: bool, retry: Option<i64>| AttemptRecord {
+            started_at: at(start),
+            duration_ms: ms,
+            ..outcome(d, success, retry)
+        };
+    let timed_out = AttemptRecord {
+        status_code: None,
+        error: Some("timed out".into()),
+        ..record(of("a", 3), 3_000, 5, false, None)
+    };
+    let records = vec![
+        record(of("a", 1), 1_000, 10, true, None),
+        record(of("a", 2), 2_000, 30, false, Some(90_000_000)),
+        timed_out,
+        record(of("b", 1), 4_000, 99, false, None),
+    ];
+    s.complete(records, HEALTH).await.unwrap();
+
+    let all = s.endpoint_stats("a", at(0)).await.unwrap();
+    assert_eq!(
+        (all.attempts, all.succeeded, all.failed),
+        (3, 1, 2),
+        "{all:?}"
+    );
+    assert_eq!(all.success_rate, Some(1.0 / 3.0));
+    assert_eq!(all.mean_duration_ms, Some(15.0));
+    assert_eq!(all.max_duration_ms, Some(30));
+    assert_eq!(all.last_attempt_at, Some(at(3_000)));
+    assert_eq!(
+        all.last_failure,
+        Some(LastFailure {
+            at: at(3_000),
+            status_code: None,
+            error: Some("timed out".into()),
+            delivery_id: of("a", 3).id,
+        })
+    );
+    let deliveries = DeliveryCounts {
+        pending: 2,
+        succeeded: 1,
+        failed: 1,
+    };
+    assert_eq!(all.deliveries, deliveries);
+
+    // The window starts at a2's attempt, inclusive.
+    let recent = s.endpoint_stats("a", at(2_000)).await.unwrap();
+    assert_eq!(recent.since, at(2_000));
+    assert_eq!(
+        (recent.attempts, recent.succeeded, recent.failed),
+        (2, 0, 2)
+    );
+    assert_eq!(recent.success_rate, Some(0.0));
+    assert_eq!(recent.mean_duration_ms, Some(17.5));
+    // After the last attempt: nothing in the window, the deliveries as before.
+    let later = s.endpoint_stats("a", at(3_001)).await.unwrap();
+    assert_eq!(
+        later,
+        EndpointStats {
+            since: at(3_001),
+            deliveries,
+            ..none
+        }
+    );
+    let b = s.endpoint_stats("b", at(0)).await.unwrap();
+    assert_eq!((b.attempts, b.failed, b.deliveries.failed), (1, 1, 1));
+    assert_eq!(b.last_failure.unwrap().status_code, Some(500));
+}

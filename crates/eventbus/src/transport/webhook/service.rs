@@ -1,6 +1,7 @@
 //! [`WebhookService`]: the running transport of one process. It starts the fan-out and the
 //! worker, drains them on shutdown, and serves the HTTP API's calls: endpoint CRUD with
-//! validation, secret rotation, test sends, the delivery and attempt log, retry and replay.
+//! validation, secret rotation, test sends, the delivery and attempt log and an endpoint's
+//! figures, retry and replay.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +26,8 @@ use crate::core::pattern::Pattern;
 use crate::core::time::Timestamp;
 use crate::store::EventStore;
 use crate::store::webhook::{
-    Attempt, AttemptQuery, Delivery, DeliveryQuery, Endpoint, EndpointPatch, NewDelivery, Page,
-    WebhookStore,
+    Attempt, AttemptQuery, Delivery, DeliveryQuery, Endpoint, EndpointPatch, EndpointStats,
+    NewDelivery, Page, WebhookStore,
 };
 
 /// The running transport of one process.
@@ -317,6 +318,17 @@ impl WebhookService {
     pub async fn list_attempts(&self, query: AttemptQuery) -> Result<Page<Attempt>, WebhookError> {
         self.get_endpoint(&query.endpoint_id).await?;
         Ok(self.store().list_attempts(query).await?)
+    }
+
+    /// The figures of endpoint `id`: its attempts that started at or after `since`, and its
+    /// deliveries by status.
+    pub async fn endpoint_stats(
+        &self,
+        id: &str,
+        since: Timestamp,
+    ) -> Result<EndpointStats, WebhookError> {
+        self.get_endpoint(id).await?;
+        Ok(self.store().endpoint_stats(id, since).await?)
     }
 
     /// One delivery.
