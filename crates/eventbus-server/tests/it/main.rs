@@ -18,7 +18,8 @@
 //! Suites: `health`, `publish` (single, batch, idempotency, get by id), `query` (every filter,
 //! project route, keyset paging), `event_types` (the catalogue and JSON Schemas), `errors` (every
 //! bad input is a problem and stores nothing), `durability` (`kill -9` and SIGTERM while
-//! publishing), `stream` (SSE), `webhooks` (delivery to a local receiver), `security` (keys,
+//! publishing), `stream` (SSE), `webhooks` (delivery to a local receiver), `webhook_stats` (an
+//! endpoint's figures, in process on both backends), `security` (keys,
 //! tenants, tokens and limits), `plugins` (real JavaScript plugins: handling, isolation,
 //! middleware, lifecycle, reload), `deploy` (the container image's environment), `cli` (the
 //! maintenance commands beside a running server), `regression` (one test per fixed bug, named
@@ -58,5 +59,6 @@ mod regression;
 mod security;
 mod stream;
 mod telemetry;
+mod webhook_stats;
 mod webhooks;
 mod webhooks_pg;

@@ -39,6 +39,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/webhooks/{id}/replay"),
     ("GET", "/v1/webhooks/{id}/deliveries"),
     ("GET", "/v1/webhooks/{id}/attempts"),
+    ("GET", "/v1/webhooks/{id}/stats"),
     ("GET", "/v1/deliveries/{id}"),
     ("POST", "/v1/deliveries/{id}/retry"),
     ("GET", "/v1/keys"),

@@ -1316,6 +1316,7 @@ async fn every_webhook_route_refuses_another_tenants_endpoint_as_missing() {
             "/v1/webhooks/{ep}/attempts".into(),
             None,
         ),
+        (reqwest::Method::GET, "/v1/webhooks/{ep}/stats".into(), None),
         (reqwest::Method::GET, "/v1/deliveries/{d}".into(), None),
         (
             reqwest::Method::POST,

@@ -9,7 +9,10 @@ use axum::response::IntoResponse;
 use eventbus::core::catalogue::EventTypeDef;
 use eventbus::core::event::FieldError;
 use eventbus::core::time::Timestamp;
-use eventbus::store::webhook::{Attempt, Delivery, DeliveryStatus, Endpoint};
+use eventbus::store::webhook::{
+    Attempt, AttemptTotals, Delivery, DeliveryCounts, DeliveryStatus, Endpoint, EndpointStats,
+    LastFailure,
+};
 use eventbus::transport::webhook::TestResult;
 use eventbus::{NewEvent, Pattern};
 use serde_json::{Value, json};
@@ -142,6 +145,36 @@ fn endpoint() -> Endpoint {
         failing_since: Some(now()),
         failure_count: 2,
     }
+}
+
+#[test]
+fn endpoint_stats_match_their_schema() {
+    let deliveries = DeliveryCounts {
+        pending: 3,
+        succeeded: 100,
+        failed: 2,
+    };
+    let totals = AttemptTotals {
+        attempts: 120,
+        succeeded: 100,
+        duration_ms: 1_500,
+        max_duration_ms: Some(80),
+        last_attempt_at: Some(now()),
+    };
+    let failure = LastFailure {
+        at: now(),
+        status_code: Some(500),
+        error: Some("answered 500".into()),
+        delivery_id: 7,
+    };
+    let full = EndpointStats::new(now(), totals, Some(failure), deliveries);
+    let full = serde_json::to_value(&full).unwrap();
+    assert_eq!(full["meanDurationMs"], json!(12.5));
+    conforms("EndpointStats", &full);
+    let empty = EndpointStats::new(now(), AttemptTotals::default(), None, deliveries);
+    let empty = serde_json::to_value(&empty).unwrap();
+    assert!(empty["successRate"].is_null() && empty["lastFailure"].is_null());
+    conforms("EndpointStats", &empty);
 }
 
 #[test]

@@ -97,8 +97,22 @@ struct PageBody<T: Serialize> {
     next_after: Option<u64>,
 }
 
-/// The start of a log listing of endpoint `id` (deliveries, attempts): the caller's rights, the
-/// endpoint's visibility to it, no parameter but `known`, and the paging parameters.
+/// The start of every read of endpoint `id`'s log (deliveries, attempts, figures): the caller's
+/// rights, the endpoint's visibility to it, and no parameter but `known`.
+pub(super) async fn log_access(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    params: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
+    caller.require_any(&[Permission::Read, Permission::Admin])?;
+    visible_endpoint(state, caller, id).await?;
+    reject_unknown(params, known)
+}
+
+/// The start of a log listing of endpoint `id` (deliveries, attempts): [`log_access`], then the
+/// paging parameters.
 async fn log_listing(
     state: &AppState,
     caller: &Caller,
@@ -106,9 +120,7 @@ async fn log_listing(
     params: &HashMap<String, String>,
     known: &[&str],
 ) -> Result<(u64, usize), ApiError> {
-    caller.require_any(&[Permission::Read, Permission::Admin])?;
-    visible_endpoint(state, caller, id).await?;
-    reject_unknown(params, known)?;
+    log_access(state, caller, id, params, known).await?;
     paging(params, MAX_LOG_PAGE)
 }
 

@@ -1,5 +1,5 @@
 //! `/v1/webhooks` and `/v1/deliveries`: endpoints, secret rotation, test sends, the delivery and
-//! attempt log, retry and replay (see docs/webhooks.md).
+//! attempt log and its figures, retry and replay (see docs/webhooks.md).
 //!
 //! Changing endpoints needs `admin`; reading them and their logs `read` or `admin`. A caller
 //! bound to a tenant or projects sees only endpoints of its scope (others answer 404, like
@@ -7,12 +7,14 @@
 //! within its `admin` patterns, so they never receive another tenant's events.
 //!
 //! Layout: `access` (the webhook service and what a caller may see of it), `endpoint` (the
-//! endpoints and their secrets), `log` (deliveries, attempts, retry and replay); [`WebhooksApi`]
-//! is their part of the API description.
+//! endpoints and their secrets), `log` (deliveries, attempts, retry and replay), `stats` (an
+//! endpoint's figures over a recent window); [`WebhooksApi`] is their part of the API
+//! description.
 
 mod access;
 mod endpoint;
 mod log;
+mod stats;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -22,6 +24,7 @@ use endpoint::{
     list_endpoints, rotate_secret, test_endpoint, update_endpoint,
 };
 use log::{get_delivery, list_attempts, list_deliveries, replay_events, retry_delivery};
+use stats::get_endpoint_stats;
 
 use super::state::AppState;
 #[cfg(test)]
@@ -44,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/webhooks/{id}/replay", post(replay_events))
         .route("/v1/webhooks/{id}/deliveries", get(list_deliveries))
         .route("/v1/webhooks/{id}/attempts", get(list_attempts))
+        .route("/v1/webhooks/{id}/stats", get(get_endpoint_stats))
         .route("/v1/deliveries/{id}", get(get_delivery))
         .route("/v1/deliveries/{id}/retry", post(retry_delivery))
 }
@@ -64,6 +68,7 @@ pub fn router() -> Router<AppState> {
         log::replay_events,
         log::list_deliveries,
         log::list_attempts,
+        stats::get_endpoint_stats,
         log::get_delivery,
         log::retry_delivery,
     ),

@@ -44,13 +44,17 @@ pub fn terminate_sessions(application_name: &str) -> u32 {
 
 /// Defines two tests running `suite(&InProcessServer)`: `$sqlite` on the default SQLite store,
 /// `$pg` on a fresh PostgreSQL schema named after `$prefix` (skipped, outside CI, when
-/// PostgreSQL is unreachable).
+/// PostgreSQL is unreachable); both servers with the settings `$env` (`&[(name, value)]`) when
+/// given.
 #[macro_export]
 macro_rules! on_both {
     ($prefix:literal, $suite:ident, $sqlite:ident, $pg:ident) => {
+        $crate::on_both!($prefix, $suite, $sqlite, $pg, &[]);
+    };
+    ($prefix:literal, $suite:ident, $sqlite:ident, $pg:ident, $env:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $sqlite() {
-            let server = $crate::common::InProcessServer::start(&[]).await;
+            let server = $crate::common::InProcessServer::start($env).await;
             $suite(&server).await;
         }
 
@@ -60,8 +64,10 @@ macro_rules! on_both {
                 return;
             };
             let url = schema.store_url();
-            let server =
-                $crate::common::InProcessServer::start(&[("EVENT_STORE_URL", url.as_str())]).await;
+            let env: &[(&str, &str)] = $env;
+            let mut env = env.to_vec();
+            env.push(("EVENT_STORE_URL", url.as_str()));
+            let server = $crate::common::InProcessServer::start(&env).await;
             $suite(&server).await;
             drop(server);
         }
