@@ -59,8 +59,14 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// Routes of the console. They take no key: the page is public, the data behind the API.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/console", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
-        .route("/console/", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
+        .route(
+            "/console",
+            get(|h: HeaderMap| async move { serve(&INDEX, &h) }),
+        )
+        .route(
+            "/console/",
+            get(|h: HeaderMap| async move { serve(&INDEX, &h) }),
+        )
         .route(
             "/console/console.js",
             get(|h: HeaderMap| async move { serve(&SCRIPT, &h) }),
@@ -162,9 +168,18 @@ mod tests {
 
     #[test]
     fn gzip_is_sent_only_to_who_accepts_it() {
-        assert!(accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "gzip, deflate, br")])));
-        assert!(accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "br;q=1.0, GZIP;q=0.5")])));
-        assert!(!accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "gzip;q=0")])));
+        assert!(accepts_gzip(&headers(&[(
+            header::ACCEPT_ENCODING,
+            "gzip, deflate, br"
+        )])));
+        assert!(accepts_gzip(&headers(&[(
+            header::ACCEPT_ENCODING,
+            "br;q=1.0, GZIP;q=0.5"
+        )])));
+        assert!(!accepts_gzip(&headers(&[(
+            header::ACCEPT_ENCODING,
+            "gzip;q=0"
+        )])));
         assert!(!accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "br")])));
         assert!(!accepts_gzip(&HeaderMap::new()));
     }

@@ -16,30 +16,62 @@ async fn the_console_page_and_its_files_are_served_without_a_key() {
     for path in ["/console", "/console/"] {
         let page = http.get(server.url(path)).send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK, "{path}");
-        assert_eq!(page.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
-        let csp = page.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
-        assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+        assert_eq!(
+            page.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let csp = page.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
+            "{csp}"
+        );
         let html = page.text().await.unwrap();
         assert!(html.contains(r#"<div id="root">"#), "{html}");
         assert!(html.contains(r#"src="/console/console.js""#), "{html}");
         assert!(html.contains(r#"href="/console/console.css""#), "{html}");
     }
 
-    let script = http.get(server.url("/console/console.js")).send().await.unwrap();
+    let script = http
+        .get(server.url("/console/console.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(script.status(), StatusCode::OK);
-    assert_eq!(script.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+    assert_eq!(
+        script.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
     assert!(script.headers().get(header::CONTENT_ENCODING).is_none());
     let plain = script.bytes().await.unwrap();
     assert!(plain.len() > 10_000, "the bundle is {} bytes", plain.len());
 
-    let style = http.get(server.url("/console/console.css")).send().await.unwrap();
+    let style = http
+        .get(server.url("/console/console.css"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(style.status(), StatusCode::OK);
-    assert_eq!(style.headers()[header::CONTENT_TYPE], "text/css; charset=utf-8");
+    assert_eq!(
+        style.headers()[header::CONTENT_TYPE],
+        "text/css; charset=utf-8"
+    );
 
     // Neither a file outside the console nor a guessable path is served.
-    for path in ["/console/../Cargo.toml", "/console/index.html.gz", "/console/nope.js"] {
+    for path in [
+        "/console/../Cargo.toml",
+        "/console/index.html.gz",
+        "/console/nope.js",
+    ] {
         let reply = server.get(path, &[]).await;
-        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            reply.body
+        );
     }
 }
 
@@ -65,8 +97,17 @@ async fn the_console_script_goes_gzipped_and_revalidates_with_its_etag() {
     assert_eq!(zipped.headers()[header::CONTENT_ENCODING], "gzip");
     assert_eq!(zipped.headers()[header::ETAG], tag);
     let zipped = zipped.bytes().await.unwrap();
-    assert!(zipped.len() < plain.len() / 2, "{} of {}", zipped.len(), plain.len());
-    assert_eq!(gunzip(&zipped), plain.to_vec(), "the gzip holds the same script");
+    assert!(
+        zipped.len() < plain.len() / 2,
+        "{} of {}",
+        zipped.len(),
+        plain.len()
+    );
+    assert_eq!(
+        gunzip(&zipped),
+        plain.to_vec(),
+        "the gzip holds the same script"
+    );
 
     let again = http
         .get(&url)
