@@ -74,6 +74,17 @@ pub struct TailRead {
     pub at_end: bool,
 }
 
+/// How many stored events have one type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TypeCount {
+    /// The type name.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Stored events of this type.
+    pub count: u64,
+}
+
 /// The outcome of appending one event.
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -245,6 +256,10 @@ pub trait EventStore: ConsumerStore + key::KeyStore + Send + Sync + 'static {
 
     /// A page of events matching a filter, in `seq` order.
     async fn query(&self, query: &EventQuery) -> Result<EventPage, StoreError>;
+
+    /// How many stored events match `filter`, per type: the types with at least one, sorted by
+    /// name. Archived events are not counted (archiving removes them from the store).
+    async fn count_by_type(&self, filter: &EventFilter) -> Result<Vec<TypeCount>, StoreError>;
 
     /// Matching events after `after` (at most `limit`), and where to continue.
     async fn read_after(

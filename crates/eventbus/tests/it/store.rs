@@ -50,6 +50,7 @@ contract!(
     a_wrong_expected_seq_in_a_group_spares_the_other_batches,
     eight_writers_racing_with_one_expected_seq_one_wins_each_round,
     every_filter_selects_what_the_reference_filter_selects,
+    counts_by_type_follow_the_reference_filter,
     pages_cover_the_result_exactly_once,
     read_after_and_tail_follow_the_log,
     concurrent_appends_get_unique_increasing_seqs_and_a_tailing_reader_sees_all,
@@ -601,6 +602,33 @@ async fn every_filter_selects_what_the_reference_filter_selects(db: TestDb) {
                 "read_after {filter:?} after {after}"
             );
         }
+    }
+    store.close().await;
+}
+
+async fn counts_by_type_follow_the_reference_filter(db: TestDb) {
+    let store = db.open().await;
+    assert!(
+        store
+            .count_by_type(&EventFilter::default())
+            .await
+            .unwrap()
+            .is_empty(),
+        "an empty store counts no type"
+    );
+    let events = seed(&store).await;
+    for filter in filters(&events) {
+        let mut expected = std::collections::BTreeMap::<&str, u64>::new();
+        for e in events.iter().filter(|e| filter.matches(e)) {
+            *expected.entry(e.event_type.as_str()).or_default() += 1;
+        }
+        let counts = store.count_by_type(&filter).await.unwrap();
+        let got: Vec<(&str, u64)> = counts
+            .iter()
+            .map(|c| (c.event_type.as_str(), c.count))
+            .collect();
+        let expected: Vec<(&str, u64)> = expected.into_iter().collect();
+        assert_eq!(got, expected, "counts of {filter:?}");
     }
     store.close().await;
 }

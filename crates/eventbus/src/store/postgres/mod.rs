@@ -53,9 +53,9 @@ pub use self::commit::{INSERT_ROWS, LAST_SEQ_OF_PROJECT, MAX_GROUP_ROWS};
 pub use self::db::Db;
 pub use self::link::LinkInfo;
 pub use self::migrate::MigrateError;
-use self::query::{bind_all, row_to_event, select_after_sql};
+use self::query::{bind_all, count_by_type_sql, row_to_event, select_after_sql};
 use super::{
-    Appended, EventPage, EventQuery, EventStore, ExpectedSeq, StoreError, TailRead,
+    Appended, EventPage, EventQuery, EventStore, ExpectedSeq, StoreError, TailRead, TypeCount,
     prefix_upper_bound,
 };
 use crate::core::catalogue::EventTypeDef;
@@ -545,6 +545,26 @@ impl EventStore for PgStore {
             events.last().map_or(query.after, |e| e.seq)
         });
         Ok(EventPage { events, next_after })
+    }
+
+    async fn count_by_type(&self, filter: &EventFilter) -> Result<Vec<TypeCount>, StoreError> {
+        self.read(|pool| {
+            let (sql, args) = count_by_type_sql(filter);
+            async move {
+                let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), args)
+                    .fetch_all(&pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(TypeCount {
+                            event_type: r.try_get(0)?,
+                            count: r.try_get::<i64, _>(1)? as u64,
+                        })
+                    })
+                    .collect()
+            }
+        })
+        .await
     }
 
     async fn read_after(

@@ -1,6 +1,6 @@
-//! Reading events on PostgreSQL: the row mapping, and the SQL of filtered reads (type patterns as
-//! an index range on their literal prefix plus a regular expression, scopes, time bounds), with
-//! its arguments bound in order.
+//! Reading events on PostgreSQL: the row mapping, and the SQL of filtered reads and counts (type
+//! patterns as an index range on their literal prefix plus a regular expression, scopes, time
+//! bounds), with its arguments bound in order.
 
 use super::*;
 
@@ -71,6 +71,25 @@ pub(super) fn select_after_sql(
 ) -> (String, Vec<Arg>) {
     let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > $1");
     let mut args = vec![Arg::Int(after as i64)];
+    push_filter(filter, &mut sql, &mut args);
+    args.push(Arg::Int(limit as i64));
+    sql.push_str(&format!(" ORDER BY seq LIMIT ${}", args.len()));
+    (sql, args)
+}
+
+/// `SELECT type, count(*) … WHERE <filter> GROUP BY type ORDER BY type`, with its arguments.
+pub(super) fn count_by_type_sql(filter: &EventFilter) -> (String, Vec<Arg>) {
+    let mut sql = "SELECT type, count(*) FROM events WHERE true".to_owned();
+    let mut args = Vec::new();
+    push_filter(filter, &mut sql, &mut args);
+    sql.push_str(" GROUP BY type ORDER BY type");
+    (sql, args)
+}
+
+/// Appends ` AND <condition>` for each condition of `filter` to `sql`, and their arguments to
+/// `args` (numbered after those already there): type patterns as an index range on their
+/// literal prefix plus a regular expression, then scopes and time bounds.
+fn push_filter(filter: &EventFilter, sql: &mut String, args: &mut Vec<Arg>) {
     let param = |args: &mut Vec<Arg>, arg: Arg| {
         args.push(arg);
         format!("${}", args.len())
@@ -82,15 +101,15 @@ pub(super) fn select_after_sql(
                 sql.push_str(" OR ");
             }
             if pattern.is_exact() {
-                let p = param(&mut args, Arg::Text(pattern.as_str().to_owned()));
+                let p = param(args, Arg::Text(pattern.as_str().to_owned()));
                 sql.push_str(&format!("type = {p}"));
                 continue;
             }
             let prefix = pattern.literal_prefix();
             let mut terms = Vec::new();
             if !prefix.is_empty() {
-                let lo = param(&mut args, Arg::Text(prefix.clone()));
-                let hi = param(&mut args, Arg::Text(prefix_upper_bound(&prefix)));
+                let lo = param(args, Arg::Text(prefix.clone()));
+                let hi = param(args, Arg::Text(prefix_upper_bound(&prefix)));
                 terms.push(format!("type > {lo} AND type < {hi}"));
             }
             // `a.b.>` is exactly the prefix range; anything else also needs the grammar.
@@ -102,7 +121,7 @@ pub(super) fn select_after_sql(
                     .skip(1)
                     .all(|s| matches!(s, Segment::Literal(_)));
             if prefix.is_empty() || !tail_only {
-                let re = param(&mut args, Arg::Text(pattern_regex(pattern)));
+                let re = param(args, Arg::Text(pattern_regex(pattern)));
                 terms.push(format!("type ~ {re}"));
             }
             sql.push_str(&format!("({})", terms.join(" AND ")));
@@ -115,25 +134,22 @@ pub(super) fn select_after_sql(
         ("user_id", &filter.user_id),
     ] {
         if let Some(v) = value {
-            let p = param(&mut args, Arg::Text(v.clone()));
+            let p = param(args, Arg::Text(v.clone()));
             sql.push_str(&format!(" AND {column} = {p}"));
         }
     }
     if !filter.project_ids.is_empty() {
-        let p = param(&mut args, Arg::TextArray(filter.project_ids.clone()));
+        let p = param(args, Arg::TextArray(filter.project_ids.clone()));
         sql.push_str(&format!(" AND project_id = ANY({p})"));
     }
     if let Some(from) = filter.from {
-        let p = param(&mut args, Arg::Int(from.as_micros()));
+        let p = param(args, Arg::Int(from.as_micros()));
         sql.push_str(&format!(" AND ts >= {p}"));
     }
     if let Some(to) = filter.to {
-        let p = param(&mut args, Arg::Int(to.as_micros()));
+        let p = param(args, Arg::Int(to.as_micros()));
         sql.push_str(&format!(" AND ts < {p}"));
     }
-    let p = param(&mut args, Arg::Int(limit as i64));
-    sql.push_str(&format!(" ORDER BY seq LIMIT {p}"));
-    (sql, args)
 }
 
 #[cfg(test)]

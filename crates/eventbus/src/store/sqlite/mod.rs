@@ -40,7 +40,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub use self::migrate::MigrateError;
 use self::writer::Writer;
 use super::{
-    Appended, EventPage, EventQuery, EventStore, ExpectedSeq, StoreError, TailRead,
+    Appended, EventPage, EventQuery, EventStore, ExpectedSeq, StoreError, TailRead, TypeCount,
     prefix_upper_bound,
 };
 use crate::core::catalogue::EventTypeDef;
@@ -409,6 +409,41 @@ fn select_after(
 ) -> rusqlite::Result<Vec<Arc<Event>>> {
     let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > ?");
     let mut args: Vec<SqlValue> = vec![SqlValue::Integer(after as i64)];
+    push_filter(filter, &mut sql, &mut args);
+    sql.push_str(" ORDER BY seq LIMIT ?");
+    args.push(SqlValue::Integer(limit as i64));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| row_to_event(r).map(Arc::new))?;
+    rows.collect()
+}
+
+/// `SELECT type, count(*) … WHERE <filter> GROUP BY type ORDER BY type`. Without a condition
+/// on other columns it reads the `(type, seq)` index alone (a covering scan, in type order).
+fn count_by_type(conn: &Connection, filter: &EventFilter) -> rusqlite::Result<Vec<TypeCount>> {
+    let (sql, args) = count_by_type_sql(filter);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| {
+        Ok(TypeCount {
+            event_type: r.get(0)?,
+            count: r.get::<_, i64>(1)? as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The SQL of [`count_by_type`] and its arguments.
+fn count_by_type_sql(filter: &EventFilter) -> (String, Vec<SqlValue>) {
+    let mut sql = "SELECT type, count(*) FROM events WHERE 1".to_owned();
+    let mut args = Vec::new();
+    push_filter(filter, &mut sql, &mut args);
+    sql.push_str(" GROUP BY type ORDER BY type");
+    (sql, args)
+}
+
+/// Appends ` AND <condition>` for each condition of `filter` to `sql`, and their arguments to
+/// `args`, in order: type patterns as an index range on their literal prefix plus `eb_match`,
+/// then scopes and time bounds.
+fn push_filter(filter: &EventFilter, sql: &mut String, args: &mut Vec<SqlValue>) {
     if !filter.all_types() {
         sql.push_str(" AND (");
         for (i, pattern) in filter.types.iter().enumerate() {
@@ -458,11 +493,6 @@ fn select_after(
         sql.push_str(" AND ts < ?");
         args.push(SqlValue::Integer(to.as_micros()));
     }
-    sql.push_str(" ORDER BY seq LIMIT ?");
-    args.push(SqlValue::Integer(limit as i64));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args), |r| row_to_event(r).map(Arc::new))?;
-    rows.collect()
 }
 
 #[async_trait]
@@ -520,6 +550,11 @@ impl EventStore for SqliteStore {
             Ok(EventPage { events, next_after })
         })
         .await
+    }
+
+    async fn count_by_type(&self, filter: &EventFilter) -> Result<Vec<TypeCount>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |c| count_by_type(c, &filter)).await
     }
 
     async fn read_after(
