@@ -14,6 +14,7 @@ use std::time::Instant;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use eventbus::core::filter::EventFilter;
 use eventbus::core::principal::{Denied, Permission, Principal};
 use eventbus::security::{AuthError, GrantError, parse_key};
 
@@ -54,6 +55,15 @@ impl Caller {
             "this key needs one of the permissions `{}`",
             names.join("`, `")
         ))))
+    }
+
+    /// `filter` narrowed to the events this caller may read (its tenant, projects and `read`
+    /// type patterns); 403 when it asks only outside them. Every read of stored events goes
+    /// through it, so a listing and a count of the same key see the same events.
+    pub fn readable(&self, filter: &EventFilter) -> Result<EventFilter, ApiError> {
+        self.principal
+            .narrow(Permission::Read, filter)
+            .map_err(|d| self.deny(d))
     }
 
     /// The answer to a key or token this caller may not make: 403 (audited) when it would be

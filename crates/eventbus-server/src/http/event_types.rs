@@ -1,32 +1,40 @@
-//! `/v1/event-types`: the catalogue and its JSON Schemas; [`EventTypesApi`] is their part of the
-//! API description.
+//! `/v1/event-types`: the catalogue and its JSON Schemas, and how many stored events each type
+//! has; [`EventTypesApi`] is their part of the API description.
+//!
+//! `/v1/event-types/counts` is a route of its own, not a type: a type name has at least two
+//! dotted segments, and the router matches the literal path before `{type}`.
+
+use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use eventbus::core::catalogue::EventTypeDef;
 use eventbus::core::event::{FieldError, validate_type};
+use eventbus::core::filter::EventFilter;
 use eventbus::core::principal::{Denied, Permission};
+use eventbus::store::TypeCount;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::body::{BodyProblems, decode, json, read_json};
-use super::params::PathParam;
+use super::params::{PathParam, reject_unknown};
 use super::problem::{ApiError, StoreProblems};
 use super::state::AppState;
 
 /// The routes below in the API description.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list_event_types, get_event_type, put_event_type))]
+#[openapi(paths(list_event_types, count_event_types, get_event_type, put_event_type))]
 pub(super) struct EventTypesApi;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/event-types", get(list_event_types))
+        .route("/v1/event-types/counts", get(count_event_types))
         .route(
             "/v1/event-types/{type}",
             get(get_event_type).put(put_event_type),
@@ -56,6 +64,38 @@ pub(super) async fn list_event_types(State(state): State<AppState>, _caller: Cal
             event_types: state.bus.event_types(),
         },
     )
+}
+
+/// Stored events per type.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = EventTypeCounts)]
+struct CountsBody {
+    /// The types with at least one stored event the caller may read, sorted by name.
+    counts: Vec<TypeCount>,
+}
+
+/// `GET /v1/event-types/counts`: how many stored events of each type the caller may read,
+/// within exactly the scope `GET /v1/events` gives its key (tenant, projects, `read` type
+/// patterns). Archived events are not counted; types without a stored event are left out.
+#[utoipa::path(
+    get,
+    path = "/v1/event-types/counts",
+    tag = "event-types",
+    responses(
+        (status = 200, description = "Stored events per type, by type name", body = CountsBody),
+        (status = 400, description = "A query parameter (none is known)"),
+        StoreProblems,
+    )
+)]
+pub(super) async fn count_event_types(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    reject_unknown(&params, &[])?;
+    let filter = caller.readable(&EventFilter::default())?;
+    let counts = state.bus.store().count_by_type(&filter).await?;
+    Ok(json(StatusCode::OK, &CountsBody { counts }))
 }
 
 /// `GET /v1/event-types/{type}`.

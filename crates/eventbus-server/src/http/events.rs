@@ -449,10 +449,7 @@ async fn query_page(
     params: &HashMap<String, String>,
     mut query: eventbus::store::EventQuery,
 ) -> Result<eventbus::store::EventPage, ApiError> {
-    query.filter = caller
-        .principal
-        .narrow(Permission::Read, &query.filter)
-        .map_err(|d| caller.deny(d))?;
+    query.filter = caller.readable(&query.filter)?;
     if super::params::include_archived(params)? {
         return Ok(state
             .archive

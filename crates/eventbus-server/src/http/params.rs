@@ -140,6 +140,10 @@ pub fn paging(params: &HashMap<String, String>, max: usize) -> Result<(u64, usiz
 /// Refuses parameters not in `known`.
 pub fn reject_unknown(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
     match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) if known.is_empty() => Err(ApiError::parameter(
+            k,
+            "unknown parameter; this route takes none",
+        )),
         Some(k) => Err(ApiError::parameter(
             k,
             format!("unknown parameter; known are: {}", known.join(", ")),

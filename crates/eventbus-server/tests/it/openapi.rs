@@ -25,6 +25,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/projects/{projectId}/events"),
     ("GET", "/v1/stream"),
     ("GET", "/v1/event-types"),
+    ("GET", "/v1/event-types/counts"),
     ("GET", "/v1/event-types/{type}"),
     ("PUT", "/v1/event-types/{type}"),
     ("GET", "/v1/webhooks"),

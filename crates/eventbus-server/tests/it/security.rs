@@ -129,6 +129,7 @@ async fn every_v1_route_needs_a_valid_key_and_the_answer_reveals_nothing() {
         (Method::GET, "/v1/projects/p1/events"),
         (Method::GET, "/v1/stream"),
         (Method::GET, "/v1/event-types"),
+        (Method::GET, "/v1/event-types/counts"),
         (Method::GET, "/v1/event-types/project.created"),
         (Method::PUT, "/v1/event-types/project.created"),
         (Method::GET, "/v1/webhooks"),

@@ -100,6 +100,19 @@ fn the_check_sees_a_bad_timestamp() {
 }
 
 #[test]
+fn type_counts_match_their_schema() {
+    let count = eventbus::store::TypeCount {
+        event_type: "project.created".into(),
+        count: 123,
+    };
+    let count = serde_json::to_value(&count).unwrap();
+    assert_eq!(count, json!({"type": "project.created", "count": 123}));
+    conforms("TypeCount", &count);
+    conforms("EventTypeCounts", &json!({"counts": [count]}));
+    conforms("EventTypeCounts", &json!({"counts": []}));
+}
+
+#[test]
 fn catalogue_entries_match_their_schema() {
     let def = EventTypeDef {
         name: "project.created".into(),

@@ -163,6 +163,33 @@ impl ApiClient {
         reply.body
     }
 
+    /// `POST /v1/keys` with `body`; fails the test unless it is a 201. Returns the key string.
+    pub async fn create_key(&self, body: &Value) -> String {
+        let reply = Reply::read(
+            self.client
+                .post(self.url("/v1/keys"))
+                .json(body)
+                .send()
+                .await
+                .expect("POST /v1/keys"),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{body}: {}", reply.body);
+        reply.body["key"]
+            .as_str()
+            .expect("the key string is shown once")
+            .to_owned()
+    }
+
+    /// A client of the same server that sends `key` instead.
+    pub fn with_key(&self, key: &str) -> ApiClient {
+        let client = super::client_with_key(key)
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("building the HTTP client");
+        ApiClient::new(self.base.clone(), client)
+    }
+
     /// Every stored event, in `seq` order.
     pub async fn all_events(&self) -> Vec<Value> {
         self.collect("/v1/events", &[], 1000).await
