@@ -20,6 +20,7 @@
 //! What runs beside the bus (the plugin host) joins it as an [`Extension`]: the bus knows the
 //! trait, never the code behind it, so the bus depends on no plugin module (they depend on it).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
@@ -307,6 +308,7 @@ impl EventBusBuilder {
                 cancel,
                 extensions: self.extensions,
                 webhooks: OnceLock::new(),
+                published: AtomicU64::new(0),
             }),
         };
         for extension in &bus.inner.extensions {
@@ -371,6 +373,24 @@ struct Inner {
     extensions: Vec<Arc<dyn Extension>>,
     /// Set once by the builder, after the extensions started.
     webhooks: OnceLock<Arc<WebhookService>>,
+    /// Events this bus stored (duplicates of stored events not counted).
+    published: AtomicU64,
+}
+
+/// What waits in each queue of one process, the figures behind `eventbus_queue_depth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct QueueDepths {
+    /// Appends waiting for the store's group commit.
+    pub store_writer: usize,
+    /// Events waiting in in-process subscriber queues.
+    pub subscribers: usize,
+    /// Frames buffered for SSE streams.
+    pub sse: usize,
+    /// Pending webhook deliveries in the store; `None` without a webhook transport, or when the
+    /// store could not be read.
+    pub webhooks: Option<u64>,
 }
 
 /// The event bus; cheap to clone.
@@ -469,10 +489,22 @@ impl EventBus {
         .await;
         metrics::histogram!(metric::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
         match &result {
-            Ok(a) => metric::published(label, if a.created { "created" } else { "duplicate" }, 1),
+            Ok(a) => self.stored(label, a),
             Err(e) => metric::published(label, outcome(e), 1),
         }
         result
+    }
+
+    /// Counts one event a publish answered as stored: in its metric, and in the bus's count of
+    /// events stored ([`EventBus::published_total`]) when it was new.
+    fn stored(&self, label: &str, appended: &Appended) {
+        let how = if appended.created {
+            self.inner.published.fetch_add(1, Ordering::Relaxed);
+            "created"
+        } else {
+            "duplicate"
+        };
+        metric::published(label, how, 1);
     }
 
     /// The event type as a metric label: catalogue types by name, any other as `other`.
@@ -535,7 +567,7 @@ impl EventBus {
         match &result {
             Ok(stored) => {
                 for (a, label) in stored.iter().zip(&labels) {
-                    metric::published(label, if a.created { "created" } else { "duplicate" }, 1);
+                    self.stored(label, a);
                 }
             }
             Err(e) => {
@@ -628,13 +660,7 @@ impl EventBus {
             match self.inner.store.append(batch).await {
                 Ok(stored) => {
                     for ((index, _), appended) in accepted.drain(..).zip(stored) {
-                        let label = self.type_label(&appended.event.event_type);
-                        let how = if appended.created {
-                            "created"
-                        } else {
-                            "duplicate"
-                        };
-                        metric::published(label, how, 1);
+                        self.stored(self.type_label(&appended.event.event_type), &appended);
                         outcomes[index] = Some(Relayed::Appended(appended));
                     }
                 }
@@ -738,6 +764,34 @@ impl EventBus {
     /// Events waiting in in-process subscriber queues.
     pub fn subscriber_backlog(&self) -> usize {
         self.inner.subscribers.buffered()
+    }
+
+    /// Events this bus has stored since it was built, by every path into it (HTTP, the Rust
+    /// API, relays, plugins, status events); a publish answered with an event already stored
+    /// (same id and content) does not count. The events of other processes on one PostgreSQL
+    /// are theirs.
+    pub fn published_total(&self) -> u64 {
+        self.inner.published.load(Ordering::Relaxed)
+    }
+
+    /// What waits in each queue of this process now. The webhook figure is a store read.
+    pub async fn queue_depths(&self) -> QueueDepths {
+        let webhooks = match self.webhooks() {
+            Some(w) => match w.queue_depth().await {
+                Ok(depth) => Some(depth),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the webhook queue depth could not be read");
+                    None
+                }
+            },
+            None => None,
+        };
+        QueueDepths {
+            store_writer: self.inner.store.write_queue_depth(),
+            subscribers: self.subscriber_backlog(),
+            sse: self.inner.sse.buffered(),
+            webhooks,
+        }
     }
 
     /// Number of live in-process subscribers.

@@ -3,6 +3,7 @@
 //! Counters and histograms are recorded where things happen (see `eventbus::metric`); gauges of
 //! state (queue depths, open streams, webhook totals, consumer groups, process resources, the
 //! runtime's alive tasks) are read here, at scrape time, so they cost nothing between scrapes.
+//! The queue depths are `EventBus::queue_depths`, the one reading of them.
 //! [`MetricsApi`] is its part of the API description.
 
 use std::sync::OnceLock;
@@ -72,12 +73,16 @@ pub(super) async fn get_metrics(
     require_observer(&state, &headers).await?;
     let handle = install();
     let bus = &state.bus;
-    let gauge = |queue: &'static str, v: usize| {
+    let gauge = |queue: &'static str, v: u64| {
         metrics::gauge!(m::QUEUE_DEPTH, "queue" => queue).set(v as f64)
     };
-    gauge("store_writer", bus.store().write_queue_depth());
-    gauge("subscribers", bus.subscriber_backlog());
-    gauge("sse", bus.sse().buffered());
+    let depths = bus.queue_depths().await;
+    gauge("store_writer", depths.store_writer as u64);
+    gauge("subscribers", depths.subscribers as u64);
+    gauge("sse", depths.sse as u64);
+    if let Some(depth) = depths.webhooks {
+        gauge("webhooks", depth);
+    }
     let sse = bus.sse().stats();
     metrics::gauge!(m::SSE_CONNECTIONS)
         .set(sse.connections.load(std::sync::atomic::Ordering::Relaxed) as f64);
@@ -97,9 +102,6 @@ pub(super) async fn get_metrics(
             ok as f64 / (ok + failed) as f64
         };
         metrics::gauge!(m::WEBHOOK_SUCCESS_RATIO).set(ratio);
-        if let Ok(depth) = webhooks.queue_depth().await {
-            metrics::gauge!(m::QUEUE_DEPTH, "queue" => "webhooks").set(depth as f64);
-        }
     }
     if let Some(groups) = bus.groups() {
         // At most `MAX_LABELLED_GROUPS` state reads, bounded in time so a slow store does not
