@@ -4,7 +4,8 @@
 //! ([`PayloadShaper`]).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -30,6 +31,29 @@ pub struct WebhookStats {
     pub auto_disabled: AtomicU64,
     /// Deliveries queued by the fan-out.
     pub queued: AtomicU64,
+    /// The time of every attempt counted in `attempts` (answered or not), summed, in
+    /// microseconds.
+    pub attempt_micros: AtomicU64,
+    /// The longest of those attempts, in microseconds, since
+    /// [`WebhookStats::take_max_attempt_micros`] last took it.
+    pub max_attempt_micros: AtomicU64,
+}
+
+impl WebhookStats {
+    /// Adds the time of one attempt to the sum and the maximum. Called before the attempt is
+    /// counted in `succeeded` or `failed_attempts` (with `Release`), so a reader that loads
+    /// those counters first (with `Acquire`) and the sum second has the time of every attempt
+    /// it counted.
+    pub(super) fn record_attempt_time(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.attempt_micros.fetch_add(micros, Ordering::Relaxed);
+        self.max_attempt_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    /// The longest attempt since the last call (0: none), starting the next maximum at 0.
+    pub fn take_max_attempt_micros(&self) -> u64 {
+        self.max_attempt_micros.swap(0, Ordering::Relaxed)
+    }
 }
 
 /// What the stages share.

@@ -343,12 +343,13 @@ async fn attempt(
         .await;
     let success = r.success();
     let stats = &shared.stats;
+    stats.record_attempt_time(r.duration);
     stats.attempts.fetch_add(1, Ordering::Relaxed);
     let retry_at = if success {
-        stats.succeeded.fetch_add(1, Ordering::Relaxed);
+        stats.succeeded.fetch_add(1, Ordering::Release);
         None
     } else {
-        stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        stats.failed_attempts.fetch_add(1, Ordering::Release);
         let retry = next_delay(
             &shared.options.retry_schedule,
             shared.options.retry_attempts,
