@@ -27,6 +27,8 @@
 //!   the bus, and the webhook transport's payload shaper).
 //! - [`security`]: API keys, browser tokens and abuse limits; what a caller may do is decided
 //!   by [`core::principal`].
+//! - [`sample`]: the figures of the last hour for a console: a [`sample::Sampler`] takes a
+//!   sample of the bus's counters and gauges every interval into a ring.
 //! - [`metric`]: metric names and recording helpers.
 //! - [`telemetry`]: W3C trace context: continuing a `traceparent` into the bus's spans and
 //!   sending it onwards (OpenTelemetry, exported by the binary when configured).
@@ -38,6 +40,7 @@ pub mod metric;
 mod net;
 pub mod outbox;
 pub mod plugin;
+pub mod sample;
 pub mod security;
 pub mod store;
 pub mod telemetry;
