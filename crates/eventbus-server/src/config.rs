@@ -476,6 +476,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
     pub plugin_suspend_after: u32,
 
+    /// Seconds between the samples of GET /v1/stats (events, webhook attempts, streams and
+    /// queues of this process); the last 360 are kept (one hour at the default).
+    #[arg(long, env = "STATS_SAMPLE_INTERVAL", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub stats_sample_interval: u64,
+
     /// Log format: text or json (filter with RUST_LOG, default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -532,6 +538,11 @@ impl Config {
                 ..PgOptions::default()
             },
         }
+    }
+
+    /// How often the stats sampler samples.
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_secs(self.stats_sample_interval)
     }
 
     /// The SSE hub's settings.

@@ -14,7 +14,8 @@
 //! - [`run`]: opens the store, builds the bus, serves until the shutdown token fires, then
 //!   drains: in-flight requests finish, webhook attempts in flight are recorded, queued writes
 //!   commit, delivery tasks stop. With `EVENT_RETENTION_DAYS` set, an archiver task moves old
-//!   events into archive files at start and hourly, and stops with the server.
+//!   events into archive files at start and hourly, and stops with the server; a sampler task
+//!   takes the figures of `GET /v1/stats` every `STATS_SAMPLE_INTERVAL` and stops with it too.
 
 pub mod cli;
 pub mod config;
@@ -235,6 +236,12 @@ pub async fn serve(
             stop_archiver.clone(),
         ))
     });
+    let sampler = Arc::new(eventbus::sample::Sampler::new(
+        bus.clone(),
+        config.stats_interval(),
+    ));
+    let stop_sampler = CancellationToken::new();
+    let sampling = tokio::spawn(sampler.clone().run(stop_sampler.clone()));
     let deadline_token = shutdown.clone();
     http::metrics::install();
     if bus.webhooks().is_some() {
@@ -257,6 +264,7 @@ pub async fn serve(
         keys,
         limits: Default::default(),
         outboxes: outboxes.clone(),
+        sampler,
     };
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, store = bus.store().backend(), "eventbus listening");
@@ -284,11 +292,14 @@ pub async fn serve(
             Ok(())
         }
     };
-    // An archive run in progress finishes its segment transactions before the store closes.
+    // An archive run in progress finishes its segment transactions before the store closes;
+    // the sampler stops before it too (it reads the webhook queue's depth from the store).
     stop_archiver.cancel();
     if let Some(archiver) = archiver {
         let _ = archiver.await;
     }
+    stop_sampler.cancel();
+    let _ = sampling.await;
     // The relays stop before the store closes: a batch in flight is appended, or left in its
     // outbox for the next relay.
     outboxes.shutdown().await;

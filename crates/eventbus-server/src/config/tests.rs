@@ -46,6 +46,28 @@ fn defaults_match_the_design() {
 }
 
 #[test]
+fn the_stats_interval_is_whole_seconds_from_one() {
+    let interval = |pairs: &[(&str, &str)]| {
+        Config::from_pairs(pairs.iter().copied()).map(|c| c.stats_interval())
+    };
+    assert_eq!(
+        interval(&[]).unwrap(),
+        eventbus::sample::DEFAULT_INTERVAL,
+        "the documented default is the sampler's"
+    );
+    assert_eq!(
+        interval(&[("STATS_SAMPLE_INTERVAL", "1")]).unwrap(),
+        Duration::from_secs(1)
+    );
+    for bad in ["0", "1.5", "3601", "10s"] {
+        let err = interval(&[("STATS_SAMPLE_INTERVAL", bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--stats-sample-interval"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn postgres_connection_settings_parse() {
     let pg = |pairs: &[(&str, &str)]| {
         Config::from_pairs(pairs.iter().copied())

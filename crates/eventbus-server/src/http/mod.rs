@@ -4,8 +4,9 @@
 //! (liveness and readiness), `keys` (API keys), `tokens` (browser stream tokens), `stream` (SSE),
 //! `webhooks` (endpoints, and the delivery and attempt log), `plugins` (status, reload, install,
 //! dead letters), `consumers` (consumer groups: fetch, ack, nack, dead letters), `outboxes` (the
-//! outbox relays and their dead letters), `metrics`, `console` (the embedded web console); `openapi` (the OpenAPI document, assembled from the `XxxApi` part
-//! each resource module describes); `state` (what every handler can reach), `auth` (who is
+//! outbox relays and their dead letters), `metrics`, `stats` (the figures of the last hour, for
+//! the console), `console` (the embedded web console); `openapi` (the OpenAPI document,
+//! assembled from the `XxxApi` part each resource module describes); `state` (what every handler can reach), `auth` (who is
 //! calling), `problem` (the error table), `body` (JSON bodies), `cloudevent` (the CloudEvents
 //! codec of publishes, answers and streams), `params` (query strings),
 //! `server` (the HTTP/1 connection loop with its header limits and read timeouts), `head_error`
@@ -38,6 +39,7 @@ mod plugins;
 pub mod problem;
 pub mod server;
 mod state;
+mod stats;
 pub(crate) mod stream;
 mod stream_conn;
 mod tokens;
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(keys::router())
         .merge(metrics::router())
+        .merge(stats::router())
         .merge(openapi::router())
         .merge(stream::router())
         .merge(tokens::router())

@@ -22,8 +22,8 @@ use super::body::json;
 use super::problem::problem_content;
 use super::state::AppState;
 use super::{
-    consumers, event_types, events, health, keys, metrics, outboxes, plugins, problem, stream,
-    tokens, webhooks,
+    consumers, event_types, events, health, keys, metrics, outboxes, plugins, problem, stats,
+    stream, tokens, webhooks,
 };
 
 /// Routes of this resource.
@@ -58,6 +58,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         outboxes::OutboxesApi::openapi(),
         health::HealthApi::openapi(),
         metrics::MetricsApi::openapi(),
+        stats::StatsApi::openapi(),
         problem::ProblemApi::openapi(),
     ] {
         doc.merge(part);
@@ -87,7 +88,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         (name = "tokens", description = "Browser tokens for streams"),
         (name = "plugins", description = "Rust and JavaScript plugins: status, reload, install, dead letters"),
         (name = "outboxes", description = "Transactional outboxes the bus relays: state and dead letters"),
-        (name = "operations", description = "Health and metrics"),
+        (name = "operations", description = "Health, metrics and the figures of the last hour"),
         (name = "meta", description = "This description"),
     )
 )]

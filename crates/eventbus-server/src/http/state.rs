@@ -1,7 +1,7 @@
 //! [`AppState`], what every handler can reach (the bus, the settings, the webhook service, the
-//! archive, keys and limits), and [`Limits`], the abuse limits of this process. It sits apart
-//! from `mod.rs` so that the resource modules, which all take it, import nothing that imports
-//! them.
+//! archive, keys, limits and the stats sampler), and [`Limits`], the abuse limits of this
+//! process. It sits apart from `mod.rs` so that the resource modules, which all take it, import
+//! nothing that imports them.
 
 use std::sync::Arc;
 
@@ -26,6 +26,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The outbox relays of this process (none without `OUTBOX_SOURCES`).
     pub outboxes: Arc<eventbus::outbox::Outboxes>,
+    /// The samples of this process's figures behind `GET /v1/stats`.
+    pub sampler: Arc<eventbus::sample::Sampler>,
 }
 
 impl AppState {

@@ -4,7 +4,7 @@
 //!   with `eventbus_server::run` on port 0, on a thread and runtime of its own. For HTTP
 //!   semantics, where a process adds only start-up time: `errors`, `payloads`, `publish`, `query`,
 //!   `consumers` except its tests of `kill -9` and of two processes, and
-//!   `event_types`, `security`, `stream` except the tests named below.
+//!   `event_types`, `security`, `stats`, `stream` except the tests named below.
 //! - **The binary** ([`common::TestServer`]): the real `eventbus` executable on port 0. For the
 //!   promises about the process, and for what is process-global: signals, restarts and
 //!   `kill -9` (`durability`, `disk_full`, `cluster`, the restart test of `event_types`, the shutdown test of
@@ -27,7 +27,8 @@
 //! may hold, on both backends), `outbox` (the transactional outbox relay, with the binary),
 //! `cloudevents` (content negotiation; the SDK suite is `tests/cloudevents`), `concurrency`
 //! (`Expected-Last-Seq`: in process, and racing writers on the binary over SQLite
-//! and two processes on PostgreSQL).
+//! and two processes on PostgreSQL), `stats` (the figures of the last hour, sampled every
+//! second, and who may read them).
 
 mod archive;
 mod cli;
@@ -57,6 +58,7 @@ mod query;
 mod readiness;
 mod regression;
 mod security;
+mod stats;
 mod stream;
 mod telemetry;
 mod webhook_stats;

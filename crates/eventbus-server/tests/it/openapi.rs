@@ -18,6 +18,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
     ("GET", "/metrics"),
+    ("GET", "/v1/stats"),
     ("GET", "/openapi.json"),
     ("GET", "/v1/events"),
     ("POST", "/v1/events"),

@@ -149,6 +149,7 @@ async fn every_v1_route_needs_a_valid_key_and_the_answer_reveals_nothing() {
         (Method::GET, "/v1/plugins"),
         (Method::POST, "/v1/plugins/reload"),
         (Method::DELETE, "/v1/plugins/audit"),
+        (Method::GET, "/v1/stats"),
     ];
     let wrong = [
         None,

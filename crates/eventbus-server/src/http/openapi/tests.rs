@@ -113,6 +113,56 @@ fn type_counts_match_their_schema() {
 }
 
 #[test]
+fn stats_match_their_schema() {
+    use eventbus::bus::QueueDepths;
+    use eventbus::sample::{Counters, Gauges, Sample};
+    let start = Counters::default();
+    let end = Counters {
+        events: 120,
+        webhook_succeeded: 9,
+        webhook_failed: 1,
+        webhook_micros: 250_000,
+    };
+    let gauges = Gauges {
+        sse_connections: 3,
+        queue_depths: QueueDepths {
+            store_writer: 0,
+            subscribers: 1,
+            sse: 2,
+            webhooks: Some(4),
+        },
+    };
+    let ten = std::time::Duration::from_secs(10);
+    let busy = Sample::between(now(), ten, &start, &end, 80_000, gauges);
+    let quiet = Sample::between(
+        now(),
+        ten,
+        &end,
+        &end,
+        0,
+        Gauges {
+            queue_depths: QueueDepths {
+                webhooks: None,
+                ..gauges.queue_depths
+            },
+            ..gauges
+        },
+    );
+    let busy = serde_json::to_value(&busy).unwrap();
+    let quiet = serde_json::to_value(&quiet).unwrap();
+    assert_eq!(quiet["webhookLatencyMs"], Value::Null);
+    assert_eq!(quiet["queueDepths"]["webhooks"], Value::Null);
+    conforms("Sample", &busy);
+    conforms("Sample", &quiet);
+    conforms("WebhookLatency", &busy["webhookLatencyMs"]);
+    conforms("QueueDepths", &busy["queueDepths"]);
+    conforms(
+        "Stats",
+        &json!({"intervalSeconds": 10, "samples": [busy, quiet], "current": quiet}),
+    );
+}
+
+#[test]
 fn catalogue_entries_match_their_schema() {
     let def = EventTypeDef {
         name: "project.created".into(),
