@@ -1,4 +1,9 @@
-/** A small SVG line chart of one or more series over time; gaps (null) break the line. */
+/**
+ * A small SVG line chart of one or more series over time; gaps (null) break the line. The drawing
+ * is as wide as its box in CSS pixels (measured), so its text is never stretched.
+ */
+import { useLayoutEffect, useRef, useState } from 'react';
+
 export interface Series {
   name: string;
   color: string;
@@ -18,7 +23,17 @@ export function LineChart({
   unit?: string;
   max?: number;
 }) {
-  const width = 560;
+  const box = useRef<HTMLElement>(null);
+  const [width, setWidth] = useState(560);
+  useLayoutEffect(() => {
+    const el = box.current;
+    if (!el) return;
+    const measure = () => setWidth(Math.max(200, Math.round(el.clientWidth - 24)));
+    measure();
+    const observer = new ResizeObserver(measure);
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, []);
   const height = 150;
   const pad = { left: 44, right: 8, top: 8, bottom: 20 };
   const all = series.flatMap((s) => s.values.filter((v): v is number => v !== null));
@@ -26,9 +41,11 @@ export function LineChart({
   const n = times.length;
   const x = (i: number) => pad.left + (n <= 1 ? 0 : (i / (n - 1)) * (width - pad.left - pad.right));
   const y = (v: number) => pad.top + (1 - (max === 0 ? 0 : v / max)) * (height - pad.top - pad.bottom);
+  // Seconds on the axis when the samples span less than ten minutes.
+  const withSeconds = n > 1 && Date.parse(times[n - 1] ?? '') - Date.parse(times[0] ?? '') < 600_000;
   const latest = series.map((s) => [...s.values].reverse().find((v) => v !== null) ?? null);
   return (
-    <figure className="chart">
+    <figure className="chart" ref={box}>
       <figcaption>
         <span>{title}</span>
         <span className="legend">
@@ -42,7 +59,7 @@ export function LineChart({
       {n === 0 ? (
         <div className="state empty">No samples yet: the bus takes one every few seconds.</div>
       ) : (
-        <svg viewBox={`0 0 ${width} ${height}`} role="img" aria-label={title} preserveAspectRatio="none">
+        <svg viewBox={`0 0 ${width} ${height}`} width={width} height={height} role="img" aria-label={title}>
           {[0, 0.5, 1].map((f) => (
             <g key={f}>
               <line x1={pad.left} x2={width - pad.right} y1={y(max * f)} y2={y(max * f)} className="grid" />
@@ -52,13 +69,21 @@ export function LineChart({
             </g>
           ))}
           <text x={pad.left} y={height - 4} className="axis">
-            {shortTime(times[0])}
+            {shortTime(times[0], withSeconds)}
           </text>
           <text x={width - pad.right} y={height - 4} textAnchor="end" className="axis">
-            {shortTime(times[n - 1])}
+            {shortTime(times[n - 1], withSeconds)}
           </text>
           {series.map((s) => (
-            <path key={s.name} d={path(s.values, x, y)} fill="none" stroke={s.color} strokeWidth={1.8} vectorEffect="non-scaling-stroke" />
+            <g key={s.name}>
+              <path d={path(s.values, x, y)} fill="none" stroke={s.color} strokeWidth={1.8} />
+              {/* A value between two gaps has no line to draw: a dot shows it. */}
+              {s.values.map((v, i) =>
+                v !== null && (s.values[i - 1] ?? null) === null && (s.values[i + 1] ?? null) === null ? (
+                  <circle key={i} cx={x(i)} cy={y(v)} r={2.5} fill={s.color} />
+                ) : null,
+              )}
+            </g>
           ))}
         </svg>
       )}
@@ -94,8 +119,10 @@ function format(v: number | null, unit?: string): string {
   return unit ? `${s} ${unit}` : s;
 }
 
-function shortTime(t: string | undefined): string {
+function shortTime(t: string | undefined, withSeconds: boolean): string {
   if (!t) return '';
   const d = new Date(t);
-  return Number.isNaN(d.getTime()) ? t : d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+  return Number.isNaN(d.getTime())
+    ? t
+    : d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', ...(withSeconds ? { second: '2-digit' } : {}) });
 }

@@ -1,7 +1,7 @@
 /**
  * Webhooks: the endpoints with their health, and for one endpoint its figures
  * (`GET /v1/webhooks/{id}/stats`), its deliveries and attempts (paged), and the operator's
- * actions: retry a delivery, replay from a `seq` or time, rotate the secret, send a test,
+ * actions (the figures and logs refresh every few seconds): retry a delivery, replay from a `seq` or time, rotate the secret, send a test,
  * enable or disable.
  */
 import { useState, type FormEvent } from 'react';
@@ -251,7 +251,7 @@ function StatsBlock({ stats }: { stats: ReturnType<typeof useResource<EndpointSt
         <dd>
           {s.lastFailure ? (
             <>
-              {s.lastFailure.statusCode ?? ''} {s.lastFailure.error ?? ''} <Time value={s.lastFailure.at} />
+              {s.lastFailure.error ?? `HTTP ${s.lastFailure.statusCode}`} · <Time value={s.lastFailure.at} />
             </>
           ) : (
             <span className="muted">none</span>
@@ -269,6 +269,7 @@ function Deliveries({ api, base, refresh, onRetried }: { api: Api; base: string;
   const page = useResource(
     (signal) => api.get<{ deliveries: Delivery[]; nextAfter: number | null }>(`${base}/deliveries`, { status, after, limit: 25 }, signal),
     JSON.stringify([api.key, base, status, after, refresh]),
+    3_000,
   );
   return (
     <>
@@ -352,6 +353,7 @@ function Attempts({ api, base, refresh }: { api: Api; base: string; refresh: num
   const page = useResource(
     (signal) => api.get<{ attempts: Attempt[]; nextAfter: number | null }>(`${base}/attempts`, { after, limit: 25 }, signal),
     JSON.stringify([api.key, base, after, refresh]),
+    3_000,
   );
   return (
     <>
