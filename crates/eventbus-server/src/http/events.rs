@@ -139,7 +139,7 @@ async fn publish(
         } else {
             StatusCode::OK
         };
-        return Ok(published(mode, status, &[&*event]));
+        return Ok(published(mode, status, &[&*event], false));
     }
     let events: Vec<NewEvent> = match (mode, first) {
         (PublishMode::Batch, _) => cloudevent::decode_batch(bytes)?,
@@ -155,14 +155,15 @@ async fn publish(
         None => state.bus.publish_batch_with(events, ctx).await?,
     };
     let events: Vec<&Event> = stored.iter().map(|a| &*a.event).collect();
-    Ok(published(mode, StatusCode::CREATED, &events))
+    Ok(published(mode, StatusCode::CREATED, &events, true))
 }
 
 /// The answer to a publish: our JSON, or CloudEvents when the publish was CloudEvents (a single
-/// event as one structured event, a batch as a batch).
-fn published(mode: PublishMode, status: StatusCode, events: &[&Event]) -> Response {
+/// event as one structured event, a batch as a batch). A batch is answered as an array whatever
+/// its length, one event as an object.
+fn published(mode: PublishMode, status: StatusCode, events: &[&Event], batch: bool) -> Response {
     match (mode, events) {
-        (PublishMode::Plain, [one]) => json(status, one),
+        (PublishMode::Plain, [one]) if !batch => json(status, one),
         (PublishMode::Plain, _) => json(status, events),
         (PublishMode::Batch, _) => cloudevents_batch(status, events),
         (_, [one, ..]) => cloudevents_one(status, one),

@@ -352,3 +352,24 @@ async fn a_killed_node_held_its_webhook_deliveries_for_minutes() {
         .await;
     assert_eq!(again[1].id, sent[0].id, "the same webhook-id");
 }
+
+/// A batch of one event (`[{…}]`) was answered with the event as an object, not an array of one:
+/// a client reading the answer of a batch as an array broke on batches of one.
+#[tokio::test]
+async fn a_batch_of_one_was_answered_as_a_single_event() {
+    let server = InProcessServer::start(&[]).await;
+    let one = server
+        .publish(&json!([{"type": "project.created", "payload": {"n": 1}}]))
+        .await;
+    assert_eq!(one.status, StatusCode::CREATED, "{}", one.body);
+    let stored = one.body.as_array().expect("a batch is answered as an array");
+    assert_eq!(stored.len(), 1, "{}", one.body);
+    assert_eq!(stored[0]["payload"], json!({"n": 1}));
+    assert!(stored[0]["seq"].as_u64().is_some(), "{}", one.body);
+
+    let single = server
+        .publish(&json!({"type": "project.created", "payload": {"n": 2}}))
+        .await;
+    assert_eq!(single.status, StatusCode::CREATED, "{}", single.body);
+    assert_eq!(single.body["payload"], json!({"n": 2}), "one event is an object");
+}
