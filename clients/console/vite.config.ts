@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
@@ -15,6 +15,7 @@ function gzipAssets(): Plugin {
     apply: 'build',
     closeBundle() {
       for (const file of ['console.js', 'console.css']) {
+        if (!existsSync(join(outDir, file))) continue;
         writeFileSync(join(outDir, `${file}.gz`), gzipSync(readFileSync(join(outDir, file)), { level: 9 }));
       }
     },
@@ -47,6 +48,8 @@ export default defineConfig({
     modulePreload: false,
     reportCompressedSize: true,
     rollupOptions: {
+      // `bundle-size.mjs` builds a baseline page from another entry.
+      ...(process.env.CONSOLE_ENTRY ? { input: process.env.CONSOLE_ENTRY } : {}),
       output: {
         entryFileNames: 'console.js',
         chunkFileNames: 'console-[name].js',
