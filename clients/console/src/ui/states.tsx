@@ -1,6 +1,6 @@
 /** Loading, empty and error states, the same on every view. */
 import { NetworkError, ProblemError } from '@situs/event-bus-client';
-import type { ReactNode } from 'react';
+import { useState, type ReactNode } from 'react';
 
 export function Loading({ what = 'Loading' }: { what?: string }) {
   return (
@@ -77,25 +77,36 @@ export function Time({ value }: { value: string | null | undefined }) {
   );
 }
 
-/** Previous / next over keyset pages: the cursors seen so far are a stack. */
-export function Pager({
-  page,
-  hasNext,
-  onPrevious,
-  onNext,
-}: {
+/** Keyset pages: the `after` of the page shown, and the cursors seen so far as a stack for going back. */
+export interface Pages {
+  after: number | undefined;
   page: number;
-  hasNext: boolean;
-  onPrevious: () => void;
-  onNext: () => void;
-}) {
+  next: (nextAfter: number) => void;
+  previous: () => void;
+  /** Back to the first page (new filters). */
+  reset: () => void;
+}
+
+export function usePages(): Pages {
+  const [cursors, setCursors] = useState<(number | undefined)[]>([undefined]);
+  return {
+    after: cursors[cursors.length - 1],
+    page: cursors.length - 1,
+    next: (nextAfter) => setCursors((c) => [...c, nextAfter]),
+    previous: () => setCursors((c) => (c.length > 1 ? c.slice(0, -1) : c)),
+    reset: () => setCursors([undefined]),
+  };
+}
+
+/** Previous / next over keyset pages; `nextAfter` is the answer's (null on the last page). */
+export function Pager({ pages, nextAfter }: { pages: Pages; nextAfter: number | null | undefined }) {
   return (
     <nav className="pager" aria-label="pages">
-      <button type="button" onClick={onPrevious} disabled={page === 0}>
+      <button type="button" onClick={pages.previous} disabled={pages.page === 0}>
         ← Previous
       </button>
-      <span>Page {page + 1}</span>
-      <button type="button" onClick={onNext} disabled={!hasNext}>
+      <span>Page {pages.page + 1}</span>
+      <button type="button" onClick={() => nextAfter != null && pages.next(nextAfter)} disabled={nextAfter == null}>
         Next →
       </button>
     </nav>

@@ -5,7 +5,7 @@
  */
 import { Fragment, useState } from 'react';
 import { useResource, type Api } from '../api';
-import { Empty, ErrorBox, Json, Loading, Pager, Time } from '../ui/states';
+import { Empty, ErrorBox, Json, Loading, Pager, usePages, Time } from '../ui/states';
 
 interface Consumer {
   name: string;
@@ -200,10 +200,10 @@ type DeadLetter = Record<string, unknown> & { event?: { type?: string; seq?: num
 
 /** One page of a dead-letter listing with a Retry per entry (`POST …/dead-letters/{id}/retry`). */
 function DeadLetters({ api, base, idOf, onRetried }: { api: Api; base: string; idOf: (d: DeadLetter) => string; onRetried: () => void }) {
-  const [cursors, setCursors] = useState<(number | undefined)[]>([undefined]);
+  const pages = usePages();
   const [done, setDone] = useState<Record<string, string>>({});
   const [shown, setShown] = useState<string | null>(null);
-  const after = cursors[cursors.length - 1];
+  const after = pages.after;
   const page = useResource(
     (signal) => api.get<{ deadLetters: DeadLetter[]; nextAfter: number | null }>(base, { after, limit: 20 }, signal),
     JSON.stringify([api.key, base, after]),
@@ -247,12 +247,7 @@ function DeadLetters({ api, base, idOf, onRetried }: { api: Api; base: string; i
           );
         })}
       </ul>
-      <Pager
-        page={cursors.length - 1}
-        hasNext={page.data.nextAfter !== null}
-        onPrevious={() => setCursors((c) => (c.length > 1 ? c.slice(0, -1) : c))}
-        onNext={() => page.data?.nextAfter != null && setCursors((c) => [...c, page.data!.nextAfter!])}
-      />
+      <Pager pages={pages} nextAfter={page.data.nextAfter} />
     </div>
   );
 }

@@ -6,7 +6,7 @@
 import type { BusEvent, EventPage } from '@situs/event-bus-client';
 import { useState, type FormEvent } from 'react';
 import { useResource, type Api, type Query } from '../api';
-import { Empty, ErrorBox, Loading, Pager, Time } from '../ui/states';
+import { Empty, ErrorBox, Loading, Pager, usePages, Time } from '../ui/states';
 import { EventDetail } from './EventDetail';
 
 const PAGE = 50;
@@ -18,9 +18,9 @@ interface Criteria {
 
 export function Search({ api }: { api: Api }) {
   const [criteria, setCriteria] = useState<Criteria | null>(null);
-  const [cursors, setCursors] = useState<(number | undefined)[]>([undefined]);
+  const pages = usePages();
   const [selected, setSelected] = useState<BusEvent | null>(null);
-  const after = cursors[cursors.length - 1];
+  const after = pages.after;
   const result = useResource<EventPage | null>(
     async (signal) => {
       if (!criteria) return null;
@@ -45,7 +45,7 @@ export function Search({ api }: { api: Api }) {
       <SearchForm
         onSearch={(c) => {
           setCriteria(c);
-          setCursors([undefined]);
+          pages.reset();
         }}
       />
       {!criteria ? (
@@ -86,12 +86,7 @@ export function Search({ api }: { api: Api }) {
               </tbody>
             </table>
           </div>
-          <Pager
-            page={cursors.length - 1}
-            hasNext={result.data.nextAfter !== null}
-            onPrevious={() => setCursors((c) => (c.length > 1 ? c.slice(0, -1) : c))}
-            onNext={() => result.data?.nextAfter != null && setCursors((c) => [...c, result.data!.nextAfter!])}
-          />
+          <Pager pages={pages} nextAfter={result.data.nextAfter} />
         </>
       )}
       {selected && <EventDetail api={api} event={selected} onClose={() => setSelected(null)} />}

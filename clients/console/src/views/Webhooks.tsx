@@ -6,7 +6,7 @@
  */
 import { useState, type FormEvent } from 'react';
 import { useResource, type Api } from '../api';
-import { Empty, ErrorBox, Loading, Pager, Time } from '../ui/states';
+import { Empty, ErrorBox, Loading, Pager, usePages, Time } from '../ui/states';
 
 export interface Endpoint {
   id: string;
@@ -264,8 +264,8 @@ function StatsBlock({ stats }: { stats: ReturnType<typeof useResource<EndpointSt
 
 function Deliveries({ api, base, refresh, onRetried }: { api: Api; base: string; refresh: number; onRetried: () => void }) {
   const [status, setStatus] = useState('');
-  const [cursors, setCursors] = useState<(number | undefined)[]>([undefined]);
-  const after = cursors[cursors.length - 1];
+  const pages = usePages();
+  const after = pages.after;
   const page = useResource(
     (signal) => api.get<{ deliveries: Delivery[]; nextAfter: number | null }>(`${base}/deliveries`, { status, after, limit: 25 }, signal),
     JSON.stringify([api.key, base, status, after, refresh]),
@@ -280,7 +280,7 @@ function Deliveries({ api, base, refresh, onRetried }: { api: Api; base: string;
           value={status}
           onChange={(e) => {
             setStatus(e.target.value);
-            setCursors([undefined]);
+            pages.reset();
           }}
         >
           <option value="">every status</option>
@@ -335,12 +335,7 @@ function Deliveries({ api, base, refresh, onRetried }: { api: Api; base: string;
               </tbody>
             </table>
           </div>
-          <Pager
-            page={cursors.length - 1}
-            hasNext={page.data.nextAfter !== null}
-            onPrevious={() => setCursors((c) => (c.length > 1 ? c.slice(0, -1) : c))}
-            onNext={() => page.data?.nextAfter != null && setCursors((c) => [...c, page.data!.nextAfter!])}
-          />
+          <Pager pages={pages} nextAfter={page.data.nextAfter} />
         </>
       )}
     </>
@@ -348,8 +343,8 @@ function Deliveries({ api, base, refresh, onRetried }: { api: Api; base: string;
 }
 
 function Attempts({ api, base, refresh }: { api: Api; base: string; refresh: number }) {
-  const [cursors, setCursors] = useState<(number | undefined)[]>([undefined]);
-  const after = cursors[cursors.length - 1];
+  const pages = usePages();
+  const after = pages.after;
   const page = useResource(
     (signal) => api.get<{ attempts: Attempt[]; nextAfter: number | null }>(`${base}/attempts`, { after, limit: 25 }, signal),
     JSON.stringify([api.key, base, after, refresh]),
@@ -402,12 +397,7 @@ function Attempts({ api, base, refresh }: { api: Api; base: string; refresh: num
               </tbody>
             </table>
           </div>
-          <Pager
-            page={cursors.length - 1}
-            hasNext={page.data.nextAfter !== null}
-            onPrevious={() => setCursors((c) => (c.length > 1 ? c.slice(0, -1) : c))}
-            onNext={() => page.data?.nextAfter != null && setCursors((c) => [...c, page.data!.nextAfter!])}
-          />
+          <Pager pages={pages} nextAfter={page.data.nextAfter} />
         </>
       )}
     </>

@@ -362,7 +362,10 @@ async fn a_batch_of_one_was_answered_as_a_single_event() {
         .publish(&json!([{"type": "project.created", "payload": {"n": 1}}]))
         .await;
     assert_eq!(one.status, StatusCode::CREATED, "{}", one.body);
-    let stored = one.body.as_array().expect("a batch is answered as an array");
+    let stored = one
+        .body
+        .as_array()
+        .expect("a batch is answered as an array");
     assert_eq!(stored.len(), 1, "{}", one.body);
     assert_eq!(stored[0]["payload"], json!({"n": 1}));
     assert!(stored[0]["seq"].as_u64().is_some(), "{}", one.body);
@@ -371,5 +374,9 @@ async fn a_batch_of_one_was_answered_as_a_single_event() {
         .publish(&json!({"type": "project.created", "payload": {"n": 2}}))
         .await;
     assert_eq!(single.status, StatusCode::CREATED, "{}", single.body);
-    assert_eq!(single.body["payload"], json!({"n": 2}), "one event is an object");
+    assert_eq!(
+        single.body["payload"],
+        json!({"n": 2}),
+        "one event is an object"
+    );
 }

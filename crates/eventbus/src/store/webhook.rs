@@ -596,6 +596,18 @@ pub struct DeliveryCounts {
     pub failed: u64,
 }
 
+impl DeliveryCounts {
+    /// The counts from what the stores read off their indexes: every delivery, the pending ones
+    /// and the failed ones; the rest succeeded.
+    pub fn from_totals(all: u64, pending: u64, failed: u64) -> DeliveryCounts {
+        DeliveryCounts {
+            pending,
+            succeeded: all.saturating_sub(pending + failed),
+            failed,
+        }
+    }
+}
+
 /// A keyset page.
 #[derive(Debug, Clone)]
 pub struct Page<T> {

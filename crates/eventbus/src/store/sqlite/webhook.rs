@@ -356,12 +356,7 @@ fn row_to_stats(since: Timestamp, r: &Row<'_>) -> rusqlite::Result<EndpointStats
         }),
         None => None,
     };
-    let (all, pending, failed) = (count(9)?, count(10)?, count(11)?);
-    let deliveries = DeliveryCounts {
-        pending,
-        succeeded: all.saturating_sub(pending + failed),
-        failed,
-    };
+    let deliveries = DeliveryCounts::from_totals(count(9)?, count(10)?, count(11)?);
     Ok(EndpointStats::new(since, totals, last_failure, deliveries))
 }
 

@@ -50,11 +50,6 @@ pub(super) async fn endpoint_stats(
         }),
         None => None,
     };
-    let (all, pending, failed) = (count(9)?, count(10)?, count(11)?);
-    let deliveries = DeliveryCounts {
-        pending,
-        succeeded: all.saturating_sub(pending + failed),
-        failed,
-    };
+    let deliveries = DeliveryCounts::from_totals(count(9)?, count(10)?, count(11)?);
     Ok(EndpointStats::new(since, totals, last_failure, deliveries))
 }
