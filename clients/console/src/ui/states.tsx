@@ -1,6 +1,7 @@
 /** Loading, empty and error states, the same on every view. */
 import { NetworkError, ProblemError } from '@situs/event-bus-client';
 import { useState, type ReactNode } from 'react';
+import type { Resource } from '../api';
 
 export function Loading({ what = 'Loading' }: { what?: string }) {
   return (
@@ -59,6 +60,30 @@ export function ErrorBox({ error, onRetry }: { error: unknown; onRetry?: () => v
       )}
     </div>
   );
+}
+
+/**
+ * A loaded resource's states in one place: its error (kept stale data wins over a failed refresh),
+ * loading, empty (`isEmpty`), or `children` with the data.
+ */
+export function Loaded<T>({
+  resource,
+  isEmpty,
+  empty,
+  loading,
+  children,
+}: {
+  resource: Resource<T>;
+  isEmpty?: (data: T) => boolean;
+  empty?: ReactNode;
+  loading?: string;
+  children: (data: T) => ReactNode;
+}) {
+  const { data, error, reload } = resource;
+  if (error !== undefined && data === undefined) return <ErrorBox error={error} onRetry={reload} />;
+  if (data === undefined) return <Loading {...(loading ? { what: loading } : {})} />;
+  if (isEmpty?.(data)) return <Empty>{empty}</Empty>;
+  return <>{children(data)}</>;
 }
 
 /** A JSON value, indented. */

@@ -5,7 +5,7 @@
 import type { BusEvent } from '@situs/event-bus-client';
 import { useState } from 'react';
 import { traceId, useResource, type Api } from '../api';
-import { Empty, ErrorBox, Json, Loading, Time } from '../ui/states';
+import { Json, Loaded, Time } from '../ui/states';
 import type { Delivery, Endpoint } from './Webhooks';
 
 export function EventDetail({ api, event, onClose }: { api: Api; event: BusEvent; onClose: () => void }) {
@@ -64,51 +64,52 @@ function EventDeliveries({ api, eventId }: { api: Api; eventId: string }) {
     },
     `${api.key}:${eventId}`,
   );
-  if (result.error) return <ErrorBox error={result.error} onRetry={result.reload} />;
-  if (!result.data) return <Loading />;
-  if (result.data.length === 0) return <Empty>No webhook endpoint received this event.</Empty>;
   return (
-    <div className="table-wrap">
-      <table>
-        <thead>
-          <tr>
-            <th>endpoint</th>
-            <th>status</th>
-            <th>attempts</th>
-            <th>last code</th>
-            <th />
-          </tr>
-        </thead>
-        <tbody>
-          {result.data.map((d) => (
-            <tr key={d.id}>
-              <td className="ellipsis" title={d.url}>
-                {d.url}
-              </td>
-              <td>
-                <span className={`badge ${d.status}`}>{d.status}</span>
-              </td>
-              <td>{d.attempts}</td>
-              <td>{d.lastStatusCode ?? '–'}</td>
-              <td>
-                {retried[d.id] ?? (
-                  <button
-                    type="button"
-                    onClick={() =>
-                      api.post(`/v1/deliveries/${d.id}/retry`).then(
-                        () => setRetried((r) => ({ ...r, [d.id]: 'queued' })),
-                        (e: Error) => setRetried((r) => ({ ...r, [d.id]: e.message })),
-                      )
-                    }
-                  >
-                    Retry
-                  </button>
-                )}
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <Loaded resource={result} isEmpty={(d) => d.length === 0} empty="No webhook endpoint received this event.">
+      {(data) => (
+        <div className="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th>endpoint</th>
+                <th>status</th>
+                <th>attempts</th>
+                <th>last code</th>
+                <th />
+              </tr>
+            </thead>
+            <tbody>
+              {data.map((d) => (
+                <tr key={d.id}>
+                  <td className="ellipsis" title={d.url}>
+                    {d.url}
+                  </td>
+                  <td>
+                    <span className={`badge ${d.status}`}>{d.status}</span>
+                  </td>
+                  <td>{d.attempts}</td>
+                  <td>{d.lastStatusCode ?? '–'}</td>
+                  <td>
+                    {retried[d.id] ?? (
+                      <button
+                        type="button"
+                        onClick={() =>
+                          api.post(`/v1/deliveries/${d.id}/retry`).then(
+                            () => setRetried((r) => ({ ...r, [d.id]: 'queued' })),
+                            (e: Error) => setRetried((r) => ({ ...r, [d.id]: e.message })),
+                          )
+                        }
+                      >
+                        Retry
+                      </button>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </Loaded>
   );
 }

@@ -2,7 +2,7 @@
 import type { EventTypeInfo } from '@situs/event-bus-client';
 import { Fragment, useState } from 'react';
 import { useResource, type Api } from '../api';
-import { Empty, ErrorBox, Json, Loading } from '../ui/states';
+import { Json, Loaded } from '../ui/states';
 
 type Row = EventTypeInfo & { count: number; unregistered?: boolean };
 
@@ -30,56 +30,52 @@ export function EventTypes({ api }: { api: Api }) {
           Refresh
         </button>
       </header>
-      {result.error ? (
-        <ErrorBox error={result.error} onRetry={result.reload} />
-      ) : !result.data ? (
-        <Loading />
-      ) : result.data.length === 0 ? (
-        <Empty>The catalogue is empty.</Empty>
-      ) : (
-        <div className="table-wrap">
-          <table aria-label="event types">
-            <thead>
-              <tr>
-                <th>type</th>
-                <th className="num">stored events</th>
-                <th>description</th>
-                <th>schema</th>
-              </tr>
-            </thead>
-            <tbody>
-              {result.data.map((t) => (
-                <Fragment key={t.type}>
-                  <tr>
-                    <td className="type">
-                      {t.type} {t.builtin && <span className="badge">built-in</span>}
-                      {t.unregistered && <span className="badge warn">not registered</span>}
-                    </td>
-                    <td className="num">{t.count.toLocaleString()}</td>
-                    <td>{t.description ?? <span className="muted">–</span>}</td>
-                    <td>
-                      {t.schema ? (
-                        <button type="button" onClick={() => setOpen(open === t.type ? null : t.type)} aria-expanded={open === t.type}>
-                          {open === t.type ? 'Hide' : 'Show'}
-                        </button>
-                      ) : (
-                        <span className="muted">none</span>
-                      )}
-                    </td>
-                  </tr>
-                  {open === t.type && (
-                    <tr className="expanded">
-                      <td colSpan={4}>
-                        <Json value={t.schema} />
+      <Loaded resource={result} isEmpty={(d) => d.length === 0} empty={<>The catalogue is empty.</>}>
+        {(data) => (
+          <div className="table-wrap">
+            <table aria-label="event types">
+              <thead>
+                <tr>
+                  <th>type</th>
+                  <th className="num">stored events</th>
+                  <th>description</th>
+                  <th>schema</th>
+                </tr>
+              </thead>
+              <tbody>
+                {data.map((t) => (
+                  <Fragment key={t.type}>
+                    <tr>
+                      <td className="type">
+                        {t.type} {t.builtin && <span className="badge">built-in</span>}
+                        {t.unregistered && <span className="badge warn">not registered</span>}
+                      </td>
+                      <td className="num">{t.count.toLocaleString()}</td>
+                      <td>{t.description ?? <span className="muted">–</span>}</td>
+                      <td>
+                        {t.schema ? (
+                          <button type="button" onClick={() => setOpen(open === t.type ? null : t.type)} aria-expanded={open === t.type}>
+                            {open === t.type ? 'Hide' : 'Show'}
+                          </button>
+                        ) : (
+                          <span className="muted">none</span>
+                        )}
                       </td>
                     </tr>
-                  )}
-                </Fragment>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+                    {open === t.type && (
+                      <tr className="expanded">
+                        <td colSpan={4}>
+                          <Json value={t.schema} />
+                        </td>
+                      </tr>
+                    )}
+                  </Fragment>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </Loaded>
     </section>
   );
 }

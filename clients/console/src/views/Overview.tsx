@@ -4,7 +4,7 @@
  */
 import { readiness, useResource, type Api } from '../api';
 import { LineChart } from '../ui/Chart';
-import { ErrorBox, Loading } from '../ui/states';
+import { Loaded } from '../ui/states';
 
 interface Sample {
   at: string;
@@ -34,13 +34,7 @@ export function Overview({ api }: { api: Api }) {
         <span className="muted small">last hour, refreshed every 5 s</span>
       </header>
       <Health health={health} />
-      {stats.error && !stats.data ? (
-        <ErrorBox error={stats.error} onRetry={stats.reload} />
-      ) : !stats.data ? (
-        <Loading />
-      ) : (
-        <Charts stats={stats.data} />
-      )}
+      <Loaded resource={stats}>{(data) => <Charts stats={data} />}</Loaded>
     </section>
   );
 }
@@ -106,9 +100,14 @@ function Charts({ stats }: { stats: Stats }) {
 }
 
 function Health({ health }: { health: ReturnType<typeof useResource<Awaited<ReturnType<typeof readiness>>>> }) {
-  if (health.error && !health.data) return <ErrorBox error={health.error} onRetry={health.reload} />;
-  if (!health.data) return <Loading what="Checking readiness" />;
-  const { ok, body } = health.data;
+  return (
+    <Loaded resource={health} loading="Checking readiness">
+      {(data) => <Readiness ok={data.ok} body={data.body} />}
+    </Loaded>
+  );
+}
+
+function Readiness({ ok, body }: Awaited<ReturnType<typeof readiness>>) {
   const entries = Object.entries(body.details ?? { ...body.info, ...body.error });
   return (
     <div className="health" aria-label="readiness">

@@ -6,7 +6,7 @@
 import type { BusEvent, EventPage } from '@situs/event-bus-client';
 import { useState, type FormEvent } from 'react';
 import { useResource, type Api, type Query } from '../api';
-import { Empty, ErrorBox, Loading, Pager, usePages, Time } from '../ui/states';
+import { Empty, Loaded, Pager, Time, usePages } from '../ui/states';
 import { EventDetail } from './EventDetail';
 
 const PAGE = 50;
@@ -50,44 +50,47 @@ export function Search({ api }: { api: Api }) {
       />
       {!criteria ? (
         <Empty>Search stored events by type pattern, ids and time; with every field empty, the whole log pages by, oldest first.</Empty>
-      ) : result.error ? (
-        <ErrorBox error={result.error} onRetry={result.reload} />
-      ) : !result.data ? (
-        <Loading what="Searching" />
-      ) : result.data.events.length === 0 ? (
-        <Empty>No stored event matches{criteria.query.includeArchived ? '' : ' (the archive was not searched)'}.</Empty>
       ) : (
-        <>
-          <div className="table-wrap">
-            <table className="events" aria-label="search results">
-              <thead>
-                <tr>
-                  <th>seq</th>
-                  <th>time</th>
-                  <th>type</th>
-                  <th>project</th>
-                  <th>tenant</th>
-                  <th>user</th>
-                </tr>
-              </thead>
-              <tbody>
-                {result.data.events.map((e) => (
-                  <tr key={e.seq} className="clickable" onClick={() => setSelected(e)} tabIndex={0} onKeyDown={(k) => k.key === 'Enter' && setSelected(e)}>
-                    <td className="seq">{e.seq}</td>
-                    <td>
-                      <Time value={e.timestamp} />
-                    </td>
-                    <td className="type">{e.type}</td>
-                    <td>{e.projectId ?? '–'}</td>
-                    <td>{e.tenantId ?? '–'}</td>
-                    <td>{e.userId ?? '–'}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-          <Pager pages={pages} nextAfter={result.data.nextAfter} />
-        </>
+        <Loaded
+          resource={result}
+          loading="Searching"
+          isEmpty={(d) => !d || d.events.length === 0}
+          empty={<>No stored event matches{criteria.query.includeArchived ? '' : ' (the archive was not searched)'}.</>}
+        >
+          {(data) => (
+            <>
+              <div className="table-wrap">
+                <table className="events" aria-label="search results">
+                  <thead>
+                    <tr>
+                      <th>seq</th>
+                      <th>time</th>
+                      <th>type</th>
+                      <th>project</th>
+                      <th>tenant</th>
+                      <th>user</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {data!.events.map((e) => (
+                      <tr key={e.seq} className="clickable" onClick={() => setSelected(e)} tabIndex={0} onKeyDown={(k) => k.key === 'Enter' && setSelected(e)}>
+                        <td className="seq">{e.seq}</td>
+                        <td>
+                          <Time value={e.timestamp} />
+                        </td>
+                        <td className="type">{e.type}</td>
+                        <td>{e.projectId ?? '–'}</td>
+                        <td>{e.tenantId ?? '–'}</td>
+                        <td>{e.userId ?? '–'}</td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </div>
+              <Pager pages={pages} nextAfter={data!.nextAfter} />
+            </>
+          )}
+        </Loaded>
       )}
       {selected && <EventDetail api={api} event={selected} onClose={() => setSelected(null)} />}
     </section>

@@ -6,7 +6,7 @@
  */
 import { useState, type FormEvent } from 'react';
 import { useResource, type Api } from '../api';
-import { Empty, ErrorBox, Loading, Pager, usePages, Time } from '../ui/states';
+import { ErrorBox, Loaded, Loading, Pager, Time, usePages } from '../ui/states';
 
 export interface Endpoint {
   id: string;
@@ -75,45 +75,41 @@ export function Webhooks({ api, selected, onSelect }: { api: Api; selected: stri
           Refresh
         </button>
       </header>
-      {list.error && !list.data ? (
-        <ErrorBox error={list.error} onRetry={list.reload} />
-      ) : !list.data ? (
-        <Loading />
-      ) : list.data.webhooks.length === 0 ? (
-        <Empty>No webhook endpoint is visible to this key. Create one with POST /v1/webhooks.</Empty>
-      ) : (
-        <div className="table-wrap">
-          <table aria-label="webhook endpoints">
-            <thead>
-              <tr>
-                <th>url</th>
-                <th>types</th>
-                <th>state</th>
-                <th className="num">failure streak</th>
-                <th>failing since</th>
-              </tr>
-            </thead>
-            <tbody>
-              {list.data.webhooks.map((w) => (
-                <tr key={w.id} className={`clickable${w.id === selected ? ' selected' : ''}`} onClick={() => onSelect(w.id)} tabIndex={0} onKeyDown={(k) => k.key === 'Enter' && onSelect(w.id)}>
-                  <td className="ellipsis" title={w.url}>
-                    {w.url}
-                    {w.description && <div className="muted small">{w.description}</div>}
-                  </td>
-                  <td>{w.eventTypes.join(', ')}</td>
-                  <td>
-                    <Health endpoint={w} />
-                  </td>
-                  <td className="num">{w.failureCount}</td>
-                  <td>
-                    <Time value={w.failingSince} />
-                  </td>
+      <Loaded resource={list} isEmpty={(d) => d.webhooks.length === 0} empty={<>No webhook endpoint is visible to this key. Create one with POST /v1/webhooks.</>}>
+        {(data) => (
+          <div className="table-wrap">
+            <table aria-label="webhook endpoints">
+              <thead>
+                <tr>
+                  <th>url</th>
+                  <th>types</th>
+                  <th>state</th>
+                  <th className="num">failure streak</th>
+                  <th>failing since</th>
                 </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+              </thead>
+              <tbody>
+                {data.webhooks.map((w) => (
+                  <tr key={w.id} className={`clickable${w.id === selected ? ' selected' : ''}`} onClick={() => onSelect(w.id)} tabIndex={0} onKeyDown={(k) => k.key === 'Enter' && onSelect(w.id)}>
+                    <td className="ellipsis" title={w.url}>
+                      {w.url}
+                      {w.description && <div className="muted small">{w.description}</div>}
+                    </td>
+                    <td>{w.eventTypes.join(', ')}</td>
+                    <td>
+                      <Health endpoint={w} />
+                    </td>
+                    <td className="num">{w.failureCount}</td>
+                    <td>
+                      <Time value={w.failingSince} />
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </Loaded>
       {selected && list.data && !endpoint && <ErrorBox error={new Error(`No endpoint ${selected} is visible to this key.`)} />}
       {endpoint && <EndpointDetail key={endpoint.id} api={api} endpoint={endpoint} onChanged={list.reload} onClose={() => onSelect(undefined)} />}
     </section>
@@ -289,55 +285,51 @@ function Deliveries({ api, base, refresh, onRetried }: { api: Api; base: string;
           <option value="failed">failed</option>
         </select>
       </div>
-      {page.error ? (
-        <ErrorBox error={page.error} onRetry={page.reload} />
-      ) : !page.data ? (
-        <Loading />
-      ) : page.data.deliveries.length === 0 ? (
-        <Empty>No delivery{status ? ` is ${status}` : ' yet'}.</Empty>
-      ) : (
-        <>
-          <div className="table-wrap">
-            <table aria-label="deliveries">
-              <thead>
-                <tr>
-                  <th>seq</th>
-                  <th>type</th>
-                  <th>status</th>
-                  <th className="num">attempts</th>
-                  <th>last code</th>
-                  <th>last error</th>
-                  <th />
-                </tr>
-              </thead>
-              <tbody>
-                {page.data.deliveries.map((d) => (
-                  <tr key={d.id} data-delivery={d.id}>
-                    <td className="seq">{d.eventSeq}</td>
-                    <td className="type">{d.eventType}</td>
-                    <td>
-                      <span className={`badge ${d.status}`}>{d.status}</span>
-                    </td>
-                    <td className="num">{d.attempts}</td>
-                    <td>{d.lastStatusCode ?? '–'}</td>
-                    <td className="ellipsis" title={d.lastError ?? undefined}>
-                      {d.lastError ?? ''}
-                    </td>
-                    <td>
-                      {d.status !== 'succeeded' && (
-                        <button type="button" onClick={() => api.post(`/v1/deliveries/${d.id}/retry`).then(onRetried, page.reload)}>
-                          Retry
-                        </button>
-                      )}
-                    </td>
+      <Loaded resource={page} isEmpty={(d) => d.deliveries.length === 0} empty={<>No delivery{status ? ` is ${status}` : ' yet'}.</>}>
+        {(data) => (
+          <>
+            <div className="table-wrap">
+              <table aria-label="deliveries">
+                <thead>
+                  <tr>
+                    <th>seq</th>
+                    <th>type</th>
+                    <th>status</th>
+                    <th className="num">attempts</th>
+                    <th>last code</th>
+                    <th>last error</th>
+                    <th />
                   </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-          <Pager pages={pages} nextAfter={page.data.nextAfter} />
-        </>
-      )}
+                </thead>
+                <tbody>
+                  {data.deliveries.map((d) => (
+                    <tr key={d.id} data-delivery={d.id}>
+                      <td className="seq">{d.eventSeq}</td>
+                      <td className="type">{d.eventType}</td>
+                      <td>
+                        <span className={`badge ${d.status}`}>{d.status}</span>
+                      </td>
+                      <td className="num">{d.attempts}</td>
+                      <td>{d.lastStatusCode ?? '–'}</td>
+                      <td className="ellipsis" title={d.lastError ?? undefined}>
+                        {d.lastError ?? ''}
+                      </td>
+                      <td>
+                        {d.status !== 'succeeded' && (
+                          <button type="button" onClick={() => api.post(`/v1/deliveries/${d.id}/retry`).then(onRetried, page.reload)}>
+                            Retry
+                          </button>
+                        )}
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+            <Pager pages={pages} nextAfter={data.nextAfter} />
+          </>
+        )}
+      </Loaded>
     </>
   );
 }
@@ -355,51 +347,47 @@ function Attempts({ api, base, refresh }: { api: Api; base: string; refresh: num
       <div className="subhead">
         <h3>Attempts</h3>
       </div>
-      {page.error ? (
-        <ErrorBox error={page.error} onRetry={page.reload} />
-      ) : !page.data ? (
-        <Loading />
-      ) : page.data.attempts.length === 0 ? (
-        <Empty>No attempt yet.</Empty>
-      ) : (
-        <>
-          <div className="table-wrap">
-            <table aria-label="attempts">
-              <thead>
-                <tr>
-                  <th>delivery</th>
-                  <th>#</th>
-                  <th>started</th>
-                  <th>status</th>
-                  <th>code</th>
-                  <th className="num">ms</th>
-                  <th>response</th>
-                </tr>
-              </thead>
-              <tbody>
-                {page.data.attempts.map((a) => (
-                  <tr key={a.id}>
-                    <td>{a.deliveryId}</td>
-                    <td>{a.attempt}</td>
-                    <td>
-                      <Time value={a.startedAt} />
-                    </td>
-                    <td>
-                      <span className={`badge ${a.success ? 'succeeded' : 'failed'}`}>{a.success ? 'ok' : 'failed'}</span>
-                    </td>
-                    <td>{a.statusCode ?? '–'}</td>
-                    <td className="num">{a.durationMs}</td>
-                    <td className="ellipsis snippet" title={a.responseBody ?? a.error ?? undefined}>
-                      {(a.responseBody ?? a.error ?? '').slice(0, 120)}
-                    </td>
+      <Loaded resource={page} isEmpty={(d) => d.attempts.length === 0} empty={<>No attempt yet.</>}>
+        {(data) => (
+          <>
+            <div className="table-wrap">
+              <table aria-label="attempts">
+                <thead>
+                  <tr>
+                    <th>delivery</th>
+                    <th>#</th>
+                    <th>started</th>
+                    <th>status</th>
+                    <th>code</th>
+                    <th className="num">ms</th>
+                    <th>response</th>
                   </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-          <Pager pages={pages} nextAfter={page.data.nextAfter} />
-        </>
-      )}
+                </thead>
+                <tbody>
+                  {data.attempts.map((a) => (
+                    <tr key={a.id}>
+                      <td>{a.deliveryId}</td>
+                      <td>{a.attempt}</td>
+                      <td>
+                        <Time value={a.startedAt} />
+                      </td>
+                      <td>
+                        <span className={`badge ${a.success ? 'succeeded' : 'failed'}`}>{a.success ? 'ok' : 'failed'}</span>
+                      </td>
+                      <td>{a.statusCode ?? '–'}</td>
+                      <td className="num">{a.durationMs}</td>
+                      <td className="ellipsis snippet" title={a.responseBody ?? a.error ?? undefined}>
+                        {(a.responseBody ?? a.error ?? '').slice(0, 120)}
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+            <Pager pages={pages} nextAfter={data.nextAfter} />
+          </>
+        )}
+      </Loaded>
     </>
   );
 }
