@@ -12,6 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
+use eventbus::core::pattern::Pattern;
 use eventbus::core::principal::{Denied, Permission};
 use eventbus::core::time::Timestamp;
 use eventbus::sample::Sample;
@@ -90,10 +91,15 @@ pub(super) async fn get_stats(
 /// `read`, and a key bound to no tenant and no project.
 fn require_whole_bus(caller: &Caller) -> Result<(), ApiError> {
     caller.require_any(&[Permission::Admin, Permission::Read])?;
-    if !caller.principal.is_unscoped() {
+    let every_type = Pattern::parse(">").expect("`>` is a pattern");
+    let sees_every_type = [Permission::Admin, Permission::Read]
+        .into_iter()
+        .any(|p| caller.principal.covers(p, &every_type));
+    if !caller.principal.is_unscoped() || !sees_every_type {
         return Err(caller.deny(Denied(
-            "these figures count the events, webhooks and streams of every tenant: only a key \
-             bound to no tenant or project may read them"
+            "these figures count the events, webhooks and streams of every tenant and type: \
+             only a key bound to no tenant or project, whose `read` or `admin` types cover every \
+             type (`>`), may read them"
                 .into(),
         )));
     }

@@ -199,6 +199,12 @@ async fn only_a_key_of_the_whole_bus_reads_the_figures() {
         .get("/v1/stats", &[])
         .await
         .assert_problem_detail(StatusCode::FORBIDDEN, "every tenant");
+    // A key of some types only would read the rate of every other type too.
+    let typed = key(json!({"name": "o", "permissions": ["read"], "types": ["order.*"]})).await;
+    typed
+        .get("/v1/stats", &[])
+        .await
+        .assert_problem_detail(StatusCode::FORBIDDEN, "cover every type");
     let publisher = key(json!({"name": "w", "permissions": ["publish", "subscribe"]})).await;
     publisher
         .get("/v1/stats", &[])

@@ -584,28 +584,16 @@ pub struct LastFailure {
     pub delivery_id: u64,
 }
 
-/// An endpoint's deliveries by status.
+/// An endpoint's deliveries that are not done: the two states a delivery leaves (succeeded
+/// ones are not counted: they only grow, and counting them would read the endpoint's whole
+/// history; the attempts of the window say how many succeeded lately).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryCounts {
     /// Waiting for an attempt, or in flight.
     pub pending: u64,
-    /// Delivered.
-    pub succeeded: u64,
     /// Dead letters.
     pub failed: u64,
-}
-
-impl DeliveryCounts {
-    /// The counts from what the stores read off their indexes: every delivery, the pending ones
-    /// and the failed ones; the rest succeeded.
-    pub fn from_totals(all: u64, pending: u64, failed: u64) -> DeliveryCounts {
-        DeliveryCounts {
-            pending,
-            succeeded: all.saturating_sub(pending + failed),
-            failed,
-        }
-    }
 }
 
 /// A keyset page.

@@ -214,7 +214,6 @@ fn endpoint() -> Endpoint {
 fn endpoint_stats_match_their_schema() {
     let deliveries = DeliveryCounts {
         pending: 3,
-        succeeded: 100,
         failed: 2,
     };
     let totals = AttemptTotals {

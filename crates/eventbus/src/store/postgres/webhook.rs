@@ -692,11 +692,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn endpoint_stats_count_the_window_and_every_delivery() {
+    async fn endpoint_stats_count_the_window_and_the_unfinished_deliveries() {
         let Some((_schema, s)) = store().await else {
             return;
         };
-        contract::endpoint_stats_count_the_window_and_every_delivery(&s).await;
+        contract::endpoint_stats_count_the_window_and_the_unfinished_deliveries(&s).await;
         s.close().await;
     }
 }

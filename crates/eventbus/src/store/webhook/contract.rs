@@ -303,7 +303,9 @@ pub(crate) async fn the_last_failure_dead_letters_and_failing_endpoints_are_disa
 
 /// An endpoint's figures: its attempts that started at or after `since` (sums, the newest
 /// failure) and its deliveries by status of all time; another endpoint's rows never count.
-pub(crate) async fn endpoint_stats_count_the_window_and_every_delivery(s: &dyn WebhookStore) {
+pub(crate) async fn endpoint_stats_count_the_window_and_the_unfinished_deliveries(
+    s: &dyn WebhookStore,
+) {
     let at = Timestamp::from_micros;
     s.create_endpoint(endpoint("a", false)).await.unwrap();
     s.create_endpoint(endpoint("b", false)).await.unwrap();
@@ -377,7 +379,6 @@ pub(crate) async fn endpoint_stats_count_the_window_and_every_delivery(s: &dyn W
     );
     let deliveries = DeliveryCounts {
         pending: 2,
-        succeeded: 1,
         failed: 1,
     };
     assert_eq!(all.deliveries, deliveries);

@@ -17,7 +17,6 @@ const ENDPOINT_STATS: &str = "\
                ORDER BY started_at DESC, id DESC LIMIT 1) \
     SELECT a.n, a.ok, a.total, a.longest, a.newest, \
            f.started_at, f.status_code, f.error, f.delivery_id, \
-           (SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1), \
            (SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending'), \
            (SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'failed') \
     FROM a LEFT JOIN f ON true";
@@ -50,6 +49,9 @@ pub(super) async fn endpoint_stats(
         }),
         None => None,
     };
-    let deliveries = DeliveryCounts::from_totals(count(9)?, count(10)?, count(11)?);
+    let deliveries = DeliveryCounts {
+        pending: count(9)?,
+        failed: count(10)?,
+    };
     Ok(EndpointStats::new(since, totals, last_failure, deliveries))
 }
