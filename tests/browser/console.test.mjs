@@ -4,11 +4,11 @@
 // retry it; a key of tenant A sees nothing of tenant B. Screenshots of every view, on a laptop
 // screen and 390 px wide, go to docs/console/.
 import assert from 'node:assert/strict';
-import { cpSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import http from 'node:http';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import { ADMIN_KEY, killBus, launchChromium, publish, startBus } from './harness.mjs';
 
 const SHOTS = path.resolve(import.meta.dirname, '../../docs/console');
@@ -21,7 +21,11 @@ after(async () => {
 });
 
 let bus;
+let busEnv;
 let browser;
+/** What the pages threw: every test ends with none. */
+const pageErrors = [];
+afterEach(() => assert.deepEqual(pageErrors.splice(0).map(String), [], 'a page threw'));
 let receiver;
 const keys = {};
 
@@ -58,7 +62,7 @@ async function signedIn(key, viewport = DESKTOP) {
   const context = await browser.newContext({ viewport });
   cleanup.push(() => context.close());
   const page = await context.newPage();
-  page.on('pageerror', (e) => console.error('page error:', e));
+  page.on('pageerror', (e) => pageErrors.push(e));
   await page.goto(`${bus.url}/console`);
   await page.getByLabel('API key').fill(key);
   await page.getByRole('button', { name: 'Sign in' }).click();
@@ -86,14 +90,20 @@ before(async () => {
   // One plugin from examples/, copied: the plugin table has a row to show.
   const plugins = mkdtempSync(path.join(tmpdir(), 'console-plugins-'));
   cpSync(path.resolve(import.meta.dirname, '../../examples/plugins/audit'), path.join(plugins, 'audit'), { recursive: true });
-  bus = await startBus({
-    env: {
-      PLUGINS_DIR: plugins,
-      WEBHOOK_ALLOWED_NETWORKS: '127.0.0.0/8',
-      WEBHOOK_RETRY_ATTEMPTS: '0',
-      STATS_SAMPLE_INTERVAL: '1',
-    },
-  });
+  // And one that does not load: the table shows it failed, with its error.
+  mkdirSync(path.join(plugins, 'broken'));
+  writeFileSync(
+    path.join(plugins, 'broken', 'plugin.json'),
+    JSON.stringify({ name: 'broken', version: '0.1.0', subscribe: ['project.*'], limits: { memoryMb: 16, timeoutMs: 100 } }),
+  );
+  writeFileSync(path.join(plugins, 'broken', 'index.js'), 'export function onEvent( {\n');
+  busEnv = {
+    PLUGINS_DIR: plugins,
+    WEBHOOK_ALLOWED_NETWORKS: '127.0.0.0/8',
+    WEBHOOK_RETRY_ATTEMPTS: '0',
+    STATS_SAMPLE_INTERVAL: '1',
+  };
+  bus = await startBus({ env: busEnv });
   cleanup.push(() => killBus(bus));
   browser = await launchChromium();
   cleanup.push(() => browser.close());
@@ -257,6 +267,11 @@ test('consumers: a dead letter is listed and Retry makes it a message again', as
   const letter = table.locator('li', { hasText: 'invoice.sent' });
   await letter.waitFor();
   assert.match(await letter.innerText(), new RegExp(`seq ${event.seq}`));
+  const plugins = page.getByRole('table', { name: 'plugins' });
+  await plugins.locator('tr', { hasText: 'audit' }).getByText('running').waitFor();
+  const broken = plugins.locator('tr', { hasText: 'broken' });
+  await broken.getByText('failed').waitFor();
+  assert.ok((await broken.locator('td.ellipsis').innerText()).length > 0, 'the failed plugin shows its error');
   await shot(page, 'consumers');
   await letter.getByRole('button', { name: 'Retry' }).click();
   await letter.getByText('retried').waitFor();
@@ -294,8 +309,19 @@ test('a key of tenant A sees nothing of tenant B, and the page says what it may 
   await page.getByLabel('Event id').fill('');
   await page.getByLabel('Tenant').fill('t_b');
   await page.getByRole('button', { name: 'Search' }).click();
-  await page.locator('[role=alert][data-status="403"], .state.empty').first().waitFor();
-  assert.equal(await page.getByText('B secret').count(), 0);
+  await page.locator('[role=alert][data-status="403"]').getByText('This key may not see this').waitFor();
+  assert.equal(await page.getByRole('table', { name: 'search results' }).count(), 0);
+  // Everything it may search holds tenant A's events only.
+  await page.getByLabel('Tenant').fill('');
+  await page.getByRole('button', { name: 'Search' }).click();
+  const rows = page.getByRole('table', { name: 'search results' }).locator('tbody tr');
+  await rows.first().waitFor();
+  const tenants = await rows.evaluateAll((trs) => trs.map((tr) => tr.children[4]?.textContent));
+  assert.ok(tenants.length > 0 && tenants.every((t) => t === 't_a'), `tenants listed: ${[...new Set(tenants)]}`);
+  assert.equal(await bySeq(page, rows, b.seq).count(), 0);
+
+  await view(page, 'webhooks');
+  await page.getByText('No webhook endpoint is visible to this key.').waitFor();
 
   await view(page, 'overview');
   await page.getByText('This key may not see this').first().waitFor();
@@ -310,6 +336,29 @@ test('a key of tenant A sees nothing of tenant B, and the page says what it may 
   const all = (await call('GET', '/v1/event-types/counts')).counts.find((c) => c.type === 'project.created').count;
   assert.ok(own < all, `tenant A counts ${own} of ${all}`);
   assert.equal((await table.locator('tr', { hasText: 'project.created' }).first().locator('td.num').innerText()).replace(/\D/g, ''), String(own));
+});
+
+test('live tail: when the bus restarts, the page reconnects and resumes after its last event, every event once', async () => {
+  const page = await signedIn(ADMIN_KEY);
+  await view(page, 'tail');
+  await page.getByLabel('Types').fill('project.updated');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.getByTestId('stream-status').filter({ hasText: 'live' }).waitFor();
+  const rows = page.getByRole('listitem');
+  const first = await publish(bus.url, { type: 'project.updated', payload: { n: 1 }, tenantId: 't_a' });
+  await bySeq(page, rows, first.seq).waitFor();
+
+  await killBus(bus);
+  await page.getByTestId('stream-status').filter({ hasText: /connecting/ }).waitFor();
+  bus = await startBus({ dir: bus.dir, port: bus.port, env: busEnv });
+  // Published before the page is back (it waits at least 250 ms between attempts): the resume
+  // replays it from the page's last seq; the one after arrives live.
+  const second = await publish(bus.url, { type: 'project.updated', payload: { n: 2 }, tenantId: 't_a' });
+  await page.getByTestId('stream-status').filter({ hasText: 'live' }).waitFor();
+  const third = await publish(bus.url, { type: 'project.updated', payload: { n: 3 }, tenantId: 't_a' });
+  await bySeq(page, rows, third.seq).waitFor();
+  for (const e of [first, second, third]) assert.equal(await bySeq(page, rows, e.seq).count(), 1, `seq ${e.seq} once`);
+  assert.equal(await rows.count(), 3, 'nothing else, nothing twice');
 });
 
 test('every view at 390 px wide', async () => {

@@ -7,7 +7,7 @@ import { EventBusClient } from '@situs/event-bus-client';
 import { EventBusProvider } from '@situs/event-bus-client/react';
 import { useEffect, useMemo, useState, type FormEvent } from 'react';
 import { Api } from './api';
-import { ErrorBox } from './ui/states';
+import { ErrorBox, ViewBoundary } from './ui/states';
 import { Consumers } from './views/Consumers';
 import { EventTypes } from './views/EventTypes';
 import { Overview } from './views/Overview';
@@ -143,12 +143,14 @@ function Signed({ apiKey, onSignOut }: { apiKey: string; onSignOut: () => void }
           </button>
         </header>
         <main className="content">
-          {view === 'overview' && <Overview api={api} />}
-          {view === 'tail' && <Tail api={api} />}
-          {view === 'search' && <Search api={api} />}
-          {view === 'types' && <EventTypes api={api} />}
-          {view === 'webhooks' && <Webhooks api={api} selected={param} onSelect={(id) => go('webhooks', id)} />}
-          {view === 'consumers' && <Consumers api={api} />}
+          <ViewBoundary key={view}>
+            {view === 'overview' && <Overview api={api} />}
+            {view === 'tail' && <Tail api={api} />}
+            {view === 'search' && <Search api={api} />}
+            {view === 'types' && <EventTypes api={api} />}
+            {view === 'webhooks' && <Webhooks api={api} selected={param} onSelect={(id) => go('webhooks', id)} />}
+            {view === 'consumers' && <Consumers api={api} />}
+          </ViewBoundary>
         </main>
       </div>
     </EventBusProvider>

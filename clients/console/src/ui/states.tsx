@@ -1,6 +1,6 @@
 /** Loading, empty and error states, the same on every view. */
 import { NetworkError, ProblemError } from '@situs/event-bus-client';
-import { useState, type ReactNode } from 'react';
+import { Component, useState, type ReactNode } from 'react';
 import type { Resource } from '../api';
 
 export function Loading({ what = 'Loading' }: { what?: string }) {
@@ -16,7 +16,7 @@ export function Empty({ children }: { children: ReactNode }) {
 }
 
 /** An error as a reader can act on it: a refused key, a refused view, a problem's detail. */
-export function ErrorBox({ error, onRetry }: { error: unknown; onRetry?: () => void }) {
+export function ErrorBox({ error, onRetry, note }: { error: unknown; onRetry?: () => void; note?: string }) {
   let title = 'Something went wrong';
   let detail: ReactNode = error instanceof Error ? error.message : String(error);
   let kind = 'error';
@@ -53,6 +53,7 @@ export function ErrorBox({ error, onRetry }: { error: unknown; onRetry?: () => v
     <div className={`state ${kind}`} role="alert" data-status={error instanceof ProblemError ? error.status : undefined}>
       <strong>{title}</strong>
       <div>{detail}</div>
+      {note && <div className="small">{note}</div>}
       {onRetry && (
         <button type="button" onClick={onRetry}>
           Try again
@@ -82,8 +83,41 @@ export function Loaded<T>({
   const { data, error, reload } = resource;
   if (error !== undefined && data === undefined) return <ErrorBox error={error} onRetry={reload} />;
   if (data === undefined) return <Loading {...(loading ? { what: loading } : {})} />;
-  if (isEmpty?.(data)) return <Empty>{empty}</Empty>;
-  return <>{children(data)}</>;
+  // A refresh that failed (a revoked key, the bus gone) is said above the last data read.
+  const stale = error !== undefined && <ErrorBox error={error} onRetry={reload} note="The figures below are the last ones read." />;
+  if (isEmpty?.(data)) {
+    return (
+      <>
+        {stale}
+        <Empty>{empty}</Empty>
+      </>
+    );
+  }
+  return (
+    <>
+      {stale}
+      {children(data)}
+    </>
+  );
+}
+
+/**
+ * Catches what a view throws while rendering, so one view's failure is a message in its place,
+ * not a blank page; the frame keys it by view, so moving to another view starts afresh.
+ */
+export class ViewBoundary extends Component<{ children: ReactNode }, { error: unknown }> {
+  override state: { error: unknown } = { error: undefined };
+
+  static getDerivedStateFromError(error: unknown) {
+    return { error };
+  }
+
+  override render() {
+    if (this.state.error !== undefined) {
+      return <ErrorBox error={this.state.error} onRetry={() => this.setState({ error: undefined })} note="This view failed to draw." />;
+    }
+    return this.props.children;
+  }
 }
 
 /** A JSON value, indented. */

@@ -31,7 +31,7 @@ interface Plugin {
   runsHandler?: boolean;
   cursor?: number | null;
   counters?: Record<string, number>;
-  lastError?: string | null;
+  lastError?: { message: string; at: string } | null;
 }
 
 export function Consumers({ api }: { api: Api }) {
@@ -166,8 +166,8 @@ function PluginList({ api }: { api: Api }) {
                       <td className="num">{p.counters?.handled ?? 0}</td>
                       <td className="num">{p.counters?.errors ?? 0}</td>
                       <td className="num">{p.counters?.deadLetters ?? 0}</td>
-                      <td className="ellipsis" title={p.lastError ?? undefined}>
-                        {p.lastError ?? ''}
+                      <td className="ellipsis" title={p.lastError ? `${p.lastError.message} (${p.lastError.at})` : undefined}>
+                        {p.lastError?.message ?? ''}
                       </td>
                     </tr>
                     {open === p.name && (

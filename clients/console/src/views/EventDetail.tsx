@@ -3,10 +3,9 @@
  * (one `deliveries?eventId=` query per endpoint the key can see).
  */
 import type { BusEvent } from '@situs/event-bus-client';
-import { useState } from 'react';
 import { traceId, useResource, type Api } from '../api';
 import { Json, Loaded, Time } from '../ui/states';
-import type { Delivery, Endpoint } from './Webhooks';
+import { RetryButton, type Delivery, type Endpoint } from './Webhooks';
 
 export function EventDetail({ api, event, onClose }: { api: Api; event: BusEvent; onClose: () => void }) {
   const trace = traceId(event.metadata?.traceparent);
@@ -48,25 +47,32 @@ export function EventDetail({ api, event, onClose }: { api: Api; event: BusEvent
   );
 }
 
+/** How many endpoints' logs the detail asks (one request each). */
+const MAX_ENDPOINTS = 50;
+
 function EventDeliveries({ api, eventId }: { api: Api; eventId: string }) {
-  const [retried, setRetried] = useState<Record<number, string>>({});
   const result = useResource(
     async (signal) => {
       const { webhooks } = await api.get<{ webhooks: Endpoint[] }>('/v1/webhooks', {}, signal);
       const pages = await Promise.all(
-        webhooks.slice(0, 50).map((w) =>
+        webhooks.slice(0, MAX_ENDPOINTS).map((w) =>
           api
             .get<{ deliveries: Delivery[] }>(`/v1/webhooks/${encodeURIComponent(w.id)}/deliveries`, { eventId }, signal)
             .then((p) => p.deliveries.map((d) => ({ ...d, url: w.url }))),
         ),
       );
-      return pages.flat();
+      return { rows: pages.flat(), unchecked: Math.max(0, webhooks.length - MAX_ENDPOINTS) };
     },
     `${api.key}:${eventId}`,
   );
   return (
-    <Loaded resource={result} isEmpty={(d) => d.length === 0} empty="No webhook endpoint received this event.">
-      {(data) => (
+    <Loaded
+      resource={result}
+      isEmpty={(d) => d.rows.length === 0 && d.unchecked === 0}
+      empty="No webhook endpoint received this event."
+    >
+      {({ rows, unchecked }) => (
+        <>
         <div className="table-wrap">
           <table>
             <thead>
@@ -79,7 +85,7 @@ function EventDeliveries({ api, eventId }: { api: Api; eventId: string }) {
               </tr>
             </thead>
             <tbody>
-              {data.map((d) => (
+              {rows.map((d) => (
                 <tr key={d.id}>
                   <td className="ellipsis" title={d.url}>
                     {d.url}
@@ -90,25 +96,19 @@ function EventDeliveries({ api, eventId }: { api: Api; eventId: string }) {
                   <td>{d.attempts}</td>
                   <td>{d.lastStatusCode ?? '–'}</td>
                   <td>
-                    {retried[d.id] ?? (
-                      <button
-                        type="button"
-                        onClick={() =>
-                          api.post(`/v1/deliveries/${d.id}/retry`).then(
-                            () => setRetried((r) => ({ ...r, [d.id]: 'queued' })),
-                            (e: Error) => setRetried((r) => ({ ...r, [d.id]: e.message })),
-                          )
-                        }
-                      >
-                        Retry
-                      </button>
-                    )}
+                    {d.status !== 'succeeded' && <RetryButton api={api} deliveryId={d.id} />}
                   </td>
                 </tr>
               ))}
             </tbody>
           </table>
         </div>
+          {unchecked > 0 && (
+            <p className="muted small">
+              The logs of the first {MAX_ENDPOINTS} endpoints were read; {unchecked} more are not. See each endpoint under Webhooks.
+            </p>
+          )}
+        </>
       )}
     </Loaded>
   );

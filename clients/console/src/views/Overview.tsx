@@ -1,5 +1,5 @@
 /**
- * Overview: the last hour of the bus from `GET /v1/stats` (samples the server rolls up every few
+ * Overview: the last hour of the bus (360 samples) from `GET /v1/stats` (samples the server rolls up every few
  * seconds; the page never scrapes /metrics), and `/health/ready`'s entries.
  */
 import { readiness, useResource, type Api } from '../api';
@@ -24,6 +24,15 @@ interface Stats {
   current?: Sample;
 }
 
+/** Samples the server keeps: its ring spans 360 intervals. */
+const RING = 360;
+
+/** `seconds` as the reader says it: "hour", "6 min", "2 h". */
+function span(seconds: number): string {
+  if (seconds === 3600) return 'hour';
+  return seconds >= 3600 ? `${+(seconds / 3600).toFixed(1)} h` : `${+(seconds / 60).toFixed(1)} min`;
+}
+
 export function Overview({ api }: { api: Api }) {
   const stats = useResource((signal) => api.get<Stats>('/v1/stats', {}, signal), api.key, 5_000);
   const health = useResource((signal) => readiness(api, signal), api.key, 5_000);
@@ -31,7 +40,7 @@ export function Overview({ api }: { api: Api }) {
     <section className="view">
       <header className="view-head">
         <h1>Overview</h1>
-        <span className="muted small">last hour, refreshed every 5 s</span>
+        <span className="muted small">{stats.data ? `the last ${span(stats.data.intervalSeconds * RING)}, a sample every ${stats.data.intervalSeconds} s; ` : ''}refreshed every 5 s</span>
       </header>
       <Health health={health} />
       <Loaded resource={stats}>{(data) => <Charts stats={data} />}</Loaded>
@@ -47,14 +56,14 @@ function Charts({ stats }: { stats: Stats }) {
   const ok = s.reduce((n, x) => n + x.webhookSucceeded, 0);
   return (
     <>
-      <dl className="tiles" aria-label="last hour">
+      <dl className="tiles" aria-label="recent figures">
         <div>
-          <dt>events (last hour)</dt>
+          <dt>events (last {span(stats.intervalSeconds * RING)})</dt>
           <dd data-testid="events-last-hour">{total.toLocaleString()}</dd>
         </div>
         <div>
-          <dt>events/s now</dt>
-          <dd>{(stats.current ?? s[s.length - 1])?.eventsPerSecond.toFixed(1) ?? '–'}</dd>
+          <dt>events/s (last sample)</dt>
+          <dd>{s[s.length - 1]?.eventsPerSecond.toFixed(1) ?? '–'}</dd>
         </div>
         <div>
           <dt>webhook success</dt>

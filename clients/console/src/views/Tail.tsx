@@ -15,7 +15,20 @@ import { EventDetail } from './EventDetail';
 const KEEP = 1000;
 
 export function Tail({ api }: { api: Api }) {
-  const [filter, setFilter] = useState<StreamFilter>({});
+  // Each Apply starts a new feed (a new subscription), also with the same filter: after a
+  // refusal the stream is closed, and applying again must try again.
+  const [applied, setApplied] = useState<{ filter: StreamFilter; generation: number }>({ filter: {}, generation: 0 });
+  return (
+    <TailFeed
+      key={applied.generation}
+      api={api}
+      filter={applied.filter}
+      onApply={(filter) => setApplied((a) => ({ filter, generation: a.generation + 1 }))}
+    />
+  );
+}
+
+function TailFeed({ api, filter, onApply }: { api: Api; filter: StreamFilter; onApply: (filter: StreamFilter) => void }) {
   const [streamError, setStreamError] = useState<Error | null>(null);
   const events = useEventStream(filter, { limit: KEEP, onError: setStreamError });
   const status = useEventBusStatus();
@@ -37,13 +50,7 @@ export function Tail({ api }: { api: Api }) {
           {frozen ? `Resume${arrivedWhilePaused ? ` (${arrivedWhilePaused} new)` : ''}` : 'Pause'}
         </button>
       </header>
-      <FilterForm
-        onApply={(f) => {
-          setStreamError(null);
-          setFrozen(null);
-          setFilter(f);
-        }}
-      />
+      <FilterForm initial={filter} onApply={onApply} />
       {streamError && <ErrorBox error={streamError} />}
       {!streamError && lastError && status !== 'open' && (
         <div className="state warning">Reconnecting: {lastError.message}</div>
@@ -105,11 +112,11 @@ function describe(filter: StreamFilter): string {
 }
 
 /** The stream's filters; a pattern the bus would refuse is reported before it is sent. */
-function FilterForm({ onApply }: { onApply: (filter: StreamFilter) => void }) {
-  const [types, setTypes] = useState('');
-  const [projectId, setProjectId] = useState('');
-  const [tenantId, setTenantId] = useState('');
-  const [userId, setUserId] = useState('');
+function FilterForm({ initial, onApply }: { initial: StreamFilter; onApply: (filter: StreamFilter) => void }) {
+  const [types, setTypes] = useState((initial.types ?? []).join(', '));
+  const [projectId, setProjectId] = useState(initial.projectId ?? '');
+  const [tenantId, setTenantId] = useState(initial.tenantId ?? '');
+  const [userId, setUserId] = useState(initial.userId ?? '');
   const [invalid, setInvalid] = useState<string | null>(null);
   const submit = (e: FormEvent) => {
     e.preventDefault();

@@ -61,7 +61,7 @@ interface EndpointStats {
   meanDurationMs: number | null;
   lastAttemptAt: string | null;
   lastFailure: { at: string; statusCode?: number | null; error?: string | null } | null;
-  deliveries: { pending: number; succeeded: number; failed: number };
+  deliveries: { pending: number; failed: number };
 }
 
 export function Webhooks({ api, selected, onSelect }: { api: Api; selected: string | undefined; onSelect: (id: string | undefined) => void }) {
@@ -132,7 +132,12 @@ function EndpointDetail({ api, endpoint, onChanged, onClose }: { api: Api; endpo
   const base = `/v1/webhooks/${encodeURIComponent(endpoint.id)}`;
   const [message, setMessage] = useState<{ ok: boolean; text: string } | null>(null);
   const [refresh, setRefresh] = useState(0);
-  const stats = useResource((signal) => api.get<EndpointStats>(`${base}/stats`, {}, signal), `${api.key}:${endpoint.id}:${refresh}`, 5_000);
+  // The last hour: the figures' cost grows with the attempts in the window.
+  const stats = useResource(
+    (signal) => api.get<EndpointStats>(`${base}/stats`, { since: new Date(Date.now() - 3_600_000).toISOString() }, signal),
+    `${api.key}:${endpoint.id}:${refresh}`,
+    5_000,
+  );
   const act = (label: string, run: () => Promise<string>) => {
     setMessage({ ok: true, text: `${label}…` });
     run().then(
@@ -223,7 +228,7 @@ function StatsBlock({ stats }: { stats: ReturnType<typeof useResource<EndpointSt
   return (
     <dl className="tiles" aria-label="endpoint health">
       <div>
-        <dt>success rate (24 h)</dt>
+        <dt>success rate (last hour)</dt>
         <dd data-testid="success-rate">{s.successRate === null ? '–' : `${(s.successRate * 100).toFixed(1)} %`}</dd>
       </div>
       <div>
@@ -239,7 +244,7 @@ function StatsBlock({ stats }: { stats: ReturnType<typeof useResource<EndpointSt
       <div>
         <dt>deliveries</dt>
         <dd>
-          {s.deliveries.pending} pending · {s.deliveries.succeeded} ok · {s.deliveries.failed} failed
+          {s.deliveries.pending} pending · {s.deliveries.failed} dead letters
         </dd>
       </div>
       <div className="wide">
@@ -316,9 +321,7 @@ function Deliveries({ api, base, refresh, onRetried }: { api: Api; base: string;
                       </td>
                       <td>
                         {d.status !== 'succeeded' && (
-                          <button type="button" onClick={() => api.post(`/v1/deliveries/${d.id}/retry`).then(onRetried, page.reload)}>
-                            Retry
-                          </button>
+                          <RetryButton key={`${d.id}:${d.attempts}`} api={api} deliveryId={d.id} onRetried={onRetried} />
                         )}
                       </td>
                     </tr>
@@ -331,6 +334,28 @@ function Deliveries({ api, base, refresh, onRetried }: { api: Api; base: string;
         )}
       </Loaded>
     </>
+  );
+}
+
+/** Retries a delivery (`POST /v1/deliveries/{id}/retry`); the outcome, or the refusal, is shown in its place. */
+export function RetryButton({ api, deliveryId, onRetried }: { api: Api; deliveryId: number; onRetried?: () => void }) {
+  const [outcome, setOutcome] = useState<{ ok: boolean; text: string } | null>(null);
+  if (outcome) return <span className={outcome.ok ? 'muted' : 'bad'}>{outcome.text}</span>;
+  return (
+    <button
+      type="button"
+      onClick={() =>
+        api.post(`/v1/deliveries/${deliveryId}/retry`).then(
+          () => {
+            setOutcome({ ok: true, text: 'queued' });
+            onRetried?.();
+          },
+          (e: Error) => setOutcome({ ok: false, text: `retry refused: ${e.message}` }),
+        )
+      }
+    >
+      Retry
+    </button>
   );
 }
 
