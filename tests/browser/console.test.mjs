@@ -252,6 +252,18 @@ test('webhooks: a failing endpoint shows its failed delivery; Retry from the pag
   const ids = new Set(receiver.state.requests.map((r) => r.id));
   assert.equal(ids.size, 1, 'the retry carries the same webhook-id');
   await panel.getByTestId('success-rate').filter({ hasText: '50.0 %' }).waitFor();
+
+  // Replay a range of one event: delivered once more, under the same webhook-id.
+  const sent = receiver.state.requests.length;
+  await panel.getByLabel('replay since').fill(String(event.seq));
+  await panel.getByLabel('replay until').fill(String(event.seq));
+  await panel.getByRole('button', { name: 'Replay' }).click();
+  await panel.getByText('Queued 1 delivery').waitFor();
+  for (let i = 0; receiver.state.requests.length === sent; i++) {
+    assert.ok(i < 100, 'the replay did not reach the receiver within 10 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(receiver.state.requests.at(-1).id, receiver.state.requests[0].id);
 });
 
 test('consumers: a dead letter is listed and Retry makes it a message again', async () => {

@@ -1,7 +1,7 @@
 /**
  * Webhooks: the endpoints with their health, and for one endpoint its figures
  * (`GET /v1/webhooks/{id}/stats`), its deliveries and attempts (paged), and the operator's
- * actions (the figures and logs refresh every few seconds): retry a delivery, replay from a `seq` or time, rotate the secret, send a test,
+ * actions (the figures and logs refresh every few seconds): retry a delivery, replay a range of `seq`s or times, rotate the secret, send a test,
  * enable or disable.
  */
 import { useState, type FormEvent } from 'react';
@@ -191,7 +191,14 @@ function EndpointDetail({ api, endpoint, onChanged, onClose }: { api: Api; endpo
             Disable
           </button>
         )}
-        <ReplayForm onReplay={(since) => act('Replay', async () => `Queued ${(await api.post<{ queued: number }>(`${base}/replay`, undefined, { since })).queued} deliveries`)} />
+        <ReplayForm
+          onReplay={(since, until) =>
+            act('Replay', async () => {
+              const { queued } = await api.post<{ queued: number }>(`${base}/replay`, undefined, { since, until });
+              return `Queued ${queued} ${queued === 1 ? 'delivery' : 'deliveries'}`;
+            })
+          }
+        />
       </div>
       {message && (
         <p className={`notice ${message.ok ? 'ok' : 'bad'}`} role="status">
@@ -205,17 +212,20 @@ function EndpointDetail({ api, endpoint, onChanged, onClose }: { api: Api; endpo
   );
 }
 
-function ReplayForm({ onReplay }: { onReplay: (since: string) => void }) {
+/** A range of the log to deliver again: from a `seq` or time, up to a `seq` or time (or now). */
+function ReplayForm({ onReplay }: { onReplay: (since: string, until: string | undefined) => void }) {
   const [since, setSince] = useState('');
+  const [until, setUntil] = useState('');
   const submit = (e: FormEvent) => {
     e.preventDefault();
-    if (since.trim()) onReplay(since.trim());
+    if (since.trim()) onReplay(since.trim(), until.trim() || undefined);
   };
   return (
-    <form className="inline" onSubmit={submit}>
-      <input aria-label="replay since" value={since} onChange={(e) => setSince(e.target.value)} placeholder="seq or RFC 3339 time" />
+    <form className="inline replay" onSubmit={submit}>
+      <input aria-label="replay since" value={since} onChange={(e) => setSince(e.target.value)} placeholder="from: seq or RFC 3339 time" />
+      <input aria-label="replay until" value={until} onChange={(e) => setUntil(e.target.value)} placeholder="until (optional)" />
       <button type="submit" disabled={!since.trim()}>
-        Replay from
+        Replay
       </button>
     </form>
   );

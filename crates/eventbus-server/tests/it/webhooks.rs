@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::common::receiver::{Received, WebhookReceiver};
-use crate::common::{Reply, TestServer, client_with_key};
+use crate::common::{Reply, TestServer, client_with_key, seq};
 
 /// Generous bound for anything asynchronous.
 const WAIT: Duration = Duration::from_secs(60);
@@ -509,7 +509,7 @@ async fn a_rotated_secret_keeps_the_old_one_valid_during_the_grace_period() {
 }
 
 #[tokio::test]
-async fn replay_resends_stored_events_from_a_seq_or_a_time() {
+async fn replay_resends_stored_events_of_a_range_of_seqs_or_times() {
     let receiver = WebhookReceiver::start().await;
     let server = server(&[]).await;
     let ep = create(
@@ -562,6 +562,38 @@ async fn replay_resends_stored_events_from_a_seq_or_a_time() {
     )
     .await
     .assert_problem_field(StatusCode::BAD_REQUEST, "since");
+
+    // A range: from the second event's seq up to the fourth's, both included.
+    let (from, to) = (seq(&events[1]), seq(&events[3]));
+    let reply = post(
+        &server,
+        &format!("/v1/webhooks/{id}/replay?since={from}&until={to}"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.body["queued"], 3, "{}", reply.body);
+    let got = receiver.wait_for(12, WAIT).await;
+    let mut replayed: Vec<u64> = got[9..].iter().map(Received::seq).collect();
+    replayed.sort();
+    assert_eq!(
+        replayed,
+        vec![seq(&events[1]), seq(&events[2]), seq(&events[3])]
+    );
+    // By time: `until` is exclusive, so a range that ends at the fourth event's time holds the
+    // second and the third.
+    let mut url = reqwest::Url::parse(&server.url(&format!("/v1/webhooks/{id}/replay"))).unwrap();
+    url.query_pairs_mut()
+        .append_pair("since", events[1]["timestamp"].as_str().unwrap())
+        .append_pair("until", events[3]["timestamp"].as_str().unwrap());
+    let reply = Reply::read(server.client().post(url).send().await.unwrap()).await;
+    assert_eq!(reply.body["queued"], 2, "{}", reply.body);
+    post(
+        &server,
+        &format!("/v1/webhooks/{id}/replay?since=1&until=tomorrow"),
+        None,
+    )
+    .await
+    .assert_problem_field(StatusCode::BAD_REQUEST, "until");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use eventbus::core::time::Timestamp;
 use eventbus::store::webhook::{
     Attempt, AttemptQuery, Delivery, DeliveryQuery, DeliveryStatus, MAX_LOG_PAGE, Page,
 };
-use eventbus::transport::webhook::ReplayFrom;
+use eventbus::transport::webhook::{ReplayFrom, ReplayUntil};
 use serde::Serialize;
 
 use super::access::{WebhooksProblems, service, visible_endpoint};
@@ -47,15 +47,18 @@ struct ReplayBody {
     queued: u64,
 }
 
-/// `POST /v1/webhooks/{id}/replay?since=<RFC 3339 time | seq>`: queues the matching stored
-/// events from there on again; 202 with how many.
+/// `POST /v1/webhooks/{id}/replay?since=<RFC 3339 time | seq>&until=<RFC 3339 time | seq>`:
+/// queues the matching stored events of that range again (from `since` inclusive; up to the
+/// `until` seq inclusive, or before the `until` time; to the end of the log without it); 202
+/// with how many.
 #[utoipa::path(
     post,
     path = "/v1/webhooks/{id}/replay",
     tag = "webhooks",
     params(
         ("id" = String, Path, description = "The endpoint id"),
-        ("since" = String, Query, description = "An RFC 3339 time or a `seq`"),
+        ("since" = String, Query, description = "Where the range starts: an RFC 3339 time (inclusive) or a `seq` (inclusive)"),
+        ("until" = Option<String>, Query, description = "Where it ends: an RFC 3339 time (exclusive) or a `seq` (inclusive); the end of the log without it"),
     ),
     responses(
         (status = 202, description = "Queued again; how many", body = ReplayBody),
@@ -73,18 +76,36 @@ pub(super) async fn replay_events(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Admin)?;
     visible_endpoint(&state, &caller, &id).await?;
-    reject_unknown(&params, &["since"])?;
+    reject_unknown(&params, &["since", "until"])?;
     let since = params
         .get("since")
         .ok_or_else(|| ApiError::parameter("since", "required: an RFC 3339 time or a seq"))?;
-    let from = match since.parse::<u64>() {
+    let from = match seq_or_time("since", since)? {
         Ok(seq) => ReplayFrom::Seq(seq),
-        Err(_) => ReplayFrom::Time(Timestamp::parse_rfc3339(since).map_err(|m| {
-            ApiError::parameter("since", format!("neither a seq nor an RFC 3339 time: {m}"))
-        })?),
+        Err(time) => ReplayFrom::Time(time),
     };
-    let queued = service(&state)?.replay(&id, from).await?;
+    let until = match params
+        .get("until")
+        .map(|u| seq_or_time("until", u))
+        .transpose()?
+    {
+        None => None,
+        Some(Ok(seq)) => Some(ReplayUntil::Seq(seq)),
+        Some(Err(time)) => Some(ReplayUntil::Time(time)),
+    };
+    let queued = service(&state)?.replay(&id, from, until).await?;
     Ok(json(StatusCode::ACCEPTED, &ReplayBody { queued }))
+}
+
+/// A replay bound: a `seq` (`Ok`) or an RFC 3339 time (`Err`); anything else is a 400 naming
+/// `name`.
+fn seq_or_time(name: &str, value: &str) -> Result<Result<u64, Timestamp>, ApiError> {
+    match value.parse::<u64>() {
+        Ok(seq) => Ok(Ok(seq)),
+        Err(_) => Timestamp::parse_rfc3339(value).map(Err).map_err(|m| {
+            ApiError::parameter(name, format!("neither a seq nor an RFC 3339 time: {m}"))
+        }),
+    }
 }
 
 /// One page of a log listing: its rows under their name (`deliveries`, `attempts`), and

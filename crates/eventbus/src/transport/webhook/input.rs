@@ -202,3 +202,12 @@ pub enum ReplayFrom {
     /// Events whose timestamp is at or after this.
     Time(Timestamp),
 }
+
+/// Where a replay ends (the end of the log when none is given).
+#[derive(Debug, Clone, Copy)]
+pub enum ReplayUntil {
+    /// Events up to this `seq`, inclusive.
+    Seq(u64),
+    /// Events whose timestamp is before this.
+    Time(Timestamp),
+}

@@ -22,7 +22,7 @@
 //!
 //! # Layout
 //! - `options`: [`WebhookOptions`] and the duration parsers of its settings.
-//! - `input`: the API's types: [`EndpointInput`] and its validation, [`ReplayFrom`],
+//! - `input`: the API's types: [`EndpointInput`] and its validation, [`ReplayFrom`], [`ReplayUntil`],
 //!   [`TestResult`].
 //! - `error`: how the API's calls fail ([`WebhookError`]).
 //! - `service`: [`WebhookService`]: start, shutdown, the API's calls.
@@ -53,7 +53,7 @@ mod status;
 mod worker;
 
 pub use self::error::WebhookError;
-pub use self::input::{EndpointInput, ReplayFrom, TestResult};
+pub use self::input::{EndpointInput, ReplayFrom, ReplayUntil, TestResult};
 pub use self::options::{DurationError, WebhookOptions, parse_duration, parse_schedule};
 pub use self::service::WebhookService;
 pub use self::shaper::{PayloadShaper, ShapeError};

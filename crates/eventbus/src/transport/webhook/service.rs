@@ -17,8 +17,8 @@ use super::leases::{self, Leases};
 use super::shared::{Shared, WebhookStats};
 use super::signing::{SigningKey, generate_secret};
 use super::{
-    EndpointInput, PayloadShaper, ReplayFrom, StatusSink, TestResult, WebhookError, WebhookOptions,
-    fanout, request, worker,
+    EndpointInput, PayloadShaper, ReplayFrom, ReplayUntil, StatusSink, TestResult, WebhookError,
+    WebhookOptions, fanout, request, worker,
 };
 use crate::core::event::NewEvent;
 use crate::core::filter::EventFilter;
@@ -350,11 +350,16 @@ impl WebhookService {
         Ok(d)
     }
 
-    /// Queues the stored events from `from` up to the current head that match the endpoint
-    /// again; returns how many deliveries were queued.
-    pub async fn replay(&self, id: &str, from: ReplayFrom) -> Result<u64, WebhookError> {
+    /// Queues the stored events from `from` up to `until` (or the current head) that match the
+    /// endpoint again; returns how many deliveries were queued.
+    pub async fn replay(
+        &self,
+        id: &str,
+        from: ReplayFrom,
+        until: Option<ReplayUntil>,
+    ) -> Result<u64, WebhookError> {
         let ep = self.get_endpoint(id).await?;
-        let head = self.shared.events.log().head();
+        let mut head = self.shared.events.log().head();
         let mut filter = EventFilter {
             types: ep.event_types.clone(),
             project_id: ep.project_id.clone(),
@@ -368,6 +373,11 @@ impl WebhookService {
                 0
             }
         };
+        match until {
+            Some(ReplayUntil::Seq(last)) => head = head.min(last),
+            Some(ReplayUntil::Time(t)) => filter.to = Some(t),
+            None => {}
+        }
         let mut queued = 0;
         while after < head {
             let read = self.shared.events.read_after(after, &filter, 1000).await?;
