@@ -317,7 +317,7 @@ test('a key of tenant A sees nothing of tenant B, and the page says what it may 
   await view(page, 'search');
   await page.getByLabel('Event id').fill(b.id);
   await page.getByRole('button', { name: 'Search' }).click();
-  await page.getByText('No stored event matches').waitFor();
+  await page.getByText('No hot event has this id').waitFor();
   await page.getByLabel('Event id').fill('');
   await page.getByLabel('Tenant').fill('t_b');
   await page.getByRole('button', { name: 'Search' }).click();

@@ -55,7 +55,13 @@ export function Search({ api }: { api: Api }) {
           resource={result}
           loading="Searching"
           isEmpty={(d) => !d || d.events.length === 0}
-          empty={<>No stored event matches{criteria.query.includeArchived ? '' : ' (the archive was not searched)'}.</>}
+          empty={
+            criteria.id ? (
+              <>No hot event has this id (an id is looked up among the events not yet archived; search the archive by type and time).</>
+            ) : (
+              <>No stored event matches{criteria.query.includeArchived ? '' : ' (the archive was not searched)'}.</>
+            )
+          }
         >
           {(data) => (
             <>
