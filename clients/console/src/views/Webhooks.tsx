@@ -254,7 +254,7 @@ function StatsBlock({ stats }: { stats: ReturnType<typeof useResource<EndpointSt
       <div>
         <dt>deliveries</dt>
         <dd>
-          {s.deliveries.pending} pending · {s.deliveries.failed} dead letters
+          {s.deliveries.pending} pending · {s.deliveries.failed} dead letter{s.deliveries.failed === 1 ? '' : 's'}
         </dd>
       </div>
       <div className="wide">

@@ -3,7 +3,8 @@
 //! a browser never scrapes `/metrics`. The samples are taken by the server's
 //! [`eventbus::sample::Sampler`]; [`StatsApi`] is this route's part of the API description.
 //!
-//! The figures cover every tenant, so only a key bound to no tenant and no project reads them.
+//! The figures cover every tenant and type, so only a key bound to no tenant and no project,
+//! whose `read` or `admin` types cover every type, reads them.
 
 use std::collections::HashMap;
 
@@ -59,6 +60,7 @@ struct StatsBody {
     responses(
         (status = 200, description = "The samples, oldest first, and the interval in progress", body = StatsBody),
         (status = 400, description = "`since` is not an RFC 3339 time, or an unknown parameter"),
+        (status = 403, description = "The key is bound to a tenant or projects, or its types do not cover every type"),
     )
 )]
 pub(super) async fn get_stats(
@@ -88,7 +90,7 @@ pub(super) async fn get_stats(
 }
 
 /// Refuses (403) a caller that may not see figures of the whole process: it needs `admin` or
-/// `read`, and a key bound to no tenant and no project.
+/// `read` over every type (`>`), on a key bound to no tenant and no project.
 fn require_whole_bus(caller: &Caller) -> Result<(), ApiError> {
     caller.require_any(&[Permission::Admin, Permission::Read])?;
     let every_type = Pattern::parse(">").expect("`>` is a pattern");
