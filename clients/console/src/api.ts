@@ -56,20 +56,6 @@ export class Api {
   }
 }
 
-/** `/health/ready` answers 503 with a body when a dependency is down: both are figures to show. */
-export async function readiness(api: Api, signal?: AbortSignal): Promise<{ ok: boolean; body: Readiness }> {
-  const response = await fetch(api.url('/health/ready'), { headers: { authorization: `Bearer ${api.key}` }, ...(signal ? { signal } : {}) });
-  if (response.status !== 200 && response.status !== 503) throw await problemFromResponse(response);
-  return { ok: response.status === 200, body: (await response.json()) as Readiness };
-}
-
-export interface Readiness {
-  status: string;
-  info?: Record<string, Record<string, unknown>>;
-  error?: Record<string, Record<string, unknown>>;
-  details?: Record<string, Record<string, unknown>>;
-}
-
 /** What a view shows of a load: its data, its error, whether it is running, and a way to run it again. */
 export interface Resource<T> {
   data: T | undefined;

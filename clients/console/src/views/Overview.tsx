@@ -2,7 +2,9 @@
  * Overview: the last hour of the bus (360 samples) from `GET /v1/stats` (samples the server rolls up every few
  * seconds; the page never scrapes /metrics), and `/health/ready`'s entries.
  */
-import { readiness, useResource, type Api } from '../api';
+import type { Readiness as ReadinessAnswer } from '@situs/event-bus-client';
+import { useEventBusClient } from '@situs/event-bus-client/react';
+import { useResource, type Api, type Resource } from '../api';
 import { LineChart } from '../ui/Chart';
 import { Loaded } from '../ui/states';
 
@@ -35,7 +37,9 @@ function span(seconds: number): string {
 
 export function Overview({ api }: { api: Api }) {
   const stats = useResource((signal) => api.get<Stats>('/v1/stats', {}, signal), api.key, 5_000);
-  const health = useResource((signal) => readiness(api, signal), api.key, 5_000);
+  // The client's own readiness call: a 503 is an answer with the failing entries, not an error.
+  const client = useEventBusClient();
+  const health = useResource((signal) => client.readiness(signal), api.key, 5_000);
   return (
     <section className="view">
       <header className="view-head">
@@ -108,16 +112,17 @@ function Charts({ stats }: { stats: Stats }) {
   );
 }
 
-function Health({ health }: { health: ReturnType<typeof useResource<Awaited<ReturnType<typeof readiness>>>> }) {
+function Health({ health }: { health: Resource<ReadinessAnswer> }) {
   return (
     <Loaded resource={health} loading="Checking readiness">
-      {(data) => <Readiness ok={data.ok} body={data.body} />}
+      {(data) => <Readiness answer={data} />}
     </Loaded>
   );
 }
 
-function Readiness({ ok, body }: Awaited<ReturnType<typeof readiness>>) {
-  const entries = Object.entries(body.details ?? { ...body.info, ...body.error });
+function Readiness({ answer }: { answer: ReadinessAnswer }) {
+  const { ok } = answer;
+  const entries = Object.entries(answer.details ?? { ...answer.info, ...answer.error });
   return (
     <div className="health" aria-label="readiness">
       <span className={`badge ${ok ? 'succeeded' : 'failed'}`} data-testid="ready">
