@@ -159,7 +159,8 @@ fn non_empty(params: &HashMap<String, String>, name: &str) -> Result<Option<Stri
     }
 }
 
-fn time(params: &HashMap<String, String>, name: &str) -> Result<Option<Timestamp>, ApiError> {
+/// The RFC 3339 time of parameter `name`, if given; a bad one is a 400 naming it.
+pub fn time(params: &HashMap<String, String>, name: &str) -> Result<Option<Timestamp>, ApiError> {
     params
         .get(name)
         .map(|v| Timestamp::parse_rfc3339(v).map_err(|e| ApiError::parameter(name, e.to_string())))

@@ -14,6 +14,7 @@ use super::access::{WebhooksProblems, service};
 use super::log::log_access;
 use crate::http::auth::Caller;
 use crate::http::body::json;
+use crate::http::params::time;
 use crate::http::problem::{ApiError, StoreProblems};
 use crate::http::state::AppState;
 
@@ -46,12 +47,8 @@ pub(super) async fn get_endpoint_stats(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     log_access(&state, &caller, &id, &params, &["since"]).await?;
-    let since = match params.get("since") {
-        None => Timestamp::now().plus_micros(-DEFAULT_WINDOW_MICROS),
-        Some(s) => {
-            Timestamp::parse_rfc3339(s).map_err(|e| ApiError::parameter("since", e.to_string()))?
-        }
-    };
+    let since = time(&params, "since")?
+        .unwrap_or_else(|| Timestamp::now().plus_micros(-DEFAULT_WINDOW_MICROS));
     let stats = service(&state)?.endpoint_stats(&id, since).await?;
     Ok(json(StatusCode::OK, &stats))
 }
