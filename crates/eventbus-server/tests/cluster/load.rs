@@ -29,12 +29,14 @@ pub struct PublisherLog {
     /// `id → seq` of the acknowledged events.
     pub acked: HashMap<String, u64>,
     pub failures: Vec<Failure>,
-    /// Answers that are neither 201 nor a 5xx (a defect).
+    /// Answers that are neither an acknowledgement nor a 5xx (a defect).
     pub unexpected: Vec<String>,
 }
 
 /// Publishes every `period`, alternately one event and a batch of four, each with its own `id`;
 /// a request that fails is sent again, same body, until it is acknowledged or `give_up` fires.
+/// A single event is acknowledged by 201, or by 200 on a resend whose first try was stored but
+/// not answered (the node died between commit and answer); a 200 on a first try is a defect.
 pub async fn publisher(
     w: usize,
     lb: String,
@@ -69,6 +71,7 @@ pub async fn publisher(
         } else {
             json!(events)
         };
+        let mut resend = false;
         loop {
             let sent = client
                 .post(format!("{lb}/v1/events"))
@@ -76,7 +79,7 @@ pub async fn publisher(
                 .send()
                 .await;
             let failure = match sent {
-                Ok(r) if r.status() == 201 => {
+                Ok(r) if r.status() == 201 || (resend && r.status() == 200) => {
                     let stored: Value = r.json().await.expect("a stored event");
                     let stored = match stored {
                         Value::Array(a) => a,
@@ -106,6 +109,7 @@ pub async fn publisher(
             if give_up.is_cancelled() {
                 return log;
             }
+            resend = true;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
