@@ -260,3 +260,64 @@ async fn a_server_without_fsync_is_reported_not_durable() {
         "{text}"
     );
 }
+
+// Webhooks, one event at a time (published, fanned out, claimed, sent, recorded before the next):
+// the publish and the attempt's record wait for the WAL flush, so that an acknowledged event
+// and a logged attempt survive a power cut; the fan-out step and the claim do not wait (a power
+// cut can only make them happen again, and the event is sent again with the same
+// `webhook-id`). Four flushes per event before they were made lazy, two now.
+#[tokio::test]
+async fn webhook_fan_out_and_claims_do_not_wait_for_a_flush_publishes_and_records_do() {
+    let Some(admin) = superuser() else { return };
+    let _serial = serial(&admin).await;
+    let db = Database::create(&admin, "walhook");
+    let receiver = common::receiver::WebhookReceiver::start().await;
+    let server = TestServer::start(&[
+        ("EVENT_STORE_URL", &db.url),
+        ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8"),
+    ])
+    .await;
+    server
+        .create_webhook(&json!({"url": receiver.url("/hook")}))
+        .await;
+    let recorded = || number(&db.url, "SELECT count(*) FROM webhook_attempts");
+
+    let n: i64 = 100;
+    let syncs_before = number(&db.url, "SELECT wal_sync FROM pg_stat_wal");
+    for i in 0..n {
+        server
+            .publish_ok(&json!({"type": "project.updated", "payload": {"i": i}}))
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recorded() < i + 1 {
+            assert!(Instant::now() < deadline, "event {i} was not delivered and recorded");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(receiver.count(), n as usize, "one request per event");
+    // The backends report their WAL counters lazily: wait for the last attempt's insert to be
+    // counted (reported with the same flush of the recorder's counters).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while number(
+        &db.url,
+        "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables \
+         WHERE relname = 'webhook_attempts'",
+    ) < n
+    {
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL did not report the attempts within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let syncs = number(&db.url, "SELECT wal_sync FROM pg_stat_wal") - syncs_before;
+    println!("{syncs} WAL syncs for {n} events published and delivered one at a time");
+    assert!(
+        syncs >= 2 * n,
+        "{syncs} WAL syncs: every publish and every record must wait for one"
+    );
+    assert!(
+        syncs < 3 * n,
+        "{syncs} WAL syncs: the fan-out steps and the claims should not wait for one"
+    );
+}

@@ -60,6 +60,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0012_webhook_stats",
         include_str!("../../../migrations/postgres/0012_webhook_stats.sql"),
     ),
+    (
+        "0013_fan_out_function",
+        include_str!("../../../migrations/postgres/0013_fan_out_function.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

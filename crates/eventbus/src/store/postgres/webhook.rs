@@ -11,7 +11,7 @@
 //!   head another process is working on and send the next event first.)
 //! - **Fan-out.** [`WebhookStore::fan_out`] locks the `endpoints_version` and `fanout_cursor`
 //!   rows (`FOR UPDATE`), compares them with the step, inserts the deliveries and moves the
-//!   cursor in one transaction. Two processes fanning out the same range take turns on those
+//!   cursor in one transaction: one statement, `eventbus_fan_out(…)` (migration 0013). Two processes fanning out the same range take turns on those
 //!   rows: the second one waits for the first to commit, then sees the moved cursor and gets
 //!   [`FanOutResult::Stale`] carrying it, so it continues from there instead of retrying.
 //! - **`since_seq` (invariant 2).** Endpoint changes bump the version *first* (waiting for a
@@ -21,6 +21,12 @@
 //!   appends commit in `seq` order under the committer's advisory lock ([`super::commit`]), so
 //!   an event this snapshot does not see gets a larger `seq` than the head it read: no event with
 //!   `seq <= since_seq` commits after the endpoint change.
+//! - **Durability of the bookkeeping.** A fan-out step and a claim of unordered endpoints commit
+//!   without waiting for their WAL flush (`synchronous_commit = off` for their own transaction):
+//!   a power cut can only take a step or a lease back, so the events are matched or sent again,
+//!   with the same `webhook-id` (at least once). Appends (their acknowledgement), attempt records
+//!   (the log of what was sent) and endpoint changes wait for it, and flush the lazy commits
+//!   before them with it.
 //! - **No deadlocks between processes.** Every transaction takes its row locks in one global
 //!   order: the `endpoints_version` row, the `fanout_cursor` row, deliveries by id, endpoints by
 //!   id. Claims never wait at all (`SKIP LOCKED`).
@@ -378,34 +384,34 @@ impl WebhookStore for PgStore {
     }
 
     async fn fan_out(&self, step: FanOut) -> Result<FanOutResult, StoreError> {
+        // One statement (migration 0013): the locks, the comparison, the rows and the cursor.
+        let d = &step.deliveries;
+        let endpoint: Vec<&str> = d.iter().map(|d| d.endpoint_id.as_str()).collect();
+        let seq: Vec<i64> = d.iter().map(|d| d.event_seq as i64).collect();
+        let id: Vec<&str> = d.iter().map(|d| d.event_id.as_str()).collect();
+        let ty: Vec<&str> = d.iter().map(|d| d.event_type.as_str()).collect();
         self.write(async {
-            let mut tx = self.db.begin().await?;
-            // 'endpoints_version' < 'fanout_cursor': the global lock order.
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT name, value FROM webhook_state \
-                 WHERE name IN ('endpoints_version', 'fanout_cursor') ORDER BY name FOR UPDATE",
+            let (cursor, version, applied): (i64, i64, bool) = sqlx::query_as(
+                "SELECT * FROM eventbus_fan_out($1, $2, $3, $4, $5, $6, $7, $8)",
             )
-            .fetch_all(&mut *tx)
+            .bind(step.from as i64)
+            .bind(step.to as i64)
+            .bind(step.endpoints_version as i64)
+            .bind(step.now.as_micros())
+            .bind(&endpoint)
+            .bind(&seq)
+            .bind(&id)
+            .bind(&ty)
+            .fetch_one(&self.db)
             .await?;
-            let value = |name: &str| {
-                rows.iter()
-                    .find(|(n, _)| n == name)
-                    .map_or(0, |(_, v)| *v as u64)
-            };
-            let (cursor, version) = (value("fanout_cursor"), value("endpoints_version"));
-            if cursor != step.from || version != step.endpoints_version {
-                return Ok(FanOutResult::Stale {
-                    cursor,
-                    endpoints_version: version,
-                });
-            }
-            insert_deliveries(&mut tx, &step.deliveries, step.now).await?;
-            sqlx::query("UPDATE webhook_state SET value = $1 WHERE name = 'fanout_cursor'")
-                .bind(step.to as i64)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(FanOutResult::Applied)
+            Ok(if applied {
+                FanOutResult::Applied
+            } else {
+                FanOutResult::Stale {
+                    cursor: cursor as u64,
+                    endpoints_version: version as u64,
+                }
+            })
         })
         .await
     }

@@ -56,6 +56,11 @@ pub(super) fn sort_in_claim_order(deliveries: &mut [Delivery], order: &[&(String
 /// `SKIP LOCKED` (rows another claim holds are passed over, never waited for), the first
 /// `claim.limit` of them in endpoint order leased. The transaction path ([`claim`]) does the
 /// same in four statements and also serves ordered endpoints.
+///
+/// The claim commits without waiting for its WAL flush (`synchronous_commit = off` for its own
+/// transaction): a lease a power cut takes back leaves its delivery pending, to be sent again
+/// with the same `webhook-id` (at least once), which is what an expired lease does anyway. The
+/// next durable commit (a publish, an attempt's record) flushes it.
 pub(super) async fn claim_unordered(
     db: &Db,
     claim: &Claim,
@@ -76,8 +81,9 @@ pub(super) async fn claim_unordered(
                      WHERE endpoint_id = u.eid AND status = 'pending' AND next_attempt_at <= $3 \
                        AND lease_until <= $3 \
                      ORDER BY next_attempt_at, event_seq LIMIT u.room FOR UPDATE SKIP LOCKED) d \
-                    ORDER BY u.ord, d.next_attempt_at, d.event_seq LIMIT $4) \
-         UPDATE webhook_deliveries SET lease_until = $5 FROM c WHERE id = c.claimed \
+                    ORDER BY u.ord, d.next_attempt_at, d.event_seq LIMIT $4), \
+              lazy AS (SELECT set_config('synchronous_commit', 'off', true)) \
+         UPDATE webhook_deliveries SET lease_until = $5 FROM c, lazy WHERE id = c.claimed \
          RETURNING {DELIVERY_COLUMNS}"
     )))
     .bind(&ids)
