@@ -118,32 +118,41 @@ impl Drop for Database {
     }
 }
 
+/// Rows inserted into `table` as PostgreSQL's statistics report them.
+fn reported_inserts(url: &str, table: &str) -> i64 {
+    number(
+        url,
+        &format!(
+            "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = '{table}'"
+        ),
+    )
+}
+
+/// Waits until the statistics report `n` rows inserted into `table`. PostgreSQL's backends
+/// report their counters lazily (up to ~10 s after going idle), the WAL counters with the same
+/// flush, so a WAL count read after this covers the inserts.
+async fn wait_reported_inserts(url: &str, table: &str, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reported_inserts(url, table) < n {
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL did not report the inserts into {table} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Publishes `n` events one after another (each answered before the next is sent) and returns
-/// how many WAL syncs the server made meanwhile. PostgreSQL's backends report their counters
-/// lazily (up to ~10 s after going idle), so this waits until the `events` table's insert count
-/// covers all `n` (reported with the same flush as the committer's WAL counters) first.
+/// how many WAL syncs the server made meanwhile.
 async fn wal_syncs_for_sequential_publishes(server: &TestServer, db: &Database, n: i64) -> i64 {
-    let inserted = |url: &str| {
-        number(
-            url,
-            "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = 'events'",
-        )
-    };
-    let inserts_before = inserted(&db.url);
+    let inserts_before = reported_inserts(&db.url, "events");
     let syncs_before = number(&db.url, "SELECT wal_sync FROM pg_stat_wal");
     for i in 0..n {
         server
             .publish_ok(&json!({"type": "project.updated", "payload": {"i": i}}))
             .await;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while inserted(&db.url) < inserts_before + n {
-        assert!(
-            Instant::now() < deadline,
-            "PostgreSQL did not report the inserts within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_reported_inserts(&db.url, "events", inserts_before + n).await;
     number(&db.url, "SELECT wal_sync FROM pg_stat_wal") - syncs_before
 }
 
@@ -295,21 +304,7 @@ async fn webhook_fan_out_and_claims_do_not_wait_for_a_flush_publishes_and_record
         }
     }
     assert_eq!(receiver.count(), n as usize, "one request per event");
-    // The backends report their WAL counters lazily: wait for the last attempt's insert to be
-    // counted (reported with the same flush of the recorder's counters).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while number(
-        &db.url,
-        "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables \
-         WHERE relname = 'webhook_attempts'",
-    ) < n
-    {
-        assert!(
-            Instant::now() < deadline,
-            "PostgreSQL did not report the attempts within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_reported_inserts(&db.url, "webhook_attempts", n).await;
     let syncs = number(&db.url, "SELECT wal_sync FROM pg_stat_wal") - syncs_before;
     println!("{syncs} WAL syncs for {n} events published and delivered one at a time");
     assert!(
