@@ -299,7 +299,10 @@ async fn webhook_fan_out_and_claims_do_not_wait_for_a_flush_publishes_and_record
             .await;
         let deadline = Instant::now() + Duration::from_secs(30);
         while recorded() < i + 1 {
-            assert!(Instant::now() < deadline, "event {i} was not delivered and recorded");
+            assert!(
+                Instant::now() < deadline,
+                "event {i} was not delivered and recorded"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -391,19 +391,18 @@ impl WebhookStore for PgStore {
         let id: Vec<&str> = d.iter().map(|d| d.event_id.as_str()).collect();
         let ty: Vec<&str> = d.iter().map(|d| d.event_type.as_str()).collect();
         self.write(async {
-            let (cursor, version, applied): (i64, i64, bool) = sqlx::query_as(
-                "SELECT * FROM eventbus_fan_out($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(step.from as i64)
-            .bind(step.to as i64)
-            .bind(step.endpoints_version as i64)
-            .bind(step.now.as_micros())
-            .bind(&endpoint)
-            .bind(&seq)
-            .bind(&id)
-            .bind(&ty)
-            .fetch_one(&self.db)
-            .await?;
+            let (cursor, version, applied): (i64, i64, bool) =
+                sqlx::query_as("SELECT * FROM eventbus_fan_out($1, $2, $3, $4, $5, $6, $7, $8)")
+                    .bind(step.from as i64)
+                    .bind(step.to as i64)
+                    .bind(step.endpoints_version as i64)
+                    .bind(step.now.as_micros())
+                    .bind(&endpoint)
+                    .bind(&seq)
+                    .bind(&id)
+                    .bind(&ty)
+                    .fetch_one(&self.db)
+                    .await?;
             Ok(if applied {
                 FanOutResult::Applied
             } else {
