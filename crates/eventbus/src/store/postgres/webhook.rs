@@ -11,9 +11,10 @@
 //!   head another process is working on and send the next event first.)
 //! - **Fan-out.** [`WebhookStore::fan_out`] locks the `endpoints_version` and `fanout_cursor`
 //!   rows (`FOR UPDATE`), compares them with the step, inserts the deliveries and moves the
-//!   cursor in one transaction: one statement, `eventbus_fan_out(…)` (migration 0013). Two processes fanning out the same range take turns on those
-//!   rows: the second one waits for the first to commit, then sees the moved cursor and gets
-//!   [`FanOutResult::Stale`] carrying it, so it continues from there instead of retrying.
+//!   cursor in one transaction: one statement, `eventbus_fan_out(…)` (migration 0013). Two
+//!   processes fanning out the same range take turns on those rows: the second one waits for
+//!   the first to commit, then sees the moved cursor and gets [`FanOutResult::Stale`] carrying
+//!   it, so it continues from there instead of retrying.
 //! - **`since_seq` (invariant 2).** Endpoint changes bump the version *first* (waiting for a
 //!   fan-out step in progress to commit), and only then read `max(seq)` in a new statement. Every
 //!   fan-out step already committed covers events that this snapshot sees, so the head is at
@@ -25,8 +26,8 @@
 //!   without waiting for their WAL flush (`synchronous_commit = off` for their own transaction):
 //!   a power cut can only take a step or a lease back, so the events are matched or sent again,
 //!   with the same `webhook-id` (at least once). Appends (their acknowledgement), attempt records
-//!   (the log of what was sent) and endpoint changes wait for it, and flush the lazy commits
-//!   before them with it.
+//!   (the log of what was sent), endpoint changes and ordered claims wait for it, and flush the
+//!   lazy commits before them with it (the WAL is one sequence: a power cut loses a suffix).
 //! - **No deadlocks between processes.** Every transaction takes its row locks in one global
 //!   order: the `endpoints_version` row, the `fanout_cursor` row, deliveries by id, endpoints by
 //!   id. Claims never wait at all (`SKIP LOCKED`).
