@@ -118,25 +118,26 @@ impl Drop for Database {
     }
 }
 
-/// Rows inserted into `table` as PostgreSQL's statistics report them.
-fn reported_inserts(url: &str, table: &str) -> i64 {
+/// A row counter of `table` (`n_tup_ins`, `n_tup_upd`) as PostgreSQL's statistics report it.
+fn reported(url: &str, table: &str, counter: &str) -> i64 {
     number(
         url,
         &format!(
-            "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = '{table}'"
+            "SELECT coalesce(sum({counter}), 0) FROM pg_stat_user_tables WHERE relname = '{table}'"
         ),
     )
 }
 
-/// Waits until the statistics report `n` rows inserted into `table`. PostgreSQL's backends
-/// report their counters lazily (up to ~10 s after going idle), the WAL counters with the same
-/// flush, so a WAL count read after this covers the inserts.
-async fn wait_reported_inserts(url: &str, table: &str, n: i64) {
+/// Waits until the statistics report `counter` of `table` at `n` or more. PostgreSQL's backends
+/// report their counters lazily (up to ~10 s after going idle), each backend its WAL counters
+/// with the same report, so a WAL count read once every backend's rows are reported covers
+/// their commits.
+async fn wait_reported(url: &str, table: &str, counter: &str, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while reported_inserts(url, table) < n {
+    while reported(url, table, counter) < n {
         assert!(
             Instant::now() < deadline,
-            "PostgreSQL did not report the inserts into {table} within 60 s"
+            "PostgreSQL did not report {counter} of {table} at {n} within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -145,14 +146,14 @@ async fn wait_reported_inserts(url: &str, table: &str, n: i64) {
 /// Publishes `n` events one after another (each answered before the next is sent) and returns
 /// how many WAL syncs the server made meanwhile.
 async fn wal_syncs_for_sequential_publishes(server: &TestServer, db: &Database, n: i64) -> i64 {
-    let inserts_before = reported_inserts(&db.url, "events");
+    let inserts_before = reported(&db.url, "events", "n_tup_ins");
     let syncs_before = number(&db.url, "SELECT wal_sync FROM pg_stat_wal");
     for i in 0..n {
         server
             .publish_ok(&json!({"type": "project.updated", "payload": {"i": i}}))
             .await;
     }
-    wait_reported_inserts(&db.url, "events", inserts_before + n).await;
+    wait_reported(&db.url, "events", "n_tup_ins", inserts_before + n).await;
     number(&db.url, "SELECT wal_sync FROM pg_stat_wal") - syncs_before
 }
 
@@ -274,7 +275,7 @@ async fn a_server_without_fsync_is_reported_not_durable() {
 // the publish and the attempt's record wait for the WAL flush, so that an acknowledged event
 // and a logged attempt survive a power cut; the fan-out step and the claim do not wait (a power
 // cut can only make them happen again, and the event is sent again with the same
-// `webhook-id`). Four flushes per event before they were made lazy, two now.
+// `webhook-id`): two flushes per event, not four.
 #[tokio::test]
 async fn webhook_fan_out_and_claims_do_not_wait_for_a_flush_publishes_and_records_do() {
     let Some(admin) = superuser() else { return };
@@ -292,6 +293,7 @@ async fn webhook_fan_out_and_claims_do_not_wait_for_a_flush_publishes_and_record
     let recorded = || number(&db.url, "SELECT count(*) FROM webhook_attempts");
 
     let n: i64 = 100;
+    let published_before = reported(&db.url, "events", "n_tup_ins");
     let syncs_before = number(&db.url, "SELECT wal_sync FROM pg_stat_wal");
     for i in 0..n {
         server
@@ -307,7 +309,12 @@ async fn webhook_fan_out_and_claims_do_not_wait_for_a_flush_publishes_and_record
         }
     }
     assert_eq!(receiver.count(), n as usize, "one request per event");
-    wait_reported_inserts(&db.url, "webhook_attempts", n).await;
+    // Every backend involved has reported: the committer (the events), the fan-out (the
+    // deliveries), the claims and the records (two updates of each delivery), the attempts.
+    wait_reported(&db.url, "events", "n_tup_ins", published_before + n).await;
+    wait_reported(&db.url, "webhook_deliveries", "n_tup_ins", n).await;
+    wait_reported(&db.url, "webhook_deliveries", "n_tup_upd", 2 * n).await;
+    wait_reported(&db.url, "webhook_attempts", "n_tup_ins", n).await;
     let syncs = number(&db.url, "SELECT wal_sync FROM pg_stat_wal") - syncs_before;
     println!("{syncs} WAL syncs for {n} events published and delivered one at a time");
     assert!(

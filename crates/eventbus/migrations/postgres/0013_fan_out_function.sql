@@ -9,7 +9,9 @@
 -- transaction only): what a power cut can take from it is the step itself, whose events are
 -- durable, so the fan-out matches them again after the restart and queues the same deliveries
 -- (at least once, with the same `webhook-id`). Any later durable commit (a publish, an attempt's
--- record) flushes the step with it.
+-- record) flushes the step with it. The delivery ids of a lost step may be handed out again
+-- (the identity's sequence is flushed with the commits), so records match a delivery by id,
+-- endpoint and event (src/store/postgres/webhook/record.rs).
 CREATE FUNCTION eventbus_fan_out(
     from_seq int8, to_seq int8, version int8, now int8,
     endpoints text[], seqs int8[], ids text[], types text[]
@@ -19,13 +21,15 @@ DECLARE
     v int8;
     c int8;
 BEGIN
+    -- First, so that a refused step (which locked the rows) does not wait for a flush either
+    -- while it holds them.
+    PERFORM set_config('synchronous_commit', 'off', true);
     SELECT value INTO v FROM webhook_state WHERE name = 'endpoints_version' FOR UPDATE;
     SELECT value INTO c FROM webhook_state WHERE name = 'fanout_cursor' FOR UPDATE;
     IF c IS DISTINCT FROM from_seq OR v IS DISTINCT FROM version THEN
         RETURN QUERY SELECT coalesce(c, 0), coalesce(v, 0), false;
         RETURN;
     END IF;
-    PERFORM set_config('synchronous_commit', 'off', true);
     INSERT INTO webhook_deliveries (endpoint_id, event_seq, event_id, event_type, status,
                                     next_attempt_at, created_at, updated_at)
     SELECT u.e, u.s, u.i, u.t, 'pending', now, now, now

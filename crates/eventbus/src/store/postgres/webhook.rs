@@ -22,10 +22,11 @@
 //!   appends commit in `seq` order under the committer's advisory lock ([`super::commit`]), so
 //!   an event this snapshot does not see gets a larger `seq` than the head it read: no event with
 //!   `seq <= since_seq` commits after the endpoint change.
-//! - **Durability of the bookkeeping.** A fan-out step and a claim of unordered endpoints commit
-//!   without waiting for their WAL flush (`synchronous_commit = off` for their own transaction):
-//!   a power cut can only take a step or a lease back, so the events are matched or sent again,
-//!   with the same `webhook-id` (at least once). Appends (their acknowledgement), attempt records
+//! - **Durability of the bookkeeping.** A fan-out step, and a claim while no enabled endpoint is
+//!   ordered, commit without waiting for their WAL flush (`synchronous_commit = off` for their
+//!   own transaction): a power cut can only take a step or a lease back, so the events are
+//!   matched or sent again, with the same `webhook-id` (at least once). A lost step's delivery
+//!   ids may be handed out again, so a record matches its delivery by id, endpoint and event. Appends (their acknowledgement), attempt records
 //!   (the log of what was sent), endpoint changes and ordered claims wait for it, and flush the
 //!   lazy commits before them with it (the WAL is one sequence: a power cut loses a suffix).
 //! - **No deadlocks between processes.** Every transaction takes its row locks in one global
@@ -694,6 +695,15 @@ mod tests {
             return;
         };
         contract::the_last_failure_dead_letters_and_failing_endpoints_are_disabled(&s).await;
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_record_applies_only_to_its_own_endpoint_and_event() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        contract::a_record_applies_only_to_its_own_endpoint_and_event(&s).await;
         s.close().await;
     }
 

@@ -264,6 +264,9 @@ fn complete_one(
     let Some(d) = select_delivery(tx, r.delivery_id)? else {
         return Ok(()); // deleted with its endpoint meanwhile
     };
+    if d.endpoint_id != r.endpoint_id || d.event_id != r.event_id {
+        return Ok(()); // the id names another delivery (see the store contract)
+    }
     let attempt = d.attempts + 1;
     let now = r.started_at.as_micros() + (r.duration_ms as i64) * 1000;
     tx.prepare_cached(
@@ -759,6 +762,13 @@ mod tests {
     async fn the_last_failure_dead_letters_and_failing_endpoints_are_disabled() {
         let (_dir, s) = store();
         contract::the_last_failure_dead_letters_and_failing_endpoints_are_disabled(&s).await;
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_record_applies_only_to_its_own_endpoint_and_event() {
+        let (_dir, s) = store();
+        contract::a_record_applies_only_to_its_own_endpoint_and_event(&s).await;
         s.close().await;
     }
 

@@ -406,3 +406,42 @@ pub(crate) async fn endpoint_stats_count_the_window_and_the_unfinished_deliverie
     assert_eq!((b.attempts, b.failed, b.deliveries.failed), (1, 1, 1));
     assert_eq!(b.last_failure.unwrap().status_code, Some(500));
 }
+
+/// A record names its delivery by id, endpoint and event: one whose id now names a delivery of
+/// another endpoint or event (an id handed out again after the database lost the end of its
+/// log) changes nothing and logs nothing; the delivery it names stays pending.
+pub(crate) async fn a_record_applies_only_to_its_own_endpoint_and_event(s: &dyn WebhookStore) {
+    s.create_endpoint(endpoint("a", false)).await.unwrap();
+    s.enqueue(vec![delivery("a", 1)], Timestamp::from_micros(0))
+        .await
+        .unwrap();
+    let ds = s.claim_due(claim(100, 1_000)).await.unwrap();
+    assert_eq!(ds.len(), 1);
+    for (endpoint_id, event_id) in [("b", "e1"), ("a", "e2")] {
+        let mut stale = outcome(&ds[0], true, None);
+        stale.endpoint_id = endpoint_id.into();
+        stale.event_id = event_id.into();
+        s.complete(vec![stale], HEALTH).await.unwrap();
+        let kept = s.get_delivery(ds[0].id).await.unwrap().unwrap();
+        assert_eq!(
+            (kept.status, kept.attempts),
+            (DeliveryStatus::Pending, 0),
+            "a record for {endpoint_id}/{event_id} moved delivery {}",
+            ds[0].id
+        );
+    }
+    let logged = |endpoint_id: &str| AttemptQuery {
+        endpoint_id: endpoint_id.into(),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(s.list_attempts(logged("a")).await.unwrap().items.is_empty());
+    assert!(s.list_attempts(logged("b")).await.unwrap().items.is_empty());
+    // Its own record applies.
+    s.complete(vec![outcome(&ds[0], true, None)], HEALTH)
+        .await
+        .unwrap();
+    let done = s.get_delivery(ds[0].id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.attempts), (DeliveryStatus::Succeeded, 1));
+    assert_eq!(s.list_attempts(logged("a")).await.unwrap().items.len(), 1);
+}

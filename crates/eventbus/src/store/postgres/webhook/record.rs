@@ -38,7 +38,12 @@ fn end_of(r: &AttemptRecord) -> i64 {
 }
 
 /// Logs one round of records (distinct delivery ids) and moves their deliveries on; returns the
-/// ids of the deliveries that still existed.
+/// ids of the deliveries that still existed. A delivery is matched by its id *and* its endpoint
+/// and event: a fan-out step commits without waiting for its flush, so when PostgreSQL loses the
+/// end of its WAL (a crash of its host, a failover) while this process runs on, the step is
+/// redone and its delivery ids may be handed out again, to other (endpoint, event) pairs. A
+/// record of the lost delivery then matches nothing, and its event's new delivery is sent again
+/// (at least once) instead of being marked with another delivery's outcome.
 async fn record_round(tx: &mut Tx, round: &[&AttemptRecord]) -> Result<HashSet<i64>, sqlx::Error> {
     let mut ids: Vec<i64> = round.iter().map(|r| r.delivery_id as i64).collect();
     // Deliveries are locked in id order, as everywhere.
@@ -82,13 +87,14 @@ async fn record_round(tx: &mut Tx, round: &[&AttemptRecord]) -> Result<HashSet<i
     }
     let existing: Vec<i64> = sqlx::query_scalar(
         "WITH r AS (SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[], \
-                                        $5::int4[], $6::text[]) \
-                    AS r(id, status, next, now, code, error)), \
+                                        $5::int4[], $6::text[], $7::text[], $8::text[]) \
+                    AS r(id, status, next, now, code, error, endpoint, event)), \
               u AS (UPDATE webhook_deliveries d SET status = r.status, attempts = d.attempts + 1, \
                     cycle_attempts = d.cycle_attempts + 1, next_attempt_at = r.next, \
                     lease_until = 0, updated_at = r.now, last_status_code = r.code, \
                     last_error = r.error \
-                    FROM r WHERE d.id = r.id RETURNING d.id, d.attempts) \
+                    FROM r WHERE d.id = r.id AND d.endpoint_id = r.endpoint \
+                      AND d.event_id = r.event RETURNING d.id, d.attempts) \
          INSERT INTO webhook_attempts (delivery_id, endpoint_id, event_id, attempt, started_at, \
                                        duration_ms, status_code, response_body, error, success) \
          SELECT a.id, a.endpoint, a.event, u.attempts, a.started, a.duration, a.code, a.body, \
