@@ -120,12 +120,21 @@ impl Drop for Database {
 
 /// A row counter of `table` (`n_tup_ins`, `n_tup_upd`) as PostgreSQL's statistics report it.
 fn reported(url: &str, table: &str, counter: &str) -> i64 {
-    number(
-        url,
-        &format!(
-            "SELECT coalesce(sum({counter}), 0) FROM pg_stat_user_tables WHERE relname = '{table}'"
-        ),
-    )
+    number(url, &reported_sql(table, counter))
+}
+
+fn reported_sql(table: &str, counter: &str) -> String {
+    format!("SELECT coalesce(sum({counter}), 0) FROM pg_stat_user_tables WHERE relname = '{table}'")
+}
+
+/// Waits until `sql` (one number) reaches `n`, polling every `every`; fails naming `what` after
+/// `within`.
+async fn wait_number(url: &str, sql: &str, n: i64, within: Duration, every: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while number(url, sql) < n {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Waits until the statistics report `counter` of `table` at `n` or more. PostgreSQL's backends
@@ -133,14 +142,15 @@ fn reported(url: &str, table: &str, counter: &str) -> i64 {
 /// with the same report, so a WAL count read once every backend's rows are reported covers
 /// their commits.
 async fn wait_reported(url: &str, table: &str, counter: &str, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while reported(url, table, counter) < n {
-        assert!(
-            Instant::now() < deadline,
-            "PostgreSQL did not report {counter} of {table} at {n} within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_number(
+        url,
+        &reported_sql(table, counter),
+        n,
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        &format!("PostgreSQL did not report {counter} of {table} at {n}"),
+    )
+    .await;
 }
 
 /// Publishes `n` events one after another (each answered before the next is sent) and returns
@@ -290,7 +300,6 @@ async fn webhook_fan_out_and_claims_do_not_wait_for_a_flush_publishes_and_record
     server
         .create_webhook(&json!({"url": receiver.url("/hook")}))
         .await;
-    let recorded = || number(&db.url, "SELECT count(*) FROM webhook_attempts");
 
     let n: i64 = 100;
     let published_before = reported(&db.url, "events", "n_tup_ins");
@@ -299,14 +308,15 @@ async fn webhook_fan_out_and_claims_do_not_wait_for_a_flush_publishes_and_record
         server
             .publish_ok(&json!({"type": "project.updated", "payload": {"i": i}}))
             .await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while recorded() < i + 1 {
-            assert!(
-                Instant::now() < deadline,
-                "event {i} was not delivered and recorded"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_number(
+            &db.url,
+            "SELECT count(*) FROM webhook_attempts",
+            i + 1,
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            &format!("event {i} was not delivered and recorded"),
+        )
+        .await;
     }
     assert_eq!(receiver.count(), n as usize, "one request per event");
     // Every backend involved has reported: the committer (the events), the fan-out (the

@@ -26,9 +26,10 @@
 //!   ordered, commit without waiting for their WAL flush (`synchronous_commit = off` for their
 //!   own transaction): a power cut can only take a step or a lease back, so the events are
 //!   matched or sent again, with the same `webhook-id` (at least once). A lost step's delivery
-//!   ids may be handed out again, so a record matches its delivery by id, endpoint and event. Appends (their acknowledgement), attempt records
-//!   (the log of what was sent), endpoint changes and ordered claims wait for it, and flush the
-//!   lazy commits before them with it (the WAL is one sequence: a power cut loses a suffix).
+//!   ids may be handed out again, so a record matches its delivery by id, endpoint and event.
+//!   Appends (their acknowledgement), attempt records (the log of what was sent), endpoint
+//!   changes and ordered claims wait for it, and flush the lazy commits before them with it (the
+//!   WAL is one sequence: a power cut loses a suffix).
 //! - **No deadlocks between processes.** Every transaction takes its row locks in one global
 //!   order: the `endpoints_version` row, the `fanout_cursor` row, deliveries by id, endpoints by
 //!   id. Claims never wait at all (`SKIP LOCKED`).
@@ -235,6 +236,38 @@ async fn write_endpoint(tx: &mut Tx, ep: &Endpoint, insert: bool) -> Result<(), 
     Ok(())
 }
 
+/// New deliveries as one array per column (endpoint, event seq, event id, event type), for an
+/// `UNNEST` of four parameters: the insert below and the fan-out function (migration 0013).
+struct DeliveryColumns<'a> {
+    endpoint: Vec<&'a str>,
+    seq: Vec<i64>,
+    id: Vec<&'a str>,
+    ty: Vec<&'a str>,
+}
+
+impl<'a> DeliveryColumns<'a> {
+    fn new(deliveries: &'a [NewDelivery]) -> Self {
+        DeliveryColumns {
+            endpoint: deliveries.iter().map(|d| d.endpoint_id.as_str()).collect(),
+            seq: deliveries.iter().map(|d| d.event_seq as i64).collect(),
+            id: deliveries.iter().map(|d| d.event_id.as_str()).collect(),
+            ty: deliveries.iter().map(|d| d.event_type.as_str()).collect(),
+        }
+    }
+
+    /// Binds the four columns, in order, as the next parameters of `query`.
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.endpoint)
+            .bind(&self.seq)
+            .bind(&self.id)
+            .bind(&self.ty)
+    }
+}
+
 /// One multi-row insert of pending deliveries, due at `now`.
 async fn insert_deliveries(
     tx: &mut Tx,
@@ -244,23 +277,16 @@ async fn insert_deliveries(
     if deliveries.is_empty() {
         return Ok(0);
     }
-    let endpoint: Vec<&str> = deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
-    let seq: Vec<i64> = deliveries.iter().map(|d| d.event_seq as i64).collect();
-    let id: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
-    let ty: Vec<&str> = deliveries.iter().map(|d| d.event_type.as_str()).collect();
-    let done = sqlx::query(
-        "INSERT INTO webhook_deliveries (endpoint_id, event_seq, event_id, event_type, status, \
-         next_attempt_at, created_at, updated_at) \
-         SELECT e, s, i, t, 'pending', $5, $5, $5 \
-         FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[]) AS u(e, s, i, t)",
-    )
-    .bind(&endpoint)
-    .bind(&seq)
-    .bind(&id)
-    .bind(&ty)
-    .bind(now.as_micros())
-    .execute(&mut **tx)
-    .await?;
+    let done = DeliveryColumns::new(deliveries)
+        .bind(sqlx::query(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_seq, event_id, event_type, status, \
+             next_attempt_at, created_at, updated_at) \
+             SELECT e, s, i, t, 'pending', $5, $5, $5 \
+             FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[]) AS u(e, s, i, t)",
+        ))
+        .bind(now.as_micros())
+        .execute(&mut **tx)
+        .await?;
     Ok(done.rows_affected())
 }
 
@@ -387,24 +413,21 @@ impl WebhookStore for PgStore {
 
     async fn fan_out(&self, step: FanOut) -> Result<FanOutResult, StoreError> {
         // One statement (migration 0013): the locks, the comparison, the rows and the cursor.
-        let d = &step.deliveries;
-        let endpoint: Vec<&str> = d.iter().map(|d| d.endpoint_id.as_str()).collect();
-        let seq: Vec<i64> = d.iter().map(|d| d.event_seq as i64).collect();
-        let id: Vec<&str> = d.iter().map(|d| d.event_id.as_str()).collect();
-        let ty: Vec<&str> = d.iter().map(|d| d.event_type.as_str()).collect();
+        let columns = DeliveryColumns::new(&step.deliveries);
         self.write(async {
+            let row = columns
+                .bind(sqlx::query(
+                    "SELECT cursor, endpoints_version, applied \
+                     FROM eventbus_fan_out($5, $6, $7, $8, $1, $2, $3, $4)",
+                ))
+                .bind(step.from as i64)
+                .bind(step.to as i64)
+                .bind(step.endpoints_version as i64)
+                .bind(step.now.as_micros())
+                .fetch_one(&self.db)
+                .await?;
             let (cursor, version, applied): (i64, i64, bool) =
-                sqlx::query_as("SELECT * FROM eventbus_fan_out($1, $2, $3, $4, $5, $6, $7, $8)")
-                    .bind(step.from as i64)
-                    .bind(step.to as i64)
-                    .bind(step.endpoints_version as i64)
-                    .bind(step.now.as_micros())
-                    .bind(&endpoint)
-                    .bind(&seq)
-                    .bind(&id)
-                    .bind(&ty)
-                    .fetch_one(&self.db)
-                    .await?;
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             Ok(if applied {
                 FanOutResult::Applied
             } else {
