@@ -8,8 +8,16 @@
 //! so tailing readers can never see a later commit with a smaller `seq` (invariant 2).
 //!
 //! Reads run on a small pool of read-only connections (WAL lets them run beside the writer).
-//! A checkpoint thread runs `wal_checkpoint(PASSIVE)` off the commit path. A lock file keeps a
-//! second process from opening the same database, whose commits this process could not see.
+//! A checkpoint thread runs `wal_checkpoint(PASSIVE)` off the commit path. That copies the WAL
+//! into the database but cannot start the WAL over while commits keep coming: only a
+//! transaction that begins with every frame copied restarts it, and the writer commits again
+//! before the thread's checkpoint ends. Left alone, the WAL would grow to the
+//! `wal_autocheckpoint` backstop, where the writer checkpoints it whole and truncates it, a
+//! stall of tens of milliseconds on the commit path. So once the WAL passes
+//! [`WAL_RESTART_PAGES`] with nearly all of it copied, the thread asks the writer to checkpoint
+//! the last few frames itself, between two groups: its next transaction then starts the WAL
+//! from the beginning. A lock file keeps a second process from opening the same database, whose
+//! commits this process could not see.
 
 mod archive;
 mod consumer;
@@ -185,9 +193,10 @@ impl SqliteStore {
         checkpoint_conn
             .busy_timeout(Duration::from_secs(5))
             .map_err(unavailable)?;
+        let writer_jobs = tx.downgrade();
         let checkpoint_thread = std::thread::Builder::new()
             .name("eventbus-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoint_conn, stopped))
+            .spawn(move || checkpoint_loop(checkpoint_conn, stopped, writer_jobs))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
 
         Ok(SqliteStore {
@@ -349,12 +358,63 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+/// WAL length (pages of 4 KiB) from which the checkpoint thread asks the writer to start the WAL
+/// over (see the module docs): 16 MiB, well under the `wal_autocheckpoint` backstop.
+const WAL_RESTART_PAGES: i64 = 4_096;
+
+/// Most WAL pages not yet copied for which the writer is asked: what it copies itself, on the
+/// commit path, is then small.
+const WAL_RESTART_LEFT: i64 = 1_024;
+
+/// `PRAGMA wal_checkpoint(PASSIVE)` on `conn`: the WAL's length and how much of it is copied, in
+/// pages.
+fn checkpoint_passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
+}
+
+/// The writer's own checkpoint, run between two groups: it copies the frames committed since
+/// the thread's last checkpoint, so the writer's next transaction begins with the whole WAL
+/// copied and starts it over (unless a reader still reads from it: then a later request does).
+fn checkpoint_on_writer(conn: &mut Connection) {
+    if let Err(e) = checkpoint_passive(conn) {
+        tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+    }
+}
+
+fn checkpoint_loop(
+    conn: Connection,
+    stop: std::sync::mpsc::Receiver<()>,
+    writer: mpsc::WeakSender<Job>,
+) {
+    // At most one request waits in the writer's queue.
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
         stop.recv_timeout(Duration::from_millis(500))
     {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+        let (log, copied) = match checkpoint_passive(&conn) {
+            Ok(pages) => pages,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                continue;
+            }
+        };
+        if log < WAL_RESTART_PAGES || log - copied > WAL_RESTART_LEFT {
+            continue;
+        }
+        let Some(jobs) = writer.upgrade() else { return };
+        if asked.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            continue;
+        }
+        let done = asked.clone();
+        let job = Job::Exec(Box::new(move |c| {
+            checkpoint_on_writer(c);
+            done.store(false, std::sync::atomic::Ordering::Release);
+        }));
+        // A full queue means a busy writer: the next round asks again.
+        if jobs.try_send(job).is_err() {
+            asked.store(false, std::sync::atomic::Ordering::Release);
         }
     }
 }
@@ -685,5 +745,76 @@ impl EventStore for SqliteStore {
         })
         .await;
         drop(self.lock.lock().expect("lock file lock").take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::NewEvent;
+
+    async fn append_one(store: &SqliteStore) {
+        let event = NewEvent::new("a.b", serde_json::json!({ "x": "y".repeat(400) }))
+            .into_event(Timestamp::now())
+            .expect("a valid event");
+        store.append(vec![event]).await.expect("appended");
+    }
+
+    /// The WAL file's size: it grows while commits append to the WAL, and stays as it is when
+    /// they write it from its beginning again.
+    fn wal_bytes(path: &Path) -> u64 {
+        std::fs::metadata(path.with_extension("db-wal"))
+            .expect("the WAL file")
+            .len()
+    }
+
+    /// Brings the WAL to the state that commits during a checkpoint leave it in: some frames
+    /// not copied when the writer begins its next transaction. A reader's snapshot holds the
+    /// checkpoint back from the last commit.
+    async fn leave_frames_uncopied(store: &SqliteStore, path: &Path, other: &Connection) {
+        let reader = Connection::open(path).expect("a reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .expect("a read");
+        append_one(store).await;
+        let (log, copied) = checkpoint_passive(other).expect("a checkpoint");
+        assert!(
+            copied < log,
+            "the reader holds the last commit back: {copied} of {log}"
+        );
+        reader.execute_batch("COMMIT").expect("commit");
+    }
+
+    #[tokio::test]
+    async fn the_writers_own_checkpoint_starts_the_wal_over() {
+        let (dir, store) = testing::store();
+        let path = dir.path().join("store.db");
+        let other = Connection::open(&path).expect("a second connection");
+        for _ in 0..100 {
+            append_one(&store).await;
+        }
+
+        // Without the writer's checkpoint, the next commit appends to the WAL.
+        leave_frames_uncopied(&store, &path, &other).await;
+        let before = wal_bytes(&path);
+        append_one(&store).await;
+        assert!(wal_bytes(&path) > before, "the WAL grew");
+
+        // With it, the next commit writes from the WAL's beginning: the file does not grow.
+        leave_frames_uncopied(&store, &path, &other).await;
+        let before = wal_bytes(&path);
+        store
+            .write(|c| {
+                checkpoint_on_writer(c);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        append_one(&store).await;
+        assert_eq!(wal_bytes(&path), before, "the WAL started over");
+        let (log, _) = checkpoint_passive(&other).expect("a checkpoint");
+        assert!(log < 50, "the WAL holds the last commit only: {log} pages");
+        store.close().await;
     }
 }
