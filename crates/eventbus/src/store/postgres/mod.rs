@@ -118,6 +118,8 @@ pub struct PgStore {
     migrated: super::Migrated,
     durability: super::Durability,
     link: link::LinkInfo,
+    /// The endpoints as the last webhook claim read them.
+    claim_endpoints: Mutex<Option<Arc<webhook::KnownEndpoints>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -327,6 +329,7 @@ impl PgStore {
             durability,
             link,
             schema,
+            claim_endpoints: Mutex::new(None),
         })
     }
 

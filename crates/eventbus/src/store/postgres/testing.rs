@@ -55,6 +55,12 @@ pub(crate) async fn store() -> Option<(Schema, PgStore)> {
         .await
         .expect("create schema");
     let schema = Schema(name);
+    let store = open_on(&schema).await;
+    Some((schema, store))
+}
+
+/// Another store on `schema`: another bus process on the same database.
+pub(crate) async fn open_on(schema: &Schema) -> PgStore {
     let connect = PgConnectOptions::from_str(&url())
         .expect("a PostgreSQL URL")
         .options([("search_path", schema.0.as_str())]);
@@ -62,6 +68,5 @@ pub(crate) async fn store() -> Option<(Schema, PgStore)> {
         pool_size: 4,
         ..PgOptions::default()
     };
-    let store = PgStore::open_with(connect, options).await.expect("open");
-    Some((schema, store))
+    PgStore::open_with(connect, options).await.expect("open")
 }

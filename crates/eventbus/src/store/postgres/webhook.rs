@@ -294,7 +294,7 @@ mod claim;
 mod record;
 mod stats;
 
-use self::claim::{ENABLED_ENDPOINTS, claim, claim_order, claim_unordered};
+pub(super) use self::claim::KnownEndpoints;
 use self::record::complete;
 
 #[async_trait]
@@ -484,22 +484,8 @@ impl WebhookStore for PgStore {
     }
 
     async fn claim_due(&self, c: Claim) -> Result<Vec<Delivery>, StoreError> {
-        self.write(async {
-            // Without an ordered endpoint to look at, one statement does; an ordered endpoint's
-            // head needs the endpoint row lock of the transaction path.
-            let endpoints: Vec<(String, bool)> = sqlx::query_as(ENABLED_ENDPOINTS)
-                .fetch_all(&self.db)
-                .await?;
-            let order = claim_order(&endpoints, &c);
-            if order.iter().all(|(_, ordered)| !ordered) {
-                return claim_unordered(&self.db, &c, &order).await;
-            }
-            let mut tx = self.db.begin().await?;
-            let out = claim(&mut tx, &c, &order).await?;
-            tx.commit().await?;
-            Ok(out)
-        })
-        .await
+        self.write(claim::claim_due(&self.db, &self.claim_endpoints, &c))
+            .await
     }
 
     async fn complete(
@@ -680,6 +666,17 @@ mod tests {
             return;
         };
         contract::claims_take_the_oldest_due_within_each_endpoints_room(&s).await;
+    }
+
+    #[tokio::test]
+    async fn claims_see_endpoint_changes_at_once() {
+        let Some((schema, a)) = store().await else {
+            return;
+        };
+        let b = crate::store::postgres::testing::open_on(&schema).await;
+        contract::claims_see_endpoint_changes_at_once(&a, &b).await;
+        a.close().await;
+        b.close().await;
     }
 
     #[tokio::test]

@@ -736,6 +736,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn claims_see_endpoint_changes_at_once() {
+        let (_dir, s) = store();
+        contract::claims_see_endpoint_changes_at_once(&s, &s).await;
+    }
+
+    #[tokio::test]
     async fn leases_move_only_while_still_the_callers() {
         let (_dir, s) = store();
         contract::leases_move_only_while_still_the_callers(&s).await;

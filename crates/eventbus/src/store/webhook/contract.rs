@@ -169,6 +169,74 @@ pub(crate) async fn claims_are_leased_and_ordered_endpoints_yield_their_head_onl
     );
 }
 
+/// A claim sees endpoint changes at once, whoever made them: `a` claims, `b` changes the
+/// endpoints (another process on PostgreSQL; the same store on SQLite).
+pub(crate) async fn claims_see_endpoint_changes_at_once(
+    a: &dyn WebhookStore,
+    b: &dyn WebhookStore,
+) {
+    let seqs = |ep: &str, ds: &[Delivery]| {
+        let mut s: Vec<u64> = ds
+            .iter()
+            .filter(|d| d.endpoint_id == ep)
+            .map(|d| d.event_seq)
+            .collect();
+        s.sort_unstable();
+        s
+    };
+    b.create_endpoint(endpoint("p", false)).await.unwrap();
+    b.enqueue(
+        vec![delivery("p", 1), delivery("p", 2)],
+        Timestamp::from_micros(0),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        seqs("p", &a.claim_due(claim(100, 1_000)).await.unwrap()),
+        [1, 2]
+    );
+
+    // A new endpoint: its deliveries come with the next claim.
+    b.create_endpoint(endpoint("q", false)).await.unwrap();
+    b.enqueue(
+        vec![delivery("q", 1), delivery("p", 3)],
+        Timestamp::from_micros(0),
+    )
+    .await
+    .unwrap();
+    let next = a.claim_due(claim(200, 1_000)).await.unwrap();
+    assert_eq!((seqs("p", &next), seqs("q", &next)), (vec![3], vec![1]));
+
+    // `p` becomes ordered: once the leases end, the next claim takes its head only.
+    let ordered = EndpointPatch {
+        ordered: Some(true),
+        ..Default::default()
+    };
+    b.update_endpoint("p", ordered, Timestamp::from_micros(300))
+        .await
+        .unwrap()
+        .expect("p exists");
+    let later = a.claim_due(claim(5_000, 1_000)).await.unwrap();
+    assert_eq!((seqs("p", &later), seqs("q", &later)), (vec![1], vec![1]));
+
+    // A disabled endpoint gets nothing more.
+    let disabled = EndpointPatch {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    b.update_endpoint("q", disabled, Timestamp::from_micros(400))
+        .await
+        .unwrap()
+        .expect("q exists");
+    b.enqueue(vec![delivery("q", 2)], Timestamp::from_micros(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs("q", &a.claim_due(claim(9_000, 1_000)).await.unwrap()),
+        Vec::<u64>::new()
+    );
+}
+
 /// A renewal moves a lease only while it is still the one the caller took (same end) of a
 /// pending delivery; moving it to 0 releases it, so the next claim takes it at once.
 pub(crate) async fn leases_move_only_while_still_the_callers(s: &dyn WebhookStore) {

@@ -1,16 +1,99 @@
 //! Claims on PostgreSQL: which endpoints a claim looks at and in which order, the one-statement
 //! claim of unordered endpoints, and the transaction that claims an ordered endpoint's head under
 //! its endpoint row's lock (see the parent module's "Leases").
+//!
+//! A claim needs the enabled endpoints (which are ordered, and the rotation). It keeps them as
+//! last read, with the endpoints version they were read at ([`KnownEndpoints`]): while none of
+//! those with room is ordered, the claim is one statement that also returns the version as it
+//! is now, and checks that each endpoint it claims from is still enabled and unordered. When the
+//! version moved (an endpoint added, changed or removed, here or by another process), the
+//! endpoints are read again and the rest of the claim's room is claimed with them, so a change
+//! is seen by the very claim that notices it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use sqlx::AssertSqlSafe;
 
 use super::*;
 
-/// The enabled endpoints: `(id, ordered)`.
-pub(super) const ENABLED_ENDPOINTS: &str =
-    "SELECT id, ordered FROM webhook_endpoints WHERE NOT disabled ORDER BY updated_at, id";
+/// The enabled endpoints `(id, ordered)` in claim order, as a claim last read them, and the
+/// endpoints version of that read.
+#[derive(Debug)]
+pub(in crate::store::postgres) struct KnownEndpoints {
+    version: i64,
+    list: Vec<(String, bool)>,
+}
+
+/// The enabled endpoints and the endpoints version, from one snapshot (an endpoint change bumps
+/// the version in its own transaction).
+async fn read_endpoints(db: &Db) -> Result<KnownEndpoints, sqlx::Error> {
+    let rows: Vec<(i64, Option<String>, Option<bool>)> = sqlx::query_as(
+        "SELECT v.value, e.id, e.ordered FROM webhook_state v \
+         LEFT JOIN webhook_endpoints e ON NOT e.disabled \
+         WHERE v.name = 'endpoints_version' ORDER BY e.updated_at, e.id",
+    )
+    .fetch_all(db)
+    .await?;
+    let version = rows.first().map_or(-1, |r| r.0);
+    let list = rows
+        .into_iter()
+        .filter_map(|(_, id, ordered)| Some((id?, ordered.unwrap_or(false))))
+        .collect();
+    Ok(KnownEndpoints { version, list })
+}
+
+/// Claims due deliveries (see the module docs): one statement while the known endpoints stand
+/// and none of those with room is ordered.
+pub(super) async fn claim_due(
+    db: &Db,
+    known: &Mutex<Option<Arc<KnownEndpoints>>>,
+    c: &Claim,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let last = known.lock().expect("known endpoints").clone();
+    let Some(last) = last else {
+        return claim_fresh(db, known, c).await;
+    };
+    let order = claim_order(&last.list, c);
+    if order.iter().any(|(_, ordered)| *ordered) {
+        return claim_fresh(db, known, c).await;
+    }
+    let (mut out, version) = claim_unordered(db, c, &order).await?;
+    if version != Some(last.version) {
+        out.extend(claim_fresh(db, known, &rest_of(c, &out)).await?);
+    }
+    Ok(out)
+}
+
+/// Reads the endpoints, keeps them for the next claims, and claims with them.
+async fn claim_fresh(
+    db: &Db,
+    known: &Mutex<Option<Arc<KnownEndpoints>>>,
+    c: &Claim,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let fresh = Arc::new(read_endpoints(db).await?);
+    *known.lock().expect("known endpoints") = Some(fresh.clone());
+    let order = claim_order(&fresh.list, c);
+    // Without an ordered endpoint to look at, one statement does; an ordered endpoint's head
+    // needs the endpoint row lock of the transaction path.
+    if order.iter().all(|(_, ordered)| !ordered) {
+        return Ok(claim_unordered(db, c, &order).await?.0);
+    }
+    let mut tx = db.begin().await?;
+    let out = claim(&mut tx, c, &order).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// What is left of `c` once `got` is claimed: less room in all and per endpoint.
+fn rest_of(c: &Claim, got: &[Delivery]) -> Claim {
+    let mut rest = c.clone();
+    rest.limit = c.limit.saturating_sub(got.len());
+    for d in got {
+        *rest.held.entry(d.endpoint_id.clone()).or_default() += 1;
+    }
+    rest
+}
 
 /// The endpoints a claim looks at, in its order: rotated by the claim's time so a full claim does
 /// not always favour the same ones, without those that have no room.
@@ -54,37 +137,40 @@ pub(super) fn sort_in_claim_order(deliveries: &mut [Delivery], order: &[&(String
 /// Claims due deliveries of unordered endpoints only (`order`, from [`claim_order`]) in one
 /// statement, which commits by itself: each endpoint's due rows in claim order, locked with
 /// `SKIP LOCKED` (rows another claim holds are passed over, never waited for), the first
-/// `claim.limit` of them in endpoint order leased. The transaction path ([`claim`]) does the
-/// same in four statements and also serves ordered endpoints.
+/// `claim.limit` of them in endpoint order leased; an endpoint disabled or made ordered since
+/// `order` was read is passed over. Also returns the endpoints version as the statement saw it
+/// (`None` when the schema has none). The transaction path ([`claim`]) does the same in four
+/// statements and also serves ordered endpoints.
 ///
 /// The claim commits without waiting for its WAL flush (`synchronous_commit = off` for its own
 /// transaction): a lease a power cut takes back leaves its delivery pending, to be sent again
 /// with the same `webhook-id` (at least once), which is what an expired lease does anyway. The
 /// next durable commit (a publish, an attempt's record) flushes it.
-pub(super) async fn claim_unordered(
+async fn claim_unordered(
     db: &Db,
     claim: &Claim,
     order: &[&(String, bool)],
-) -> Result<Vec<Delivery>, sqlx::Error> {
-    if order.is_empty() {
-        return Ok(Vec::new());
-    }
+) -> Result<(Vec<Delivery>, Option<i64>), sqlx::Error> {
     let ids: Vec<&str> = order.iter().map(|(id, _)| id.as_str()).collect();
     let room: Vec<i64> = ids
         .iter()
         .map(|id| claim.room(id).min(claim.limit) as i64)
         .collect();
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "WITH c AS (SELECT d.id AS claimed FROM UNNEST($1::text[], $2::int8[]) WITH ORDINALITY \
-                      AS u(eid, room, ord) CROSS JOIN LATERAL \
+        "WITH v AS (SELECT value FROM webhook_state WHERE name = 'endpoints_version'), \
+              c AS (SELECT d.id AS claimed FROM UNNEST($1::text[], $2::int8[]) WITH ORDINALITY \
+                      AS u(eid, room, ord) \
+                    JOIN webhook_endpoints e ON e.id = u.eid AND NOT e.disabled AND NOT e.ordered \
+                    CROSS JOIN LATERAL \
                     (SELECT id, next_attempt_at, event_seq FROM webhook_deliveries \
                      WHERE endpoint_id = u.eid AND status = 'pending' AND next_attempt_at <= $3 \
                        AND lease_until <= $3 \
                      ORDER BY next_attempt_at, event_seq LIMIT u.room FOR UPDATE SKIP LOCKED) d \
                     ORDER BY u.ord, d.next_attempt_at, d.event_seq LIMIT $4), \
-              lazy AS (SELECT set_config('synchronous_commit', 'off', true)) \
-         UPDATE webhook_deliveries SET lease_until = $5 FROM c, lazy WHERE id = c.claimed \
-         RETURNING {DELIVERY_COLUMNS}"
+              lazy AS (SELECT set_config('synchronous_commit', 'off', true)), \
+              leased AS (UPDATE webhook_deliveries SET lease_until = $5 FROM c, lazy \
+                         WHERE id = c.claimed RETURNING {DELIVERY_COLUMNS}) \
+         SELECT v.value, leased.* FROM v LEFT JOIN leased ON true"
     )))
     .bind(&ids)
     .bind(&room)
@@ -93,12 +179,16 @@ pub(super) async fn claim_unordered(
     .bind(claim.lease_until.as_micros())
     .fetch_all(db)
     .await?;
-    let mut out = rows
-        .iter()
-        .map(|r| row_to_delivery(r, 0))
-        .collect::<Result<Vec<_>, _>>()?;
+    let version = rows.first().map(|r| r.try_get::<i64, _>(0)).transpose()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        // Only the version's row when nothing was claimed.
+        if r.try_get::<Option<i64>, _>(1)?.is_some() {
+            out.push(row_to_delivery(r, 1)?);
+        }
+    }
     sort_in_claim_order(&mut out, order);
-    Ok(out)
+    Ok((out, version))
 }
 
 /// Claims due deliveries of the endpoints in `rotated` (from [`claim_order`]): see the module
