@@ -291,6 +291,14 @@ pub(crate) struct WebhookArgs {
     /// JSON payload size in bytes.
     #[arg(long, default_value_t = 400)]
     pub(crate) payload_bytes: usize,
+    /// Events published the same way before the measured ones, each delivered before the clock
+    /// starts, and not counted (warm connections, prepared statements and caches).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub(crate) warmup: u64,
+    /// Write every measured delivery to this file as `sent,received,path` lines (times in µs
+    /// since the epoch), to see when the slow ones happened.
+    #[arg(long)]
+    pub(crate) latency_csv: Option<PathBuf>,
     /// Where the servers' temporary data directories go.
     #[arg(long, default_value = ".")]
     pub(crate) data_dir: PathBuf,

@@ -409,6 +409,8 @@ fn webhook_bench(args: WebhookArgs) -> Result<()> {
         batch: args.batch as usize,
         rate: args.rate,
         payload_bytes: args.payload_bytes,
+        warmup: args.warmup as usize,
+        latency_csv: args.latency_csv.clone(),
     };
     let r = runtime.block_on(webhook::run(&load))?;
     let nodes = if args.nodes > 1 {

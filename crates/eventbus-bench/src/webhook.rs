@@ -47,6 +47,11 @@ pub struct WebhookLoad {
     pub rate: Option<u64>,
     /// Payload size in bytes.
     pub payload_bytes: usize,
+    /// Events published and delivered before the measured ones, and not counted: the servers'
+    /// connections, prepared statements and caches are warm when the clock starts.
+    pub warmup: usize,
+    /// Where to write every measured delivery as `sent µs,received µs,path` lines.
+    pub latency_csv: Option<std::path::PathBuf>,
 }
 
 /// What one webhook run measured.
@@ -89,6 +94,11 @@ struct Received {
     deliveries: AtomicU64,
     duplicates: AtomicU64,
     last: Mutex<Option<Instant>>,
+    /// Off during the warm-up: deliveries are counted apart and their latency is not kept.
+    recording: std::sync::atomic::AtomicBool,
+    warmup_deliveries: AtomicU64,
+    /// Each measured delivery: sent and received (µs since the epoch), endpoint path.
+    trace: Mutex<Vec<(u64, u64, String)>>,
 }
 
 /// One request a receiver read: its path, `webhook-id` header and body.
@@ -145,8 +155,17 @@ async fn serve(stream: tokio::net::TcpStream, received: Arc<Received>) -> std::i
         write
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
             .await?;
-        if !received.seen.lock().expect("seen lock").insert((path, id)) {
+        if !received
+            .seen
+            .lock()
+            .expect("seen lock")
+            .insert((path.clone(), id))
+        {
             received.duplicates.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if !received.recording.load(Ordering::Acquire) {
+            received.warmup_deliveries.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         if let Some(at) = body.windows(9).position(|w| w == b"\"sentAt\":") {
@@ -161,6 +180,11 @@ async fn serve(stream: tokio::net::TcpStream, received: Arc<Received>) -> std::i
                     .lock()
                     .expect("latency lock")
                     .record(Duration::from_micros(now.saturating_sub(sent)));
+                received
+                    .trace
+                    .lock()
+                    .expect("trace lock")
+                    .push((sent, now, path.clone()));
             }
         }
         received.deliveries.fetch_add(1, Ordering::Relaxed);
@@ -194,6 +218,27 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
     }
     let padding = "x".repeat(load.payload_bytes.saturating_sub(60));
     let events_urls: Vec<String> = load.urls.iter().map(|u| format!("{u}/v1/events")).collect();
+    if load.warmup > 0 {
+        let warmup = WebhookLoad {
+            events: load.warmup,
+            ..load.clone()
+        };
+        match load.rate {
+            Some(rate) => {
+                publish_open_loop(&warmup, rate, &client, &events_urls, &padding).await?;
+            }
+            None => publish_burst(&warmup, &client, &events_urls, &padding).await?,
+        }
+        let expected = (load.warmup * load.endpoints) as u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received.warmup_deliveries.load(Ordering::Acquire) < expected {
+            if Instant::now() > deadline {
+                bail!("the warm-up's deliveries did not all arrive within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    received.recording.store(true, Ordering::Release);
     let started = Instant::now();
     let schedule = match load.rate {
         Some(rate) => publish_open_loop(load, rate, &client, &events_urls, &padding).await?,
@@ -217,6 +262,14 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
         .expect("last lock")
         .unwrap_or_else(Instant::now);
     let latency = std::mem::take(&mut *received.latencies.lock().expect("latency lock")).summary();
+    if let Some(path) = &load.latency_csv {
+        let trace = received.trace.lock().expect("trace lock");
+        let lines: String = trace
+            .iter()
+            .map(|(sent, got, path)| format!("{sent},{got},{path}\n"))
+            .collect();
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(WebhookResult {
         deliveries: received.deliveries.load(Ordering::Acquire),
         expected,
