@@ -64,6 +64,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0013_fan_out_function",
         include_str!("../../../migrations/postgres/0013_fan_out_function.sql"),
     ),
+    (
+        "0014_webhook_generic_plans",
+        include_str!("../../../migrations/postgres/0014_webhook_generic_plans.sql"),
+    ),
 ];
 
 /// First key of the migration advisory lock (`EBMG`); the second is the schema's hash.

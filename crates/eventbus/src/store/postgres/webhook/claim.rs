@@ -135,12 +135,13 @@ pub(super) fn sort_in_claim_order(deliveries: &mut [Delivery], order: &[&(String
 }
 
 /// Claims due deliveries of unordered endpoints only (`order`, from [`claim_order`]) in one
-/// statement, which commits by itself: each endpoint's due rows in claim order, locked with
-/// `SKIP LOCKED` (rows another claim holds are passed over, never waited for), the first
-/// `claim.limit` of them in endpoint order leased; an endpoint disabled or made ordered since
-/// `order` was read is passed over. Also returns the endpoints version as the statement saw it
-/// (`None` when the schema has none). The transaction path ([`claim`]) does the same in four
-/// statements and also serves ordered endpoints.
+/// statement, which commits by itself (`eventbus_claim_unordered(…)`, migration
+/// `0014_webhook_generic_plans`, planned once per session): each endpoint's due rows in claim
+/// order, locked with `SKIP LOCKED` (rows another claim holds are passed over, never waited
+/// for), the first `claim.limit` of them in endpoint order leased; an endpoint disabled or made
+/// ordered since `order` was read is passed over. Also returns the endpoints version as the
+/// statement saw it (`None` when the schema has none). The transaction path ([`claim`]) does the
+/// same in four statements and also serves ordered endpoints.
 ///
 /// The claim commits without waiting for its WAL flush (`synchronous_commit = off` for its own
 /// transaction): a lease a power cut takes back leaves its delivery pending, to be sent again
@@ -156,21 +157,13 @@ async fn claim_unordered(
         .iter()
         .map(|id| claim.room(id).min(claim.limit) as i64)
         .collect();
+    let columns: Vec<String> = DELIVERY_COLUMNS
+        .split(", ")
+        .map(|c| format!("(delivery).{c}"))
+        .collect();
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "WITH v AS (SELECT value FROM webhook_state WHERE name = 'endpoints_version'), \
-              c AS (SELECT d.id AS claimed FROM UNNEST($1::text[], $2::int8[]) WITH ORDINALITY \
-                      AS u(eid, room, ord) \
-                    JOIN webhook_endpoints e ON e.id = u.eid AND NOT e.disabled AND NOT e.ordered \
-                    CROSS JOIN LATERAL \
-                    (SELECT id, next_attempt_at, event_seq FROM webhook_deliveries \
-                     WHERE endpoint_id = u.eid AND status = 'pending' AND next_attempt_at <= $3 \
-                       AND lease_until <= $3 \
-                     ORDER BY next_attempt_at, event_seq LIMIT u.room FOR UPDATE SKIP LOCKED) d \
-                    ORDER BY u.ord, d.next_attempt_at, d.event_seq LIMIT $4), \
-              lazy AS (SELECT set_config('synchronous_commit', 'off', true)), \
-              leased AS (UPDATE webhook_deliveries SET lease_until = $5 FROM c, lazy \
-                         WHERE id = c.claimed RETURNING {DELIVERY_COLUMNS}) \
-         SELECT v.value, leased.* FROM v LEFT JOIN leased ON true"
+        "SELECT version, {} FROM eventbus_claim_unordered($1, $2, $3, $4, $5)",
+        columns.join(", ")
     )))
     .bind(&ids)
     .bind(&room)
