@@ -207,15 +207,19 @@ pub(crate) async fn claims_see_endpoint_changes_at_once(
     let next = a.claim_due(claim(200, 1_000)).await.unwrap();
     assert_eq!((seqs("p", &next), seqs("q", &next)), (vec![3], vec![1]));
 
+    let change = |id: &'static str, patch: EndpointPatch, at: i64| async move {
+        b.update_endpoint(id, patch, Timestamp::from_micros(at))
+            .await
+            .unwrap()
+            .expect("the endpoint exists");
+    };
+
     // `p` becomes ordered: once the leases end, the next claim takes its head only.
     let ordered = EndpointPatch {
         ordered: Some(true),
         ..Default::default()
     };
-    b.update_endpoint("p", ordered, Timestamp::from_micros(300))
-        .await
-        .unwrap()
-        .expect("p exists");
+    change("p", ordered, 300).await;
     let later = a.claim_due(claim(5_000, 1_000)).await.unwrap();
     assert_eq!((seqs("p", &later), seqs("q", &later)), (vec![1], vec![1]));
 
@@ -224,10 +228,7 @@ pub(crate) async fn claims_see_endpoint_changes_at_once(
         disabled: Some(true),
         ..Default::default()
     };
-    b.update_endpoint("q", disabled, Timestamp::from_micros(400))
-        .await
-        .unwrap()
-        .expect("q exists");
+    change("q", disabled, 400).await;
     b.enqueue(vec![delivery("q", 2)], Timestamp::from_micros(0))
         .await
         .unwrap();
