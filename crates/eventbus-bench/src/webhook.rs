@@ -155,17 +155,19 @@ async fn serve(stream: tokio::net::TcpStream, received: Arc<Received>) -> std::i
         write
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
             .await?;
-        if !received
+        let first = received
             .seen
             .lock()
             .expect("seen lock")
-            .insert((path.clone(), id))
-        {
-            received.duplicates.fetch_add(1, Ordering::Relaxed);
+            .insert((path.clone(), id));
+        if !received.recording.load(Ordering::Acquire) {
+            if first {
+                received.warmup_deliveries.fetch_add(1, Ordering::Relaxed);
+            }
             continue;
         }
-        if !received.recording.load(Ordering::Acquire) {
-            received.warmup_deliveries.fetch_add(1, Ordering::Relaxed);
+        if !first {
+            received.duplicates.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         if let Some(at) = body.windows(9).position(|w| w == b"\"sentAt\":") {

@@ -679,6 +679,74 @@ mod tests {
         b.close().await;
     }
 
+    /// The claim keeps its plan for the session (migration 0014), and a session may make that
+    /// plan while the queue is empty: the plan made then must still walk each endpoint's due
+    /// deliveries in the `webhook_deliveries_due` index and stop at its limit, never read the
+    /// whole queue. The function's own statement is planned here as a generic plan, on an
+    /// empty schema.
+    #[tokio::test]
+    async fn the_claims_kept_plan_walks_the_due_index_even_when_made_on_an_empty_queue() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        let source: String = sqlx::query_scalar(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'eventbus_claim_unordered' \
+             AND pronamespace = current_schema()::regnamespace",
+        )
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+        let body = source
+            .split_once("RETURN QUERY")
+            .and_then(|(_, rest)| rest.rsplit_once(';'))
+            .map(|(statement, _)| statement)
+            .expect("the function returns one query");
+        // The function's arguments become the prepared statement's parameters.
+        let mut sql = String::new();
+        let mut word = String::new();
+        for ch in body.chars().chain(std::iter::once(' ')) {
+            if ch.is_alphanumeric() || ch == '_' {
+                word.push(ch);
+                continue;
+            }
+            let arg = ["eids", "rooms", "due", "lim", "lease"]
+                .iter()
+                .position(|a| *a == word);
+            match arg {
+                Some(i) => sql.push_str(&format!("${}", i + 1)),
+                None => sql.push_str(&word),
+            }
+            word.clear();
+            sql.push(ch);
+        }
+        let mut tx = s.pool().begin().await.unwrap();
+        sqlx::raw_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "PREPARE claim_plan(text[], int8[], int8, int8, int8) AS {sql}"
+        )))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let plan: Vec<String> =
+            sqlx::query_scalar("EXPLAIN EXECUTE claim_plan('{}', '{}', 0, 0, 0)")
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Index Scan using webhook_deliveries_due on webhook_deliveries"),
+            "{plan}"
+        );
+        assert!(!plan.contains("Seq Scan on webhook_deliveries"), "{plan}");
+        // In the index's order: no sort of an endpoint's deliveries before the limit.
+        assert!(!plan.contains("Sort Key: w."), "{plan}");
+        tx.rollback().await.unwrap();
+        s.close().await;
+    }
+
     #[tokio::test]
     async fn leases_move_only_while_still_the_callers() {
         let Some((_schema, s)) = store().await else {

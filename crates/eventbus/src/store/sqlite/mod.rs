@@ -366,6 +366,13 @@ const WAL_RESTART_PAGES: i64 = 4_096;
 /// commit path, is then small.
 const WAL_RESTART_LEFT: i64 = 1_024;
 
+/// Whether the writer should checkpoint the WAL's last frames, after a checkpoint that left a WAL
+/// of `log` pages with `copied` of them copied: only a long WAL, nearly all copied (a reader may
+/// hold the rest back: then the writer would copy much on the commit path, so it waits).
+fn writer_should_restart(log: i64, copied: i64) -> bool {
+    log >= WAL_RESTART_PAGES && log - copied <= WAL_RESTART_LEFT
+}
+
 /// `PRAGMA wal_checkpoint(PASSIVE)` on `conn`: the WAL's length and how much of it is copied, in
 /// pages.
 fn checkpoint_passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
@@ -400,7 +407,7 @@ fn checkpoint_loop(
                 continue;
             }
         };
-        if log < WAL_RESTART_PAGES || log - copied > WAL_RESTART_LEFT {
+        if !writer_should_restart(log, copied) {
             continue;
         }
         let Some(jobs) = writer.upgrade() else { return };
@@ -786,9 +793,30 @@ mod tests {
         reader.execute_batch("COMMIT").expect("commit");
     }
 
+    #[test]
+    fn the_writer_is_asked_for_long_wals_nearly_copied() {
+        assert!(!writer_should_restart(
+            WAL_RESTART_PAGES - 1,
+            WAL_RESTART_PAGES - 1
+        ));
+        assert!(writer_should_restart(WAL_RESTART_PAGES, WAL_RESTART_PAGES));
+        assert!(writer_should_restart(
+            WAL_RESTART_PAGES + WAL_RESTART_LEFT,
+            WAL_RESTART_PAGES
+        ));
+        assert!(!writer_should_restart(
+            WAL_RESTART_PAGES + WAL_RESTART_LEFT + 1,
+            WAL_RESTART_PAGES
+        ));
+        // A busy checkpoint answers -1, -1.
+        assert!(!writer_should_restart(-1, -1));
+    }
+
     #[tokio::test]
     async fn the_writers_own_checkpoint_starts_the_wal_over() {
         let (dir, store) = testing::store();
+        // Only this test's checkpoints run: the thread's could start the WAL over by chance.
+        drop(store.stop_checkpoints.lock().expect("stop lock").take());
         let path = dir.path().join("store.db");
         let other = Connection::open(&path).expect("a second connection");
         for _ in 0..100 {

@@ -170,7 +170,8 @@ pub(crate) async fn claims_are_leased_and_ordered_endpoints_yield_their_head_onl
 }
 
 /// A claim sees endpoint changes at once, whoever made them: `a` claims, `b` changes the
-/// endpoints (another process on PostgreSQL; the same store on SQLite).
+/// endpoints (another process on PostgreSQL, whose claims keep the endpoints they last read;
+/// the same store on SQLite). Each step changes the endpoints between two claims of `a`.
 pub(crate) async fn claims_see_endpoint_changes_at_once(
     a: &dyn WebhookStore,
     b: &dyn WebhookStore,
@@ -184,13 +185,17 @@ pub(crate) async fn claims_see_endpoint_changes_at_once(
         s.sort_unstable();
         s
     };
+    let enqueue = |rows: Vec<NewDelivery>| async move {
+        b.enqueue(rows, Timestamp::from_micros(0)).await.unwrap();
+    };
+    let change = |id: &'static str, patch: EndpointPatch| async move {
+        b.update_endpoint(id, patch, Timestamp::from_micros(2_000))
+            .await
+            .unwrap()
+            .expect("the endpoint exists");
+    };
     b.create_endpoint(endpoint("p", false)).await.unwrap();
-    b.enqueue(
-        vec![delivery("p", 1), delivery("p", 2)],
-        Timestamp::from_micros(0),
-    )
-    .await
-    .unwrap();
+    enqueue(vec![delivery("p", 1), delivery("p", 2)]).await;
     assert_eq!(
         seqs("p", &a.claim_due(claim(100, 1_000)).await.unwrap()),
         [1, 2]
@@ -198,43 +203,60 @@ pub(crate) async fn claims_see_endpoint_changes_at_once(
 
     // A new endpoint: its deliveries come with the next claim.
     b.create_endpoint(endpoint("q", false)).await.unwrap();
-    b.enqueue(
-        vec![delivery("q", 1), delivery("p", 3)],
-        Timestamp::from_micros(0),
-    )
-    .await
-    .unwrap();
+    enqueue(vec![delivery("q", 1), delivery("p", 3)]).await;
     let next = a.claim_due(claim(200, 1_000)).await.unwrap();
     assert_eq!((seqs("p", &next), seqs("q", &next)), (vec![3], vec![1]));
+    let q1 = next.iter().find(|d| d.endpoint_id == "q").unwrap();
+    a.complete(vec![outcome(q1, true, None)], HEALTH)
+        .await
+        .unwrap();
 
-    let change = |id: &'static str, patch: EndpointPatch, at: i64| async move {
-        b.update_endpoint(id, patch, Timestamp::from_micros(at))
-            .await
-            .unwrap()
-            .expect("the endpoint exists");
+    // Another new endpoint, found after part of the claim's room is used (the leases above have
+    // run out; `q` has nothing pending): the rest of the claim keeps both the limit (3) and each endpoint's room (2). At
+    // this time the rotation starts at `p`, so a claim that forgot what it took of `p` would take
+    // a third one.
+    b.create_endpoint(endpoint("r", false)).await.unwrap();
+    enqueue(
+        (4..=6)
+            .map(|n| delivery("p", n))
+            .chain((1..=3).map(|n| delivery("r", n)))
+            .collect(),
+    )
+    .await;
+    let small = Claim {
+        limit: 3,
+        per_endpoint: 2,
+        ..claim(6_000, 1_000)
     };
+    let some = a.claim_due(small).await.unwrap();
+    assert_eq!((seqs("p", &some), seqs("r", &some)), (vec![1, 2], vec![1]));
 
-    // `p` becomes ordered: once the leases end, the next claim takes its head only.
+    // `p` becomes ordered: the next claim (all leases run out) takes its head only.
     let ordered = EndpointPatch {
         ordered: Some(true),
         ..Default::default()
     };
-    change("p", ordered, 300).await;
-    let later = a.claim_due(claim(5_000, 1_000)).await.unwrap();
-    assert_eq!((seqs("p", &later), seqs("q", &later)), (vec![1], vec![1]));
+    change("p", ordered).await;
+    let later = a.claim_due(claim(9_000, 1_000)).await.unwrap();
+    assert_eq!(
+        (seqs("p", &later), seqs("q", &later), seqs("r", &later)),
+        (vec![1], vec![], vec![1, 2, 3])
+    );
 
-    // A disabled endpoint gets nothing more.
+    // `q` is disabled: it gets nothing more. `p`, the ordered one, has no room in this claim, so
+    // the claim starts with the endpoints it knows.
     let disabled = EndpointPatch {
         disabled: Some(true),
         ..Default::default()
     };
-    change("q", disabled, 400).await;
-    b.enqueue(vec![delivery("q", 2)], Timestamp::from_micros(0))
-        .await
-        .unwrap();
+    change("q", disabled).await;
+    enqueue(vec![delivery("q", 2)]).await;
+    let mut without_p = claim(20_000, 1_000);
+    without_p.held.insert("p".into(), without_p.per_endpoint);
+    let last = a.claim_due(without_p).await.unwrap();
     assert_eq!(
-        seqs("q", &a.claim_due(claim(9_000, 1_000)).await.unwrap()),
-        Vec::<u64>::new()
+        (seqs("p", &last), seqs("q", &last), seqs("r", &last)),
+        (vec![], vec![], vec![1, 2, 3])
     );
 }
 
