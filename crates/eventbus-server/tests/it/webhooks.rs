@@ -775,10 +775,14 @@ async fn a_continuously_failing_endpoint_is_disabled_and_announced() {
     )
     .await;
     assert_eq!(shown["disabledReason"], "failing");
-    let events = server
-        .query(&[("type", "integration.status_changed")])
-        .await
-        .body;
+    // The announcement is published once the disabling has committed: wait for it.
+    let events = wait_api(
+        &server,
+        "/v1/events?type=integration.status_changed",
+        "the announcement",
+        |page| !items(page, "events").is_empty(),
+    )
+    .await;
     let announced = &items(&events, "events")[0];
     assert_eq!(announced["payload"]["endpointId"], json!(id));
     assert_eq!(announced["payload"]["status"], "disabled");
