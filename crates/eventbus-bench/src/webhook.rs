@@ -97,8 +97,9 @@ struct Received {
     /// Off during the warm-up: deliveries are counted apart and their latency is not kept.
     recording: std::sync::atomic::AtomicBool,
     warmup_deliveries: AtomicU64,
-    /// Each measured delivery: sent and received (µs since the epoch), endpoint path.
-    trace: Mutex<Vec<(u64, u64, String)>>,
+    /// Each measured delivery: sent and received (µs since the epoch), endpoint path; kept
+    /// only for `--latency-csv`.
+    trace: Option<Mutex<Vec<(u64, u64, String)>>>,
 }
 
 /// One request a receiver read: its path, `webhook-id` header and body.
@@ -182,11 +183,12 @@ async fn serve(stream: tokio::net::TcpStream, received: Arc<Received>) -> std::i
                     .lock()
                     .expect("latency lock")
                     .record(Duration::from_micros(now.saturating_sub(sent)));
-                received
-                    .trace
-                    .lock()
-                    .expect("trace lock")
-                    .push((sent, now, path.clone()));
+                if let Some(trace) = &received.trace {
+                    trace
+                        .lock()
+                        .expect("trace lock")
+                        .push((sent, now, path.clone()));
+                }
             }
         }
         received.deliveries.fetch_add(1, Ordering::Relaxed);
@@ -204,7 +206,10 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
         .await
         .context("binding the receiver")?;
     let port = listener.local_addr()?.port();
-    let received = Arc::new(Received::default());
+    let received = Arc::new(Received {
+        trace: load.latency_csv.as_ref().map(|_| Mutex::default()),
+        ..Received::default()
+    });
     let acceptor = {
         let received = received.clone();
         tokio::spawn(async move {
@@ -265,7 +270,12 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
         .unwrap_or_else(Instant::now);
     let latency = std::mem::take(&mut *received.latencies.lock().expect("latency lock")).summary();
     if let Some(path) = &load.latency_csv {
-        let trace = received.trace.lock().expect("trace lock");
+        let trace = received
+            .trace
+            .as_ref()
+            .expect("kept with --latency-csv")
+            .lock()
+            .expect("trace lock");
         let lines: String = trace
             .iter()
             .map(|(sent, got, path)| format!("{sent},{got},{path}\n"))

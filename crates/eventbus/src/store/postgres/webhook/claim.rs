@@ -11,7 +11,7 @@
 //! is seen by the very claim that notices it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::AssertSqlSafe;
 
@@ -146,6 +146,18 @@ pub(super) fn sort_in_claim_order(deliveries: &mut [Delivery], order: &[&(String
     });
 }
 
+/// The statement of [`claim_unordered`]: the version and each leased delivery's columns.
+static CLAIM_UNORDERED: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<String> = DELIVERY_COLUMNS
+        .split(", ")
+        .map(|c| format!("(delivery).{c}"))
+        .collect();
+    format!(
+        "SELECT version, {} FROM eventbus_claim_unordered($1, $2, $3, $4, $5)",
+        columns.join(", ")
+    )
+});
+
 /// Claims due deliveries of unordered endpoints only (`order`, from [`claim_order`]) in one
 /// statement, which commits by itself (`eventbus_claim_unordered(…)`, migration
 /// `0014_webhook_generic_plans`, planned once per session): each endpoint's due rows in claim
@@ -169,21 +181,14 @@ async fn claim_unordered(
         .iter()
         .map(|id| claim.room(id).min(claim.limit) as i64)
         .collect();
-    let columns: Vec<String> = DELIVERY_COLUMNS
-        .split(", ")
-        .map(|c| format!("(delivery).{c}"))
-        .collect();
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT version, {} FROM eventbus_claim_unordered($1, $2, $3, $4, $5)",
-        columns.join(", ")
-    )))
-    .bind(&ids)
-    .bind(&room)
-    .bind(claim.now.as_micros())
-    .bind(claim.limit as i64)
-    .bind(claim.lease_until.as_micros())
-    .fetch_all(db)
-    .await?;
+    let rows = sqlx::query(AssertSqlSafe(CLAIM_UNORDERED.as_str()))
+        .bind(&ids)
+        .bind(&room)
+        .bind(claim.now.as_micros())
+        .bind(claim.limit as i64)
+        .bind(claim.lease_until.as_micros())
+        .fetch_all(db)
+        .await?;
     let version = rows.first().map(|r| r.try_get::<i64, _>(0)).transpose()?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
