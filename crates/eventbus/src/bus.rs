@@ -352,11 +352,11 @@ struct BusStatus(Weak<Inner>);
 impl StatusSink for BusStatus {
     async fn publish_status(&self, event: NewEvent) -> Result<(), StatusError> {
         let inner = self.0.upgrade().ok_or(StatusError::Closed)?;
-        EventBus { inner }
-            .publish(event)
-            .await
-            .map(drop)
-            .map_err(|e| StatusError::Publish(Box::new(e)))
+        match (EventBus { inner }).publish(event).await {
+            Ok(_) => Ok(()),
+            Err(PublishError::Store(StoreError::Conflict { .. })) => Err(StatusError::Exists),
+            Err(e) => Err(StatusError::Publish(Box::new(e))),
+        }
     }
 }
 

@@ -275,6 +275,67 @@ fn webhook_node_env(url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// An endpoint disabled for failing was announced (`integration.status_changed`) by a publish
+/// made after the disabling had committed: a node that died between the two never announced it.
+/// Every start now announces the endpoints it finds disabled for failing, under an id made of the
+/// endpoint and its failure streak, so the announcement is made once however often nodes start.
+#[tokio::test]
+async fn an_endpoint_disabled_just_before_a_crash_was_never_announced() {
+    let Some(schema) = crate::common::pg::Schema::create("reg", "unannounced") else {
+        return;
+    };
+    let env = webhook_node_env(&schema.store_url());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut node = TestServer::start(&env).await;
+    let receiver = crate::common::receiver::WebhookReceiver::start().await;
+    let ep = node
+        .create_webhook(&json!({"url": receiver.url("/hook"), "tenantId": "t_1"}))
+        .await;
+    let id = ep["id"].as_str().expect("an endpoint id").to_owned();
+    node.kill();
+    // What the node left had it died right after committing the disabling.
+    crate::common::psql_rows(
+        &crate::common::pg::database_url(),
+        &format!(
+            "UPDATE {}.webhook_endpoints SET disabled = true, disabled_reason = 'failing', \
+             failing_since = 1700000000000000, failure_count = 5 WHERE id = '{id}'",
+            schema.0
+        ),
+    );
+    let announcements = "/v1/events?type=integration.status_changed";
+    node.restart().await;
+    let page = crate::webhooks::wait_api(&node, announcements, "the announcement", |page| {
+        !crate::webhooks::items(page, "events").is_empty()
+    })
+    .await;
+    let events = crate::webhooks::items(&page, "events");
+    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(events[0]["payload"]["endpointId"], json!(id));
+    assert_eq!(events[0]["payload"]["status"], "disabled");
+    assert_eq!(events[0]["payload"]["reason"], "failing");
+    assert_eq!(events[0]["payload"]["failures"], 5);
+    assert_eq!(events[0]["tenantId"], "t_1");
+
+    // Another crash and start: the announcement is found made. A delivery to another endpoint
+    // shows the worker got past its start, where it announces.
+    node.kill();
+    node.restart().await;
+    let sentinel = crate::common::receiver::WebhookReceiver::start().await;
+    node.create_webhook(&json!({"url": sentinel.url("/sentinel")}))
+        .await;
+    node.publish_ok(&json!({"type": "project.created", "payload": {}}))
+        .await;
+    sentinel.wait_for(1, WAIT).await;
+    let page = node.get(announcements, &[]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(
+        crate::webhooks::items(&page.body, "events").len(),
+        1,
+        "announced again: {}",
+        page.body
+    );
+}
+
 /// On PostgreSQL, a node stopped by SIGTERM left the deliveries it had claimed and not sent
 /// leased for twice the attempt timeout plus a minute: no other node could send them meanwhile.
 /// The leases of what it did not send are now released when it stops.

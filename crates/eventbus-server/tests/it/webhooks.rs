@@ -95,7 +95,7 @@ fn verifies(secret: &str, r: &Received) -> bool {
 }
 
 /// Polls `GET path` until `done(body)` holds.
-async fn wait_api(
+pub(crate) async fn wait_api(
     server: &TestServer,
     path: &str,
     what: &str,
@@ -117,7 +117,7 @@ async fn wait_api(
     }
 }
 
-fn items<'a>(body: &'a Value, key: &str) -> &'a Vec<Value> {
+pub(crate) fn items<'a>(body: &'a Value, key: &str) -> &'a Vec<Value> {
     body[key]
         .as_array()
         .unwrap_or_else(|| panic!("no {key} array in {body}"))

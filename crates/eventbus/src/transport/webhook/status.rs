@@ -7,7 +7,8 @@ use crate::core::event::NewEvent;
 /// Publishes the transport's status events.
 #[async_trait::async_trait]
 pub trait StatusSink: Send + Sync + 'static {
-    /// Publishes `event` as a trusted in-process publisher; `Ok` once it is stored.
+    /// Publishes `event` as a trusted in-process publisher; `Ok` once it is stored (or was
+    /// already: an event with its id and content).
     async fn publish_status(&self, event: NewEvent) -> Result<(), StatusError>;
 }
 
@@ -18,6 +19,9 @@ pub enum StatusError {
     /// The bus is gone.
     #[error("the bus has shut down")]
     Closed,
+    /// An event with the same id but other content is stored already.
+    #[error("an event with this id is stored already, with other content")]
+    Exists,
     /// The publish failed.
     #[error(transparent)]
     Publish(Box<dyn std::error::Error + Send + Sync>),
