@@ -355,6 +355,11 @@ impl StatusSink for BusStatus {
         match (EventBus { inner }).publish(event).await {
             Ok(_) => Ok(()),
             Err(PublishError::Store(StoreError::Conflict { .. })) => Err(StatusError::Exists),
+            Err(
+                e @ (PublishError::Invalid(_)
+                | PublishError::Rejected(_)
+                | PublishError::BatchSize { .. }),
+            ) => Err(StatusError::Refused(e.to_string())),
             Err(e) => Err(StatusError::Publish(Box::new(e))),
         }
     }

@@ -284,7 +284,8 @@ async fn an_endpoint_disabled_just_before_a_crash_was_never_announced() {
     let Some(schema) = crate::common::pg::Schema::create("reg", "unannounced") else {
         return;
     };
-    let env = webhook_node_env(&schema.store_url());
+    let mut env = webhook_node_env(&schema.store_url());
+    env.push(("RUST_LOG", "warn,eventbus=info".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut node = TestServer::start(&env).await;
     let receiver = crate::common::receiver::WebhookReceiver::start().await;
@@ -310,22 +311,36 @@ async fn an_endpoint_disabled_just_before_a_crash_was_never_announced() {
     .await;
     let events = crate::webhooks::items(&page, "events");
     assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(
+        events[0]["id"],
+        json!(format!("webhook-disabled-{id}-1700000000000000"))
+    );
     assert_eq!(events[0]["payload"]["endpointId"], json!(id));
     assert_eq!(events[0]["payload"]["status"], "disabled");
     assert_eq!(events[0]["payload"]["reason"], "failing");
     assert_eq!(events[0]["payload"]["failures"], 5);
     assert_eq!(events[0]["tenantId"], "t_1");
 
-    // Another crash and start: the announcement is found made. A delivery to another endpoint
-    // shows the worker got past its start, where it announces.
+    // Another crash and start: the announcement is found made, once the start's announcements
+    // are done (the node says so).
     node.kill();
     node.restart().await;
-    let sentinel = crate::common::receiver::WebhookReceiver::start().await;
-    node.create_webhook(&json!({"url": sentinel.url("/sentinel")}))
-        .await;
-    node.publish_ok(&json!({"type": "project.created", "payload": {}}))
-        .await;
-    sentinel.wait_for(1, WAIT).await;
+    let done = "webhook endpoints found disabled for failing are announced";
+    let deadline = std::time::Instant::now() + WAIT;
+    // The log of this start only: the one before said the same.
+    while !node
+        .log_text()
+        .rsplit("---- restart ----")
+        .next()
+        .is_some_and(|this_start| this_start.contains(done))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start's announcements were not done within {WAIT:?}:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let page = node.get(announcements, &[]).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(

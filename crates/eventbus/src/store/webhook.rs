@@ -20,7 +20,9 @@
 //!   delivery (by event `seq`) is ever claimable, and only while nothing else of it is leased.
 //! - **Every attempt is logged** by [`WebhookStore::complete`] in the same transaction that moves
 //!   the delivery on (succeeded, retry at a time, or failed = dead letter) and updates the
-//!   endpoint's failure streak, auto-disabling it per [`HealthPolicy`].
+//!   endpoint's failure streak, auto-disabling it per [`HealthPolicy`]. A disabled endpoint's
+//!   streak stays as it was when it was disabled (attempts under way then still end and are
+//!   logged); enabling it clears the streak.
 //!
 //! [`EventStore`]: super::EventStore
 

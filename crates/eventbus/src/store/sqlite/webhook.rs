@@ -300,14 +300,14 @@ fn complete_one(
     if r.success {
         tx.prepare_cached(
             "UPDATE webhook_endpoints SET failing_since = NULL, failure_count = 0 \
-             WHERE id = ?1 AND failure_count > 0",
+             WHERE id = ?1 AND failure_count > 0 AND disabled = 0",
         )?
         .execute([&r.endpoint_id])?;
         return Ok(());
     }
     tx.prepare_cached(
         "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, ?2), \
-         failure_count = failure_count + 1 WHERE id = ?1",
+         failure_count = failure_count + 1 WHERE id = ?1 AND disabled = 0",
     )?
     .execute(params![r.endpoint_id, r.started_at.as_micros()])?;
     let changed = tx

@@ -37,6 +37,7 @@
 //!
 //! [`WebhookStore`]: crate::store::webhook::WebhookStore
 
+mod announce;
 mod cache;
 pub mod client;
 mod error;

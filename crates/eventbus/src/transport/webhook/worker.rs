@@ -18,11 +18,8 @@
 //! - The recorder writes records in batches ([`WebhookStore::complete`]): the attempt log, the
 //!   next state (succeeded, retry at a jittered schedule time or `Retry-After`, or dead letter),
 //!   the endpoint's failure streak. Endpoints disabled by it are announced with an
-//!   `integration.status_changed` event, published through the [`StatusSink`] after the
-//!   disabling committed. The announcement's id is derived from the endpoint and its failure
-//!   streak, and every start announces again each endpoint found disabled for failing: a crash
-//!   between the disabling and the announcement loses nothing, and an announcement made
-//!   already is recognised by its id and not stored twice (at least once; the same id).
+//!   `integration.status_changed` event, published through the [`StatusSink`] by the
+//!   [`announce`] task once the disabling committed.
 //!
 //! Leases are short and renewed while held ([`leases`]). On shutdown the loop stops claiming;
 //! attempts not yet sent are dropped and their leases released, for another process (or the
@@ -43,11 +40,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::announce;
 use super::leases;
 use super::request::{self, BodyError};
 use super::shared::Shared;
-use super::status::StatusError;
-use crate::core::event::NewEvent;
 use crate::core::time::Timestamp;
 use crate::store::webhook::{AttemptRecord, Claim, Delivery, Endpoint, HealthPolicy};
 use crate::transport::{RETRY_DELAY, sleep_or_cancel};
@@ -138,24 +134,7 @@ pub(super) async fn run(
             }
         }
     }
-    // Endpoints a previous run disabled, in case it stopped before announcing them.
-    let disabled = loop {
-        match shared.store.list_endpoints().await {
-            Ok((list, _)) => break list,
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook worker cannot read its endpoints; retrying");
-                if sleep_or_cancel(&cancel, RETRY_DELAY).await {
-                    return;
-                }
-            }
-        }
-    };
-    for ep in disabled
-        .iter()
-        .filter(|ep| ep.disabled && ep.disabled_reason.as_deref() == Some(FAILING))
-    {
-        announce_disabled(&shared, ep, &cancel).await;
-    }
+    let announcer = announce::start(shared.clone(), &tasks, cancel.clone());
     let options = &shared.options;
     let lanes = Arc::new(Lanes {
         lanes: Mutex::new(HashMap::new()),
@@ -164,7 +143,7 @@ pub(super) async fn run(
         freed: Notify::new(),
     });
     let (records, inbox) = mpsc::channel(options.max_in_flight.max(1) * 2);
-    tasks.spawn(recorder(shared.clone(), inbox, abort.clone()));
+    tasks.spawn(recorder(shared.clone(), inbox, announcer, abort.clone()));
     while !cancel.is_cancelled() {
         let room = options
             .max_in_flight
@@ -465,6 +444,7 @@ struct Recorded {
 async fn recorder(
     shared: Arc<Shared>,
     mut inbox: mpsc::Receiver<Recorded>,
+    announcer: mpsc::UnboundedSender<Endpoint>,
     abort: CancellationToken,
 ) {
     let health = HealthPolicy {
@@ -497,53 +477,12 @@ async fn recorder(
         for ep in disabled {
             shared.stats.auto_disabled.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(endpoint = %ep.id, url = %ep.url, failures = ep.failure_count, "webhook endpoint disabled: failing continuously");
-            announce_disabled(&shared, &ep, &abort).await;
+            // Announced after the disabling committed; if this process stops first, the next
+            // start announces it.
+            let _ = announcer.send(ep);
         }
         if unblocks {
             shared.wake.notify_one();
-        }
-    }
-}
-
-/// Why an endpoint the worker disabled is disabled.
-const FAILING: &str = "failing";
-
-/// The id of the announcement that `ep` was disabled for failing: one per endpoint and failure
-/// streak, so announcing again is recognised.
-fn announcement_id(ep: &Endpoint) -> String {
-    let streak = ep.failing_since.map_or(0, |t| t.as_micros());
-    format!("webhook-disabled-{}-{streak}", ep.id)
-}
-
-/// Publishes `integration.status_changed` about an endpoint disabled for failing; retries until
-/// it is stored (or found stored) or `cancel` fires (the next start announces it then).
-async fn announce_disabled(shared: &Shared, ep: &Endpoint, cancel: &CancellationToken) {
-    let mut event = NewEvent::new(
-        "integration.status_changed",
-        serde_json::json!({
-            "integration": "webhook",
-            "endpointId": ep.id,
-            "url": ep.url,
-            "status": "disabled",
-            "reason": "failing",
-            "failingSince": ep.failing_since,
-            "failures": ep.failure_count,
-        }),
-    );
-    event.id = Some(announcement_id(ep));
-    event.project_id = ep.project_id.clone();
-    event.tenant_id = ep.tenant_id.clone();
-    loop {
-        match shared.status.publish_status(event.clone()).await {
-            // Stored by an earlier announcement whose endpoint has changed since (its URL).
-            Ok(()) | Err(StatusError::Exists) => return,
-            Err(StatusError::Closed) => return,
-            Err(e) => {
-                tracing::error!(error = %e, endpoint = %ep.id, "cannot publish the endpoint's status change; retrying");
-                if sleep_or_cancel(cancel, RETRY_DELAY).await {
-                    return;
-                }
-            }
         }
     }
 }

@@ -132,7 +132,7 @@ async fn apply_streak(
     if streak.failures == 0 {
         sqlx::query(
             "UPDATE webhook_endpoints SET failing_since = NULL, failure_count = 0 \
-             WHERE id = $1 AND failure_count > 0",
+             WHERE id = $1 AND failure_count > 0 AND NOT disabled",
         )
         .bind(endpoint_id)
         .execute(&mut **tx)
@@ -140,10 +140,11 @@ async fn apply_streak(
         return Ok(false);
     }
     let sql = if streak.reset {
-        "UPDATE webhook_endpoints SET failing_since = $2, failure_count = $3 WHERE id = $1"
+        "UPDATE webhook_endpoints SET failing_since = $2, failure_count = $3 \
+         WHERE id = $1 AND NOT disabled"
     } else {
         "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2), \
-         failure_count = failure_count + $3 WHERE id = $1"
+         failure_count = failure_count + $3 WHERE id = $1 AND NOT disabled"
     };
     sqlx::query(sql)
         .bind(endpoint_id)
