@@ -132,7 +132,8 @@ struct EndpointBody {
     /// Last change.
     #[schema(format = DateTime)]
     updated_at: String,
-    /// Start of the current failure streak.
+    /// Start of the current failure streak (of an endpoint disabled for failing: of the streak
+    /// that disabled it).
     #[schema(format = DateTime)]
     failing_since: Option<String>,
     /// Failed attempts in the current streak.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 
-fn endpoint(id: &str, ordered: bool) -> Endpoint {
+pub(crate) fn endpoint(id: &str, ordered: bool) -> Endpoint {
     let now = Timestamp::from_micros(1_000);
     Endpoint {
         id: id.into(),
@@ -340,13 +340,18 @@ pub(crate) async fn the_last_failure_dead_letters_and_failing_endpoints_are_disa
 ) {
     s.create_endpoint(endpoint("a", false)).await.unwrap();
     s.enqueue(
-        vec![delivery("a", 1), delivery("a", 2), delivery("a", 3)],
+        vec![
+            delivery("a", 1),
+            delivery("a", 2),
+            delivery("a", 3),
+            delivery("a", 4),
+        ],
         Timestamp::from_micros(0),
     )
     .await
     .unwrap();
     let ds = s.claim_due(claim(100, 1_000)).await.unwrap();
-    assert_eq!(ds.len(), 3);
+    assert_eq!(ds.len(), 4);
     let health = HealthPolicy {
         window_micros: 0,
         failures: 2,
@@ -372,16 +377,18 @@ pub(crate) async fn the_last_failure_dead_letters_and_failing_endpoints_are_disa
         s.claim_due(claim(10_000, 1_000)).await.unwrap().is_empty(),
         "a disabled endpoint is not served"
     );
-    // An attempt under way at the disabling succeeds later: the endpoint keeps the streak it
-    // was disabled with (its announcement is made of it).
+    // Attempts under way at the disabling end later, one failing, one succeeding: the endpoint
+    // keeps the streak it was disabled with (its announcement is made of it).
     let streak = |e: &Endpoint| (e.failing_since, e.failure_count);
     let at_disabling = streak(&disabled[0]);
     assert_eq!(at_disabling.1, 2);
-    s.complete(vec![outcome(&ds[2], true, None)], health)
-        .await
-        .unwrap();
-    let ep = s.get_endpoint("a").await.unwrap().unwrap();
-    assert_eq!(streak(&ep), at_disabling);
+    for (d, success) in [(&ds[2], false), (&ds[3], true)] {
+        s.complete(vec![outcome(d, success, None)], health)
+            .await
+            .unwrap();
+        let ep = s.get_endpoint("a").await.unwrap().unwrap();
+        assert_eq!(streak(&ep), at_disabling);
+    }
 
     let retried = s
         .retry_delivery(ds[0].id, Timestamp::from_micros(11_000))
@@ -400,7 +407,7 @@ pub(crate) async fn the_last_failure_dead_letters_and_failing_endpoints_are_disa
         })
         .await
         .unwrap();
-    assert_eq!(attempts.items.len(), 3);
+    assert_eq!(attempts.items.len(), 4);
 }
 
 /// An endpoint's figures: its attempts that started at or after `since` (sums, the newest

@@ -134,7 +134,13 @@ pub(super) async fn run(
             }
         }
     }
-    let announcer = announce::start(shared.clone(), &tasks, cancel.clone());
+    let announcer = announce::start(
+        shared.store.clone(),
+        shared.status.clone(),
+        &tasks,
+        cancel.clone(),
+        abort.clone(),
+    );
     let options = &shared.options;
     let lanes = Arc::new(Lanes {
         lanes: Mutex::new(HashMap::new()),
@@ -479,7 +485,9 @@ async fn recorder(
             tracing::warn!(endpoint = %ep.id, url = %ep.url, failures = ep.failure_count, "webhook endpoint disabled: failing continuously");
             // Announced after the disabling committed; if this process stops first, the next
             // start announces it.
-            let _ = announcer.send(ep);
+            if let Err(mpsc::error::SendError(ep)) = announcer.send(ep) {
+                tracing::warn!(endpoint = %ep.id, "the announcer has stopped; the next start announces the endpoint");
+            }
         }
         if unblocks {
             shared.wake.notify_one();
