@@ -31,7 +31,7 @@ use crate::transport::{RETRY_DELAY, sleep_or_cancel};
 /// The `disabled_reason` of an endpoint the worker disabled.
 const FAILING: &str = "failing";
 
-/// Tries of one announcement before it is left to the next start (about 50 s of waits).
+/// Tries of one announcement before it is left to the next start (about 25 s of waits).
 const TRIES: u32 = 8;
 
 /// Starts the task. The startup scan stops at `cancel`; the task ends when every sender of the
