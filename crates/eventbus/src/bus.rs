@@ -355,11 +355,7 @@ impl StatusSink for BusStatus {
         match (EventBus { inner }).publish(event).await {
             Ok(_) => Ok(()),
             Err(PublishError::Store(StoreError::Conflict { .. })) => Err(StatusError::Exists),
-            Err(
-                e @ (PublishError::Invalid(_)
-                | PublishError::Rejected(_)
-                | PublishError::BatchSize { .. }),
-            ) => Err(StatusError::Refused(e.to_string())),
+            Err(e) if refused(&e) => Err(StatusError::Refused(e.to_string())),
             Err(e) => Err(StatusError::Publish(Box::new(e))),
         }
     }
@@ -884,16 +880,21 @@ fn expectation(
     }
 }
 
+/// Whether `e` refuses the publish for good (a 4xx): the same publish gets the same answer.
+fn refused(e: &PublishError) -> bool {
+    matches!(
+        e,
+        PublishError::Invalid(_)
+            | PublishError::Rejected(_)
+            | PublishError::BatchSize { .. }
+            | PublishError::Store(StoreError::Conflict { .. })
+            | PublishError::Store(StoreError::WrongExpectedSeq { .. })
+    )
+}
+
 /// The metric outcome of a failed publish: refused (4xx) or failed (5xx).
 fn outcome(e: &PublishError) -> &'static str {
-    match e {
-        PublishError::Invalid(_)
-        | PublishError::Rejected(_)
-        | PublishError::BatchSize { .. }
-        | PublishError::Store(StoreError::Conflict { .. })
-        | PublishError::Store(StoreError::WrongExpectedSeq { .. }) => "rejected",
-        _ => "failed",
-    }
+    if refused(e) { "rejected" } else { "failed" }
 }
 
 #[cfg(test)]
