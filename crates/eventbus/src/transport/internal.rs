@@ -43,6 +43,9 @@ pub struct SubscriberStats {
 
 struct Shared {
     queue: mpsc::Sender<Arc<Event>>,
+    /// The log's head when the subscriber registered; the dispatcher may still be behind it,
+    /// and what it hands out up to here is not the subscriber's, so it is never queued.
+    floor: u64,
     lagged: AtomicBool,
     wake: Notify,
     stats: Arc<SubscriberStats>,
@@ -128,20 +131,22 @@ impl Subscribers {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, rx) = mpsc::channel(self.queue_capacity);
         let stats = Arc::new(SubscriberStats::default());
-        let shared = Arc::new(Shared {
-            queue,
-            lagged: AtomicBool::new(false),
-            wake: Notify::new(),
-            stats: stats.clone(),
-        });
         // The cursor is taken under the registry lock, which the dispatcher holds while it
         // hands out an event: every event after it reaches the queue or the catch-up.
-        let cursor = {
+        let shared = {
             let mut reg = self.registry.lock().expect("registry lock");
+            let shared = Arc::new(Shared {
+                queue,
+                floor: self.store.log().head(),
+                lagged: AtomicBool::new(false),
+                wake: Notify::new(),
+                stats: stats.clone(),
+            });
             reg.index.insert(&pattern, id);
             reg.subscribers.insert(id, shared.clone());
-            self.store.log().head()
+            shared
         };
+        let cursor = shared.floor;
         let cancel = self.cancel.child_token();
         let worker = Worker {
             metrics: crate::metric::HandlerMetrics::new(format!("subscriber:{pattern}")),
@@ -177,7 +182,7 @@ impl Subscribers {
             let Some(sub) = reg.subscribers.get(id) else {
                 continue;
             };
-            if sub.lagged.load(Ordering::Acquire) {
+            if event.seq <= sub.floor || sub.lagged.load(Ordering::Acquire) {
                 continue;
             }
             if let Err(mpsc::error::TrySendError::Full(_)) = sub.queue.try_send(event.clone()) {
@@ -341,5 +346,54 @@ impl Drop for Subscription {
         if let Some(owner) = self.owner.upgrade() {
             owner.remove(self.id, &self.pattern);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::NewEvent;
+    use crate::core::time::Timestamp;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+    fn event(n: u64) -> Event {
+        NewEvent::new("a.b", serde_json::json!({ "n": n }))
+            .into_event(Timestamp::now())
+            .unwrap()
+    }
+
+    /// Events committed before a subscriber registered, which the dispatcher hands out only
+    /// after it, are not queued for it: they neither fill its queue (a lag and a read of the
+    /// store for nothing) nor reach its handler.
+    #[tokio::test]
+    async fn what_the_dispatcher_is_behind_on_at_subscribe_is_not_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("sub.db"), SqliteOptions::default())
+            .expect("opening the store");
+        let store: Arc<dyn EventStore> = Arc::new(store);
+        // Not started: this test plays the dispatcher, behind on what was committed.
+        let subs = Subscribers::new(
+            store.clone(),
+            1,
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let before = store.append((0..3).map(event).collect()).await.unwrap();
+        let (seen, mut rx) = mpsc::unbounded_channel();
+        let handler: Handler = Arc::new(move |e: Arc<Event>| {
+            let _ = seen.send(e.seq);
+            Box::pin(async {})
+        });
+        let sub = subs.subscribe(Pattern::parse("a.*").unwrap(), handler);
+        for appended in &before {
+            subs.dispatch(&appended.event);
+        }
+        let after = store.append(vec![event(3)]).await.unwrap();
+        subs.dispatch(&after[0].event);
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the event after the subscribe is handled");
+        assert_eq!(first, Some(after[0].event.seq));
+        assert_eq!(sub.stats().lags.load(Ordering::Relaxed), 0, "no lag");
     }
 }

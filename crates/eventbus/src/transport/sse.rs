@@ -83,6 +83,10 @@ struct Slot {
     queue: Mutex<VecDeque<(u64, Bytes)>>,
     capacity: usize,
     filter: EventFilter,
+    /// The log's head when the connection registered: the dispatcher may still be behind it,
+    /// and what it dispatches up to here the connection has (replay) or skips (live start), so
+    /// it is never queued and cannot fill the queue.
+    floor: u64,
     /// The queue overflowed: the dispatcher skips the connection until it is cleared.
     lagged: AtomicBool,
     /// Woken when a frame is queued or the connection lagged.
@@ -215,24 +219,26 @@ impl SseHub {
             to: None,
             ..filter
         };
-        let slot = Arc::new(Slot {
-            queue: Mutex::new(VecDeque::new()),
-            capacity: self.options.queue.max(1),
-            filter: filter.clone(),
-            lagged: AtomicBool::new(false),
-            wake: Notify::new(),
-        });
-        // Registered before the cursor is read (under the same lock the dispatcher holds), so
+        // Registered under the lock the dispatcher holds, with the cursor read there too, so
         // every later event reaches the queue or the replay.
-        let cursor = {
+        let slot = {
             let mut reg = self.registry.lock().expect("sse registry lock");
+            let slot = Arc::new(Slot {
+                queue: Mutex::new(VecDeque::new()),
+                capacity: self.options.queue.max(1),
+                filter: filter.clone(),
+                floor: self.store.log().head(),
+                lagged: AtomicBool::new(false),
+                wake: Notify::new(),
+            });
             let index = reg.by_project.entry(filter.project_id.clone()).or_default();
             for pattern in patterns(&filter) {
                 index.insert(&pattern, id);
             }
             reg.slots.insert(id, slot.clone());
-            self.store.log().head()
+            slot
         };
+        let cursor = slot.floor;
         let mut heartbeat = tokio::time::interval_at(
             Instant::now() + self.options.heartbeat,
             self.options.heartbeat,
@@ -282,7 +288,10 @@ impl SseHub {
             let ids = index.matches(&event.event_type);
             for id in ids.iter() {
                 let Some(slot) = slots.get(id) else { continue };
-                if slot.lagged.load(Ordering::Acquire) || !slot.filter.matches(event) {
+                if event.seq <= slot.floor
+                    || slot.lagged.load(Ordering::Acquire)
+                    || !slot.filter.matches(event)
+                {
                     continue;
                 }
                 let bytes = frame.get_or_insert_with(|| event_frame(event)).clone();
@@ -552,5 +561,54 @@ mod tests {
             on_time(took, every, 1),
             "the next one a full interval later, not the other missed ones: {took:?}"
         );
+    }
+
+    fn event(payload: serde_json::Value) -> Event {
+        crate::core::event::NewEvent::new("a.b", payload)
+            .into_event(crate::core::time::Timestamp::now())
+            .unwrap()
+    }
+
+    /// Events committed before a connection opened, which the dispatcher hands out only after
+    /// it, are not queued for it: a burst the dispatcher is behind on does not fill a new
+    /// connection's queue and close it as lagged before it was sent anything.
+    #[tokio::test]
+    async fn what_the_dispatcher_is_behind_on_at_connect_does_not_fill_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("sse.db"), SqliteOptions::default())
+            .expect("opening the store");
+        let store: Arc<dyn EventStore> = Arc::new(store);
+        let options = SseOptions {
+            queue: 2,
+            ..SseOptions::default()
+        };
+        let hub = SseHub::start(
+            store.clone(),
+            options,
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let before = (0..5).map(|_| event(serde_json::json!({}))).collect();
+        let before = store.append(before).await.unwrap();
+        let mut conn = hub.connect(EventFilter::default(), None).unwrap();
+        assert_eq!(&conn.next_chunk().await.unwrap()[..5], b"retry");
+        // The dispatcher hands the five out only now, as it does when it is behind.
+        for appended in &before {
+            hub.dispatch(&appended.event);
+        }
+        let after = store
+            .append(vec![event(serde_json::json!({"n": 6}))])
+            .await
+            .unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(10), conn.next_chunk())
+            .await
+            .expect("the event after the connect arrives")
+            .unwrap();
+        let text = String::from_utf8_lossy(&chunk);
+        assert!(
+            text.starts_with(&format!("id: {}\n", after[0].event.seq)),
+            "the first frame is the event after the connect, not a `lagged`: {text}"
+        );
+        assert_eq!(hub.stats().lagged.load(Ordering::Relaxed), 0);
     }
 }
