@@ -468,9 +468,13 @@ impl WebhookStore for PgStore {
         let ends: Vec<i64> = held.iter().map(|(_, end)| end.as_micros()).collect();
         self.write(async {
             let moved: Vec<i64> = sqlx::query_scalar(
+                // Locked in id order first, as every transaction that waits for deliveries
+                // does (the record's): the held leases come in any order.
                 "UPDATE webhook_deliveries d SET lease_until = $3 \
                  FROM UNNEST($1::bigint[], $2::bigint[]) AS h(id, lease_until) \
-                 WHERE d.id = h.id AND d.lease_until = h.lease_until AND d.status = 'pending' \
+                 WHERE d.id IN (SELECT id FROM webhook_deliveries WHERE id = ANY($1) \
+                                ORDER BY id FOR UPDATE) \
+                   AND d.id = h.id AND d.lease_until = h.lease_until AND d.status = 'pending' \
                  RETURNING d.id",
             )
             .bind(&ids)
@@ -753,6 +757,83 @@ mod tests {
             return;
         };
         contract::leases_move_only_while_still_the_callers(&s).await;
+    }
+
+    /// A renewal takes its row locks in id order, whatever order the held leases come in, as
+    /// the record does: a record holding the lower of two leased deliveries and wanting the
+    /// higher gets it while a renewal of both waits, instead of the two waiting for each other
+    /// until PostgreSQL cancels one as a deadlock.
+    #[tokio::test]
+    async fn a_renewal_locks_in_id_order_and_never_deadlocks_with_a_record() {
+        let Some((_schema, s)) = store().await else {
+            return;
+        };
+        s.create_endpoint(contract::endpoint("p", false))
+            .await
+            .unwrap();
+        s.enqueue(
+            vec![contract::delivery("p", 1), contract::delivery("p", 2)],
+            Timestamp::from_micros(0),
+        )
+        .await
+        .unwrap();
+        let claimed = s.claim_due(contract::claim(100, 1_000)).await.unwrap();
+        let mut ids: Vec<i64> = claimed.iter().map(|d| d.id as i64).collect();
+        ids.sort_unstable();
+        let (low, high) = (ids[0], ids[1]);
+        let until = Timestamp::from_micros(1_100); // the claim's: at 100 for 1,000
+        // The record's first step: the lower one locked.
+        let s = std::sync::Arc::new(s);
+        let mut record = s.pool().begin().await.unwrap();
+        let record_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *record)
+            .await
+            .unwrap();
+        sqlx::query("SET LOCAL lock_timeout = '10s'")
+            .execute(&mut *record)
+            .await
+            .unwrap();
+        let lock = "SELECT id FROM webhook_deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+        sqlx::query(lock)
+            .bind(vec![low])
+            .execute(&mut *record)
+            .await
+            .unwrap();
+        // The renewal, the higher one first, waits.
+        let renewing = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let held = [(high as u64, until), (low as u64, until)];
+                s.renew_leases(&held, Timestamp::from_micros(50_000)).await
+            })
+        };
+        let mut waiting = false;
+        for _ in 0..200 {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+            )
+            .bind(record_pid)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+            if n > 0 {
+                waiting = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(waiting, "the renewal waits for the record's lock");
+        // The record goes on to the higher one: free, since the renewal took nothing yet.
+        sqlx::query(lock)
+            .bind(vec![low, high])
+            .execute(&mut *record)
+            .await
+            .expect("the record gets the delivery the renewal would have held");
+        record.commit().await.unwrap();
+        let mut moved = renewing.await.unwrap().expect("the renewal goes through");
+        moved.sort_unstable();
+        assert_eq!(moved, [low as u64, high as u64]);
+        s.close().await;
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ pub(crate) fn endpoint(id: &str, ordered: bool) -> Endpoint {
     }
 }
 
-fn delivery(ep: &str, seq: u64) -> NewDelivery {
+pub(crate) fn delivery(ep: &str, seq: u64) -> NewDelivery {
     NewDelivery {
         endpoint_id: ep.into(),
         event_seq: seq,
@@ -40,7 +40,7 @@ fn delivery(ep: &str, seq: u64) -> NewDelivery {
     }
 }
 
-fn claim(now: i64, lease: i64) -> Claim {
+pub(crate) fn claim(now: i64, lease: i64) -> Claim {
     Claim {
         now: Timestamp::from_micros(now),
         lease_until: Timestamp::from_micros(now + lease),
