@@ -131,16 +131,29 @@ impl Fanout {
                 self.stored = self.cursor;
                 self.since_stored = Instant::now();
             }
-            FanOutResult::Stale { cursor, .. } => self.restart_from(shared, cursor).await?,
+            FanOutResult::Stale {
+                cursor,
+                endpoints_version,
+            } => self.restart_from(shared, cursor, endpoints_version).await?,
         }
         Ok(())
     }
 
-    /// After a refused step: continue from the stored `cursor` with fresh endpoints, matching
-    /// again whatever was only advanced in memory.
-    async fn restart_from(&mut self, shared: &Shared, cursor: u64) -> Result<(), StoreError> {
-        self.generation = shared.endpoints.generation();
-        self.snapshot = shared.endpoints.reload(&*shared.store).await?;
+    /// After a refused step: continue from the stored `cursor`, matching again whatever was only
+    /// advanced in memory, with the endpoints re-read when they moved (`version`, or a change
+    /// made here). When only the cursor moved (another process queued the range) the snapshot
+    /// stands: every endpoint change bumps the version.
+    async fn restart_from(
+        &mut self,
+        shared: &Shared,
+        cursor: u64,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let generation = shared.endpoints.generation();
+        if version != self.snapshot.version || generation != self.generation {
+            self.generation = generation;
+            self.snapshot = shared.endpoints.reload(&*shared.store).await?;
+        }
         self.stored = cursor;
         self.cursor = cursor;
         self.since_stored = Instant::now();
@@ -206,7 +219,10 @@ impl Fanout {
                 shared.wake.notify_one();
             }
             // Another process moved the cursor, or the endpoints changed: reload and redo.
-            FanOutResult::Stale { cursor, .. } => self.restart_from(shared, cursor).await?,
+            FanOutResult::Stale {
+                cursor,
+                endpoints_version,
+            } => self.restart_from(shared, cursor, endpoints_version).await?,
         }
         Ok(true)
     }
