@@ -1,7 +1,7 @@
 //! The PostgreSQL event store: the backend for production and for several `eventbus` processes
 //! on one database (invariant 6).
 //!
-//! - **Appends** go through one committer task per store ([`commit`]): group commit of every
+//! - **Appends** go through one committer per store, on a thread of its own ([`commit`]): group commit of every
 //!   waiting publish into one transaction, serialised across processes by an advisory lock so
 //!   that `seq` order is commit order (invariant 2), each publisher answered only after `COMMIT`
 //!   (invariant 1). It pushes every committed group into the [`CommitLog`] with the `seq` that
@@ -292,7 +292,7 @@ impl PgStore {
         let committer = Committer {
             connect: session.clone(),
             settings: committer_settings,
-            conn: Some(conn),
+            conn: None,
             log: log.clone(),
             sql: commit::Statements {
                 begin_sql: format!(
@@ -306,7 +306,11 @@ impl PgStore {
             },
             timeout,
         };
-        tasks.spawn(committer.run(rx));
+        // The committer connects on its own thread (see `Committer::start`).
+        let _ = conn.close().await;
+        committer
+            .start(rx, &tasks)
+            .map_err(|e| StoreError::Unavailable(format!("starting the committer: {e}")))?;
         let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tasks.spawn(listen::run(
             listen_pool,
