@@ -119,22 +119,36 @@ impl Committer {
     /// with HTTP, that answer waited for a worker to poll the shared I/O driver and then for
     /// the committer's turn behind the request tasks: about 0.4 ms of a 1.3 ms group at c=64
     /// (docs/benchmarks.md, "The committer on its own thread").
-    pub fn start(
+    pub async fn start(
         self,
         jobs: mpsc::Receiver<AppendJob>,
         tasks: &TaskTracker,
     ) -> std::io::Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let (started, on_start) = oneshot::channel::<std::io::Result<()>>();
         let (ended, on_end) = oneshot::channel::<()>();
+        // The runtime is built and dropped on the thread: never in the caller's async context.
         std::thread::Builder::new()
             .name("eventbus-committer".into())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(()));
                 runtime.block_on(self.run(jobs));
+                drop(runtime);
                 // Dropped on a panic too: the tracker never waits for a committer that is gone.
                 drop(ended);
             })?;
+        on_start
+            .await
+            .map_err(|_| std::io::Error::other("the committer's thread ended before it ran"))??;
         tasks.spawn(async move {
             let _ = on_end.await;
         });
@@ -142,10 +156,18 @@ impl Committer {
     }
 
     async fn run(mut self, mut jobs: mpsc::Receiver<AppendJob>) {
-        // Connected before the first append waits for it; a failure here is the first group's
-        // to retry.
-        if let Err(e) = connection(&mut self.conn, &self.connect, &self.settings).await {
-            tracing::warn!(error = %e, "the event store's committer cannot connect yet");
+        // Connected before the first append waits for it, within the store's bound; a failure
+        // here is the first group's to retry.
+        let connecting = connection(&mut self.conn, &self.connect, &self.settings);
+        match tokio::time::timeout(self.timeout, connecting).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the event store's committer cannot connect yet");
+            }
+            Err(_) => tracing::warn!(
+                timeout = ?self.timeout,
+                "the event store's committer cannot connect yet: no answer within the bound"
+            ),
         }
         while let Some(job) = jobs.recv().await {
             let mut rows = job.events.len();

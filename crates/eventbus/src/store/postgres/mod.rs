@@ -1,11 +1,11 @@
 //! The PostgreSQL event store: the backend for production and for several `eventbus` processes
 //! on one database (invariant 6).
 //!
-//! - **Appends** go through one committer per store, on a thread of its own ([`commit`]): group commit of every
-//!   waiting publish into one transaction, serialised across processes by an advisory lock so
-//!   that `seq` order is commit order (invariant 2), each publisher answered only after `COMMIT`
-//!   (invariant 1). It pushes every committed group into the [`CommitLog`] with the `seq` that
-//!   preceded it and `NOTIFY`s the new head.
+//! - **Appends** go through one committer per store, on a thread of its own ([`commit`]):
+//!   group commit of every waiting publish into one transaction, serialised across processes
+//!   by an advisory lock so that `seq` order is commit order (invariant 2), each publisher
+//!   answered only after `COMMIT` (invariant 1). It pushes every committed group into the
+//!   [`CommitLog`] with the `seq` that preceded it and `NOTIFY`s the new head.
 //! - **Other processes' commits** reach this process through `LISTEN` ([`listen`]), which
 //!   advances the commit log's head so that tailing readers wake and read them from the store.
 //! - **Reads** use a pool of connections (`pool_size`). A tailing read ([`EventStore::read_after`])
@@ -310,6 +310,7 @@ impl PgStore {
         let _ = conn.close().await;
         committer
             .start(rx, &tasks)
+            .await
             .map_err(|e| StoreError::Unavailable(format!("starting the committer: {e}")))?;
         let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tasks.spawn(listen::run(
