@@ -83,10 +83,11 @@ struct Slot {
     queue: Mutex<VecDeque<(u64, Bytes)>>,
     capacity: usize,
     filter: EventFilter,
-    /// The log's head when the connection registered: the dispatcher may still be behind it,
-    /// and what it dispatches up to here the connection has (replay) or skips (live start), so
-    /// it is never queued and cannot fill the queue.
-    floor: u64,
+    /// What the connection has, or does not want, up to here: at first the log's head when it
+    /// registered (or its resume point, if later), raised by its replay as it reads. The
+    /// dispatcher may still be behind it; what it hands out up to here is never queued, so it
+    /// cannot fill the queue.
+    floor: AtomicU64,
     /// The queue overflowed: the dispatcher skips the connection until it is cleared.
     lagged: AtomicBool,
     /// Woken when a frame is queued or the connection lagged.
@@ -227,7 +228,7 @@ impl SseHub {
                 queue: Mutex::new(VecDeque::new()),
                 capacity: self.options.queue.max(1),
                 filter: filter.clone(),
-                floor: self.store.log().head(),
+                floor: AtomicU64::new(self.store.log().head().max(resume.unwrap_or(0))),
                 lagged: AtomicBool::new(false),
                 wake: Notify::new(),
             });
@@ -238,7 +239,7 @@ impl SseHub {
             reg.slots.insert(id, slot.clone());
             slot
         };
-        let cursor = slot.floor;
+        let head = slot.floor.load(Ordering::Acquire);
         let mut heartbeat = tokio::time::interval_at(
             Instant::now() + self.options.heartbeat,
             self.options.heartbeat,
@@ -249,7 +250,7 @@ impl SseHub {
             hub: Arc::downgrade(self),
             store: self.store.clone(),
             slot,
-            cursor: resume.unwrap_or(cursor),
+            cursor: resume.unwrap_or(head),
             replaying: resume.is_some(),
             pending: std::collections::VecDeque::new(),
             heartbeat,
@@ -288,7 +289,7 @@ impl SseHub {
             let ids = index.matches(&event.event_type);
             for id in ids.iter() {
                 let Some(slot) = slots.get(id) else { continue };
-                if event.seq <= slot.floor
+                if event.seq <= slot.floor.load(Ordering::Acquire)
                     || slot.lagged.load(Ordering::Acquire)
                     || !slot.filter.matches(event)
                 {
@@ -454,8 +455,17 @@ impl Connection {
                     }
                 }
                 self.cursor = self.cursor.max(read.next);
+                self.slot.floor.fetch_max(self.cursor, Ordering::AcqRel);
                 if read.at_end && !self.slot.lagged.load(Ordering::Acquire) {
                     self.replaying = false;
+                    // Frames queued before the floor rose are the replay's: they go, and leave
+                    // the room to what comes live.
+                    let cursor = self.cursor;
+                    self.slot
+                        .queue
+                        .lock()
+                        .expect("sse queue lock")
+                        .retain(|(seq, _)| *seq > cursor);
                 }
             }
             Err(e) => {
@@ -608,6 +618,61 @@ mod tests {
         assert!(
             text.starts_with(&format!("id: {}\n", after[0].event.seq)),
             "the first frame is the event after the connect, not a `lagged`: {text}"
+        );
+        assert_eq!(hub.stats().lagged.load(Ordering::Relaxed), 0);
+    }
+
+    /// A resumed connection whose replay read past the head it registered at: what the
+    /// dispatcher hands out late of that range, and what it queued during the replay, neither
+    /// fills the queue once the stream is live.
+    #[tokio::test]
+    async fn what_a_replay_read_does_not_fill_the_queue_once_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("sse.db"), SqliteOptions::default())
+            .expect("opening the store");
+        let store: Arc<dyn EventStore> = Arc::new(store);
+        let options = SseOptions {
+            queue: 2,
+            ..SseOptions::default()
+        };
+        let hub = SseHub::start(
+            store.clone(),
+            options,
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let early = (0..5).map(|_| event(serde_json::json!({}))).collect();
+        store.append(early).await.unwrap();
+        let mut conn = hub.connect(EventFilter::default(), Some(0)).unwrap();
+        // Committed after the connect, before the replay reads: the replay gets them too.
+        let late = (0..3).map(|_| event(serde_json::json!({}))).collect();
+        let late = store.append(late).await.unwrap();
+        let mut seqs = Vec::new();
+        while seqs.len() < 8 {
+            let chunk = conn.next_chunk().await.unwrap();
+            let text = String::from_utf8_lossy(&chunk).into_owned();
+            if let Some(id) = text.strip_prefix("id: ") {
+                seqs.push(id.split('\n').next().unwrap().parse::<u64>().unwrap());
+            }
+        }
+        assert_eq!(seqs, (1..=8).collect::<Vec<u64>>(), "the replay");
+        // The dispatcher hands the late ones out only now, as it does when it is behind.
+        for appended in &late {
+            hub.dispatch(&appended.event);
+        }
+        let live = store
+            .append(vec![event(serde_json::json!({"live": true}))])
+            .await
+            .unwrap();
+        hub.dispatch(&live[0].event);
+        let chunk = tokio::time::timeout(Duration::from_secs(10), conn.next_chunk())
+            .await
+            .expect("the live event arrives")
+            .unwrap();
+        let text = String::from_utf8_lossy(&chunk);
+        assert!(
+            text.starts_with(&format!("id: {}\n", live[0].event.seq)),
+            "the first live frame is the event after the replay, not a `lagged`: {text}"
         );
         assert_eq!(hub.stats().lagged.load(Ordering::Relaxed), 0);
     }
