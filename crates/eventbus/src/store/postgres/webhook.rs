@@ -782,6 +782,13 @@ mod tests {
         ids.sort_unstable();
         let (low, high) = (ids[0], ids[1]);
         let until = Timestamp::from_micros(1_100); // the claim's: at 100 for 1,000
+        // The lower one's live row after the higher one's in the table, so that no plan of the
+        // renewal meets them in id order by chance.
+        sqlx::query("UPDATE webhook_deliveries SET updated_at = updated_at WHERE id = $1")
+            .bind(low)
+            .execute(s.pool())
+            .await
+            .unwrap();
         // The record's first step: the lower one locked.
         let s = std::sync::Arc::new(s);
         let mut record = s.pool().begin().await.unwrap();

@@ -3,8 +3,8 @@
 //! One task tails the log from the cursor stored in the [`WebhookStore`]. For each chunk of
 //! events it matches the endpoints snapshot and calls [`WebhookStore::fan_out`], which inserts
 //! the delivery rows and advances the cursor in one transaction, and refuses when the cursor or
-//! the endpoints moved since (another process, or an endpoint change): the task then reloads
-//! and redoes the chunk. So every committed event is queued for every endpoint that matched it
+//! the endpoints moved since (another process, or an endpoint change): the task then goes on
+//! from the stored cursor, with the endpoints read again if their version moved. So every committed event is queued for every endpoint that matched it
 //! when it committed — exactly once, whatever crashes.
 //!
 //! A chunk that queues nothing only advances the cursor in memory; it is stored with the next
@@ -218,7 +218,7 @@ impl Fanout {
                 shared.stats.queued.fetch_add(queued, Ordering::Relaxed);
                 shared.wake.notify_one();
             }
-            // Another process moved the cursor, or the endpoints changed: reload and redo.
+            // Another process moved the cursor, or the endpoints changed: go on from there.
             FanOutResult::Stale {
                 cursor,
                 endpoints_version,
