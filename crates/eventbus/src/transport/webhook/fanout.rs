@@ -4,8 +4,9 @@
 //! events it matches the endpoints snapshot and calls [`WebhookStore::fan_out`], which inserts
 //! the delivery rows and advances the cursor in one transaction, and refuses when the cursor or
 //! the endpoints moved since (another process, or an endpoint change): the task then goes on
-//! from the stored cursor, with the endpoints read again if their version moved. So every committed event is queued for every endpoint that matched it
-//! when it committed — exactly once, whatever crashes.
+//! from the stored cursor, with the endpoints read again if their version moved. So every
+//! committed event is queued for every endpoint that matched it when it committed — exactly
+//! once, whatever crashes.
 //!
 //! A chunk that queues nothing only advances the cursor in memory; it is stored with the next
 //! step that writes, or within [`PERSIST_EVERY`], by a step that carries the endpoints version
