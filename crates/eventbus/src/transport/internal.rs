@@ -354,7 +354,6 @@ mod tests {
     use super::*;
     use crate::core::event::NewEvent;
     use crate::core::time::Timestamp;
-    use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
     fn event(n: u64) -> Event {
         NewEvent::new("a.b", serde_json::json!({ "n": n }))
@@ -367,9 +366,7 @@ mod tests {
     /// store for nothing) nor reach its handler.
     #[tokio::test]
     async fn what_the_dispatcher_is_behind_on_at_subscribe_is_not_queued() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("sub.db"), SqliteOptions::default())
-            .expect("opening the store");
+        let (_dir, store) = crate::store::sqlite::testing::store();
         let store: Arc<dyn EventStore> = Arc::new(store);
         // Not started: this test plays the dispatcher, behind on what was committed.
         let subs = Subscribers::new(

@@ -573,20 +573,9 @@ mod tests {
         );
     }
 
-    fn event(payload: serde_json::Value) -> Event {
-        crate::core::event::NewEvent::new("a.b", payload)
-            .into_event(crate::core::time::Timestamp::now())
-            .unwrap()
-    }
-
-    /// Events committed before a connection opened, which the dispatcher hands out only after
-    /// it, are not queued for it: a burst the dispatcher is behind on does not fill a new
-    /// connection's queue and close it as lagged before it was sent anything.
-    #[tokio::test]
-    async fn what_the_dispatcher_is_behind_on_at_connect_does_not_fill_the_queue() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("sse.db"), SqliteOptions::default())
-            .expect("opening the store");
+    /// A hub whose connections queue two frames, over a fresh SQLite store; time runs.
+    fn hub_with_queue_of_two() -> (tempfile::TempDir, Arc<dyn EventStore>, Arc<SseHub>) {
+        let (dir, store) = crate::store::sqlite::testing::store();
         let store: Arc<dyn EventStore> = Arc::new(store);
         let options = SseOptions {
             queue: 2,
@@ -598,6 +587,21 @@ mod tests {
             &TaskTracker::new(),
             CancellationToken::new(),
         );
+        (dir, store, hub)
+    }
+
+    fn event(payload: serde_json::Value) -> Event {
+        crate::core::event::NewEvent::new("a.b", payload)
+            .into_event(crate::core::time::Timestamp::now())
+            .unwrap()
+    }
+
+    /// Events committed before a connection opened, which the dispatcher hands out only after
+    /// it, are not queued for it: a burst the dispatcher is behind on does not fill a new
+    /// connection's queue and close it as lagged before it was sent anything.
+    #[tokio::test]
+    async fn what_the_dispatcher_is_behind_on_at_connect_does_not_fill_the_queue() {
+        let (_dir, store, hub) = hub_with_queue_of_two();
         let before = (0..5).map(|_| event(serde_json::json!({}))).collect();
         let before = store.append(before).await.unwrap();
         let mut conn = hub.connect(EventFilter::default(), None).unwrap();
@@ -627,20 +631,7 @@ mod tests {
     /// fills the queue once the stream is live.
     #[tokio::test]
     async fn what_a_replay_read_does_not_fill_the_queue_once_live() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("sse.db"), SqliteOptions::default())
-            .expect("opening the store");
-        let store: Arc<dyn EventStore> = Arc::new(store);
-        let options = SseOptions {
-            queue: 2,
-            ..SseOptions::default()
-        };
-        let hub = SseHub::start(
-            store.clone(),
-            options,
-            &TaskTracker::new(),
-            CancellationToken::new(),
-        );
+        let (_dir, store, hub) = hub_with_queue_of_two();
         let early = (0..5).map(|_| event(serde_json::json!({}))).collect();
         store.append(early).await.unwrap();
         let mut conn = hub.connect(EventFilter::default(), Some(0)).unwrap();
