@@ -141,18 +141,17 @@ impl Fanout {
     }
 
     /// After a refused step: continue from the stored `cursor`, matching again whatever was only
-    /// advanced in memory, with the endpoints re-read when they moved (`version`, or a change
-    /// made here). When only the cursor moved (another process queued the range) the snapshot
-    /// stands: every endpoint change bumps the version.
+    /// advanced in memory, with the endpoints re-read when their stored `version` moved. When
+    /// only the cursor moved (another process queued the range) the snapshot stands: every
+    /// endpoint change bumps the version, and one made here is seen by the next `step`.
     async fn restart_from(
         &mut self,
         shared: &Shared,
         cursor: u64,
         version: u64,
     ) -> Result<(), StoreError> {
-        let generation = shared.endpoints.generation();
-        if version != self.snapshot.version || generation != self.generation {
-            self.generation = generation;
+        if version != self.snapshot.version {
+            self.generation = shared.endpoints.generation();
             self.snapshot = shared.endpoints.reload(&*shared.store).await?;
         }
         self.stored = cursor;
