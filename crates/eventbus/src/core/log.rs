@@ -8,6 +8,7 @@
 //! is the highest `seq` known committed, published on a watch channel that readers await.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -47,6 +48,8 @@ pub struct CommitLog {
     head: watch::Sender<u64>,
     capacity: usize,
     max_bytes: usize,
+    /// Reads it could not serve (the reader goes to the store).
+    misses: AtomicU64,
 }
 
 /// Payload bytes the ring may hold by default.
@@ -70,6 +73,7 @@ impl CommitLog {
             head: watch::Sender::new(head),
             capacity: capacity.max(1),
             max_bytes,
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -112,6 +116,13 @@ impl CommitLog {
         });
     }
 
+    /// How many reads it could not serve, since it was made: the cursor was older than the
+    /// ring, or the head was ahead of it (commits of another process, or a commit not pushed
+    /// yet). Each such read went to the store.
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
     /// The highest committed `seq` known.
     pub fn head(&self) -> u64 {
         *self.head.borrow()
@@ -132,13 +143,10 @@ impl CommitLog {
         keep: impl Fn(&Event) -> bool,
     ) -> Option<HotRead> {
         let ring = self.ring.lock().expect("commit log lock");
-        if after < ring.base {
-            return None;
-        }
         let start = ring.events.partition_point(|e| e.seq <= after);
-        let remaining = ring.events.len() - start;
-        let at_end = remaining <= limit;
-        if at_end && ring.last() < self.head() {
+        let at_end = ring.events.len() - start <= limit;
+        if after < ring.base || (at_end && ring.last() < self.head()) {
+            self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let mut next = after.max(ring.base);
@@ -186,6 +194,7 @@ mod tests {
         let r = log.read_after(3, 100, |_| true).unwrap();
         assert!(r.events.is_empty());
         assert_eq!(r.next, 3);
+        assert_eq!(log.misses(), 0);
     }
 
     #[test]
@@ -222,5 +231,6 @@ mod tests {
         log.advance(11);
         assert!(log.read_after(10, 10, |_| true).is_none());
         assert!(!log.read_after(9, 0, |_| true).unwrap().at_end);
+        assert_eq!(log.misses(), 3, "each read sent to the store is counted");
     }
 }

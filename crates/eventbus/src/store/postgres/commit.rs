@@ -52,6 +52,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
+use super::listen::OwnCommits;
 use super::{is_connection_error, row_to_event, unavailable};
 use crate::core::event::Event;
 use crate::core::log::CommitLog;
@@ -83,6 +84,8 @@ pub(super) struct Committer {
     pub settings: String,
     pub conn: Option<PgConnection>,
     pub log: Arc<CommitLog>,
+    /// What the listener hears from this committer's session while a group is in flight.
+    pub own: Arc<OwnCommits>,
     pub sql: Statements,
     pub timeout: Duration,
 }
@@ -158,7 +161,7 @@ impl Committer {
     async fn run(mut self, mut jobs: mpsc::Receiver<AppendJob>) {
         // Connected before the first append waits for it, within the store's bound; a failure
         // here is the first group's to retry.
-        let connecting = connection(&mut self.conn, &self.connect, &self.settings);
+        let connecting = connection(&mut self.conn, &self.connect, &self.settings, &self.own);
         match tokio::time::timeout(self.timeout, connecting).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -200,6 +203,7 @@ impl Committer {
         let timeout = self.timeout;
         let started = std::time::Instant::now();
         let events: usize = batches.iter().map(Vec::len).sum();
+        self.own.begin();
         let outcome =
             match tokio::time::timeout(timeout, self.write_with_retry(batches, expected)).await {
                 Ok(Ok(written)) => Ok(written),
@@ -212,7 +216,10 @@ impl Committer {
             Ok(w) => w,
             Err(e) => {
                 // Dropping the connection ends the session: the server rolls back what was open.
+                // If it committed and only the answer was lost, its notification is the news.
                 self.conn = None;
+                self.own.set_session(0);
+                self.own.end(&self.log);
                 tracing::error!(error = %e, "event store commit failed; the group was not acknowledged");
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -223,6 +230,7 @@ impl Committer {
         crate::metric::store_group(events, started.elapsed());
         let rows: Vec<Arc<Event>> = written.rows.into_iter().map(Arc::new).collect();
         self.log.push(written.prev, &rows);
+        self.own.end(&self.log);
         for (result, reply) in written.batches.into_iter().zip(replies) {
             let result = result.map(|slots| {
                 slots
@@ -252,7 +260,7 @@ impl Committer {
         // written by one statement; any other group in the transaction of steps 1 to 5.
         let fast = distinct_ids(&batches) && expected.iter().all(Option::is_none);
         let reused = self.conn.is_some();
-        let conn = connection(&mut self.conn, &self.connect, &self.settings).await?;
+        let conn = connection(&mut self.conn, &self.connect, &self.settings, &self.own).await?;
         let first = first_step(conn, fast, &batches, &self.sql).await;
         let first = match first {
             Err(e) if reused && is_connection_error(&e) => {
@@ -261,7 +269,9 @@ impl Committer {
                 // stored and the transaction settles them as duplicates.
                 tracing::info!(error = %e, "event store connection was lost; reconnecting");
                 self.conn = None;
-                let conn = connection(&mut self.conn, &self.connect, &self.settings).await?;
+                self.own.set_session(0);
+                let conn =
+                    connection(&mut self.conn, &self.connect, &self.settings, &self.own).await?;
                 first_step(conn, fast, &batches, &self.sql).await?
             }
             other => other?,
@@ -324,16 +334,23 @@ async fn append_new(
     Ok((prev >= 0).then_some(prev as u64))
 }
 
+/// The committer's connection, connected with its session settings when there is none; the
+/// listener learns its server process, to tell this committer's notifications from others'.
 async fn connection<'c>(
     conn: &'c mut Option<PgConnection>,
     connect: &PgConnectOptions,
     settings: &str,
+    own: &OwnCommits,
 ) -> Result<&'c mut PgConnection, sqlx::Error> {
     if conn.is_none() {
         let mut new = PgConnection::connect_with(connect).await?;
         sqlx::raw_sql(AssertSqlSafe(settings.to_owned()))
             .execute(&mut new)
             .await?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut new)
+            .await?;
+        own.set_session(u32::try_from(pid).unwrap_or(0));
         *conn = Some(new);
     }
     Ok(conn.as_mut().expect("just connected"))

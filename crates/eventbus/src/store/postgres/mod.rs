@@ -289,11 +289,13 @@ impl PgStore {
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
         let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let own = Arc::new(listen::OwnCommits::default());
         let committer = Committer {
             connect: session.clone(),
             settings: committer_settings,
             conn: None,
             log: log.clone(),
+            own: own.clone(),
             sql: commit::Statements {
                 begin_sql: format!(
                     "BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK}, {schema_key})"
@@ -317,6 +319,7 @@ impl PgStore {
             listen_pool,
             channel,
             log.clone(),
+            own,
             listening.clone(),
             cancel.clone(),
         ));
