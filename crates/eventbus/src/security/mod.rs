@@ -114,13 +114,23 @@ pub enum GrantError {
 /// A lookup remembered until `at + KEY_CACHE_TTL`.
 struct Cached {
     at: Instant,
-    row: Option<(ApiKey, Vec<u8>)>,
+    row: Option<Arc<Found>>,
+}
+
+/// A stored key as authentication needs it: the row, its secret's hash, and its principal,
+/// built once per lookup rather than once per request.
+struct Found {
+    key: ApiKey,
+    hash: Vec<u8>,
+    principal: Arc<Principal>,
 }
 
 /// The keys of one bus: authentication, creation, revocation and browser tokens.
 pub struct Keys {
     store: Arc<dyn KeyStore>,
     admin_hash: Option<[u8; 32]>,
+    /// The admin key's principal, shared by its requests.
+    root: Arc<Principal>,
     cache: Mutex<HashMap<String, Cached>>,
     signer: TokenSigner,
 }
@@ -175,6 +185,7 @@ impl Keys {
         Ok(Keys {
             store,
             admin_hash: admin_key.map(|k| sha256(k.as_bytes())),
+            root: Arc::new(Principal::root(ADMIN_KEY_ID)),
             cache: Mutex::new(HashMap::new()),
             signer: TokenSigner::new(secret),
         })
@@ -191,32 +202,42 @@ impl Keys {
             && constant_time_eq(&sha256(presented.as_bytes()), admin)
         {
             return Ok(Authenticated {
-                principal: Arc::new(Principal::root(ADMIN_KEY_ID)),
+                principal: self.root.clone(),
                 rate_limit: None,
                 max_connections: None,
             });
         }
         let (id, secret) = parse_key(presented).ok_or(AuthError::Malformed)?;
-        let (key, hash) = self.lookup(id).await?.ok_or(AuthError::Invalid)?;
-        if !constant_time_eq(&sha256(secret.as_bytes()), &hash) || !key.is_active(Timestamp::now())
-        {
+        let found = self.lookup(id).await?.ok_or(AuthError::Invalid)?;
+        let Found {
+            key,
+            hash,
+            principal,
+        } = &*found;
+        if !constant_time_eq(&sha256(secret.as_bytes()), hash) || !key.is_active(Timestamp::now()) {
             return Err(AuthError::Invalid);
         }
         Ok(Authenticated {
-            principal: Arc::new(key.principal()),
+            principal: principal.clone(),
             rate_limit: key.rate_limit,
             max_connections: key.max_connections,
         })
     }
 
-    async fn lookup(&self, id: &str) -> Result<Option<(ApiKey, Vec<u8>)>, StoreError> {
+    async fn lookup(&self, id: &str) -> Result<Option<Arc<Found>>, StoreError> {
         let now = Instant::now();
         if let Some(c) = self.cache.lock().expect("key cache lock").get(id)
             && now.duration_since(c.at) < KEY_CACHE_TTL
         {
             return Ok(c.row.clone());
         }
-        let row = self.store.get_key(id).await?;
+        let row = self.store.get_key(id).await?.map(|(key, hash)| {
+            Arc::new(Found {
+                principal: Arc::new(key.principal()),
+                key,
+                hash,
+            })
+        });
         let mut cache = self.cache.lock().expect("key cache lock");
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, c| now.duration_since(c.at) < KEY_CACHE_TTL);
