@@ -178,8 +178,9 @@ fn publish(args: PublishArgs) -> Result<()> {
     Ok(())
 }
 
-/// The raw PostgreSQL runs beside a PostgreSQL HTTP run, the table and the target: batched publish
-/// through HTTP at least half the raw `COPY` rate of the same rows.
+/// The raw PostgreSQL runs beside a PostgreSQL HTTP run, the table and the target against the raw
+/// `COPY` rate of the same rows: batched publishes through HTTP at least 0.5 of it, single events
+/// at least 0.6 (groups made of concurrent publishes).
 fn pg_report(
     runtime: &tokio::runtime::Runtime,
     args: &PublishArgs,
@@ -212,9 +213,14 @@ fn pg_report(
     println!("{usage}");
     if let Some(copy) = raw.last() {
         let ratio = http.rate() / copy.rate();
-        let verdict = if ratio >= 0.5 { "met" } else { "MISSED" };
+        let (goal, shape) = if args.batch > 1 {
+            (0.5, "batched publishes")
+        } else {
+            (0.6, "single events")
+        };
+        let verdict = if ratio >= goal { "met" } else { "MISSED" };
         println!(
-            "target: http / raw COPY {raw_batch} rows/txn: {ratio:.2} (goal >= 0.50 for batched publishes) {verdict}"
+            "target: http / raw COPY {raw_batch} rows/txn: {ratio:.2} (goal >= {goal:.2} for {shape}) {verdict}"
         );
     }
     Ok(())
