@@ -220,8 +220,9 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
         })
     };
     let client = crate::server::client_builder().build()?;
+    let mut endpoints = Vec::with_capacity(load.endpoints);
     for e in 0..load.endpoints {
-        create_endpoint(&client, first, port, e, "project.>").await?;
+        endpoints.push(create_endpoint(&client, first, port, e, "project.>").await?);
     }
     let padding = "x".repeat(load.payload_bytes.saturating_sub(60));
     let events_urls: Vec<String> = load.urls.iter().map(|u| format!("{u}/v1/events")).collect();
@@ -261,6 +262,11 @@ pub async fn run(load: &WebhookLoad) -> Result<WebhookResult> {
     let deadline = Instant::now() + Duration::from_secs(300);
     while received.deliveries.load(Ordering::Acquire) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A database used again (`--store-url`) must not fan the next run's events out to this
+    // run's receiver, which is gone by then.
+    for id in &endpoints {
+        delete_endpoint(&client, first, id).await?;
     }
     acceptor.abort();
     let last = received
@@ -356,14 +362,14 @@ async fn publish_open_loop(
 }
 
 /// Creates endpoint `e` for events of `types` on `server`, posting to the receiver on `port`
-/// at `/hook/<e>`.
+/// at `/hook/<e>`; returns its id.
 pub async fn create_endpoint(
     client: &reqwest::Client,
     server: &str,
     port: u16,
     e: usize,
     types: &str,
-) -> Result<()> {
+) -> Result<String> {
     let r = client
         .post(format!("{server}/v1/webhooks"))
         .json(&serde_json::json!({
@@ -379,6 +385,23 @@ pub async fn create_endpoint(
             r.status(),
             r.text().await.unwrap_or_default()
         );
+    }
+    let created: serde_json::Value = r.json().await.context("reading the created endpoint")?;
+    match created["id"].as_str() {
+        Some(id) => Ok(id.to_owned()),
+        None => bail!("the created endpoint {e} has no id: {created}"),
+    }
+}
+
+/// Deletes endpoint `id` on `server`.
+async fn delete_endpoint(client: &reqwest::Client, server: &str, id: &str) -> Result<()> {
+    let r = client
+        .delete(format!("{server}/v1/webhooks/{id}"))
+        .send()
+        .await
+        .with_context(|| format!("deleting endpoint {id}"))?;
+    if !r.status().is_success() {
+        bail!("deleting endpoint {id} answered {}", r.status());
     }
     Ok(())
 }
