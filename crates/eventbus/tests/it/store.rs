@@ -733,7 +733,12 @@ async fn concurrent_appends_get_unique_increasing_seqs_and_a_tailing_reader_sees
     let store = db.open().await;
     // The listener's first read of the head, racing the writers, could send the reader to the
     // store once; this test counts those reads, so the listener starts first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while store.notification_link() == Some(false) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener did not connect within 10 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let reader = {

@@ -16,7 +16,9 @@
 //!    it in the group, and a wrong one drops its batch alone, like a conflict;
 //! 4. one multi-row `INSERT … SELECT FROM UNNEST(…)` of the new rows, with `pg_notify` of the new
 //!    head in the same statement (delivered at commit);
-//! 5. `COMMIT`, then `CommitLog::push(prev, new)`, then every publisher is answered.
+//! 5. `COMMIT`, then `CommitLog::push(prev, new)`, then every publisher is answered. The
+//!    listener hears the group's own notification meanwhile and leaves it to the committer
+//!    ([`OwnCommits`]), so the head never runs ahead of the rows in memory.
 //!
 //! **The fast path.** A group whose ids are distinct (the common case: new events, no retries)
 //! first goes as one statement, `SELECT eventbus_append(…)` (migration 0008), which does steps 1,

@@ -46,7 +46,8 @@ impl OwnCommits {
     }
 
     /// The group ended, answered or failed: a head its session announced meanwhile is applied
-    /// now (after the rows were pushed, or, when the answer was lost, as the only news of them).
+    /// now (after the rows were pushed, or, when the answer was lost, as the only news of them;
+    /// readers then learn of that commit when the group fails, within the store's timeout).
     pub fn end(&self, log: &CommitLog) {
         let (_, announced) = std::mem::take(&mut *self.waiting.lock().expect("own commits lock"));
         if announced > 0 {
