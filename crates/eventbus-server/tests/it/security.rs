@@ -621,6 +621,35 @@ async fn type_patterns_and_projects_limit_publishing_and_reading() {
 }
 
 #[tokio::test]
+async fn ids_of_the_bus_announcements_are_reserved_even_for_the_admin_key() {
+    let server = InProcessServer::start(&[]).await;
+    let root = Api::new(&server, ADMIN_KEY);
+    // Taking the id a disabled endpoint's announcement will get would silence it.
+    let reserved = "webhook-disabled-ep_0123-1700000000000000";
+    root.publish(&json!({"id": reserved, "type": "integration.status_changed"}))
+        .await
+        .assert_problem_detail(StatusCode::FORBIDDEN, "reserved");
+    let batch = root
+        .post(
+            "/v1/events",
+            &json!([
+                {"id": "ok-1", "type": "project.created"},
+                {"id": reserved, "type": "project.created"},
+            ]),
+        )
+        .await;
+    batch.assert_problem_detail(StatusCode::FORBIDDEN, "webhook-disabled-");
+    assert!(
+        root.events("/v1/events").await.is_empty(),
+        "a refused batch stores nothing"
+    );
+    let near = root
+        .publish(&json!({"id": "webhook-disabled", "type": "project.created"}))
+        .await;
+    assert_eq!(near.status, StatusCode::CREATED, "{}", near.body);
+}
+
+#[tokio::test]
 async fn browser_tokens_expire_and_tampered_tokens_are_refused() {
     let server = InProcessServer::start(&[]).await;
     let root = Api::new(&server, ADMIN_KEY);

@@ -234,9 +234,15 @@ impl Middleware for ValidationMiddleware {
     }
 }
 
+/// Ids the bus gives its own announcements (a webhook endpoint disabled for failing). They are
+/// predictable, so that an announcement made again is recognised; a caller who took one first
+/// would silence it, so no authenticated caller may publish one.
+pub const RESERVED_ID_PREFIX: &str = "webhook-disabled-";
+
 /// The security step: an event published by an authenticated caller must be within its key
-/// (the `publish` permission, its type patterns, its projects) and is bound to its tenant
-/// ([`Principal::may_publish`]). Trusted in-process publishers (no principal) pass.
+/// (the `publish` permission, its type patterns, its projects), is bound to its tenant
+/// ([`Principal::may_publish`]) and may not take an id of the bus's own
+/// ([`RESERVED_ID_PREFIX`]). Trusted in-process publishers (no principal) pass.
 #[derive(Debug, Default)]
 pub struct SecurityMiddleware;
 
@@ -250,7 +256,15 @@ impl Middleware for SecurityMiddleware {
         let Some(principal) = &ctx.principal else {
             return Ok(());
         };
-        principal.may_publish(event).map_err(|denied| {
+        let allowed = if event.id.starts_with(RESERVED_ID_PREFIX) {
+            Err(super::principal::Denied(format!(
+                "ids starting with `{RESERVED_ID_PREFIX}` are reserved for the bus's own \
+                 announcements; choose another `id`, or leave it out to get a generated one"
+            )))
+        } else {
+            principal.may_publish(event)
+        };
+        allowed.map_err(|denied| {
             tracing::warn!(
                 target: "audit",
                 key = %principal.key_id,
@@ -421,5 +435,24 @@ mod tests {
         let mut e = event("x.y", serde_json::Value::Null);
         assert!(chain.run(&mut e, &PublishContext::default()).await.is_err());
         assert_eq!(e.metadata["seen"], "a");
+    }
+    #[tokio::test]
+    async fn reserved_ids_are_the_buss_own() {
+        let mut e = event("integration.status_changed", serde_json::Value::Null);
+        e.id = format!("{RESERVED_ID_PREFIX}ep_1-1");
+        let caller = PublishContext {
+            principal: Some(Arc::new(Principal::root("admin"))),
+            traceparent: None,
+        };
+        let Err(MiddlewareError::Rejected(r)) = SecurityMiddleware.handle(&mut e, &caller).await
+        else {
+            panic!("an authenticated caller took a reserved id")
+        };
+        assert_eq!(r.kind, RejectKind::Forbidden);
+        assert!(r.message.contains("reserved"), "{}", r.message);
+        SecurityMiddleware
+            .handle(&mut e, &PublishContext::default())
+            .await
+            .expect("the bus itself publishes its announcements");
     }
 }

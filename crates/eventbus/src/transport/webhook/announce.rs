@@ -108,7 +108,11 @@ async fn scan(
 /// attempts ending later could clear).
 fn announcement_id(ep: &Endpoint) -> Option<String> {
     let streak = ep.failing_since?.as_micros();
-    Some(format!("webhook-disabled-{}-{streak}", ep.id))
+    Some(format!(
+        "{}{}-{streak}",
+        crate::core::middleware::RESERVED_ID_PREFIX,
+        ep.id
+    ))
 }
 
 /// Publishes the announcement of `ep`; `false` when the task is to stop (`abort`, or the bus is
