@@ -12,6 +12,8 @@ use std::time::Duration;
 pub const EVENTS_PUBLISHED: &str = "eventbus_events_published_total";
 /// Seconds from a publish call to its answer (one call may carry a batch).
 pub const PUBLISH_DURATION: &str = "eventbus_publish_duration_seconds";
+/// Reads of the newest events the in-memory commit log could not serve, sent to the store.
+pub const STORE_TAIL_MISSES: &str = "eventbus_store_tail_misses_total";
 /// Events per group commit of the store.
 pub const STORE_BATCH_SIZE: &str = "eventbus_store_append_batch_size";
 /// Seconds one group commit takes (write and fsync).
@@ -124,6 +126,12 @@ pub const CATALOGUE: &[(&str, Kind, &str, Option<&[&[(&str, &str)]]>)] = &[
         STORE_APPEND_DURATION,
         Kind::Histogram,
         "Seconds one group commit of the store takes, write and fsync.",
+        Some(&[&[]]),
+    ),
+    (
+        STORE_TAIL_MISSES,
+        Kind::Counter,
+        "Reads of the newest events that the in-memory commit log could not serve and sent to the store (a cursor older than the log, or commits of another process).",
         Some(&[&[]]),
     ),
     (

@@ -83,6 +83,7 @@ pub(super) async fn get_metrics(
     if let Some(depth) = depths.webhooks {
         gauge("webhooks", depth);
     }
+    metrics::counter!(m::STORE_TAIL_MISSES).absolute(bus.store().log().misses());
     let sse = bus.sse().stats();
     metrics::gauge!(m::SSE_CONNECTIONS)
         .set(sse.connections.load(std::sync::atomic::Ordering::Relaxed) as f64);

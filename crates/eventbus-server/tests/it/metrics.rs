@@ -170,6 +170,7 @@ async fn metrics_pass_promtool_and_exist_from_start_up() {
         "eventbus_webhook_attempts_total{outcome=\"failed\"}",
         "eventbus_webhook_dead_letters_total",
         "eventbus_store_append_duration_seconds_count",
+        "eventbus_store_tail_misses_total",
         "eventbus_publish_duration_seconds_count",
     ] {
         assert_eq!(sample(&fresh, series), Some(0.0), "{series} in\n{fresh}");
