@@ -219,8 +219,7 @@ impl Committer {
             Err(e) => {
                 // Dropping the connection ends the session: the server rolls back what was open.
                 // If it committed and only the answer was lost, its notification is the news.
-                self.conn = None;
-                self.own.set_session(0);
+                self.disconnect();
                 self.own.end(&self.log);
                 tracing::error!(error = %e, "event store commit failed; the group was not acknowledged");
                 for reply in replies {
@@ -253,6 +252,12 @@ impl Committer {
         }
     }
 
+    /// Drops the connection (ending its session) and forgets its server process.
+    fn disconnect(&mut self) {
+        self.conn = None;
+        self.own.set_session(0);
+    }
+
     async fn write_with_retry(
         &mut self,
         batches: Vec<Vec<Event>>,
@@ -270,8 +275,7 @@ impl Committer {
                 // the fast statement did commit before its answer was lost, it now finds its ids
                 // stored and the transaction settles them as duplicates.
                 tracing::info!(error = %e, "event store connection was lost; reconnecting");
-                self.conn = None;
-                self.own.set_session(0);
+                self.disconnect();
                 let conn =
                     connection(&mut self.conn, &self.connect, &self.settings, &self.own).await?;
                 first_step(conn, fast, &batches, &self.sql).await?
