@@ -590,6 +590,20 @@ mod tests {
         (dir, store, hub)
     }
 
+    /// Asserts that the next frame of `conn`, within 10 s, is the event `seq` (`what`), not a
+    /// `lagged`.
+    async fn next_frame_is(conn: &mut Connection, seq: u64, what: &str) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), conn.next_chunk())
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not arrive"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&chunk);
+        assert!(
+            text.starts_with(&format!("id: {seq}\n")),
+            "the next frame is {what}, not a `lagged`: {text}"
+        );
+    }
+
     fn event(payload: serde_json::Value) -> Event {
         crate::core::event::NewEvent::new("a.b", payload)
             .into_event(crate::core::time::Timestamp::now())
@@ -614,15 +628,7 @@ mod tests {
             .append(vec![event(serde_json::json!({"n": 6}))])
             .await
             .unwrap();
-        let chunk = tokio::time::timeout(Duration::from_secs(10), conn.next_chunk())
-            .await
-            .expect("the event after the connect arrives")
-            .unwrap();
-        let text = String::from_utf8_lossy(&chunk);
-        assert!(
-            text.starts_with(&format!("id: {}\n", after[0].event.seq)),
-            "the first frame is the event after the connect, not a `lagged`: {text}"
-        );
+        next_frame_is(&mut conn, after[0].event.seq, "the event after the connect").await;
         assert_eq!(hub.stats().lagged.load(Ordering::Relaxed), 0);
     }
 
@@ -656,15 +662,12 @@ mod tests {
             .await
             .unwrap();
         hub.dispatch(&live[0].event);
-        let chunk = tokio::time::timeout(Duration::from_secs(10), conn.next_chunk())
-            .await
-            .expect("the live event arrives")
-            .unwrap();
-        let text = String::from_utf8_lossy(&chunk);
-        assert!(
-            text.starts_with(&format!("id: {}\n", live[0].event.seq)),
-            "the first live frame is the event after the replay, not a `lagged`: {text}"
-        );
+        next_frame_is(
+            &mut conn,
+            live[0].event.seq,
+            "the live event after the replay",
+        )
+        .await;
         assert_eq!(hub.stats().lagged.load(Ordering::Relaxed), 0);
     }
 }
